@@ -1,0 +1,38 @@
+//! Wire types of paxkv (client API, replica messages, snapshots) and the length-delimited frame
+//! codec that carries them.
+
+pub mod frame;
+
+/// Client API: requests, answers, typed errors.
+pub mod client {
+    include!(concat!(env!("OUT_DIR"), "/paxkv.client.rs"));
+}
+
+/// Replica protocol: ballots, log entries, phase 1 / phase 2 messages, snapshots.
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/paxkv.peer.rs"));
+
+    impl Ballot {
+        /// The ballot below every real ballot; what a fresh acceptor has promised.
+        pub const ZERO: Ballot = Ballot { round: 0, node: 0 };
+
+        pub fn new(round: u64, node: u64) -> Ballot {
+            Ballot { round, node }
+        }
+    }
+}
+
+/// Largest key a client may write, in bytes.
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+/// Largest value a client may write, in bytes.
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Largest number of keys one scan page returns.
+pub const SCAN_LIMIT_MAX: u32 = 1000;
+/// Scan page size when the request asks for 0.
+pub const SCAN_LIMIT_DEFAULT: u32 = 100;
+/// Largest frame a client may send or receive, in bytes (a maximal put plus headroom).
+pub const CLIENT_FRAME_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Largest frame between replicas, in bytes (a batch of entries or a snapshot chunk).
+pub const PEER_FRAME_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+pub use frame::{FrameCodec, FrameError};
