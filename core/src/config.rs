@@ -1,0 +1,88 @@
+//! Replica configuration: validated once, then read-only.
+
+use crate::types::NodeId;
+use crate::Error;
+
+/// How a replica behaves. Every duration is in milliseconds of the caller's clock.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub node_id: NodeId,
+    /// Every member, including `node_id`. The initial configuration of a new cluster; a
+    /// recovered replica takes the one it persisted.
+    pub members: Vec<NodeId>,
+    /// A follower that hears nothing from its leader for a random time in
+    /// `election_timeout_ms ..= 2 * election_timeout_ms` may campaign.
+    pub election_timeout_ms: u64,
+    /// How often a leader sends heartbeats and every node pings its peers.
+    pub heartbeat_interval_ms: u64,
+    /// Bound on how fast any node's clock may drift from real time, in parts per million.
+    /// Leases are shortened by twice this rate (one clock fast, the other slow).
+    pub clock_drift_ppm_max: u64,
+    /// Seed of the replica's random choices (election timeouts).
+    pub seed: u64,
+    /// Take a snapshot and trim the log once this many applied entries are not in a snapshot.
+    pub snapshot_entries_threshold: u64,
+    /// Entries a leader may have proposed but not yet committed; further proposals get `Busy`.
+    pub uncommitted_entries_max: u64,
+}
+
+impl ReplicaConfig {
+    /// A configuration with the defaults used by `kv-server`.
+    pub fn new(node_id: NodeId, members: Vec<NodeId>, seed: u64) -> ReplicaConfig {
+        ReplicaConfig {
+            node_id,
+            members,
+            election_timeout_ms: 1000,
+            heartbeat_interval_ms: 100,
+            clock_drift_ppm_max: 10_000,
+            seed,
+            snapshot_entries_threshold: 10_000,
+            uncommitted_entries_max: 4096,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |why: String| Err(Error::InvalidConfig(why));
+        if self.node_id.0 == 0 {
+            return invalid("node id 0 is reserved for \"nobody\"".into());
+        }
+        if !self.members.contains(&self.node_id) {
+            return invalid(format!(
+                "members {:?} do not include {}",
+                self.members, self.node_id
+            ));
+        }
+        let mut sorted = self.members.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.members.len() {
+            return invalid(format!("members {:?} contain duplicates", self.members));
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.election_timeout_ms < 2 * self.heartbeat_interval_ms
+        {
+            return invalid(format!(
+                "election timeout ({} ms) must be at least twice the heartbeat interval ({} ms)",
+                self.election_timeout_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.clock_drift_ppm_max >= 250_000 {
+            return invalid(format!(
+                "clock drift bound {} ppm leaves no lease; keep it under 250000",
+                self.clock_drift_ppm_max
+            ));
+        }
+        if self.snapshot_entries_threshold == 0 || self.uncommitted_entries_max == 0 {
+            return invalid("snapshot threshold and uncommitted limit must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// How long a leader may serve reads from its lease after the send time of a heartbeat
+    /// round a quorum acknowledged: the election timeout, which every follower waits before
+    /// supporting someone else, shortened by the worst relative drift of two clocks.
+    pub fn lease_duration_ms(&self) -> u64 {
+        let shrink_ppm = 2 * self.clock_drift_ppm_max;
+        self.election_timeout_ms * (1_000_000 - shrink_ppm) / 1_000_000
+    }
+}

@@ -1,0 +1,310 @@
+//! Leader election (phase 1): campaigning, promises, refusals, and the new leader's catch-up
+//! from the most advanced log among its promises.
+//!
+//! Partial connectivity: a node campaigns only while it hears from a quorum; an acceptor refuses
+//! a new ballot while it still hears from its leader (stickiness), so two nodes that cannot see
+//! each other do not keep pre-empting each other; a leader that stops hearing from a quorum
+//! steps down, so its followers' support runs out and a quorum-connected node takes over.
+
+use std::collections::BTreeMap;
+
+use paxkv_proto::peer::{
+    peer_message::Body, Ballot, LogRequest, LogResponse, LogState, Nack, Prepare, Promise,
+};
+
+use crate::leader::{LeaderPhase, LeaderState};
+use crate::replica::{Replica, Role};
+use crate::types::{ballot_or_zero, log_state_or_empty, NodeId};
+use crate::ACCEPT_BATCH_BYTES_MAX;
+use crate::ACCEPT_BATCH_ENTRIES_MAX;
+
+#[derive(Debug)]
+pub(crate) struct CandidateState {
+    pub(crate) ballot: Ballot,
+    pub(crate) promises: BTreeMap<NodeId, LogState>,
+    /// Our own promise counts only once it is durable.
+    pub(crate) self_promise_durable: bool,
+}
+
+/// Orders logs by how advanced they are: the ballot of the last entry, then its index.
+fn log_rank(log: &LogState) -> (Ballot, u64) {
+    (ballot_or_zero(log.last_ballot), log.last_index)
+}
+
+impl Replica {
+    pub(crate) fn on_election_timeout(&mut self) {
+        if self.quorum_connected() {
+            self.campaign();
+        } else {
+            if self.role == Role::Candidate {
+                self.become_follower(None);
+            }
+            self.reset_election_deadline();
+        }
+    }
+
+    fn campaign(&mut self) {
+        let round = self.round_seen_max.max(self.promised.round) + 1;
+        let ballot = Ballot::new(round, self.id.0);
+        self.set_promised(ballot);
+        if let Some(mut state) = self.leader.take() {
+            state.fail_pending(self);
+        }
+        self.role = Role::Candidate;
+        self.leader_id = None;
+        self.candidate = Some(CandidateState {
+            ballot,
+            promises: BTreeMap::new(),
+            self_promise_durable: false,
+        });
+        self.reset_election_deadline();
+        self.broadcast_prepare(&[]);
+    }
+
+    pub(crate) fn broadcast_prepare(&mut self, skip: &[NodeId]) {
+        let peers: Vec<NodeId> = self.peers().filter(|peer| !skip.contains(peer)).collect();
+        for peer in peers {
+            self.send(
+                peer,
+                Body::Prepare(Prepare {
+                    commit_index: self.commit_index,
+                }),
+            );
+        }
+    }
+
+    pub(crate) fn resend_prepares(&mut self) {
+        let answered: Vec<NodeId> = match &self.candidate {
+            Some(candidate) => candidate.promises.keys().copied().collect(),
+            None => return,
+        };
+        self.broadcast_prepare(&answered);
+    }
+
+    pub(crate) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, _prepare: Prepare) {
+        if ballot < self.promised {
+            self.send(
+                from,
+                Body::Nack(Nack {
+                    leader_alive: false,
+                }),
+            );
+            return;
+        }
+        if ballot > self.promised {
+            let supporting_someone = self.role == Role::Leader
+                || (self.now < self.support_until && self.leader_id != Some(from));
+            if supporting_someone {
+                self.send(from, Body::Nack(Nack { leader_alive: true }));
+                return;
+            }
+            self.set_promised(ballot);
+            if self.role != Role::Follower {
+                self.become_follower(None);
+            } else {
+                self.leader_id = None;
+                self.reset_election_deadline();
+            }
+        }
+        if ballot.node != from.0 {
+            return;
+        }
+        let log = self.log_state();
+        self.send_after_persist(from, Body::Promise(Promise { log: Some(log) }));
+    }
+
+    pub(crate) fn handle_promise(&mut self, from: NodeId, ballot: Ballot, promise: Promise) {
+        let log = log_state_or_empty(promise.log);
+        if let Some(leader) = &self.leader {
+            if leader.ballot == ballot {
+                self.leader_handle_late_promise(from, log);
+            }
+            return;
+        }
+        let Some(candidate) = self.candidate.as_mut() else {
+            return;
+        };
+        if candidate.ballot != ballot {
+            return;
+        }
+        candidate.promises.insert(from, log);
+        self.check_promise_quorum();
+    }
+
+    pub(crate) fn handle_nack(&mut self, _from: NodeId, ballot: Ballot, nack: Nack) {
+        if nack.leader_alive || ballot <= self.promised {
+            // A sticky refusal changes nothing: the campaign times out and retries if it must.
+            return;
+        }
+        if self.role != Role::Follower {
+            self.become_follower(None);
+        }
+    }
+
+    pub(crate) fn on_candidate_persisted(&mut self) {
+        let durable = self.durable_promised;
+        if let Some(candidate) = self.candidate.as_mut() {
+            if candidate.ballot == durable {
+                candidate.self_promise_durable = true;
+            }
+        }
+        self.check_promise_quorum();
+    }
+
+    fn check_promise_quorum(&mut self) {
+        let Some(candidate) = &self.candidate else {
+            return;
+        };
+        let votes = candidate.promises.len() + usize::from(candidate.self_promise_durable);
+        if votes >= self.quorum() {
+            self.become_leader();
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let candidate = self
+            .candidate
+            .take()
+            .expect("only a candidate becomes leader");
+        assert_eq!(
+            candidate.ballot, self.promised,
+            "a leader leads with the ballot it promised"
+        );
+        self.role = Role::Leader;
+        self.leader_id = Some(self.id);
+        let own = self.log_state();
+        let best = candidate
+            .promises
+            .iter()
+            .max_by_key(|(node, log)| (log_rank(log), std::cmp::Reverse(**node)))
+            .map(|(node, log)| (*node, *log));
+        let mut leader = LeaderState::new(candidate.ballot, self.peers(), self.now);
+        leader.promises = candidate.promises;
+        self.leader = Some(leader);
+        match best {
+            Some((source, log)) if log_rank(&log) > log_rank(&own) => {
+                let next_index = self.commit_index + 1;
+                self.leader_mut().phase = LeaderPhase::Syncing {
+                    source,
+                    target_last: log.last_index,
+                    next_index,
+                };
+                self.send(
+                    source,
+                    Body::LogRequest(LogRequest {
+                        from_index: next_index,
+                    }),
+                );
+            }
+            _ => self.activate_leader(),
+        }
+    }
+
+    /// A new leader asks the holder of the most advanced log for its entries.
+    pub(crate) fn handle_log_request(&mut self, from: NodeId, ballot: Ballot, request: LogRequest) {
+        if ballot != self.promised || ballot.node != from.0 {
+            if ballot < self.promised {
+                self.send(
+                    from,
+                    Body::Nack(Nack {
+                        leader_alive: false,
+                    }),
+                );
+            }
+            return;
+        }
+        if request.from_index <= self.log.snapshot_index() {
+            self.send(
+                from,
+                Body::LogResponse(LogResponse {
+                    from_index: request.from_index,
+                    entries: Vec::new(),
+                    last_index: self.log.last_index(),
+                    snapshot_follows: true,
+                }),
+            );
+            self.start_snapshot_transfer(from);
+            return;
+        }
+        let entries = self.log.slice(
+            request.from_index,
+            ACCEPT_BATCH_ENTRIES_MAX,
+            ACCEPT_BATCH_BYTES_MAX,
+        );
+        self.send(
+            from,
+            Body::LogResponse(LogResponse {
+                from_index: request.from_index,
+                entries,
+                last_index: self.log.last_index(),
+                snapshot_follows: false,
+            }),
+        );
+    }
+
+    pub(crate) fn handle_log_response(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        response: LogResponse,
+    ) {
+        let Some(leader) = &self.leader else { return };
+        let LeaderPhase::Syncing {
+            source,
+            target_last,
+            next_index,
+        } = leader.phase
+        else {
+            return;
+        };
+        if source != from || ballot != leader.ballot || response.snapshot_follows {
+            return;
+        }
+        if response.from_index != next_index {
+            return;
+        }
+        if !response.entries.is_empty() {
+            assert!(
+                next_index > self.commit_index,
+                "sync never rewrites committed entries"
+            );
+            self.log.truncate_from(next_index);
+            for entry in response.entries {
+                self.log.append(entry);
+            }
+        }
+        self.continue_sync(source, target_last, response.last_index.min(target_last));
+    }
+
+    /// Asks for more or, once the log reached the source's, starts leading.
+    pub(crate) fn continue_sync(&mut self, source: NodeId, target_last: u64, source_last: u64) {
+        let next_index = self.log.last_index() + 1;
+        if self.log.last_index() >= source_last {
+            self.activate_leader();
+            return;
+        }
+        self.leader_mut().phase = LeaderPhase::Syncing {
+            source,
+            target_last,
+            next_index,
+        };
+        self.send(
+            source,
+            Body::LogRequest(LogRequest {
+                from_index: next_index,
+            }),
+        );
+    }
+
+    /// Where to start sending a follower entries, judged from the log state it reported.
+    pub(crate) fn next_index_from_log_state(&self, log: &LogState) -> u64 {
+        let matches = log.last_index <= self.log.last_index()
+            && self.log.ballot_at(log.last_index) == Some(ballot_or_zero(log.last_ballot));
+        let next = if matches {
+            log.last_index + 1
+        } else {
+            log.commit_index.max(log.snapshot_index) + 1
+        };
+        next.min(self.log.last_index() + 1)
+    }
+}

@@ -1,0 +1,163 @@
+//! Acceptor side of phase 2: accepting the leader's entries, learning the commit index, and
+//! acknowledging heartbeats (which is what the leader's read lease rests on).
+
+use paxkv_proto::peer::{
+    peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Heartbeat, HeartbeatAck, LogEntry,
+    Nack,
+};
+
+use crate::replica::{Replica, Role};
+use crate::types::{ballot_or_zero, NodeId};
+
+impl Replica {
+    /// Common to every message from a leader. Returns false if the ballot is stale.
+    pub(crate) fn accept_leader_contact(&mut self, from: NodeId, ballot: Ballot) -> bool {
+        if ballot < self.promised {
+            self.send(
+                from,
+                Body::Nack(Nack {
+                    leader_alive: false,
+                }),
+            );
+            return false;
+        }
+        if ballot.node != from.0 {
+            return false;
+        }
+        if self.role != Role::Follower || self.leader_id != Some(from) || ballot > self.promised {
+            self.become_follower(Some(from));
+            self.leader_match_index = 0;
+            self.leader_commit_seen = 0;
+        }
+        // Accepting from a higher ballot implies promising it: its leader passed phase 1.
+        self.set_promised(ballot);
+        self.support_until = self.now.plus_millis(self.config.election_timeout_ms);
+        self.reset_election_deadline();
+        true
+    }
+
+    pub(crate) fn handle_accept(&mut self, from: NodeId, ballot: Ballot, accept: Accept) {
+        if !self.accept_leader_contact(from, ballot) {
+            return;
+        }
+        let end_index = accept.prev_index + accept.entries.len() as u64;
+        let mut prev_index = accept.prev_index;
+        let mut prev_ballot = ballot_or_zero(accept.prev_ballot);
+        let mut entries = accept.entries;
+        let snapshot_index = self.log.snapshot_index();
+        if prev_index < snapshot_index {
+            // Entries the snapshot covers are committed, hence equal to the leader's: skip them.
+            let skip = ((snapshot_index - prev_index) as usize).min(entries.len());
+            entries.drain(..skip);
+            prev_index = snapshot_index;
+            prev_ballot = self
+                .log
+                .ballot_at(snapshot_index)
+                .expect("the snapshot point has a ballot");
+        }
+        if prev_index > self.log.last_index() {
+            self.reject_accept(from, self.log.last_index());
+            return;
+        }
+        if self.log.ballot_at(prev_index) != Some(prev_ballot) {
+            let hint = self.conflict_hint(prev_index);
+            self.reject_accept(from, hint);
+            return;
+        }
+        self.accept_entries(prev_index, entries);
+        let matched = end_index.max(snapshot_index);
+        self.leader_match_index = self.leader_match_index.max(matched);
+        self.leader_commit_seen = self.leader_commit_seen.max(accept.commit_index);
+        self.follower_update_commit();
+        self.send_after_persist(
+            from,
+            Body::Accepted(Accepted {
+                match_index: matched,
+            }),
+        );
+    }
+
+    /// Appends the leader's entries after `prev_index`, replacing a conflicting suffix.
+    fn accept_entries(&mut self, prev_index: u64, entries: Vec<LogEntry>) {
+        for (offset, entry) in entries.into_iter().enumerate() {
+            let index = prev_index + 1 + offset as u64;
+            assert_eq!(entry.index, index, "accepted entries are contiguous");
+            let entry_ballot = ballot_or_zero(entry.ballot);
+            match self.log.ballot_at(index) {
+                Some(existing) if existing == entry_ballot => continue,
+                Some(_) => {
+                    assert!(
+                        index > self.commit_index,
+                        "{}: a committed entry at {index} would change (commit {})",
+                        self.id,
+                        self.commit_index
+                    );
+                    self.log.truncate_from(index);
+                    self.log.append(entry);
+                }
+                None => self.log.append(entry),
+            }
+        }
+    }
+
+    /// Where the leader should retry after a mismatch at `prev_index`: before the run of entries
+    /// with the mismatching ballot, never below what is committed.
+    fn conflict_hint(&self, prev_index: u64) -> u64 {
+        assert!(
+            prev_index > self.commit_index,
+            "{}: committed entry {prev_index} differs from the leader's (commit {})",
+            self.id,
+            self.commit_index
+        );
+        let conflicting = self.log.ballot_at(prev_index);
+        let floor = self.commit_index.max(self.log.snapshot_index());
+        let mut index = prev_index;
+        while index - 1 > floor && self.log.ballot_at(index - 1) == conflicting {
+            index -= 1;
+        }
+        index - 1
+    }
+
+    fn reject_accept(&mut self, to: NodeId, hint_index: u64) {
+        let log = self.log_state();
+        self.send(
+            to,
+            Body::AcceptReject(AcceptReject {
+                hint_index,
+                log: Some(log),
+            }),
+        );
+    }
+
+    pub(crate) fn handle_heartbeat(&mut self, from: NodeId, ballot: Ballot, heartbeat: Heartbeat) {
+        if !self.accept_leader_contact(from, ballot) {
+            return;
+        }
+        self.leader_commit_seen = self.leader_commit_seen.max(heartbeat.commit_index);
+        self.follower_update_commit();
+        let log = self.log_state();
+        self.send(
+            from,
+            Body::HeartbeatAck(HeartbeatAck {
+                round: heartbeat.round,
+                log: Some(log),
+            }),
+        );
+    }
+
+    /// A follower commits what the leader committed, as far as its log is known to match the
+    /// leader's and is durable: commit never passes what is durably accepted.
+    pub(crate) fn follower_update_commit(&mut self) {
+        if self.role != Role::Follower {
+            return;
+        }
+        let commit = self
+            .leader_commit_seen
+            .min(self.leader_match_index)
+            .min(self.log.stable_last());
+        if commit > self.commit_index {
+            self.commit_index = commit;
+            self.hard_state_dirty = true;
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The key-value state machine every replica applies the log to: an ordered map of keys with
+//! revisions, compare-and-set, prefix scans, and the client sessions that make writes apply once.
+
+use std::collections::BTreeMap;
+
+use paxkv_proto::client::{
+    client_response::Body as Response, ClientResponse, DeleteRequest, DeleteResponse,
+    Error as WireError, ErrorCode, KeyValue, PutRequest, PutResponse, ResponseHeader,
+};
+use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, KvSnapshot, SessionRecord};
+use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+use prost::Message;
+
+/// Client sessions remembered for exactly-once writes; the least recently used one is forgotten
+/// beyond this (its next retry of an old write would then apply again).
+pub const SESSIONS_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredValue {
+    value: Vec<u8>,
+    create_revision: u64,
+    mod_revision: u64,
+    version: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct KvStore {
+    map: BTreeMap<Vec<u8>, StoredValue>,
+    /// Revision of the last write that changed something; starts at 0.
+    revision: u64,
+    sessions: BTreeMap<u64, SessionRecord>,
+    /// (last_index, client_id) of every session, oldest first, for eviction.
+    sessions_by_age: BTreeMap<(u64, u64), ()>,
+}
+
+/// An error answer with a message that says what to do.
+pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(WireError {
+        code: code as i32,
+        message: message.into(),
+        leader_id: 0,
+        leader_address: String::new(),
+    })
+}
+
+/// Checks a key against the limits; the same rule on every replica and before proposing.
+pub fn validate_key(key: &[u8]) -> Result<(), Response> {
+    if key.is_empty() {
+        return Err(error_response(
+            ErrorCode::BadRequest,
+            "the key is empty; keys need at least one byte",
+        ));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(error_response(
+            ErrorCode::KeyTooLarge,
+            format!(
+                "the key has {} bytes; the limit is {KEY_BYTES_MAX}",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a command before it is proposed, so a bad one never enters the log.
+pub fn validate_command(command: &Command) -> Result<(), Response> {
+    match &command.op {
+        Some(Op::Put(put)) => {
+            validate_key(&put.key)?;
+            if put.value.len() > VALUE_BYTES_MAX {
+                return Err(error_response(
+                    ErrorCode::ValueTooLarge,
+                    format!(
+                        "the value has {} bytes; the limit is {VALUE_BYTES_MAX}",
+                        put.value.len()
+                    ),
+                ));
+            }
+            if put.ttl_ms.is_some() || put.lease_id.is_some() || put.keep_ttl {
+                return Err(error_response(
+                    ErrorCode::BadRequest,
+                    "TTLs and leases are not supported by this version; put without them",
+                ));
+            }
+            Ok(())
+        }
+        Some(Op::Delete(delete)) => validate_key(&delete.key),
+        None => Err(error_response(
+            ErrorCode::BadRequest,
+            "the command has no operation",
+        )),
+    }
+}
+
+impl KvStore {
+    pub fn new() -> KvStore {
+        KvStore::default()
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The header of an answer served now. `served_by` is left 0: answers are part of the
+    /// replicated state (sessions remember them), so the replica fills it in when it responds.
+    pub fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.revision,
+            served_by: 0,
+        })
+    }
+
+    /// Applies one committed entry at `index`; returns the answer for the writer, if any.
+    pub fn apply(&mut self, index: u64, entry: &Entry) -> Option<Response> {
+        match &entry.kind {
+            Some(Kind::Command(command)) => Some(self.apply_command(index, command)),
+            Some(Kind::Noop(_)) | None => None,
+        }
+    }
+
+    fn apply_command(&mut self, index: u64, command: &Command) -> Response {
+        if command.client_id != 0 {
+            if let Some(session) = self.sessions.get(&command.client_id) {
+                if command.sequence == session.last_sequence {
+                    let cached = ClientResponse::decode(session.last_response.as_slice())
+                        .expect("session answers are encoded by this state machine");
+                    return cached.body.expect("session answers always have a body");
+                }
+                if command.sequence < session.last_sequence {
+                    return error_response(
+                        ErrorCode::StaleSequence,
+                        format!(
+                            "sequence {} of client {} is older than its last applied write {}",
+                            command.sequence, command.client_id, session.last_sequence
+                        ),
+                    );
+                }
+            }
+        }
+        let response = match validate_command(command) {
+            Err(error) => error,
+            Ok(()) => match command.op.as_ref().expect("validated commands have an op") {
+                Op::Put(put) => self.put(put),
+                Op::Delete(delete) => self.delete(delete),
+            },
+        };
+        if command.client_id != 0 {
+            self.remember_session(index, command, &response);
+        }
+        response
+    }
+
+    fn remember_session(&mut self, index: u64, command: &Command, response: &Response) {
+        if let Some(old) = self.sessions.get(&command.client_id) {
+            self.sessions_by_age
+                .remove(&(old.last_index, command.client_id));
+        }
+        let encoded = ClientResponse {
+            request_id: 0,
+            body: Some(response.clone()),
+        }
+        .encode_to_vec();
+        self.sessions.insert(
+            command.client_id,
+            SessionRecord {
+                client_id: command.client_id,
+                last_sequence: command.sequence,
+                last_response: encoded,
+                last_index: index,
+            },
+        );
+        self.sessions_by_age.insert((index, command.client_id), ());
+        while self.sessions.len() > SESSIONS_MAX {
+            let (&(_, oldest), _) = self
+                .sessions_by_age
+                .iter()
+                .next()
+                .expect("sessions are not empty");
+            self.sessions_by_age
+                .remove(&(self.sessions[&oldest].last_index, oldest));
+            self.sessions.remove(&oldest);
+        }
+        assert_eq!(
+            self.sessions.len(),
+            self.sessions_by_age.len(),
+            "session index out of step"
+        );
+    }
+
+    fn key_value(key: &[u8], stored: &StoredValue) -> KeyValue {
+        KeyValue {
+            key: key.to_vec(),
+            value: stored.value.clone(),
+            create_revision: stored.create_revision,
+            mod_revision: stored.mod_revision,
+            version: stored.version,
+        }
+    }
+
+    fn revision_matches(current: Option<&StoredValue>, expected: Option<u64>) -> bool {
+        match expected {
+            None => true,
+            Some(0) => current.is_none(),
+            Some(revision) => current.is_some_and(|stored| stored.mod_revision == revision),
+        }
+    }
+
+    fn put(&mut self, put: &PutRequest) -> Response {
+        let current = self.map.get(&put.key);
+        let previous = current.map(|stored| Self::key_value(&put.key, stored));
+        if !Self::revision_matches(current, put.expected_revision) {
+            return Response::Put(PutResponse {
+                header: self.header(),
+                succeeded: false,
+                previous,
+            });
+        }
+        self.revision += 1;
+        let stored = StoredValue {
+            value: put.value.clone(),
+            create_revision: current.map_or(self.revision, |stored| stored.create_revision),
+            mod_revision: self.revision,
+            version: current.map_or(1, |stored| stored.version + 1),
+        };
+        self.map.insert(put.key.clone(), stored);
+        Response::Put(PutResponse {
+            header: self.header(),
+            succeeded: true,
+            previous,
+        })
+    }
+
+    fn delete(&mut self, delete: &DeleteRequest) -> Response {
+        let current = self.map.get(&delete.key);
+        let previous = current.map(|stored| Self::key_value(&delete.key, stored));
+        if current.is_none() || !Self::revision_matches(current, delete.expected_revision) {
+            return Response::Delete(DeleteResponse {
+                header: self.header(),
+                deleted: false,
+                previous,
+            });
+        }
+        self.revision += 1;
+        self.map.remove(&delete.key);
+        Response::Delete(DeleteResponse {
+            header: self.header(),
+            deleted: true,
+            previous,
+        })
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        self.map.get(key).map(|stored| Self::key_value(key, stored))
+    }
+
+    /// Keys with `prefix` strictly after `start_after`, at most `limit` (0: the default);
+    /// returns the page and whether more keys follow.
+    pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32) -> (Vec<KeyValue>, bool) {
+        let limit = match limit {
+            0 => SCAN_LIMIT_DEFAULT,
+            limit => limit.min(SCAN_LIMIT_MAX),
+        } as usize;
+        let start = if start_after.is_empty() || start_after < prefix {
+            std::ops::Bound::Included(prefix.to_vec())
+        } else {
+            std::ops::Bound::Excluded(start_after.to_vec())
+        };
+        let mut matching = self
+            .map
+            .range((start, std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix));
+        let page: Vec<KeyValue> = matching
+            .by_ref()
+            .take(limit)
+            .map(|(key, stored)| Self::key_value(key, stored))
+            .collect();
+        let more = matching.next().is_some();
+        (page, more)
+    }
+
+    pub fn to_snapshot(&self) -> KvSnapshot {
+        KvSnapshot {
+            revision: self.revision,
+            kvs: self
+                .map
+                .iter()
+                .map(|(key, stored)| Self::key_value(key, stored))
+                .collect(),
+            sessions: self.sessions.values().cloned().collect(),
+        }
+    }
+
+    pub fn from_snapshot(snapshot: KvSnapshot) -> KvStore {
+        let mut store = KvStore::new();
+        store.revision = snapshot.revision;
+        for kv in snapshot.kvs {
+            let stored = StoredValue {
+                value: kv.value,
+                create_revision: kv.create_revision,
+                mod_revision: kv.mod_revision,
+                version: kv.version,
+            };
+            assert!(
+                stored.mod_revision <= store.revision,
+                "snapshot key newer than its revision"
+            );
+            store.map.insert(kv.key, stored);
+        }
+        for session in snapshot.sessions {
+            store
+                .sessions_by_age
+                .insert((session.last_index, session.client_id), ());
+            store.sessions.insert(session.client_id, session);
+        }
+        store
+    }
+
+    /// A deterministic digest of the whole state (keys, values, revisions, sessions): equal on
+    /// two replicas exactly when they applied the same log prefix.
+    pub fn state_hash(&self) -> u64 {
+        fnv1a(&self.to_snapshot().encode_to_vec())
+    }
+}
+
+/// 64-bit FNV-1a; stable across runs and platforms, unlike `std`'s randomly keyed hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use paxkv_proto::peer::Noop;
+
+    fn put_entry(
+        client_id: u64,
+        sequence: u64,
+        key: &str,
+        value: &str,
+        expected: Option<u64>,
+    ) -> Entry {
+        Entry {
+            kind: Some(Kind::Command(Command {
+                client_id,
+                sequence,
+                op: Some(Op::Put(PutRequest {
+                    key: key.into(),
+                    value: value.into(),
+                    expected_revision: expected,
+                    ..Default::default()
+                })),
+            })),
+        }
+    }
+
+    fn delete_entry(key: &str, expected: Option<u64>) -> Entry {
+        Entry {
+            kind: Some(Kind::Command(Command {
+                client_id: 0,
+                sequence: 0,
+                op: Some(Op::Delete(DeleteRequest {
+                    key: key.into(),
+                    expected_revision: expected,
+                })),
+            })),
+        }
+    }
+
+    fn put_succeeded(response: Option<Response>) -> (bool, u64) {
+        match response {
+            Some(Response::Put(put)) => (put.succeeded, put.header.unwrap().revision),
+            other => panic!("expected a put answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn revisions_versions_and_compare_and_set() {
+        let mut store = KvStore::new();
+        assert_eq!(
+            put_succeeded(store.apply(1, &put_entry(0, 0, "a", "1", Some(0)))),
+            (true, 1)
+        );
+        assert_eq!(
+            put_succeeded(store.apply(2, &put_entry(0, 0, "a", "2", Some(0)))),
+            (false, 1)
+        );
+        assert_eq!(
+            put_succeeded(store.apply(3, &put_entry(0, 0, "a", "3", Some(7)))),
+            (false, 1)
+        );
+        assert_eq!(
+            put_succeeded(store.apply(4, &put_entry(0, 0, "a", "4", Some(1)))),
+            (true, 2)
+        );
+        let kv = store.get(b"a").unwrap();
+        assert_eq!(
+            (
+                kv.value.as_slice(),
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version
+            ),
+            (&b"4"[..], 1, 2, 2)
+        );
+        assert_eq!(
+            store.apply(
+                5,
+                &Entry {
+                    kind: Some(Kind::Noop(Noop {}))
+                }
+            ),
+            None
+        );
+        assert_eq!(store.revision(), 2);
+        match store.apply(6, &delete_entry("a", Some(1))) {
+            Some(Response::Delete(delete)) => assert!(!delete.deleted),
+            other => panic!("{other:?}"),
+        }
+        match store.apply(7, &delete_entry("a", Some(2))) {
+            Some(Response::Delete(delete)) => assert!(delete.deleted),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get(b"a"), None);
+        assert_eq!(store.revision(), 3);
+        put_succeeded(store.apply(8, &put_entry(0, 0, "a", "5", None)));
+        assert_eq!(
+            store.get(b"a").unwrap().create_revision,
+            4,
+            "recreated key starts over"
+        );
+    }
+
+    #[test]
+    fn retried_write_applies_once_and_old_sequence_is_refused() {
+        let mut store = KvStore::new();
+        let first = store.apply(1, &put_entry(9, 1, "k", "v1", None));
+        let retry = store.apply(2, &put_entry(9, 1, "k", "v-retry", None));
+        assert_eq!(first, retry);
+        assert_eq!(store.get(b"k").unwrap().value, b"v1");
+        assert_eq!(store.revision(), 1);
+        store.apply(3, &put_entry(9, 2, "k", "v2", None));
+        match store.apply(4, &put_entry(9, 1, "k", "v-old", None)) {
+            Some(Response::Error(error)) => assert_eq!(error.code, ErrorCode::StaleSequence as i32),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get(b"k").unwrap().value, b"v2");
+    }
+
+    #[test]
+    fn sessions_are_bounded_least_recently_used_first() {
+        let mut store = KvStore::new();
+        for client in 1..=(SESSIONS_MAX as u64 + 1) {
+            store.apply(client, &put_entry(client, 1, "k", "v", None));
+        }
+        assert_eq!(store.sessions.len(), SESSIONS_MAX);
+        assert!(
+            !store.sessions.contains_key(&1),
+            "the oldest session is forgotten"
+        );
+        assert!(store.sessions.contains_key(&2));
+    }
+
+    #[test]
+    fn scan_pages_through_a_prefix() {
+        let mut store = KvStore::new();
+        for (index, key) in ["a", "p/1", "p/2", "p/3", "q"].iter().enumerate() {
+            store.apply(index as u64 + 1, &put_entry(0, 0, key, "v", None));
+        }
+        let (page, more) = store.scan(b"p/", b"", 2);
+        assert_eq!(
+            page.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+            vec![b"p/1".to_vec(), b"p/2".to_vec()]
+        );
+        assert!(more);
+        let (page, more) = store.scan(b"p/", b"p/2", 2);
+        assert_eq!(page.len(), 1);
+        assert!(!more);
+    }
+
+    #[test]
+    fn oversized_and_empty_keys_are_refused_without_changing_state() {
+        let mut store = KvStore::new();
+        let big = "x".repeat(KEY_BYTES_MAX + 1);
+        for key in [big.as_str(), ""] {
+            match store.apply(1, &put_entry(0, 0, key, "v", None)) {
+                Some(Response::Error(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(store.revision(), 0);
+        assert_eq!(store.key_count(), 0);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_the_state_hash() {
+        let mut store = KvStore::new();
+        store.apply(1, &put_entry(5, 1, "a", "1", None));
+        store.apply(2, &put_entry(0, 0, "b", "2", None));
+        let restored = KvStore::from_snapshot(store.to_snapshot());
+        assert_eq!(restored.state_hash(), store.state_hash());
+        let mut changed = restored.clone();
+        changed.apply(3, &put_entry(0, 0, "b", "3", None));
+        assert_ne!(changed.state_hash(), store.state_hash());
+    }
+}

@@ -1,0 +1,546 @@
+//! Leader side of phase 2: proposing, replicating with batching and pipelining, committing,
+//! heartbeat rounds, the read lease and read-index reads.
+
+use std::collections::BTreeMap;
+
+use paxkv_proto::client::ErrorCode;
+use paxkv_proto::peer::{
+    entry::Kind, peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Command, Entry,
+    Heartbeat, HeartbeatAck, LogEntry, LogState, Noop,
+};
+
+use crate::kv::error_response;
+use crate::replica::{ReadRequest, Replica, Role};
+use crate::types::{NodeId, RequestId, Time};
+use crate::{
+    ACCEPT_BATCH_BYTES_MAX, ACCEPT_BATCH_ENTRIES_MAX, PENDING_READS_MAX, PIPELINE_ENTRIES_MAX,
+};
+
+/// Heartbeat rounds whose send time is remembered for the lease.
+const HEARTBEAT_ROUNDS_KEPT: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaderPhase {
+    /// Copying the most advanced promised log from `source` before proposing anything.
+    Syncing {
+        source: NodeId,
+        target_last: u64,
+        next_index: u64,
+    },
+    /// Proposing; reads are served once the no-op at `noop_index` is committed.
+    Active { noop_index: u64 },
+}
+
+/// What the leader knows of one follower's log.
+#[derive(Debug, Clone)]
+pub(crate) struct Progress {
+    /// Next index to send.
+    pub(crate) next_index: u64,
+    /// Highest index the follower durably holds as in our log.
+    pub(crate) match_index: u64,
+    pub(crate) last_ack_at: Time,
+}
+
+#[derive(Debug)]
+pub(crate) struct LeaderState {
+    pub(crate) ballot: Ballot,
+    pub(crate) phase: LeaderPhase,
+    pub(crate) promises: BTreeMap<NodeId, LogState>,
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) heartbeat_round: u64,
+    pub(crate) heartbeat_requested: bool,
+    pub(crate) round_sent_at: BTreeMap<u64, Time>,
+    pub(crate) round_acked: BTreeMap<NodeId, u64>,
+    /// Reads may be served from local state until this time (exclusive).
+    pub(crate) lease_until: Time,
+    pub(crate) pending_writes: BTreeMap<u64, RequestId>,
+    pub(crate) reads_before_activation: Vec<(RequestId, ReadRequest)>,
+    /// (heartbeat round a quorum must acknowledge, read index, request).
+    pub(crate) reads_waiting_round: Vec<(u64, u64, RequestId, ReadRequest)>,
+    /// (read index, request): confirmed, waiting for the state machine to reach the index.
+    pub(crate) reads_waiting_apply: Vec<(u64, RequestId, ReadRequest)>,
+}
+
+impl LeaderState {
+    pub(crate) fn new(
+        ballot: Ballot,
+        peers: impl Iterator<Item = NodeId>,
+        now: Time,
+    ) -> LeaderState {
+        LeaderState {
+            ballot,
+            phase: LeaderPhase::Active { noop_index: 0 },
+            promises: BTreeMap::new(),
+            progress: peers
+                .map(|peer| {
+                    let progress = Progress {
+                        next_index: 1,
+                        match_index: 0,
+                        last_ack_at: now,
+                    };
+                    (peer, progress)
+                })
+                .collect(),
+            heartbeat_round: 0,
+            heartbeat_requested: false,
+            round_sent_at: BTreeMap::new(),
+            round_acked: BTreeMap::new(),
+            lease_until: Time(0),
+            pending_writes: BTreeMap::new(),
+            reads_before_activation: Vec::new(),
+            reads_waiting_round: Vec::new(),
+            reads_waiting_apply: Vec::new(),
+        }
+    }
+
+    pub(crate) fn match_index(&self, peer: NodeId) -> Option<u64> {
+        self.progress
+            .get(&peer)
+            .map(|progress| progress.match_index)
+    }
+
+    fn pending_reads(&self) -> usize {
+        self.reads_before_activation.len()
+            + self.reads_waiting_round.len()
+            + self.reads_waiting_apply.len()
+    }
+
+    /// Answers everything still waiting when leadership ends: writes may still commit under a
+    /// later leader, so their outcome is unknown; reads have no effect and can simply be retried.
+    pub(crate) fn fail_pending(&mut self, replica: &mut Replica) {
+        for (_, request) in std::mem::take(&mut self.pending_writes) {
+            replica.respond(
+                request,
+                error_response(
+                    ErrorCode::OutcomeUnknown,
+                    "leadership changed while the write was in flight; it may or may not have \
+                     taken effect; retrying with the same client id and sequence is safe",
+                ),
+            );
+        }
+        let reads = std::mem::take(&mut self.reads_before_activation)
+            .into_iter()
+            .chain(
+                self.reads_waiting_round
+                    .drain(..)
+                    .map(|(_, _, request, read)| (request, read)),
+            )
+            .chain(
+                self.reads_waiting_apply
+                    .drain(..)
+                    .map(|(_, request, read)| (request, read)),
+            );
+        for (request, _) in reads {
+            let error = replica.not_leader_error();
+            replica.respond(request, error);
+        }
+    }
+}
+
+impl Replica {
+    pub(crate) fn leader_mut(&mut self) -> &mut LeaderState {
+        self.leader.as_mut().expect("called only while leading")
+    }
+
+    /// Starts proposing: a no-op commits everything adopted, then reads are served.
+    pub(crate) fn activate_leader(&mut self) {
+        let ballot = self.leader_mut().ballot;
+        let promises = std::mem::take(&mut self.leader_mut().promises);
+        let starts: BTreeMap<NodeId, u64> = self
+            .peers()
+            .map(|peer| {
+                let next = match promises.get(&peer) {
+                    Some(log) => self.next_index_from_log_state(log),
+                    None => self.log.last_index() + 1,
+                };
+                (peer, next)
+            })
+            .collect();
+        let noop_index = self.log.last_index() + 1;
+        self.log.append(LogEntry {
+            index: noop_index,
+            ballot: Some(ballot),
+            entry: Some(Entry {
+                kind: Some(Kind::Noop(Noop {})),
+            }),
+        });
+        let now = self.now;
+        let leader = self.leader_mut();
+        leader.phase = LeaderPhase::Active { noop_index };
+        for (peer, next_index) in starts {
+            let progress = leader
+                .progress
+                .get_mut(&peer)
+                .expect("every peer has progress");
+            progress.next_index = next_index;
+            progress.last_ack_at = now;
+        }
+        self.leader_heartbeat();
+    }
+
+    pub(crate) fn leader_handle_late_promise(&mut self, from: NodeId, log: LogState) {
+        if !matches!(self.leader_mut().phase, LeaderPhase::Active { .. }) {
+            self.leader_mut().promises.insert(from, log);
+            return;
+        }
+        let next = self.next_index_from_log_state(&log);
+        let progress = self
+            .leader_mut()
+            .progress
+            .get_mut(&from)
+            .expect("every peer has progress");
+        if progress.match_index == 0 {
+            progress.next_index = next;
+        }
+    }
+
+    pub(crate) fn leader_propose(&mut self, request: RequestId, command: Command) {
+        let leader = self.leader.as_ref().expect("called only while leading");
+        if !matches!(leader.phase, LeaderPhase::Active { .. }) {
+            self.respond(
+                request,
+                error_response(
+                    ErrorCode::NoQuorum,
+                    "this node is taking over leadership; retry shortly",
+                ),
+            );
+            return;
+        }
+        if self.log.last_index() - self.commit_index >= self.config.uncommitted_entries_max {
+            self.respond(
+                request,
+                error_response(
+                    ErrorCode::Busy,
+                    "too many writes waiting for a quorum; retry shortly",
+                ),
+            );
+            return;
+        }
+        let ballot = leader.ballot;
+        let index = self.log.last_index() + 1;
+        self.log.append(LogEntry {
+            index,
+            ballot: Some(ballot),
+            entry: Some(Entry {
+                kind: Some(Kind::Command(command)),
+            }),
+        });
+        self.leader_mut().pending_writes.insert(index, request);
+    }
+
+    /// Sends every follower what it is missing, within the pipeline window. Called once per
+    /// turn, so all proposals of a turn travel in one batch.
+    pub(crate) fn flush_replication(&mut self) {
+        let Some(leader) = &self.leader else { return };
+        if !matches!(leader.phase, LeaderPhase::Active { .. }) {
+            return;
+        }
+        if leader.heartbeat_requested {
+            self.leader_heartbeat();
+        }
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send_accepts(peer);
+        }
+        // A cluster of one commits as soon as its own log is durable.
+        self.leader_maybe_commit();
+    }
+
+    fn send_accepts(&mut self, peer: NodeId) {
+        if self.outgoing_snapshots.contains_key(&peer) {
+            return;
+        }
+        let commit_index = self.commit_index;
+        loop {
+            let leader = self.leader.as_ref().expect("called only while leading");
+            let progress = &leader.progress[&peer];
+            let next = progress.next_index;
+            if next > self.log.last_index()
+                || next - progress.match_index - 1 >= PIPELINE_ENTRIES_MAX
+            {
+                return;
+            }
+            if next <= self.log.snapshot_index() {
+                self.start_snapshot_transfer(peer);
+                return;
+            }
+            let entries = self
+                .log
+                .slice(next, ACCEPT_BATCH_ENTRIES_MAX, ACCEPT_BATCH_BYTES_MAX);
+            let prev_index = next - 1;
+            let prev_ballot = self
+                .log
+                .ballot_at(prev_index)
+                .expect("prev is the snapshot point or in the log");
+            let sent = entries.len() as u64;
+            self.send(
+                peer,
+                Body::Accept(Accept {
+                    prev_index,
+                    prev_ballot: Some(prev_ballot),
+                    entries,
+                    commit_index,
+                }),
+            );
+            self.leader_mut()
+                .progress
+                .get_mut(&peer)
+                .expect("every peer has progress")
+                .next_index = next + sent;
+        }
+    }
+
+    pub(crate) fn handle_accepted(&mut self, from: NodeId, ballot: Ballot, accepted: Accepted) {
+        let now = self.now;
+        let last_index = self.log.last_index();
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        let progress = leader
+            .progress
+            .get_mut(&from)
+            .expect("every peer has progress");
+        assert!(
+            accepted.match_index <= last_index,
+            "a follower cannot match beyond our log"
+        );
+        progress.match_index = progress.match_index.max(accepted.match_index);
+        progress.next_index = progress.next_index.max(progress.match_index + 1);
+        progress.last_ack_at = now;
+        self.leader_maybe_commit();
+    }
+
+    pub(crate) fn handle_accept_reject(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        reject: AcceptReject,
+    ) {
+        let now = self.now;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        let progress = leader
+            .progress
+            .get_mut(&from)
+            .expect("every peer has progress");
+        progress.next_index = (reject.hint_index + 1).max(progress.match_index + 1);
+        progress.last_ack_at = now;
+    }
+
+    /// Commits the highest index a quorum durably holds, if it was proposed in our ballot
+    /// (earlier entries then commit with it; counting old-ballot copies alone is unsafe).
+    pub(crate) fn leader_maybe_commit(&mut self) {
+        let Some(leader) = &self.leader else { return };
+        let LeaderPhase::Active { noop_index } = leader.phase else {
+            return;
+        };
+        let mut matches: Vec<u64> = leader
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .collect();
+        matches.push(self.log.stable_last());
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[self.quorum() - 1];
+        if candidate > self.commit_index && self.log.ballot_at(candidate) == Some(leader.ballot) {
+            self.commit_index = candidate;
+            self.hard_state_dirty = true;
+            if candidate >= noop_index {
+                self.admit_reads_after_activation();
+            }
+        }
+    }
+
+    fn admit_reads_after_activation(&mut self) {
+        let commit_index = self.commit_index;
+        let leader = self.leader_mut();
+        if leader.reads_before_activation.is_empty() {
+            return;
+        }
+        let round = leader.heartbeat_round + 1;
+        let reads = std::mem::take(&mut leader.reads_before_activation);
+        leader.reads_waiting_round.extend(
+            reads
+                .into_iter()
+                .map(|(request, read)| (round, commit_index, request, read)),
+        );
+        leader.heartbeat_requested = true;
+    }
+
+    pub(crate) fn leader_read(&mut self, request: RequestId, read: ReadRequest) {
+        let now = self.now;
+        let commit_index = self.commit_index;
+        let leader = self.leader_mut();
+        if leader.pending_reads() >= PENDING_READS_MAX {
+            self.respond(
+                request,
+                error_response(ErrorCode::Busy, "too many reads waiting; retry shortly"),
+            );
+            return;
+        }
+        let serving = matches!(leader.phase, LeaderPhase::Active { noop_index } if commit_index >= noop_index);
+        if !serving {
+            leader.reads_before_activation.push((request, read));
+        } else if now < leader.lease_until {
+            leader
+                .reads_waiting_apply
+                .push((commit_index, request, read));
+            self.serve_confirmed_reads();
+        } else {
+            let round = leader.heartbeat_round + 1;
+            leader
+                .reads_waiting_round
+                .push((round, commit_index, request, read));
+            leader.heartbeat_requested = true;
+        }
+    }
+
+    /// Answers confirmed reads whose read index the state machine has reached.
+    pub(crate) fn serve_confirmed_reads(&mut self) {
+        let applied = self.applied_index;
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut leader.reads_waiting_apply)
+            .into_iter()
+            .partition(|(read_index, _, _)| *read_index <= applied);
+        leader.reads_waiting_apply = waiting;
+        for (_, request, read) in ready {
+            self.answer_read(request, &read);
+        }
+    }
+
+    /// Sends a new heartbeat round to every follower and rewinds followers that went quiet.
+    pub(crate) fn leader_heartbeat(&mut self) {
+        let now = self.now;
+        let commit_index = self.commit_index;
+        let retransmit_after = self.config.heartbeat_interval_ms;
+        let last_index = self.log.last_index();
+        let leader = self.leader_mut();
+        leader.heartbeat_requested = false;
+        leader.heartbeat_round += 1;
+        let round = leader.heartbeat_round;
+        leader.round_sent_at.insert(round, now);
+        while leader.round_sent_at.len() > HEARTBEAT_ROUNDS_KEPT {
+            leader.round_sent_at.pop_first();
+        }
+        for progress in leader.progress.values_mut() {
+            if progress.match_index < last_index
+                && now.millis_since(progress.last_ack_at) >= retransmit_after
+            {
+                progress.next_index = progress.match_index + 1;
+                progress.last_ack_at = now;
+            }
+        }
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(
+                peer,
+                Body::Heartbeat(Heartbeat {
+                    round,
+                    commit_index,
+                }),
+            );
+        }
+        self.update_lease();
+    }
+
+    pub(crate) fn handle_heartbeat_ack(&mut self, from: NodeId, ballot: Ballot, ack: HeartbeatAck) {
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        let acked = leader.round_acked.entry(from).or_insert(0);
+        *acked = (*acked).max(ack.round);
+        self.update_lease();
+    }
+
+    /// Extends the lease to the send time of the newest round a quorum acknowledged, plus the
+    /// lease duration, and confirms reads that waited for such a round.
+    fn update_lease(&mut self) {
+        let quorum = self.quorum();
+        let lease_duration = self.config.lease_duration_ms();
+        let leader = self.leader_mut();
+        let mut rounds: Vec<u64> = leader
+            .progress
+            .keys()
+            .map(|peer| leader.round_acked.get(peer).copied().unwrap_or(0))
+            .collect();
+        rounds.push(leader.heartbeat_round);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_round = rounds[quorum - 1];
+        if let Some(sent_at) = leader.round_sent_at.get(&quorum_round) {
+            leader.lease_until = leader.lease_until.max(sent_at.plus_millis(lease_duration));
+        }
+        let (confirmed, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut leader.reads_waiting_round)
+                .into_iter()
+                .partition(|(round, _, _, _)| *round <= quorum_round);
+        leader.reads_waiting_round = waiting;
+        leader.reads_waiting_apply.extend(
+            confirmed
+                .into_iter()
+                .map(|(_, read_index, request, read)| (read_index, request, read)),
+        );
+        self.serve_confirmed_reads();
+    }
+
+    /// A leader that has not heard from a quorum for an election timeout steps down, so that
+    /// its followers' support runs out and a quorum-connected node can take over.
+    pub(crate) fn check_leader_quorum(&mut self) {
+        let stuck_syncing = matches!(self.leader_mut().phase, LeaderPhase::Syncing { .. })
+            && self.now >= self.election_deadline;
+        if stuck_syncing || !self.quorum_connected() {
+            self.become_follower(None);
+        }
+    }
+
+    pub(crate) fn on_heartbeat_timeout(&mut self) {
+        match self.role {
+            Role::Leader => match self.leader_mut().phase {
+                LeaderPhase::Active { .. } => self.leader_heartbeat(),
+                LeaderPhase::Syncing {
+                    source,
+                    target_last,
+                    ..
+                } => self.continue_sync(source, target_last, target_last),
+            },
+            Role::Candidate => {
+                self.resend_prepares();
+                self.ping_peers();
+            }
+            Role::Follower => self.ping_peers(),
+        }
+    }
+
+    fn ping_peers(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, Body::Ping(paxkv_proto::peer::Ping {}));
+        }
+    }
+
+    /// Answers the writer of an applied entry, if it was proposed here.
+    pub(crate) fn on_applied(
+        &mut self,
+        index: u64,
+        response: Option<paxkv_proto::client::client_response::Body>,
+    ) {
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if let Some(request) = leader.pending_writes.remove(&index) {
+            let response = response.expect("a proposed command always has an answer");
+            self.respond(request, response);
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The replica: its state, the public API, and the ready / advance cycle that hands effects to
+//! the caller. Role-specific handlers live in `election.rs`, `leader.rs`, `follower.rs` and
+//! `snapshot.rs`, all on this one struct.
+
+use std::collections::BTreeMap;
+
+use paxkv_proto::client::{
+    client_response::Body as Response, Consistency, ErrorCode, GetRequest, GetResponse,
+    ScanRequest, ScanResponse,
+};
+use paxkv_proto::peer::{
+    peer_message::Body, Ballot, Command, Configuration, HardState, KvSnapshot, LogEntry, LogState,
+    PeerMessage, SnapshotMeta,
+};
+use prost::Message;
+
+use crate::config::ReplicaConfig;
+use crate::election::CandidateState;
+use crate::kv::{error_response, KvStore};
+use crate::leader::LeaderState;
+use crate::log::{Log, LogWrite};
+use crate::rng::SeededRng;
+use crate::snapshot::{IncomingSnapshot, OutgoingSnapshot};
+use crate::types::{ballot_or_zero, NodeId, RequestId, Time};
+use crate::{Error, PENDING_READS_MAX};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// A message for one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub to: NodeId,
+    pub message: PeerMessage,
+}
+
+/// A snapshot to persist. `replaces_log`: it was installed from a peer and replaces the whole
+/// log; otherwise it was taken locally and the log up to `meta.index` may be dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotWrite {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+    pub replaces_log: bool,
+}
+
+/// Everything the caller must do after the last turn; see the crate documentation for the order.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub number: u64,
+    pub hard_state: Option<HardState>,
+    pub snapshot: Option<SnapshotWrite>,
+    pub log_write: Option<LogWrite>,
+    pub messages: Vec<Outgoing>,
+    pub messages_after_persist: Vec<Outgoing>,
+    /// Entries applied to the state machine in this turn, in log order.
+    pub committed: Vec<LogEntry>,
+    pub responses: Vec<(RequestId, Response)>,
+}
+
+impl Ready {
+    pub fn needs_persist(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || self.log_write.is_some()
+    }
+}
+
+/// What the caller recovered from durable storage.
+#[derive(Debug, Clone, Default)]
+pub struct DurableState {
+    pub hard_state: HardState,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Contiguous entries after the snapshot point.
+    pub entries: Vec<LogEntry>,
+}
+
+/// A read request as the client sent it (the consistency level is inside).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadRequest {
+    Get(GetRequest),
+    Scan(ScanRequest),
+}
+
+/// A plain status summary for monitors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaStatus {
+    pub node_id: NodeId,
+    pub role: Role,
+    pub ballot: Ballot,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    pub revision: u64,
+    pub key_count: u64,
+    /// Per peer: milliseconds since last heard (None: never), and the leader's match index.
+    pub peers: Vec<(NodeId, Option<u64>, Option<u64>)>,
+    pub state_hash: u64,
+}
+
+/// What an outstanding ready asked the caller to persist.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    number: u64,
+    promised: Option<Ballot>,
+    snapshot: Option<SnapshotMeta>,
+}
+
+pub struct Replica {
+    pub(crate) config: ReplicaConfig,
+    pub(crate) id: NodeId,
+    pub(crate) members: Vec<NodeId>,
+    pub(crate) rng: SeededRng,
+    pub(crate) now: Time,
+
+    // Acceptor state.
+    /// Highest ballot promised (in memory; may be ahead of disk until the next ready is synced).
+    pub(crate) promised: Ballot,
+    /// Highest ballot known durable.
+    pub(crate) durable_promised: Ballot,
+    pub(crate) hard_state_dirty: bool,
+    pub(crate) log: Log,
+    pub(crate) commit_index: u64,
+    pub(crate) applied_index: u64,
+    pub(crate) kv: KvStore,
+    /// Highest round seen in any ballot, so a campaign picks a higher one.
+    pub(crate) round_seen_max: u64,
+
+    // Roles.
+    pub(crate) role: Role,
+    pub(crate) leader_id: Option<NodeId>,
+    /// Highest index known to match the current leader's log (followers).
+    pub(crate) leader_match_index: u64,
+    /// Highest commit index the current leader announced (followers).
+    pub(crate) leader_commit_seen: u64,
+    pub(crate) candidate: Option<CandidateState>,
+    pub(crate) leader: Option<LeaderState>,
+
+    // Timers and connectivity.
+    pub(crate) last_heard: BTreeMap<NodeId, Time>,
+    /// This node promises no other node's new ballot before this time: it supports the leader
+    /// it last heard from (leader stickiness, which is also what makes leader leases safe).
+    pub(crate) support_until: Time,
+    pub(crate) election_deadline: Time,
+    pub(crate) next_ping_at: Time,
+
+    // Snapshots.
+    pub(crate) snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    pub(crate) snapshot_write: Option<SnapshotWrite>,
+    pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
+    pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
+
+    /// At-least-revision reads waiting for the state machine to catch up.
+    pub(crate) revision_waiters: Vec<(u64, RequestId, ReadRequest)>,
+
+    // Output buffers of the current turn.
+    pub(crate) messages: Vec<Outgoing>,
+    pub(crate) messages_after_persist: Vec<Outgoing>,
+    pub(crate) responses: Vec<(RequestId, Response)>,
+    pub(crate) in_flight: Option<InFlight>,
+    pub(crate) ready_number: u64,
+}
+
+impl Replica {
+    /// Starts a replica from what the caller recovered (`DurableState::default()` for a new node).
+    pub fn new(config: ReplicaConfig, durable: DurableState, now: Time) -> Result<Replica, Error> {
+        config.validate()?;
+        let id = config.node_id;
+        let (kv, log, members, snapshot) = match durable.snapshot {
+            Some((meta, data)) => {
+                let decoded = KvSnapshot::decode(data.as_slice()).map_err(|error| {
+                    Error::CorruptState(format!("snapshot does not decode: {error}"))
+                })?;
+                let members: Vec<NodeId> = meta
+                    .configuration
+                    .as_ref()
+                    .map(|configuration| {
+                        configuration.members.iter().map(|id| NodeId(*id)).collect()
+                    })
+                    .unwrap_or_else(|| config.members.clone());
+                let log = Log::recovered(meta.index, ballot_or_zero(meta.ballot), durable.entries);
+                (
+                    KvStore::from_snapshot(decoded),
+                    log,
+                    members,
+                    Some((meta, data)),
+                )
+            }
+            None => {
+                let log = Log::recovered(0, Ballot::ZERO, durable.entries);
+                (KvStore::new(), log, config.members.clone(), None)
+            }
+        };
+        if !members.contains(&id) {
+            return Err(Error::CorruptState(format!(
+                "{id} is not in its persisted configuration"
+            )));
+        }
+        let promised = ballot_or_zero(durable.hard_state.promised);
+        let snapshot_index = log.snapshot_index();
+        // A persisted commit index is an optimisation; never trust it beyond the durable log.
+        let commit_index = durable
+            .hard_state
+            .commit_index
+            .clamp(snapshot_index, log.last_index());
+        let mut replica = Replica {
+            rng: SeededRng::new(config.seed ^ id.0.rotate_left(32)),
+            id,
+            members,
+            now,
+            promised,
+            durable_promised: promised,
+            hard_state_dirty: false,
+            log,
+            commit_index,
+            applied_index: snapshot_index,
+            kv,
+            round_seen_max: promised.round,
+            role: Role::Follower,
+            leader_id: None,
+            leader_match_index: 0,
+            leader_commit_seen: 0,
+            candidate: None,
+            leader: None,
+            last_heard: BTreeMap::new(),
+            // After a restart we may have supported a leader's lease just before crashing.
+            support_until: now.plus_millis(config.election_timeout_ms),
+            election_deadline: now,
+            next_ping_at: now,
+            snapshot,
+            snapshot_write: None,
+            incoming_snapshot: None,
+            outgoing_snapshots: BTreeMap::new(),
+            revision_waiters: Vec::new(),
+            messages: Vec::new(),
+            messages_after_persist: Vec::new(),
+            responses: Vec::new(),
+            in_flight: None,
+            ready_number: 0,
+            config,
+        };
+        replica.reset_election_deadline();
+        Ok(replica)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    pub(crate) fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members
+            .iter()
+            .copied()
+            .filter(move |member| *member != self.id)
+    }
+
+    pub(crate) fn log_state(&self) -> LogState {
+        LogState {
+            last_index: self.log.last_index(),
+            last_ballot: Some(self.log.last_ballot()),
+            commit_index: self.commit_index,
+            snapshot_index: self.log.snapshot_index(),
+        }
+    }
+
+    /// The ballot this node speaks with: its own when leading or campaigning, else its promise.
+    pub(crate) fn current_ballot(&self) -> Ballot {
+        self.promised
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: Body) {
+        let message = PeerMessage {
+            ballot: Some(self.current_ballot()),
+            body: Some(body),
+        };
+        self.messages.push(Outgoing { to, message });
+    }
+
+    /// Queues a message that promises durability: it leaves only after this turn's sync.
+    pub(crate) fn send_after_persist(&mut self, to: NodeId, body: Body) {
+        let message = PeerMessage {
+            ballot: Some(self.current_ballot()),
+            body: Some(body),
+        };
+        self.messages_after_persist.push(Outgoing { to, message });
+    }
+
+    pub(crate) fn respond(&mut self, request: RequestId, mut response: Response) {
+        let header = match &mut response {
+            Response::Put(put) => put.header.as_mut(),
+            Response::Get(get) => get.header.as_mut(),
+            Response::Delete(delete) => delete.header.as_mut(),
+            Response::Scan(scan) => scan.header.as_mut(),
+            Response::Status(_) | Response::Error(_) => None,
+        };
+        if let Some(header) = header {
+            header.served_by = self.id.0;
+        }
+        self.responses.push((request, response));
+    }
+
+    pub(crate) fn not_leader_error(&self) -> Response {
+        let mut response = error_response(
+            ErrorCode::NotLeader,
+            match self.leader_id {
+                Some(leader) => format!("{} is not the leader; send this to {leader}", self.id),
+                None => format!(
+                    "{} is not the leader and knows of none yet; retry shortly",
+                    self.id
+                ),
+            },
+        );
+        if let Response::Error(error) = &mut response {
+            error.leader_id = self.leader_id.map_or(0, |leader| leader.0);
+        }
+        response
+    }
+
+    /// Raises the promise. Ballots only grow: that is the acceptor's whole safety rule.
+    pub(crate) fn set_promised(&mut self, ballot: Ballot) {
+        assert!(
+            ballot >= self.promised,
+            "promised ballot must never shrink: {:?} < {:?}",
+            ballot,
+            self.promised
+        );
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.hard_state_dirty = true;
+            self.round_seen_max = self.round_seen_max.max(ballot.round);
+        }
+    }
+
+    pub(crate) fn reset_election_deadline(&mut self) {
+        let timeout = self.config.election_timeout_ms;
+        let jitter = self.rng.in_range(0, timeout);
+        self.election_deadline = self.now.plus_millis(timeout + jitter);
+    }
+
+    /// True if this node heard from a quorum (counting itself) within an election timeout.
+    pub(crate) fn quorum_connected(&self) -> bool {
+        let window = self.config.election_timeout_ms;
+        let heard = self
+            .peers()
+            .filter(|peer| {
+                self.last_heard
+                    .get(peer)
+                    .is_some_and(|at| self.now.millis_since(*at) < window)
+            })
+            .count();
+        heard + 1 >= self.quorum()
+    }
+
+    // --- inputs -------------------------------------------------------------------------------
+
+    /// Advances time: heartbeats, pings, election and retransmission timers.
+    pub fn tick(&mut self, now: Time) {
+        assert!(
+            now >= self.now,
+            "time must not go backwards: {:?} < {:?}",
+            now,
+            self.now
+        );
+        self.now = now;
+        if now >= self.next_ping_at {
+            self.next_ping_at = now.plus_millis(self.config.heartbeat_interval_ms);
+            self.on_heartbeat_timeout();
+        }
+        match self.role {
+            Role::Leader => self.check_leader_quorum(),
+            Role::Candidate => {
+                if now >= self.election_deadline {
+                    self.on_election_timeout();
+                }
+            }
+            Role::Follower => {
+                if now >= self.election_deadline {
+                    self.on_election_timeout();
+                }
+            }
+        }
+        self.retransmit_snapshots();
+    }
+
+    /// Handles one message from a peer.
+    pub fn step(&mut self, from: NodeId, message: PeerMessage) {
+        if from == self.id || !self.members.contains(&from) {
+            return;
+        }
+        self.last_heard.insert(from, self.now);
+        let ballot = ballot_or_zero(message.ballot);
+        self.round_seen_max = self.round_seen_max.max(ballot.round);
+        let Some(body) = message.body else { return };
+        match body {
+            Body::Ping(_) => {}
+            Body::Prepare(prepare) => self.handle_prepare(from, ballot, prepare),
+            Body::Promise(promise) => self.handle_promise(from, ballot, promise),
+            Body::Nack(nack) => self.handle_nack(from, ballot, nack),
+            Body::Accept(accept) => self.handle_accept(from, ballot, accept),
+            Body::Accepted(accepted) => self.handle_accepted(from, ballot, accepted),
+            Body::AcceptReject(reject) => self.handle_accept_reject(from, ballot, reject),
+            Body::Heartbeat(heartbeat) => self.handle_heartbeat(from, ballot, heartbeat),
+            Body::HeartbeatAck(ack) => self.handle_heartbeat_ack(from, ballot, ack),
+            Body::LogRequest(request) => self.handle_log_request(from, ballot, request),
+            Body::LogResponse(response) => self.handle_log_response(from, ballot, response),
+            Body::SnapshotChunk(chunk) => self.handle_snapshot_chunk(from, ballot, chunk),
+            Body::SnapshotAck(ack) => self.handle_snapshot_ack(from, ballot, ack),
+        }
+    }
+
+    /// Proposes a client write. The answer arrives in a later `Ready` under `request`.
+    pub fn propose(&mut self, request: RequestId, command: Command) {
+        if let Err(error) = crate::kv::validate_command(&command) {
+            self.respond(request, error);
+            return;
+        }
+        if self.role != Role::Leader {
+            let error = self.not_leader_error();
+            self.respond(request, error);
+            return;
+        }
+        self.leader_propose(request, command);
+    }
+
+    /// Serves a read at the consistency level it asks for.
+    pub fn read(&mut self, request: RequestId, read: ReadRequest) {
+        let (consistency, min_revision) = match &read {
+            ReadRequest::Get(get) => (get.consistency(), get.min_revision),
+            ReadRequest::Scan(scan) => (scan.consistency(), scan.min_revision),
+        };
+        match consistency {
+            Consistency::Stale => self.answer_read(request, &read),
+            Consistency::AtLeastRevision => {
+                if self.kv.revision() >= min_revision {
+                    self.answer_read(request, &read);
+                } else if self.revision_waiters.len() >= PENDING_READS_MAX {
+                    self.respond(
+                        request,
+                        error_response(ErrorCode::Busy, "too many reads waiting; retry shortly"),
+                    );
+                } else {
+                    self.revision_waiters.push((min_revision, request, read));
+                }
+            }
+            Consistency::Linearizable => {
+                if self.role != Role::Leader {
+                    let error = self.not_leader_error();
+                    self.respond(request, error);
+                } else {
+                    self.leader_read(request, read);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn answer_read(&mut self, request: RequestId, read: &ReadRequest) {
+        let response = match read {
+            ReadRequest::Get(get) => Response::Get(GetResponse {
+                header: self.kv.header(),
+                kv: self.kv.get(&get.key),
+            }),
+            ReadRequest::Scan(scan) => {
+                let (kvs, more) = self.kv.scan(&scan.prefix, &scan.start_after, scan.limit);
+                Response::Scan(ScanResponse {
+                    header: self.kv.header(),
+                    kvs,
+                    more,
+                })
+            }
+        };
+        self.respond(request, response);
+    }
+
+    // --- ready / advance ---------------------------------------------------------------------
+
+    pub fn has_ready(&self) -> bool {
+        self.in_flight.is_none()
+            && (self.hard_state_dirty
+                || self.snapshot_write.is_some()
+                || !self.messages.is_empty()
+                || !self.messages_after_persist.is_empty()
+                || !self.responses.is_empty()
+                || self.applied_index < self.commit_index
+                || self.log.stable_last() < self.log.last_index())
+    }
+
+    /// Takes everything the caller must do. Call `advance` with its number once it is done;
+    /// only one ready is outstanding at a time.
+    pub fn ready(&mut self) -> Ready {
+        assert!(
+            self.in_flight.is_none(),
+            "ready() called again before advance()"
+        );
+        self.flush_replication();
+        let committed = self.apply_committed();
+        self.maybe_take_snapshot();
+        self.ready_number += 1;
+        let hard_state = self.hard_state_dirty.then(|| HardState {
+            promised: Some(self.promised),
+            commit_index: self.commit_index.min(self.log.stable_last()),
+        });
+        self.hard_state_dirty = false;
+        let snapshot = self.snapshot_write.take();
+        let log_write = self.log.take_unstable();
+        self.in_flight = Some(InFlight {
+            number: self.ready_number,
+            promised: hard_state
+                .as_ref()
+                .map(|state| ballot_or_zero(state.promised)),
+            snapshot: snapshot.as_ref().map(|write| write.meta.clone()),
+        });
+        Ready {
+            number: self.ready_number,
+            hard_state,
+            snapshot,
+            log_write,
+            messages: std::mem::take(&mut self.messages),
+            messages_after_persist: std::mem::take(&mut self.messages_after_persist),
+            committed,
+            responses: std::mem::take(&mut self.responses),
+        }
+    }
+
+    /// The caller has persisted and synced ready `number` and sent its messages.
+    pub fn advance(&mut self, number: u64) {
+        let in_flight = self
+            .in_flight
+            .take()
+            .expect("advance() without an outstanding ready");
+        assert_eq!(
+            in_flight.number, number,
+            "advance() for a ready that is not outstanding"
+        );
+        self.log.mark_stable();
+        if let Some(promised) = in_flight.promised {
+            self.durable_promised = self.durable_promised.max(promised);
+        }
+        if let Some(meta) = in_flight.snapshot {
+            self.on_snapshot_persisted(meta);
+        }
+        match self.role {
+            Role::Candidate => self.on_candidate_persisted(),
+            Role::Leader => self.leader_maybe_commit(),
+            Role::Follower => self.follower_update_commit(),
+        }
+        assert!(
+            self.durable_promised <= self.promised,
+            "durable promise ahead of memory"
+        );
+    }
+
+    /// Applies committed entries to the state machine and answers waiting requests.
+    fn apply_committed(&mut self) -> Vec<LogEntry> {
+        assert!(
+            self.commit_index <= self.log.last_index(),
+            "commit index beyond the log"
+        );
+        let mut committed = Vec::new();
+        while self.applied_index < self.commit_index {
+            let index = self.applied_index + 1;
+            let entry = self
+                .log
+                .entry(index)
+                .expect("committed entries are in the log")
+                .clone();
+            let response = self.kv.apply(
+                index,
+                entry.entry.as_ref().expect("log entries have a payload"),
+            );
+            self.applied_index = index;
+            self.on_applied(index, response);
+            committed.push(entry);
+        }
+        if !committed.is_empty() {
+            self.wake_revision_waiters();
+        }
+        self.serve_confirmed_reads();
+        committed
+    }
+
+    fn wake_revision_waiters(&mut self) {
+        let revision = self.kv.revision();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revision_waiters)
+            .into_iter()
+            .partition(|(min_revision, _, _)| *min_revision <= revision);
+        self.revision_waiters = waiting;
+        for (_, request, read) in ready {
+            self.answer_read(request, &read);
+        }
+    }
+
+    /// Takes a snapshot once enough applied entries are outside the last one.
+    fn maybe_take_snapshot(&mut self) {
+        let uncovered = self.applied_index - self.log.snapshot_index();
+        if uncovered < self.config.snapshot_entries_threshold
+            || self.snapshot_write.is_some()
+            || self.applied_index > self.log.stable_last()
+        {
+            return;
+        }
+        let meta = SnapshotMeta {
+            index: self.applied_index,
+            ballot: self.log.ballot_at(self.applied_index),
+            configuration: Some(self.configuration()),
+        };
+        let data = self.kv.to_snapshot().encode_to_vec();
+        // Committed state: it may be sent to peers before it is durable here.
+        self.snapshot = Some((meta.clone(), data.clone()));
+        self.snapshot_write = Some(SnapshotWrite {
+            meta,
+            data,
+            replaces_log: false,
+        });
+    }
+
+    pub(crate) fn configuration(&self) -> Configuration {
+        Configuration {
+            members: self.members.iter().map(|member| member.0).collect(),
+        }
+    }
+
+    fn on_snapshot_persisted(&mut self, meta: SnapshotMeta) {
+        if meta.index > self.log.snapshot_index() && meta.index <= self.log.stable_last() {
+            self.log.compact_to(meta.index);
+        }
+        self.on_installed_snapshot_persisted(&meta);
+    }
+
+    /// Abandons leadership or candidacy and follows (`leader` if known).
+    pub(crate) fn become_follower(&mut self, leader: Option<NodeId>) {
+        if let Some(mut state) = self.leader.take() {
+            state.fail_pending(self);
+        }
+        self.candidate = None;
+        self.role = Role::Follower;
+        if self.leader_id != leader {
+            self.leader_match_index = 0;
+            self.leader_commit_seen = 0;
+        }
+        self.leader_id = leader;
+        self.reset_election_deadline();
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        ReplicaStatus {
+            node_id: self.id,
+            role: self.role,
+            ballot: self.promised,
+            leader: self.leader_id,
+            commit_index: self.commit_index,
+            applied_index: self.applied_index,
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index(),
+            revision: self.kv.revision(),
+            key_count: self.kv.key_count() as u64,
+            peers: self
+                .peers()
+                .map(|peer| {
+                    let heard = self
+                        .last_heard
+                        .get(&peer)
+                        .map(|at| self.now.millis_since(*at));
+                    let matched = self
+                        .leader
+                        .as_ref()
+                        .and_then(|leader| leader.match_index(peer));
+                    (peer, heard, matched)
+                })
+                .collect(),
+            state_hash: self.kv.state_hash(),
+        }
+    }
+}

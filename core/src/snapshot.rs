@@ -1,0 +1,258 @@
+//! Snapshot transfer in bounded chunks, stop-and-wait: the sender sends one chunk, the receiver
+//! acknowledges the offset it has, and the final acknowledgement leaves only after the installed
+//! snapshot is durable. Used by a leader for lagging followers and by the holder of the most
+//! advanced log for a new leader that is behind.
+
+use paxkv_proto::peer::{
+    peer_message::Body, Ballot, KvSnapshot, LogRequest, SnapshotAck, SnapshotChunk, SnapshotMeta,
+};
+use prost::Message;
+
+use crate::leader::LeaderPhase;
+use crate::replica::{Replica, Role, SnapshotWrite};
+use crate::types::{NodeId, Time};
+use crate::SNAPSHOT_CHUNK_BYTES;
+
+#[derive(Debug)]
+pub(crate) struct IncomingSnapshot {
+    from: NodeId,
+    meta: SnapshotMeta,
+    total_bytes: u64,
+    data: Vec<u8>,
+    /// Set once installed: the final acknowledgement waits for the snapshot to be durable.
+    installed: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct OutgoingSnapshot {
+    index: u64,
+    acked_offset: u64,
+    sent_at: Time,
+}
+
+impl Replica {
+    pub(crate) fn start_snapshot_transfer(&mut self, to: NodeId) {
+        if self.outgoing_snapshots.contains_key(&to) {
+            return;
+        }
+        let Some((meta, _)) = &self.snapshot else {
+            panic!("{}: the log is compacted but there is no snapshot", self.id)
+        };
+        let index = meta.index;
+        self.outgoing_snapshots.insert(
+            to,
+            OutgoingSnapshot {
+                index,
+                acked_offset: 0,
+                sent_at: self.now,
+            },
+        );
+        self.send_snapshot_chunk(to);
+    }
+
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let (meta, data) = self.snapshot.as_ref().expect("a transfer needs a snapshot");
+        let transfer = self
+            .outgoing_snapshots
+            .get_mut(&to)
+            .expect("transfer exists");
+        if transfer.index != meta.index {
+            // A newer snapshot was taken meanwhile: send that one from the start.
+            transfer.index = meta.index;
+            transfer.acked_offset = 0;
+        }
+        transfer.sent_at = self.now;
+        let offset = transfer.acked_offset as usize;
+        let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+        let chunk = SnapshotChunk {
+            meta: Some(meta.clone()),
+            offset: offset as u64,
+            data: data[offset..end].to_vec(),
+            total_bytes: data.len() as u64,
+        };
+        self.send(to, Body::SnapshotChunk(chunk));
+    }
+
+    /// Resends the current chunk of any transfer whose acknowledgement is overdue.
+    pub(crate) fn retransmit_snapshots(&mut self) {
+        let overdue_ms = self.config.election_timeout_ms / 2;
+        let overdue: Vec<NodeId> = self
+            .outgoing_snapshots
+            .iter()
+            .filter(|(_, transfer)| self.now.millis_since(transfer.sent_at) >= overdue_ms)
+            .map(|(to, _)| *to)
+            .collect();
+        for to in overdue {
+            let still_useful = self.role == Role::Leader || self.promised.node == to.0;
+            if still_useful {
+                self.send_snapshot_chunk(to);
+            } else {
+                self.outgoing_snapshots.remove(&to);
+            }
+        }
+    }
+
+    pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, _ballot: Ballot, ack: SnapshotAck) {
+        let Some(transfer) = self.outgoing_snapshots.get_mut(&from) else {
+            return;
+        };
+        let total = self
+            .snapshot
+            .as_ref()
+            .map_or(0, |(_, data)| data.len() as u64);
+        if ack.snapshot_index != transfer.index || ack.next_offset < transfer.acked_offset {
+            return;
+        }
+        if ack.next_offset < total {
+            transfer.acked_offset = ack.next_offset;
+            self.send_snapshot_chunk(from);
+            return;
+        }
+        let index = transfer.index;
+        self.outgoing_snapshots.remove(&from);
+        let now = self.now;
+        if let Some(leader) = self.leader.as_mut() {
+            if let Some(progress) = leader.progress.get_mut(&from) {
+                progress.match_index = progress.match_index.max(index);
+                progress.next_index = progress.next_index.max(index + 1);
+                progress.last_ack_at = now;
+            }
+        }
+    }
+
+    pub(crate) fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        ballot: Ballot,
+        chunk: SnapshotChunk,
+    ) {
+        let syncing_from_sender = matches!(
+            &self.leader,
+            Some(leader) if leader.ballot == ballot
+                && matches!(leader.phase, LeaderPhase::Syncing { source, .. } if source == from)
+        );
+        if !syncing_from_sender && !self.accept_leader_contact(from, ballot) {
+            return;
+        }
+        let Some(meta) = chunk.meta else { return };
+        let ack = |replica: &mut Replica, next_offset: u64| {
+            replica.send(
+                from,
+                Body::SnapshotAck(SnapshotAck {
+                    snapshot_index: meta.index,
+                    next_offset,
+                }),
+            );
+        };
+        if meta.index <= self.commit_index {
+            ack(self, chunk.total_bytes);
+            return;
+        }
+        if chunk.offset == 0 {
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                from,
+                meta: meta.clone(),
+                total_bytes: chunk.total_bytes,
+                data: Vec::new(),
+                installed: false,
+            });
+        }
+        let Some(incoming) = self.incoming_snapshot.as_mut() else {
+            return;
+        };
+        if incoming.from != from || incoming.meta.index != meta.index || incoming.installed {
+            return;
+        }
+        if chunk.offset == incoming.data.len() as u64
+            && incoming.data.len() + chunk.data.len() <= incoming.total_bytes as usize
+        {
+            incoming.data.extend_from_slice(&chunk.data);
+        }
+        let received = incoming.data.len() as u64;
+        if received < incoming.total_bytes {
+            ack(self, received);
+            return;
+        }
+        self.install_snapshot();
+    }
+
+    /// Replaces the state machine and the log with a received snapshot.
+    fn install_snapshot(&mut self) {
+        let incoming = self
+            .incoming_snapshot
+            .as_mut()
+            .expect("a snapshot is being received");
+        let Ok(decoded) = KvSnapshot::decode(incoming.data.as_slice()) else {
+            // Corrupt in transit: start over; the sender retransmits from our acknowledgement.
+            self.incoming_snapshot = None;
+            return;
+        };
+        incoming.installed = true;
+        let meta = incoming.meta.clone();
+        let data = incoming.data.clone();
+        let from = incoming.from;
+        assert!(
+            meta.index > self.commit_index,
+            "an installed snapshot moves the commit point forward"
+        );
+        self.kv = crate::KvStore::from_snapshot(decoded);
+        self.log.reset_to_snapshot(&meta);
+        self.commit_index = meta.index;
+        self.applied_index = meta.index;
+        self.hard_state_dirty = true;
+        if let Some(configuration) = &meta.configuration {
+            if !configuration.members.is_empty() {
+                self.members = configuration.members.iter().map(|id| NodeId(*id)).collect();
+            }
+        }
+        if self.leader_id == Some(from) {
+            self.leader_match_index = self.leader_match_index.max(meta.index);
+        }
+        self.snapshot = Some((meta.clone(), data.clone()));
+        self.snapshot_write = Some(SnapshotWrite {
+            meta: meta.clone(),
+            data,
+            replaces_log: true,
+        });
+        if let Some(leader) = &self.leader {
+            if let LeaderPhase::Syncing {
+                source,
+                target_last,
+                ..
+            } = leader.phase
+            {
+                let next_index = meta.index + 1;
+                self.leader_mut().phase = LeaderPhase::Syncing {
+                    source,
+                    target_last,
+                    next_index,
+                };
+                self.send(
+                    source,
+                    Body::LogRequest(LogRequest {
+                        from_index: next_index,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Sends the final acknowledgement of an installed snapshot once it is durable.
+    pub(crate) fn on_installed_snapshot_persisted(&mut self, meta: &SnapshotMeta) {
+        let Some(incoming) = &self.incoming_snapshot else {
+            return;
+        };
+        if !incoming.installed || incoming.meta.index != meta.index {
+            return;
+        }
+        let (from, total_bytes) = (incoming.from, incoming.total_bytes);
+        self.incoming_snapshot = None;
+        self.send(
+            from,
+            Body::SnapshotAck(SnapshotAck {
+                snapshot_index: meta.index,
+                next_offset: total_bytes,
+            }),
+        );
+    }
+}

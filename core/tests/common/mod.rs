@@ -1,0 +1,723 @@
+//! A deterministic in-memory cluster for testing `paxkv-core`: seeded message latency, loss,
+//! duplication and reordering, one-way and partial partitions, and crashes that lose whatever a
+//! replica had not yet persisted. It also records every client operation and checks the safety
+//! properties (agreement, validity, durability of acknowledged writes, linearizable reads).
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use paxkv_core::{
+    DurableState, NodeId, ReadRequest, Ready, Replica, ReplicaConfig, RequestId, Role, Time,
+};
+use paxkv_proto::client::{
+    client_response::Body as Response, Consistency, ErrorCode, GetRequest, PutRequest,
+};
+use paxkv_proto::peer::{
+    command::Op, entry::Kind, Command, HardState, LogEntry, PeerMessage, SnapshotMeta,
+};
+
+/// Time advances in steps of this many milliseconds; every live replica ticks each step.
+pub const STEP_MS: u64 = 10;
+
+/// SplitMix64, so the harness replays exactly from its seed.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> TestRng {
+        TestRng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound.max(1)
+    }
+    pub fn chance_ppm(&mut self, ppm: u64) -> bool {
+        self.below(1_000_000) < ppm
+    }
+}
+
+/// What survives a crash: exactly what was synced.
+#[derive(Debug, Clone, Default)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    pub entries: BTreeMap<u64, LogEntry>,
+}
+
+impl Disk {
+    fn persist(&mut self, ready: &Ready) {
+        if let Some(hard_state) = &ready.hard_state {
+            self.hard_state = *hard_state;
+        }
+        if let Some(write) = &ready.snapshot {
+            if write.replaces_log {
+                self.entries.clear();
+            } else {
+                self.entries.retain(|index, _| *index > write.meta.index);
+            }
+            self.snapshot = Some((write.meta.clone(), write.data.clone()));
+        }
+        if let Some(write) = &ready.log_write {
+            self.entries.retain(|index, _| *index < write.from_index);
+            for entry in &write.entries {
+                self.entries.insert(entry.index, entry.clone());
+            }
+        }
+    }
+
+    fn recover(&self) -> DurableState {
+        let snapshot_index = self.snapshot.as_ref().map_or(0, |(meta, _)| meta.index);
+        let mut entries = Vec::new();
+        for (index, entry) in self.entries.range(snapshot_index + 1..) {
+            assert_eq!(
+                *index,
+                snapshot_index + 1 + entries.len() as u64,
+                "durable log has a hole"
+            );
+            entries.push(entry.clone());
+        }
+        DurableState {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.clone(),
+            entries,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        message: PeerMessage,
+    },
+    PersistDone {
+        node: NodeId,
+        incarnation: u64,
+        ready: Box<Ready>,
+    },
+}
+
+pub struct Node {
+    pub replica: Option<Replica>,
+    pub disk: Disk,
+    incarnation: u64,
+    persisting: bool,
+}
+
+/// Network faults currently in force.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFaults {
+    pub drop_ppm: u64,
+    pub duplicate_ppm: u64,
+    /// Extra latency drawn uniformly from 0..=this, which also reorders messages.
+    pub jitter_ms: u64,
+    /// Directed links that deliver nothing: (from, to).
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+}
+
+/// One client operation as the checker sees it.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub request: RequestId,
+    pub invoked_at: Time,
+    pub completed_at: Option<Time>,
+    pub kind: OperationKind,
+    /// Revision the answer reported (writes: the revision they created).
+    pub revision: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperationKind {
+    Put {
+        client_id: u64,
+        sequence: u64,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        acknowledged: bool,
+    },
+    Read {
+        key: Vec<u8>,
+        consistency: Consistency,
+        value: Option<Option<Vec<u8>>>,
+    },
+}
+
+pub struct Cluster {
+    pub config: ReplicaConfig,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub now: Time,
+    pub rng: TestRng,
+    pub faults: NetworkFaults,
+    /// Persist latency in milliseconds (the time an fsync takes).
+    pub persist_ms: u64,
+    /// Base one-way message latency.
+    pub latency_ms: u64,
+    events: BTreeMap<(Time, u64), Event>,
+    event_sequence: u64,
+    /// Every entry any replica applied, by index: the chosen log. Agreement is checked on insert.
+    pub chosen: BTreeMap<u64, LogEntry>,
+    pub applied_per_node: BTreeMap<NodeId, u64>,
+    pub operations: BTreeMap<RequestId, Operation>,
+    pub proposed: BTreeSet<(u64, u64)>,
+    next_request: u64,
+    pub responses: BTreeMap<RequestId, Response>,
+}
+
+impl Cluster {
+    pub fn new(size: u64, seed: u64) -> Cluster {
+        Cluster::with_config(size, seed, |_| {})
+    }
+
+    pub fn with_config(size: u64, seed: u64, adjust: impl Fn(&mut ReplicaConfig)) -> Cluster {
+        let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let mut config = ReplicaConfig::new(NodeId(1), members.clone(), seed);
+        config.election_timeout_ms = 300;
+        config.heartbeat_interval_ms = 50;
+        adjust(&mut config);
+        let mut cluster = Cluster {
+            config,
+            nodes: BTreeMap::new(),
+            now: Time(0),
+            rng: TestRng::new(seed),
+            faults: NetworkFaults::default(),
+            persist_ms: 2,
+            latency_ms: 1,
+            events: BTreeMap::new(),
+            event_sequence: 0,
+            chosen: BTreeMap::new(),
+            applied_per_node: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            proposed: BTreeSet::new(),
+            next_request: 1,
+            responses: BTreeMap::new(),
+        };
+        for id in members {
+            let replica = Replica::new(cluster.node_config(id), DurableState::default(), Time(0))
+                .expect("test configuration is valid");
+            cluster.nodes.insert(
+                id,
+                Node {
+                    replica: Some(replica),
+                    disk: Disk::default(),
+                    incarnation: 0,
+                    persisting: false,
+                },
+            );
+        }
+        cluster
+    }
+
+    fn node_config(&self, id: NodeId) -> ReplicaConfig {
+        let mut config = self.config.clone();
+        config.node_id = id;
+        config
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn replica(&self, id: NodeId) -> Option<&Replica> {
+        self.nodes[&id].replica.as_ref()
+    }
+
+    fn schedule(&mut self, at: Time, event: Event) {
+        self.event_sequence += 1;
+        self.events.insert((at, self.event_sequence), event);
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: PeerMessage) {
+        if self.faults.cut.contains(&(from, to)) || self.rng.chance_ppm(self.faults.drop_ppm) {
+            return;
+        }
+        let copies = if self.rng.chance_ppm(self.faults.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.latency_ms + self.rng.below(self.faults.jitter_ms + 1);
+            let at = self.now.plus_millis(delay);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    from,
+                    to,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    /// Takes and handles a node's ready if it has one and none is being persisted.
+    fn drive(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        let Some(replica) = node.replica.as_mut() else {
+            return;
+        };
+        if node.persisting || !replica.has_ready() {
+            return;
+        }
+        let mut ready = replica.ready();
+        let incarnation = node.incarnation;
+        node.persisting = true;
+        for outgoing in std::mem::take(&mut ready.messages) {
+            self.send(id, outgoing.to, outgoing.message);
+        }
+        self.record_committed(id, &ready.committed);
+        for (request, response) in std::mem::take(&mut ready.responses) {
+            self.record_response(request, response);
+        }
+        let at = self.now.plus_millis(self.persist_ms);
+        self.schedule(
+            at,
+            Event::PersistDone {
+                node: id,
+                incarnation,
+                ready: Box::new(ready),
+            },
+        );
+    }
+
+    fn record_committed(&mut self, id: NodeId, committed: &[LogEntry]) {
+        let applied = self.applied_per_node.entry(id).or_insert(0);
+        for entry in committed {
+            if let Some(existing) = self.chosen.get(&entry.index) {
+                assert_eq!(
+                    existing, entry,
+                    "agreement violated at index {} on {id}",
+                    entry.index
+                );
+            } else {
+                if let Some(Kind::Command(command)) =
+                    entry.entry.as_ref().and_then(|e| e.kind.as_ref())
+                {
+                    assert!(
+                        self.proposed
+                            .contains(&(command.client_id, command.sequence)),
+                        "validity violated: {command:?} was never proposed"
+                    );
+                }
+                self.chosen.insert(entry.index, entry.clone());
+            }
+            *applied = entry.index;
+        }
+    }
+
+    fn record_response(&mut self, request: RequestId, response: Response) {
+        let now = self.now;
+        if let Some(operation) = self.operations.get_mut(&request) {
+            operation.completed_at = Some(now);
+            match (&mut operation.kind, &response) {
+                (OperationKind::Put { acknowledged, .. }, Response::Put(put)) => {
+                    assert!(put.succeeded, "unconditional puts always succeed");
+                    *acknowledged = true;
+                    operation.revision = put.header.map(|header| header.revision);
+                }
+                (OperationKind::Read { value, .. }, Response::Get(get)) => {
+                    *value = Some(get.kv.as_ref().map(|kv| kv.value.clone()));
+                    operation.revision = get.header.map(|header| header.revision);
+                }
+                _ => {}
+            }
+        }
+        self.responses.insert(request, response);
+    }
+
+    fn finish_persist(&mut self, id: NodeId, incarnation: u64, mut ready: Box<Ready>) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        if node.incarnation != incarnation || node.replica.is_none() {
+            return; // crashed meanwhile: the write never reached the disk
+        }
+        node.disk.persist(&ready);
+        node.persisting = false;
+        let number = ready.number;
+        node.replica
+            .as_mut()
+            .expect("checked above")
+            .advance(number);
+        for outgoing in std::mem::take(&mut ready.messages_after_persist) {
+            self.send(id, outgoing.to, outgoing.message);
+        }
+        self.drive(id);
+    }
+
+    /// Runs the cluster for `millis` of simulated time.
+    pub fn run_for(&mut self, millis: u64) {
+        let end = self.now.plus_millis(millis);
+        while self.now < end {
+            let step_end = self.now.plus_millis(STEP_MS).min(end);
+            while let Some(entry) = self.events.first_entry() {
+                if entry.key().0 > step_end {
+                    break;
+                }
+                let ((at, _), event) = entry.remove_entry();
+                self.now = self.now.max(at);
+                self.handle_event(event);
+            }
+            self.now = step_end;
+            for id in self.ids() {
+                if let Some(replica) = self
+                    .nodes
+                    .get_mut(&id)
+                    .and_then(|node| node.replica.as_mut())
+                {
+                    replica.tick(step_end);
+                }
+                self.drive(id);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Deliver { from, to, message } => {
+                if let Some(replica) = self
+                    .nodes
+                    .get_mut(&to)
+                    .and_then(|node| node.replica.as_mut())
+                {
+                    replica.tick(self.now);
+                    replica.step(from, message);
+                    self.drive(to);
+                }
+            }
+            Event::PersistDone {
+                node,
+                incarnation,
+                ready,
+            } => self.finish_persist(node, incarnation, ready),
+        }
+    }
+
+    // --- faults --------------------------------------------------------------------------------
+
+    pub fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.replica = None;
+        node.incarnation += 1;
+        node.persisting = false;
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        let config = self.node_config(id);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        if node.replica.is_some() {
+            return;
+        }
+        let durable = node.disk.recover();
+        node.replica = Some(Replica::new(config, durable, self.now).expect("recovery succeeds"));
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[&id].replica.is_some()
+    }
+
+    /// Cuts both directions between every node of `a` and every node of `b`.
+    pub fn partition(&mut self, a: &[NodeId], b: &[NodeId]) {
+        for x in a {
+            for y in b {
+                self.faults.cut.insert((*x, *y));
+                self.faults.cut.insert((*y, *x));
+            }
+        }
+    }
+
+    pub fn cut_both_ways(&mut self, x: NodeId, y: NodeId) {
+        self.faults.cut.insert((x, y));
+        self.faults.cut.insert((y, x));
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        let others: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|other| *other != id)
+            .collect();
+        self.partition(&[id], &others);
+    }
+
+    pub fn heal(&mut self) {
+        self.faults = NetworkFaults::default();
+    }
+
+    // --- clients -------------------------------------------------------------------------------
+
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| {
+                node.replica
+                    .as_ref()
+                    .is_some_and(|replica| replica.role() == Role::Leader)
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The leader with the highest ballot, if any node believes it leads.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leaders()
+            .into_iter()
+            .max_by_key(|id| self.replica(*id).expect("leader is up").promised())
+    }
+
+    fn new_request(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    /// Sends a put to `to` and records it in the history.
+    pub fn put_via(
+        &mut self,
+        to: NodeId,
+        client_id: u64,
+        sequence: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> RequestId {
+        let request = self.new_request();
+        self.proposed.insert((client_id, sequence));
+        self.operations.insert(
+            request,
+            Operation {
+                request,
+                invoked_at: self.now,
+                completed_at: None,
+                kind: OperationKind::Put {
+                    client_id,
+                    sequence,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    acknowledged: false,
+                },
+                revision: None,
+            },
+        );
+        let command = Command {
+            client_id,
+            sequence,
+            op: Some(Op::Put(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..Default::default()
+            })),
+        };
+        if let Some(replica) = self
+            .nodes
+            .get_mut(&to)
+            .and_then(|node| node.replica.as_mut())
+        {
+            replica.propose(request, command);
+            self.drive(to);
+        }
+        request
+    }
+
+    pub fn get_via(&mut self, to: NodeId, key: &[u8], consistency: Consistency) -> RequestId {
+        let request = self.new_request();
+        self.operations.insert(
+            request,
+            Operation {
+                request,
+                invoked_at: self.now,
+                completed_at: None,
+                kind: OperationKind::Read {
+                    key: key.to_vec(),
+                    consistency,
+                    value: None,
+                },
+                revision: None,
+            },
+        );
+        let read = ReadRequest::Get(GetRequest {
+            key: key.to_vec(),
+            consistency: consistency as i32,
+            min_revision: 0,
+        });
+        if let Some(replica) = self
+            .nodes
+            .get_mut(&to)
+            .and_then(|node| node.replica.as_mut())
+        {
+            replica.read(request, read);
+            self.drive(to);
+        }
+        request
+    }
+
+    /// Runs until `request` is answered or `millis` pass; returns the answer.
+    pub fn wait_for(&mut self, request: RequestId, millis: u64) -> Option<Response> {
+        let end = self.now.plus_millis(millis);
+        while self.now < end {
+            if let Some(response) = self.responses.get(&request) {
+                return Some(response.clone());
+            }
+            self.run_for(STEP_MS);
+        }
+        self.responses.get(&request).cloned()
+    }
+
+    /// Runs until a leader commits a fresh write; returns the milliseconds it took, or None.
+    pub fn time_to_working_leader(&mut self, millis_max: u64, client_id: u64) -> Option<u64> {
+        let start = self.now;
+        let mut sequence = 1_000_000;
+        while self.now.millis_since(start) < millis_max {
+            if let Some(leader) = self.leader() {
+                sequence += 1;
+                let request = self.put_via(leader, client_id, sequence, b"probe", b"p");
+                if let Some(Response::Put(_)) = self.wait_for(request, 200) {
+                    return Some(self.now.millis_since(start));
+                }
+            } else {
+                self.run_for(STEP_MS);
+            }
+        }
+        None
+    }
+
+    pub fn is_error(response: &Response, code: ErrorCode) -> bool {
+        matches!(response, Response::Error(error) if error.code == code as i32)
+    }
+
+    // --- checks --------------------------------------------------------------------------------
+
+    /// Every acknowledged write is in the chosen log.
+    pub fn check_acknowledged_writes_chosen(&self) {
+        let chosen: BTreeSet<(u64, u64)> = self
+            .chosen
+            .values()
+            .filter_map(
+                |entry| match entry.entry.as_ref().and_then(|e| e.kind.as_ref()) {
+                    Some(Kind::Command(command)) => Some((command.client_id, command.sequence)),
+                    _ => None,
+                },
+            )
+            .collect();
+        for operation in self.operations.values() {
+            if let OperationKind::Put {
+                client_id,
+                sequence,
+                acknowledged: true,
+                ..
+            } = &operation.kind
+            {
+                assert!(
+                    chosen.contains(&(*client_id, *sequence)),
+                    "acknowledged write ({client_id}, {sequence}) is not in the chosen log"
+                );
+            }
+        }
+    }
+
+    /// Value of every key after each revision, replaying the chosen log in order.
+    fn states_by_revision(&self) -> Vec<BTreeMap<Vec<u8>, Vec<u8>>> {
+        let mut store = paxkv_core::KvStore::new();
+        let mut states = vec![BTreeMap::new()];
+        let mut current = BTreeMap::new();
+        for (index, entry) in &self.chosen {
+            let payload = entry.entry.as_ref().expect("entries have a payload");
+            let before = store.revision();
+            store.apply(*index, payload);
+            if store.revision() != before {
+                match &payload.kind {
+                    Some(Kind::Command(Command {
+                        op: Some(Op::Put(put)),
+                        ..
+                    })) => {
+                        current.insert(put.key.clone(), put.value.clone());
+                    }
+                    Some(Kind::Command(Command {
+                        op: Some(Op::Delete(delete)),
+                        ..
+                    })) => {
+                        current.remove(&delete.key);
+                    }
+                    _ => {}
+                }
+                states.push(current.clone());
+            }
+        }
+        states
+    }
+
+    /// Linearizable reads: each read saw the state at its revision, that revision is at least
+    /// the revision of everything completed before the read began, and no write that began
+    /// after the read ended is visible to it. Stale reads: the value existed at their revision.
+    pub fn check_reads(&self) {
+        assert!(
+            self.chosen.keys().copied().eq(1..=self.chosen.len() as u64),
+            "the chosen log has a gap"
+        );
+        let states = self.states_by_revision();
+        for read in self.operations.values() {
+            let OperationKind::Read {
+                key,
+                consistency,
+                value: Some(value),
+            } = &read.kind
+            else {
+                continue;
+            };
+            let revision = read.revision.expect("answered reads carry a revision") as usize;
+            assert!(
+                revision < states.len(),
+                "read at revision {revision} beyond the chosen log"
+            );
+            assert_eq!(
+                states[revision].get(key),
+                value.as_ref(),
+                "read of {key:?} at revision {revision} returned a value that did not exist then"
+            );
+            if *consistency != Consistency::Linearizable {
+                continue;
+            }
+            let completed_at = read.completed_at.expect("answered");
+            for other in self.operations.values() {
+                let Some(other_revision) = other.revision else {
+                    continue;
+                };
+                if other
+                    .completed_at
+                    .is_some_and(|done| done < read.invoked_at)
+                {
+                    assert!(
+                        other_revision as usize <= revision,
+                        "linearizability: read {:?} at revision {revision} misses {:?} (revision {other_revision}) that completed before it began",
+                        read.request,
+                        other.request
+                    );
+                }
+                let is_write = matches!(other.kind, OperationKind::Put { .. });
+                if is_write && other.invoked_at > completed_at {
+                    assert!(
+                        other_revision as usize > revision,
+                        "linearizability: read {:?} sees write {:?} that began after it ended",
+                        read.request,
+                        other.request
+                    );
+                }
+            }
+        }
+    }
+
+    /// All live replicas applied the same prefix and agree on the state hash.
+    pub fn converged(&self) -> bool {
+        let mut seen = BTreeSet::new();
+        for node in self.nodes.values() {
+            let Some(replica) = &node.replica else {
+                return false;
+            };
+            seen.insert((replica.applied_index(), replica.kv().state_hash()));
+        }
+        seen.len() == 1
+    }
+}

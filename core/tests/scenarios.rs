@@ -1,0 +1,316 @@
+//! Named failure scenarios on the in-memory cluster. Each prints how long recovery took in
+//! harness steps (one step = `STEP_MS` ms; election timeout = 300 ms = 30 steps).
+
+mod common;
+
+use common::{Cluster, STEP_MS};
+use paxkv_core::{NodeId, Role};
+use paxkv_proto::client::{client_response::Body as Response, Consistency, ErrorCode};
+
+const ELECTION_TIMEOUT_MS: u64 = 300;
+
+/// Writes `count` keys through the current leader and waits for each; returns how many succeeded.
+fn write_keys(cluster: &mut Cluster, client_id: u64, first_sequence: u64, count: u64) -> u64 {
+    let mut succeeded = 0;
+    for sequence in first_sequence..first_sequence + count {
+        let Some(leader) = cluster.leader() else {
+            cluster.run_for(STEP_MS);
+            continue;
+        };
+        let key = format!("key-{sequence}");
+        let request = cluster.put_via(leader, client_id, sequence, key.as_bytes(), b"value");
+        if let Some(Response::Put(_)) = cluster.wait_for(request, 1000) {
+            succeeded += 1;
+        }
+    }
+    succeeded
+}
+
+fn elect(cluster: &mut Cluster) -> NodeId {
+    let took = cluster
+        .time_to_working_leader(10 * ELECTION_TIMEOUT_MS, 999)
+        .expect("a fresh cluster elects a leader");
+    assert!(
+        took <= 4 * ELECTION_TIMEOUT_MS,
+        "first election took {took} ms"
+    );
+    cluster.leader().expect("a leader exists")
+}
+
+fn settle_and_check(cluster: &mut Cluster) {
+    cluster.heal();
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    let took = cluster.time_to_working_leader(20 * ELECTION_TIMEOUT_MS, 998);
+    assert!(took.is_some(), "no working leader after healing");
+    let mut waited = 0;
+    while !cluster.converged() && waited < 10_000 {
+        cluster.run_for(100);
+        waited += 100;
+    }
+    if !cluster.converged() {
+        for id in cluster.ids() {
+            eprintln!("{:?}", cluster.replica(id).unwrap().status());
+        }
+        panic!("replicas did not converge after healing");
+    }
+    cluster.check_acknowledged_writes_chosen();
+    cluster.check_reads();
+}
+
+fn report(name: &str, millis: u64) {
+    eprintln!(
+        "{name}: working leader after {} steps ({millis} ms)",
+        millis / STEP_MS
+    );
+}
+
+#[test]
+fn basic_put_and_reads_of_every_consistency() {
+    let mut cluster = Cluster::new(3, 1);
+    let leader = elect(&mut cluster);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 20), 20);
+    let read = cluster.get_via(leader, b"key-5", Consistency::Linearizable);
+    match cluster.wait_for(read, 1000) {
+        Some(Response::Get(get)) => assert_eq!(get.kv.expect("key exists").value, b"value"),
+        other => panic!("{other:?}"),
+    }
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let refused = cluster.get_via(follower, b"key-5", Consistency::Linearizable);
+    let answer = cluster.wait_for(refused, 100).expect("answered at once");
+    assert!(
+        Cluster::is_error(&answer, ErrorCode::NotLeader),
+        "{answer:?}"
+    );
+    cluster.run_for(200);
+    let stale = cluster.get_via(follower, b"key-5", Consistency::Stale);
+    match cluster.wait_for(stale, 100) {
+        Some(Response::Get(get)) => {
+            assert!(get.kv.is_some(), "follower caught up after a heartbeat")
+        }
+        other => panic!("{other:?}"),
+    }
+    settle_and_check(&mut cluster);
+}
+
+#[test]
+fn leader_crash_elects_a_new_leader_and_keeps_acknowledged_writes() {
+    let mut cluster = Cluster::new(3, 2);
+    let old = elect(&mut cluster);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 10), 10);
+    cluster.crash(old);
+    let took = cluster
+        .time_to_working_leader(10 * ELECTION_TIMEOUT_MS, 7)
+        .expect("new leader");
+    report("leader crash", took);
+    assert!(took <= 4 * ELECTION_TIMEOUT_MS);
+    assert_ne!(cluster.leader(), Some(old));
+    assert_eq!(write_keys(&mut cluster, 1, 11, 10), 10);
+    settle_and_check(&mut cluster);
+}
+
+#[test]
+fn minority_partition_of_the_leader() {
+    let mut cluster = Cluster::new(5, 3);
+    let old = elect(&mut cluster);
+    let others: Vec<NodeId> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+    let buddy = others[0];
+    cluster.partition(&[old, buddy], &others[1..]);
+    // A write sent to the deposed leader cannot commit.
+    let stranded = cluster.put_via(old, 1, 1, b"stranded", b"x");
+    let took = cluster
+        .time_to_working_leader(10 * ELECTION_TIMEOUT_MS, 8)
+        .expect("majority side elects");
+    report("minority partition of the leader", took);
+    assert!(took <= 4 * ELECTION_TIMEOUT_MS);
+    let new = cluster.leader().unwrap();
+    assert!(others[1..].contains(&new));
+    assert_ne!(
+        cluster.replica(old).unwrap().role(),
+        Role::Leader,
+        "the cut-off leader stepped down"
+    );
+    match cluster.responses.get(&stranded) {
+        None => {}
+        Some(response) => assert!(
+            !matches!(response, Response::Put(_)),
+            "a minority committed a write"
+        ),
+    }
+    settle_and_check(&mut cluster);
+}
+
+/// Quorum loss: the leader can reach only one node, which reaches everyone; the other three see
+/// each other and that one node but not the leader.
+#[test]
+fn partial_connectivity_leader_without_quorum_is_replaced() {
+    let mut cluster = Cluster::new(5, 4);
+    let old = elect(&mut cluster);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 5), 5);
+    let others: Vec<NodeId> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+    let hub = others[0];
+    cluster.partition(&[old], &others[1..]);
+    let start = cluster.now;
+    let took = cluster
+        .time_to_working_leader(20 * ELECTION_TIMEOUT_MS, 9)
+        .expect("a leader works again");
+    report("quorum loss", took);
+    assert!(took <= 5 * ELECTION_TIMEOUT_MS, "took {took} ms");
+    let new = cluster.leader().unwrap();
+    assert_ne!(new, old);
+    let _ = (hub, start);
+    assert_eq!(write_keys(&mut cluster, 1, 6, 5), 5);
+    settle_and_check(&mut cluster);
+}
+
+/// Constrained election: the leader dies; the only quorum-connected node is one whose log is
+/// behind; it must still take over (syncing from the most advanced log among its promises).
+#[test]
+fn partial_connectivity_constrained_election() {
+    let mut cluster = Cluster::new(5, 5);
+    let old = elect(&mut cluster);
+    let others: Vec<NodeId> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+    let hub = others[0];
+    // Put the hub behind: it misses writes while cut off.
+    cluster.isolate(hub);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 10), 10);
+    cluster.heal();
+    cluster.crash(old);
+    // Now only the hub reaches a quorum: the three others see only the hub.
+    for (i, x) in others[1..].iter().enumerate() {
+        for y in &others[i + 2..] {
+            cluster.cut_both_ways(*x, *y);
+        }
+    }
+    let took = cluster
+        .time_to_working_leader(20 * ELECTION_TIMEOUT_MS, 10)
+        .expect("the hub leads");
+    report("constrained election", took);
+    assert!(took <= 5 * ELECTION_TIMEOUT_MS, "took {took} ms");
+    assert_eq!(cluster.leader(), Some(hub));
+    assert_eq!(write_keys(&mut cluster, 1, 11, 5), 5);
+    settle_and_check(&mut cluster);
+}
+
+/// Chained: A and C cannot see each other, both see B. Whoever leads, the other must not keep
+/// pre-empting it: leadership settles and stays.
+#[test]
+fn partial_connectivity_chain_does_not_livelock() {
+    let mut cluster = Cluster::new(3, 6);
+    let old = elect(&mut cluster);
+    let others: Vec<NodeId> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+    cluster.cut_both_ways(old, others[1]);
+    let took = cluster
+        .time_to_working_leader(20 * ELECTION_TIMEOUT_MS, 11)
+        .expect("a leader works");
+    report("chain", took);
+    assert!(took <= 5 * ELECTION_TIMEOUT_MS, "took {took} ms");
+    // Leadership stays put for a long stretch: count ballot changes.
+    let ballot_before = cluster
+        .replica(cluster.leader().unwrap())
+        .unwrap()
+        .promised();
+    let mut changes = 0;
+    let mut last = ballot_before;
+    for _ in 0..100 {
+        cluster.run_for(100);
+        if let Some(leader) = cluster.leader() {
+            let ballot = cluster.replica(leader).unwrap().promised();
+            if ballot != last {
+                changes += 1;
+                last = ballot;
+            }
+        }
+    }
+    assert!(
+        changes <= 1,
+        "leadership changed {changes} times in 10 s: pre-emption loop"
+    );
+    assert_eq!(write_keys(&mut cluster, 1, 1, 5), 5);
+    settle_and_check(&mut cluster);
+}
+
+#[test]
+fn whole_cluster_crash_and_restart_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::new(3, 7);
+    elect(&mut cluster);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 30), 30);
+    // Writes in flight at the moment of the crash may be lost, acknowledged ones never.
+    let leader = cluster.leader().unwrap();
+    for sequence in 31..40 {
+        cluster.put_via(leader, 1, sequence, b"in-flight", b"x");
+    }
+    cluster.run_for(1);
+    for id in cluster.ids() {
+        cluster.crash(id);
+    }
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    let took = cluster
+        .time_to_working_leader(10 * ELECTION_TIMEOUT_MS, 12)
+        .expect("recovers");
+    report("whole-cluster restart", took);
+    let leader = cluster.leader().unwrap();
+    for sequence in 1..=30 {
+        let key = format!("key-{sequence}");
+        let read = cluster.get_via(leader, key.as_bytes(), Consistency::Linearizable);
+        match cluster.wait_for(read, 1000) {
+            Some(Response::Get(get)) => assert!(get.kv.is_some(), "{key} lost"),
+            other => panic!("{other:?}"),
+        }
+    }
+    settle_and_check(&mut cluster);
+}
+
+#[test]
+fn replica_far_behind_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::with_config(3, 8, |config| config.snapshot_entries_threshold = 20);
+    elect(&mut cluster);
+    let leader = cluster.leader().unwrap();
+    let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.crash(lagging);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 100), 100);
+    cluster.run_for(500);
+    let leader_snapshot = cluster.replica(leader).unwrap().status().snapshot_index;
+    assert!(
+        leader_snapshot >= 20,
+        "the leader compacted its log (snapshot at {leader_snapshot})"
+    );
+    cluster.restart(lagging);
+    cluster.run_for(2000);
+    let status = cluster.replica(lagging).unwrap().status();
+    assert!(
+        status.snapshot_index > 0,
+        "the lagging replica installed a snapshot"
+    );
+    assert!(cluster.converged(), "the lagging replica caught up");
+    settle_and_check(&mut cluster);
+}
+
+#[test]
+fn retried_write_is_applied_once_across_a_failover() {
+    let mut cluster = Cluster::new(3, 9);
+    let old = elect(&mut cluster);
+    let first = cluster.put_via(old, 42, 1, b"counter", b"1");
+    cluster.wait_for(first, 1000).expect("answered");
+    cluster.crash(old);
+    cluster
+        .time_to_working_leader(10 * ELECTION_TIMEOUT_MS, 13)
+        .expect("new leader");
+    let leader = cluster.leader().unwrap();
+    let retry = cluster.put_via(leader, 42, 1, b"counter", b"1");
+    let (Some(Response::Put(a)), Some(Response::Put(b))) = (
+        cluster.responses.get(&first).cloned(),
+        cluster.wait_for(retry, 1000),
+    ) else {
+        panic!("both answered")
+    };
+    assert_eq!(
+        a.header.unwrap().revision,
+        b.header.unwrap().revision,
+        "the retry got the remembered answer"
+    );
+    settle_and_check(&mut cluster);
+}
