@@ -263,21 +263,31 @@ impl Replica {
         if response.from_index != next_index {
             return;
         }
-        if !response.entries.is_empty() {
-            assert!(
-                next_index > self.commit_index,
-                "sync never rewrites committed entries"
-            );
-            self.log.truncate_from(next_index);
-            for entry in response.entries {
-                self.log.append(entry);
-            }
+        // Our log becomes the source's from here on: drop our own suffix even when the source
+        // sends nothing (its log may end where ours still has stale entries).
+        assert!(
+            next_index > self.commit_index,
+            "sync never rewrites committed entries"
+        );
+        self.log.truncate_from(next_index);
+        for entry in response.entries {
+            self.log.append(entry);
         }
         self.continue_sync(source, target_last, response.last_index.min(target_last));
     }
 
-    /// Asks for more or, once the log reached the source's, starts leading.
-    pub(crate) fn continue_sync(&mut self, source: NodeId, target_last: u64, source_last: u64) {
+    /// Repeats the outstanding log request (it or its answer may have been lost).
+    pub(crate) fn resend_log_request(&mut self, source: NodeId, next_index: u64) {
+        self.send(
+            source,
+            Body::LogRequest(LogRequest {
+                from_index: next_index,
+            }),
+        );
+    }
+
+    /// After a response: asks for more or, once the log reached the source's, starts leading.
+    fn continue_sync(&mut self, source: NodeId, target_last: u64, source_last: u64) {
         let next_index = self.log.last_index() + 1;
         if self.log.last_index() >= source_last {
             self.activate_leader();

@@ -69,12 +69,30 @@ impl Replica {
         self.leader_match_index = self.leader_match_index.max(matched);
         self.leader_commit_seen = self.leader_commit_seen.max(accept.commit_index);
         self.follower_update_commit();
-        self.send_after_persist(
-            from,
-            Body::Accepted(Accepted {
-                match_index: matched,
-            }),
-        );
+        // Acknowledged once durable, and only if we still follow this ballot then: entries
+        // accepted now may be replaced by a newer leader before the next sync.
+        let match_index = match self.pending_accepted {
+            Some((to, pending_ballot, pending_match)) if to == from && pending_ballot == ballot => {
+                pending_match.max(matched)
+            }
+            _ => matched,
+        };
+        self.pending_accepted = Some((from, ballot, match_index));
+    }
+
+    /// After a sync: tells the leader how far its log is durably held here.
+    pub(crate) fn flush_pending_accepted(&mut self) {
+        let Some((leader, ballot, match_index)) = self.pending_accepted else {
+            return;
+        };
+        if ballot != self.promised {
+            self.pending_accepted = None;
+            return;
+        }
+        if self.log.stable_last() >= match_index {
+            self.pending_accepted = None;
+            self.send(leader, Body::Accepted(Accepted { match_index }));
+        }
     }
 
     /// Appends the leader's entries after `prev_index`, replacing a conflicting suffix.

@@ -330,7 +330,11 @@ impl Replica {
             .progress
             .get_mut(&from)
             .expect("every peer has progress");
-        progress.next_index = (reject.hint_index + 1).max(progress.match_index + 1);
+        // The follower says its log matches ours at most up to the hint. It never loses what it
+        // acknowledged, but a reordered reject may be older than an acknowledgement; trusting the
+        // lower figure only costs a resend.
+        progress.match_index = progress.match_index.min(reject.hint_index);
+        progress.next_index = reject.hint_index + 1;
         progress.last_ack_at = now;
     }
 
@@ -509,10 +513,8 @@ impl Replica {
             Role::Leader => match self.leader_mut().phase {
                 LeaderPhase::Active { .. } => self.leader_heartbeat(),
                 LeaderPhase::Syncing {
-                    source,
-                    target_last,
-                    ..
-                } => self.continue_sync(source, target_last, target_last),
+                    source, next_index, ..
+                } => self.resend_log_request(source, next_index),
             },
             Role::Candidate => {
                 self.resend_prepares();

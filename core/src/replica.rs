@@ -136,6 +136,8 @@ pub struct Replica {
     pub(crate) leader_match_index: u64,
     /// Highest commit index the current leader announced (followers).
     pub(crate) leader_commit_seen: u64,
+    /// An Accepted owed to (leader, ballot) for entries up to an index, sent once durable.
+    pub(crate) pending_accepted: Option<(NodeId, Ballot, u64)>,
     pub(crate) candidate: Option<CandidateState>,
     pub(crate) leader: Option<LeaderState>,
 
@@ -223,6 +225,7 @@ impl Replica {
             leader_id: None,
             leader_match_index: 0,
             leader_commit_seen: 0,
+            pending_accepted: None,
             candidate: None,
             leader: None,
             last_heard: BTreeMap::new(),
@@ -515,6 +518,7 @@ impl Replica {
                 || !self.messages.is_empty()
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
+                || self.pending_accepted.is_some()
                 || self.applied_index < self.commit_index
                 || self.log.stable_last() < self.log.last_index())
     }
@@ -573,6 +577,7 @@ impl Replica {
         if let Some(meta) = in_flight.snapshot {
             self.on_snapshot_persisted(meta);
         }
+        self.flush_pending_accepted();
         match self.role {
             Role::Candidate => self.on_candidate_persisted(),
             Role::Leader => self.leader_maybe_commit(),

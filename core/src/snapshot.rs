@@ -148,6 +148,19 @@ impl Replica {
             ack(self, chunk.total_bytes);
             return;
         }
+        if self.log.ballot_at(meta.index) == meta.ballot {
+            // Our log already holds the snapshot point, so it matches the sender's log up to
+            // there: keep it (and what follows) rather than throwing accepted entries away.
+            if self.leader_id == Some(from) {
+                self.leader_match_index = self.leader_match_index.max(meta.index);
+                self.leader_commit_seen = self.leader_commit_seen.max(meta.index);
+                self.follower_update_commit();
+            }
+            if self.log.stable_last() >= meta.index {
+                ack(self, chunk.total_bytes);
+            }
+            return;
+        }
         if chunk.offset == 0 {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 from,
