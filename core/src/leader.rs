@@ -256,7 +256,7 @@ impl Replica {
             let progress = &leader.progress[&peer];
             let next = progress.next_index;
             if next > self.log.last_index()
-                || next - progress.match_index - 1 >= PIPELINE_ENTRIES_MAX
+                || next - progress.match_index > PIPELINE_ENTRIES_MAX
             {
                 return;
             }

@@ -51,7 +51,7 @@ fn settle_and_check(cluster: &mut Cluster) {
     }
     if !cluster.converged() {
         for id in cluster.ids() {
-            eprintln!("{:?}", cluster.replica(id).unwrap().status());
+            eprintln!("{:?}", cluster.replica(id).expect("healed nodes are up").status());
         }
         panic!("replicas did not converge after healing");
     }
