@@ -255,9 +255,7 @@ impl Replica {
             let leader = self.leader.as_ref().expect("called only while leading");
             let progress = &leader.progress[&peer];
             let next = progress.next_index;
-            if next > self.log.last_index()
-                || next - progress.match_index > PIPELINE_ENTRIES_MAX
-            {
+            if next > self.log.last_index() || next - progress.match_index > PIPELINE_ENTRIES_MAX {
                 return;
             }
             if next <= self.log.snapshot_index() {

@@ -118,7 +118,7 @@ fn client_operation(cluster: &mut Cluster, next_sequence: &mut u64) {
         _ => ids[cluster.rng.below(ids.len() as u64) as usize],
     };
     let key = format!("k{}", cluster.rng.below(4));
-    match cluster.rng.below(10) {
+    match cluster.rng.below(12) {
         0..=4 => {
             *next_sequence += 1;
             let client_id = 1 + cluster.rng.below(3);
@@ -134,8 +134,23 @@ fn client_operation(cluster: &mut Cluster, next_sequence: &mut u64) {
         5..=7 => {
             cluster.get_via(target, key.as_bytes(), Consistency::Linearizable);
         }
-        _ => {
+        8..=9 => {
             cluster.get_via(target, key.as_bytes(), Consistency::Stale);
+        }
+        _ => {
+            // A session read: at least the newest revision any answer has shown so far.
+            let seen = cluster
+                .operations
+                .values()
+                .filter_map(|op| op.revision)
+                .max();
+            let min_revision = seen.unwrap_or(0);
+            cluster.get_at_least_via(
+                target,
+                key.as_bytes(),
+                Consistency::AtLeastRevision,
+                min_revision,
+            );
         }
     }
 }

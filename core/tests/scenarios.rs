@@ -51,7 +51,10 @@ fn settle_and_check(cluster: &mut Cluster) {
     }
     if !cluster.converged() {
         for id in cluster.ids() {
-            eprintln!("{:?}", cluster.replica(id).expect("healed nodes are up").status());
+            eprintln!(
+                "{:?}",
+                cluster.replica(id).expect("healed nodes are up").status()
+            );
         }
         panic!("replicas did not converge after healing");
     }
@@ -311,6 +314,53 @@ fn retried_write_is_applied_once_across_a_failover() {
         a.header.unwrap().revision,
         b.header.unwrap().revision,
         "the retry got the remembered answer"
+    );
+    settle_and_check(&mut cluster);
+}
+
+#[test]
+fn writes_to_a_follower_are_refused_with_a_leader_hint() {
+    let mut cluster = Cluster::new(3, 10);
+    let leader = elect(&mut cluster);
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.run_for(200);
+    let request = cluster.put_via(follower, 1, 1, b"k", b"v");
+    match cluster.wait_for(request, 10) {
+        Some(Response::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::NotLeader as i32);
+            assert_eq!(error.leader_id, leader.0, "the refusal names the leader");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// With a lease a leader answers a linearizable read at once; once it cannot reach a quorum
+/// its lease runs out, it stops answering from local state, and then steps down.
+#[test]
+fn lease_reads_answer_at_once_and_stop_when_the_quorum_is_gone() {
+    let mut cluster = Cluster::new(3, 11);
+    let leader = elect(&mut cluster);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 3), 3);
+    cluster.run_for(100);
+    let read = cluster.get_via(leader, b"key-1", Consistency::Linearizable);
+    assert!(
+        matches!(cluster.responses.get(&read), Some(Response::Get(_))),
+        "a leader holding a lease answers in the same turn, with no round trip"
+    );
+    cluster.isolate(leader);
+    cluster.run_for(ELECTION_TIMEOUT_MS); // the lease (shorter than this) has run out
+    let late = cluster.get_via(leader, b"key-1", Consistency::Linearizable);
+    cluster.run_for(10);
+    assert!(
+        !matches!(cluster.responses.get(&late), Some(Response::Get(_))),
+        "an isolated leader must not answer from an expired lease"
+    );
+    let answer = cluster
+        .wait_for(late, 2 * ELECTION_TIMEOUT_MS)
+        .expect("answered once it steps down");
+    assert!(
+        Cluster::is_error(&answer, ErrorCode::NotLeader),
+        "{answer:?}"
     );
     settle_and_check(&mut cluster);
 }

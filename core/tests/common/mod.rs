@@ -146,6 +146,7 @@ pub enum OperationKind {
     Read {
         key: Vec<u8>,
         consistency: Consistency,
+        min_revision: u64,
         value: Option<Option<Vec<u8>>>,
     },
 }
@@ -523,6 +524,17 @@ impl Cluster {
     }
 
     pub fn get_via(&mut self, to: NodeId, key: &[u8], consistency: Consistency) -> RequestId {
+        self.get_at_least_via(to, key, consistency, 0)
+    }
+
+    /// A read that also carries a minimum revision (used with `AtLeastRevision`).
+    pub fn get_at_least_via(
+        &mut self,
+        to: NodeId,
+        key: &[u8],
+        consistency: Consistency,
+        min_revision: u64,
+    ) -> RequestId {
         let request = self.new_request();
         self.operations.insert(
             request,
@@ -533,6 +545,7 @@ impl Cluster {
                 kind: OperationKind::Read {
                     key: key.to_vec(),
                     consistency,
+                    min_revision,
                     value: None,
                 },
                 revision: None,
@@ -541,7 +554,7 @@ impl Cluster {
         let read = ReadRequest::Get(GetRequest {
             key: key.to_vec(),
             consistency: consistency as i32,
-            min_revision: 0,
+            min_revision,
         });
         if let Some(replica) = self
             .nodes
@@ -662,6 +675,7 @@ impl Cluster {
             let OperationKind::Read {
                 key,
                 consistency,
+                min_revision,
                 value: Some(value),
             } = &read.kind
             else {
@@ -676,6 +690,11 @@ impl Cluster {
                 states[revision].get(key),
                 value.as_ref(),
                 "read of {key:?} at revision {revision} returned a value that did not exist then"
+            );
+            assert!(
+                revision as u64 >= *min_revision,
+                "read {:?} asked for revision {min_revision} and was served at {revision}",
+                read.request
             );
             if *consistency != Consistency::Linearizable {
                 continue;
