@@ -98,7 +98,6 @@ pub struct ReplicaStatus {
     pub key_count: u64,
     /// Per peer: milliseconds since last heard (None: never), and the leader's match index.
     pub peers: Vec<(NodeId, Option<u64>, Option<u64>)>,
-    pub state_hash: u64,
 }
 
 /// What an outstanding ready asked the caller to persist.
@@ -707,7 +706,6 @@ impl Replica {
                     (peer, heard, matched)
                 })
                 .collect(),
-            state_hash: self.kv.state_hash(),
         }
     }
 }

@@ -364,3 +364,56 @@ fn lease_reads_answer_at_once_and_stop_when_the_quorum_is_gone() {
     );
     settle_and_check(&mut cluster);
 }
+
+/// Chain from a cold start: both ends campaign, neither can see the other; one leader must
+/// emerge and then hold on.
+#[test]
+fn partial_connectivity_chain_from_a_cold_start() {
+    let mut cluster = Cluster::new(3, 12);
+    cluster.cut_both_ways(NodeId(1), NodeId(3));
+    let took = cluster
+        .time_to_working_leader(20 * ELECTION_TIMEOUT_MS, 14)
+        .expect("a leader works");
+    report("chain from a cold start", took);
+    assert!(took <= 5 * ELECTION_TIMEOUT_MS, "took {took} ms");
+    let leader = cluster.leader().unwrap();
+    let ballot = cluster.replica(leader).unwrap().promised();
+    cluster.run_for(30 * ELECTION_TIMEOUT_MS);
+    assert_eq!(cluster.leader(), Some(leader), "leadership moved");
+    assert_eq!(
+        cluster.replica(leader).unwrap().promised(),
+        ballot,
+        "the leader was pre-empted"
+    );
+    assert_eq!(write_keys(&mut cluster, 1, 1, 5), 5);
+    settle_and_check(&mut cluster);
+}
+
+/// A candidate that loses its quorum stops campaigning and waits as a follower.
+#[test]
+fn a_candidate_cut_off_from_its_quorum_gives_up() {
+    let mut cluster = Cluster::new(3, 13);
+    let leader = elect(&mut cluster);
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    // The follower loses the leader but still hears the third node: it campaigns, refused.
+    cluster.cut_both_ways(leader, follower);
+    let mut campaigned = false;
+    for _ in 0..(4 * ELECTION_TIMEOUT_MS / STEP_MS) {
+        cluster.run_for(STEP_MS);
+        campaigned |= cluster.replica(follower).unwrap().role() == Role::Candidate;
+    }
+    assert!(
+        campaigned,
+        "a node that sees a quorum but not the leader campaigns"
+    );
+    assert_eq!(
+        cluster.leader(),
+        Some(leader),
+        "the sticky quorum keeps the live leader"
+    );
+    // Now it loses everyone: once its campaign times out it must settle as a follower.
+    cluster.isolate(follower);
+    cluster.run_for(6 * ELECTION_TIMEOUT_MS);
+    assert_eq!(cluster.replica(follower).unwrap().role(), Role::Follower);
+    settle_and_check(&mut cluster);
+}
