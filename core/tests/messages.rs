@@ -2,6 +2,8 @@
 //! only rarely: which ballots an acceptor answers, what a follower acknowledges and commits,
 //! and how a new leader copies a log from another acceptor.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 use paxkv_core::{DurableState, NodeId, Ready, Replica, ReplicaConfig, Role, Time};
 use paxkv_proto::peer::{
     peer_message::Body, Accept, Ballot, Entry, Heartbeat, KvSnapshot, LogEntry, LogRequest,

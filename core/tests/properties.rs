@@ -10,6 +10,8 @@
 //!
 //! `PAXKV_SCHEDULES=N` sets how many schedules run (default 1000); use a large N for soak runs.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 mod common;
 
 use common::{Cluster, STEP_MS};

@@ -1,6 +1,8 @@
 //! Named failure scenarios on the in-memory cluster. Each prints how long recovery took in
 //! harness steps (one step = `STEP_MS` ms; election timeout = 300 ms = 30 steps).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 mod common;
 
 use common::{Cluster, STEP_MS};
