@@ -83,6 +83,10 @@ pub enum ReadRequest {
     Scan(ScanRequest),
 }
 
+fn members_of(configuration: &Configuration) -> Vec<NodeId> {
+    configuration.members.iter().map(|id| NodeId(*id)).collect()
+}
+
 /// A plain status summary for monitors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaStatus {
@@ -170,18 +174,12 @@ impl Replica {
     pub fn new(config: ReplicaConfig, durable: DurableState, now: Time) -> Result<Replica, Error> {
         config.validate()?;
         let id = config.node_id;
-        let (kv, log, members, snapshot) = match durable.snapshot {
+        let (kv, log, snapshot_members, snapshot) = match durable.snapshot {
             Some((meta, data)) => {
                 let decoded = KvSnapshot::decode(data.as_slice()).map_err(|error| {
                     Error::CorruptState(format!("snapshot does not decode: {error}"))
                 })?;
-                let members: Vec<NodeId> = meta
-                    .configuration
-                    .as_ref()
-                    .map(|configuration| {
-                        configuration.members.iter().map(|id| NodeId(*id)).collect()
-                    })
-                    .unwrap_or_else(|| config.members.clone());
+                let members = meta.configuration.as_ref().map(members_of);
                 let log = Log::recovered(meta.index, ballot_or_zero(meta.ballot), durable.entries);
                 (
                     KvStore::from_snapshot(decoded),
@@ -192,9 +190,16 @@ impl Replica {
             }
             None => {
                 let log = Log::recovered(0, Ballot::ZERO, durable.entries);
-                (KvStore::new(), log, config.members.clone(), None)
+                (KvStore::new(), log, None, None)
             }
         };
+        // The persisted configuration wins over the caller's: membership is replicated state.
+        let persisted_members = durable.hard_state.configuration.as_ref().map(members_of);
+        let configuration_persisted = persisted_members.as_ref().is_some_and(|m| !m.is_empty());
+        let members = persisted_members
+            .filter(|members| !members.is_empty())
+            .or(snapshot_members.filter(|members| !members.is_empty()))
+            .unwrap_or_else(|| config.members.clone());
         if !members.contains(&id) {
             return Err(Error::CorruptState(format!(
                 "{id} is not in its persisted configuration"
@@ -214,7 +219,7 @@ impl Replica {
             now,
             promised,
             durable_promised: promised,
-            hard_state_dirty: false,
+            hard_state_dirty: !configuration_persisted,
             log,
             commit_index,
             applied_index: snapshot_index,
@@ -536,6 +541,7 @@ impl Replica {
         let hard_state = self.hard_state_dirty.then(|| HardState {
             promised: Some(self.promised),
             commit_index: self.commit_index.min(self.log.stable_last()),
+            configuration: Some(self.configuration()),
         });
         self.hard_state_dirty = false;
         let snapshot = self.snapshot_write.take();
@@ -653,6 +659,7 @@ impl Replica {
     }
 
     pub(crate) fn configuration(&self) -> Configuration {
+        debug_assert!(!self.members.is_empty());
         Configuration {
             members: self.members.iter().map(|member| member.0).collect(),
         }

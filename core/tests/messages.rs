@@ -309,3 +309,25 @@ fn accepts_reaching_into_an_installed_snapshot_skip_the_covered_entries() {
     assert_eq!(accepted_to(&sent, 2), vec![12]);
     assert_eq!(replica.commit_index(), 12);
 }
+
+#[test]
+fn the_configuration_is_persisted_and_wins_over_the_callers_on_restart() {
+    let mut replica = replica();
+    let ready = replica.ready();
+    let hard_state = ready
+        .hard_state
+        .clone()
+        .expect("the first ready persists the configuration");
+    replica.advance(ready.number);
+    let members = hard_state.configuration.as_ref().unwrap().members.clone();
+    assert_eq!(members, vec![1, 2, 3]);
+    // Restarted with different flags, the replica keeps the membership it persisted.
+    let mut flags = config(1);
+    flags.members = vec![NodeId(1), NodeId(4), NodeId(5)];
+    let durable = DurableState {
+        hard_state,
+        ..DurableState::default()
+    };
+    let restarted = Replica::new(flags, durable, Time(0)).unwrap();
+    assert_eq!(restarted.members(), &[NodeId(1), NodeId(2), NodeId(3)]);
+}

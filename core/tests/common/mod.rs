@@ -54,7 +54,7 @@ pub struct Disk {
 impl Disk {
     fn persist(&mut self, ready: &Ready) {
         if let Some(hard_state) = &ready.hard_state {
-            self.hard_state = *hard_state;
+            self.hard_state = hard_state.clone();
         }
         if let Some(write) = &ready.snapshot {
             if write.replaces_log {
@@ -84,7 +84,7 @@ impl Disk {
             entries.push(entry.clone());
         }
         DurableState {
-            hard_state: self.hard_state,
+            hard_state: self.hard_state.clone(),
             snapshot: self.snapshot.clone(),
             entries,
         }
