@@ -246,8 +246,9 @@ impl Replica {
         self.leader_maybe_commit();
     }
 
-    fn send_accepts(&mut self, peer: NodeId) {
-        if self.outgoing_snapshots.contains_key(&peer) {
+    pub(crate) fn send_accepts(&mut self, peer: NodeId) {
+        let active = matches!(&self.leader, Some(leader) if matches!(leader.phase, LeaderPhase::Active { .. }));
+        if !active || self.outgoing_snapshots.contains_key(&peer) {
             return;
         }
         let commit_index = self.commit_index;
@@ -309,6 +310,8 @@ impl Replica {
         progress.next_index = progress.next_index.max(progress.match_index + 1);
         progress.last_ack_at = now;
         self.leader_maybe_commit();
+        // The pipeline window moved: keep the follower's stream going.
+        self.send_accepts(from);
     }
 
     pub(crate) fn handle_accept_reject(
@@ -334,6 +337,7 @@ impl Replica {
         progress.match_index = progress.match_index.min(reject.hint_index);
         progress.next_index = reject.hint_index + 1;
         progress.last_ack_at = now;
+        self.send_accepts(from);
     }
 
     /// Commits the highest index a quorum durably holds, if it was proposed in our ballot

@@ -117,6 +117,7 @@ impl Replica {
                 progress.next_index = progress.next_index.max(index + 1);
                 progress.last_ack_at = now;
             }
+            self.send_accepts(from);
         }
     }
 

@@ -202,8 +202,9 @@ fn log_requests_are_answered_only_for_the_promised_ballot() {
     );
 }
 
-/// Makes replica 1 campaign and win with node 2's promise reporting a longer log.
-fn leader_syncing_from_node_2(last_index: u64) -> Replica {
+/// Makes replica 1 campaign and win with node 2's promise reporting `log`; returns the
+/// replica and the time reached.
+fn campaign_and_win(log: LogState) -> (Replica, u64) {
     let mut replica = replica();
     let mut now = 0;
     while replica.role() != Role::Candidate {
@@ -216,20 +217,26 @@ fn leader_syncing_from_node_2(last_index: u64) -> Replica {
         assert!(now < 10 * ELECTION_TIMEOUT_MS, "never campaigned");
     }
     let ballot = replica.promised();
-    let log = LogState {
-        last_index,
-        last_ballot: Some(Ballot::new(1, 2)),
-        commit_index: 0,
-        snapshot_index: 0,
-    };
     deliver(
         &mut replica,
         2,
         ballot,
         Body::Promise(Promise { log: Some(log) }),
     );
-    let sent = cycle(&mut replica);
     assert_eq!(replica.role(), Role::Leader);
+    (replica, now)
+}
+
+/// Makes replica 1 win with node 2's promise reporting a longer log, so it must copy it.
+fn leader_syncing_from_node_2(last_index: u64) -> Replica {
+    let log = LogState {
+        last_index,
+        last_ballot: Some(Ballot::new(1, 2)),
+        commit_index: 0,
+        snapshot_index: 0,
+    };
+    let (mut replica, _) = campaign_and_win(log);
+    let sent = cycle(&mut replica);
     let asked = sent.iter().any(|(to, body)| {
         to.0 == 2 && matches!(body, Body::LogRequest(request) if request.from_index == 1)
     });
@@ -330,4 +337,250 @@ fn the_configuration_is_persisted_and_wins_over_the_callers_on_restart() {
     };
     let restarted = Replica::new(flags, durable, Time(0)).unwrap();
     assert_eq!(restarted.members(), &[NodeId(1), NodeId(2), NodeId(3)]);
+}
+
+// --- leader side ----------------------------------------------------------------------------
+
+fn accepted(match_index: u64) -> Body {
+    Body::Accepted(paxkv_proto::peer::Accepted { match_index })
+}
+
+fn heartbeat_rounds_to(sent: &[(NodeId, Body)], to: u64) -> Vec<u64> {
+    sent.iter()
+        .filter_map(|(node, body)| match body {
+            Body::Heartbeat(heartbeat) if node.0 == to => Some(heartbeat.round),
+            _ => None,
+        })
+        .collect()
+}
+
+fn get(request: u64) -> (paxkv_core::RequestId, paxkv_core::ReadRequest) {
+    let read = paxkv_core::ReadRequest::Get(paxkv_proto::client::GetRequest {
+        key: b"k".to_vec(),
+        consistency: paxkv_proto::client::Consistency::Linearizable as i32,
+        min_revision: 0,
+    });
+    (paxkv_core::RequestId(request), read)
+}
+
+/// Reads and returns which requests were answered with a value (not an error), draining
+/// every ready.
+fn answered_reads(replica: &mut Replica) -> Vec<u64> {
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        if !replica.has_ready() {
+            break;
+        }
+        let ready = replica.ready();
+        for (request, response) in &ready.responses {
+            if matches!(response, paxkv_proto::client::client_response::Body::Get(_)) {
+                answered.push(request.0);
+            }
+        }
+        replica.advance(ready.number);
+    }
+    answered
+}
+
+/// Counting copies of an old ballot's entry is unsafe (another leader may still overwrite it):
+/// a leader commits only once an entry of its own ballot reaches a quorum.
+#[test]
+fn a_leader_commits_adopted_entries_only_with_one_of_its_own() {
+    let mut replica = leader_syncing_from_node_2(3);
+    let ballot = replica.promised();
+    let old = Ballot::new(1, 2);
+    let response = LogResponse {
+        from_index: 1,
+        entries: entries(1, 3, old),
+        last_index: 3,
+        snapshot_follows: false,
+    };
+    deliver(&mut replica, 2, ballot, Body::LogResponse(response));
+    cycle(&mut replica);
+    assert_eq!(
+        replica.status().last_index,
+        4,
+        "adopted 1..=3, then its no-op at 4"
+    );
+    deliver(&mut replica, 3, ballot, accepted(3));
+    cycle(&mut replica);
+    assert_eq!(
+        replica.commit_index(),
+        0,
+        "a quorum holds 1..=3, but not in this ballot"
+    );
+    deliver(&mut replica, 3, ballot, accepted(4));
+    cycle(&mut replica);
+    assert_eq!(replica.commit_index(), 4);
+}
+
+/// A read that reaches a new leader before its no-op commits waits, then is confirmed by a
+/// fresh heartbeat round.
+#[test]
+fn reads_wait_for_the_new_leaders_no_op_and_a_fresh_round() {
+    let empty = LogState {
+        last_index: 0,
+        last_ballot: Some(Ballot::ZERO),
+        commit_index: 0,
+        snapshot_index: 0,
+    };
+    let (mut replica, _) = campaign_and_win(empty);
+    let ballot = replica.promised();
+    cycle(&mut replica);
+    let (request, read) = get(1);
+    replica.read(request, read);
+    assert!(
+        answered_reads(&mut replica).is_empty(),
+        "the no-op is not committed yet"
+    );
+    deliver(&mut replica, 2, ballot, accepted(1));
+    let sent = cycle(&mut replica);
+    let rounds = heartbeat_rounds_to(&sent, 2);
+    assert!(
+        !rounds.is_empty(),
+        "the commit of the no-op starts a round for the waiting read"
+    );
+    let round = *rounds.last().unwrap();
+    // An acknowledgement of an older round does not confirm it.
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck {
+            round: round - 1,
+            log: None,
+        }),
+    );
+    assert!(
+        answered_reads(&mut replica).is_empty(),
+        "confirmed by a round sent before the read"
+    );
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
+    );
+    assert_eq!(answered_reads(&mut replica), vec![1]);
+}
+
+/// With a lease the leader answers at once; once the lease runs out it needs a new round,
+/// and an acknowledgement of a round sent before the read does not do.
+#[test]
+fn lease_reads_hold_only_while_the_lease_does() {
+    let empty = LogState {
+        last_index: 0,
+        last_ballot: Some(Ballot::ZERO),
+        commit_index: 0,
+        snapshot_index: 0,
+    };
+    let (mut replica, start) = campaign_and_win(empty);
+    let ballot = replica.promised();
+    cycle(&mut replica);
+    deliver(&mut replica, 2, ballot, accepted(1));
+    cycle(&mut replica);
+    // A heartbeat round at `sent_at`, acknowledged by node 2: the lease runs from `sent_at`.
+    let sent_at = start + 50;
+    replica.tick(Time(sent_at));
+    let sent = cycle(&mut replica);
+    let round = *heartbeat_rounds_to(&sent, 2)
+        .last()
+        .expect("a heartbeat went out");
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
+    );
+    cycle(&mut replica);
+    let lease_ms = config(1).lease_duration_ms();
+    // Keep hearing from node 3 so the leader keeps its quorum connectivity, but let node 2's
+    // acknowledgements stop: no later round is acknowledged.
+    let mut now = sent_at;
+    let mut request = 10;
+    while now + 10 < sent_at + lease_ms {
+        now += 10;
+        deliver(&mut replica, 3, ballot, Body::Ping(Ping {}));
+        replica.tick(Time(now));
+        cycle(&mut replica);
+        request += 1;
+        let (id, read) = get(request);
+        replica.read(id, read);
+        assert_eq!(
+            answered_reads(&mut replica),
+            vec![request],
+            "inside the lease at {now} ms"
+        );
+    }
+    now = sent_at + lease_ms + 1;
+    deliver(&mut replica, 3, ballot, Body::Ping(Ping {}));
+    replica.tick(Time(now));
+    cycle(&mut replica);
+    let (id, read) = get(99);
+    replica.read(id, read);
+    assert!(
+        answered_reads(&mut replica).is_empty(),
+        "the lease ran out: no answer from local state"
+    );
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
+    );
+    assert!(
+        answered_reads(&mut replica).is_empty(),
+        "an old round does not confirm a new read"
+    );
+}
+
+#[test]
+fn a_rejected_accept_is_resent_from_the_followers_hint() {
+    let empty = LogState {
+        last_index: 0,
+        last_ballot: Some(Ballot::ZERO),
+        commit_index: 0,
+        snapshot_index: 0,
+    };
+    let (mut replica, _) = campaign_and_win(empty);
+    let ballot = replica.promised();
+    cycle(&mut replica);
+    for sequence in 1..=3 {
+        let command = paxkv_proto::peer::Command {
+            client_id: 1,
+            sequence,
+            op: Some(paxkv_proto::peer::command::Op::Put(
+                paxkv_proto::client::PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                },
+            )),
+        };
+        replica.propose(paxkv_core::RequestId(sequence), command);
+    }
+    cycle(&mut replica);
+    deliver(&mut replica, 3, ballot, accepted(4));
+    cycle(&mut replica);
+    let reject = |hint_index| {
+        Body::AcceptReject(paxkv_proto::peer::AcceptReject {
+            hint_index,
+            log: None,
+        })
+    };
+    // A reject under another ballot is stale and ignored.
+    deliver(&mut replica, 3, Ballot::new(ballot.round + 7, 3), reject(1));
+    let sent = cycle(&mut replica);
+    assert!(
+        !sent
+            .iter()
+            .any(|(to, body)| to.0 == 3 && matches!(body, Body::Accept(_))),
+        "{sent:?}"
+    );
+    deliver(&mut replica, 3, ballot, reject(1));
+    let sent = cycle(&mut replica);
+    let resent = sent.iter().any(|(to, body)| {
+        to.0 == 3 && matches!(body, Body::Accept(accept) if accept.prev_index == 1 && accept.entries.len() == 3)
+    });
+    assert!(resent, "{sent:?}");
 }
