@@ -83,12 +83,7 @@ impl Replica {
 
     pub(crate) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, _prepare: Prepare) {
         if ballot < self.promised {
-            self.send(
-                from,
-                Body::Nack(Nack {
-                    leader_alive: false,
-                }),
-            );
+            self.nack_stale_ballot(from);
             return;
         }
         if ballot > self.promised {
@@ -111,6 +106,16 @@ impl Replica {
         }
         let log = self.log_state();
         self.send_after_persist(from, Body::Promise(Promise { log: Some(log) }));
+    }
+
+    /// Tells a sender of a lower ballot that this acceptor promised a higher one.
+    pub(crate) fn nack_stale_ballot(&mut self, to: NodeId) {
+        self.send(
+            to,
+            Body::Nack(Nack {
+                leader_alive: false,
+            }),
+        );
     }
 
     pub(crate) fn handle_promise(&mut self, from: NodeId, ballot: Ballot, promise: Promise) {
@@ -184,17 +189,7 @@ impl Replica {
         match best {
             Some((source, log)) if log_rank(&log) > log_rank(&own) => {
                 let next_index = self.commit_index + 1;
-                self.leader_mut().phase = LeaderPhase::Syncing {
-                    source,
-                    target_last: log.last_index,
-                    next_index,
-                };
-                self.send(
-                    source,
-                    Body::LogRequest(LogRequest {
-                        from_index: next_index,
-                    }),
-                );
+                self.request_log(source, log.last_index, next_index);
             }
             _ => self.activate_leader(),
         }
@@ -204,12 +199,7 @@ impl Replica {
     pub(crate) fn handle_log_request(&mut self, from: NodeId, ballot: Ballot, request: LogRequest) {
         if ballot != self.promised || ballot.node != from.0 {
             if ballot < self.promised {
-                self.send(
-                    from,
-                    Body::Nack(Nack {
-                        leader_alive: false,
-                    }),
-                );
+                self.nack_stale_ballot(from);
             }
             return;
         }
@@ -276,6 +266,16 @@ impl Replica {
         self.continue_sync(source, target_last, response.last_index.min(target_last));
     }
 
+    /// Asks `source` for its log from `next_index`, remembering where the copy stands.
+    pub(crate) fn request_log(&mut self, source: NodeId, target_last: u64, next_index: u64) {
+        self.leader_mut().phase = LeaderPhase::Syncing {
+            source,
+            target_last,
+            next_index,
+        };
+        self.resend_log_request(source, next_index);
+    }
+
     /// Repeats the outstanding log request (it or its answer may have been lost).
     pub(crate) fn resend_log_request(&mut self, source: NodeId, next_index: u64) {
         self.send(
@@ -293,17 +293,7 @@ impl Replica {
             self.activate_leader();
             return;
         }
-        self.leader_mut().phase = LeaderPhase::Syncing {
-            source,
-            target_last,
-            next_index,
-        };
-        self.send(
-            source,
-            Body::LogRequest(LogRequest {
-                from_index: next_index,
-            }),
-        );
+        self.request_log(source, target_last, next_index);
     }
 
     /// Where to start sending a follower entries, judged from the log state it reported.

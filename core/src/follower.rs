@@ -3,7 +3,6 @@
 
 use paxkv_proto::peer::{
     peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Heartbeat, HeartbeatAck, LogEntry,
-    Nack,
 };
 
 use crate::replica::{Replica, Role};
@@ -13,12 +12,7 @@ impl Replica {
     /// Common to every message from a leader. Returns false if the ballot is stale.
     pub(crate) fn accept_leader_contact(&mut self, from: NodeId, ballot: Ballot) -> bool {
         if ballot < self.promised {
-            self.send(
-                from,
-                Body::Nack(Nack {
-                    leader_alive: false,
-                }),
-            );
+            self.nack_stale_ballot(from);
             return false;
         }
         if ballot.node != from.0 {

@@ -289,19 +289,26 @@ impl Replica {
         }
     }
 
+    /// The progress of follower `from`, if we lead in `ballot`.
+    fn progress_in_ballot(&mut self, from: NodeId, ballot: Ballot) -> Option<&mut Progress> {
+        let leader = self
+            .leader
+            .as_mut()
+            .filter(|leader| leader.ballot == ballot)?;
+        Some(
+            leader
+                .progress
+                .get_mut(&from)
+                .expect("every peer has progress"),
+        )
+    }
+
     pub(crate) fn handle_accepted(&mut self, from: NodeId, ballot: Ballot, accepted: Accepted) {
         let now = self.now;
         let last_index = self.log.last_index();
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(progress) = self.progress_in_ballot(from, ballot) else {
             return;
         };
-        if leader.ballot != ballot {
-            return;
-        }
-        let progress = leader
-            .progress
-            .get_mut(&from)
-            .expect("every peer has progress");
         assert!(
             accepted.match_index <= last_index,
             "a follower cannot match beyond our log"
@@ -321,16 +328,9 @@ impl Replica {
         reject: AcceptReject,
     ) {
         let now = self.now;
-        let Some(leader) = self.leader.as_mut() else {
+        let Some(progress) = self.progress_in_ballot(from, ballot) else {
             return;
         };
-        if leader.ballot != ballot {
-            return;
-        }
-        let progress = leader
-            .progress
-            .get_mut(&from)
-            .expect("every peer has progress");
         // The follower says its log matches ours at most up to the hint. It never loses what it
         // acknowledged, but a reordered reject may be older than an acknowledgement; trusting the
         // lower figure only costs a resend.

@@ -4,7 +4,7 @@
 //! advanced log for a new leader that is behind.
 
 use paxkv_proto::peer::{
-    peer_message::Body, Ballot, KvSnapshot, LogRequest, SnapshotAck, SnapshotChunk, SnapshotMeta,
+    peer_message::Body, Ballot, KvSnapshot, SnapshotAck, SnapshotChunk, SnapshotMeta,
 };
 use prost::Message;
 
@@ -235,18 +235,7 @@ impl Replica {
                 ..
             } = leader.phase
             {
-                let next_index = meta.index + 1;
-                self.leader_mut().phase = LeaderPhase::Syncing {
-                    source,
-                    target_last,
-                    next_index,
-                };
-                self.send(
-                    source,
-                    Body::LogRequest(LogRequest {
-                        from_index: next_index,
-                    }),
-                );
+                self.request_log(source, target_last, meta.index + 1);
             }
         }
     }

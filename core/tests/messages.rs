@@ -418,13 +418,7 @@ fn a_leader_commits_adopted_entries_only_with_one_of_its_own() {
 /// fresh heartbeat round.
 #[test]
 fn reads_wait_for_the_new_leaders_no_op_and_a_fresh_round() {
-    let empty = LogState {
-        last_index: 0,
-        last_ballot: Some(Ballot::ZERO),
-        commit_index: 0,
-        snapshot_index: 0,
-    };
-    let (mut replica, _) = campaign_and_win(empty);
+    let (mut replica, _) = campaign_and_win(LogState::default());
     let ballot = replica.promised();
     cycle(&mut replica);
     let (request, read) = get(1);
@@ -468,13 +462,7 @@ fn reads_wait_for_the_new_leaders_no_op_and_a_fresh_round() {
 /// and an acknowledgement of a round sent before the read does not do.
 #[test]
 fn lease_reads_hold_only_while_the_lease_does() {
-    let empty = LogState {
-        last_index: 0,
-        last_ballot: Some(Ballot::ZERO),
-        commit_index: 0,
-        snapshot_index: 0,
-    };
-    let (mut replica, start) = campaign_and_win(empty);
+    let (mut replica, start) = campaign_and_win(LogState::default());
     let ballot = replica.promised();
     cycle(&mut replica);
     deliver(&mut replica, 2, ballot, accepted(1));
@@ -536,13 +524,7 @@ fn lease_reads_hold_only_while_the_lease_does() {
 
 #[test]
 fn a_rejected_accept_is_resent_from_the_followers_hint() {
-    let empty = LogState {
-        last_index: 0,
-        last_ballot: Some(Ballot::ZERO),
-        commit_index: 0,
-        snapshot_index: 0,
-    };
-    let (mut replica, _) = campaign_and_win(empty);
+    let (mut replica, _) = campaign_and_win(LogState::default());
     let ballot = replica.promised();
     cycle(&mut replica);
     for sequence in 1..=3 {

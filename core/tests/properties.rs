@@ -174,29 +174,7 @@ fn run_schedule(schedule: &Schedule) {
         }
     }
     // Heal phase: everything back, the cluster must commit again within a bound and converge.
-    cluster.heal();
-    for id in cluster.ids() {
-        cluster.restart(id);
-    }
-    let took = cluster.time_to_working_leader(RECOVERY_MS_MAX, 77);
-    assert!(
-        took.is_some(),
-        "no write committed within {RECOVERY_MS_MAX} ms of healing"
-    );
-    let mut waited = 0;
-    while !cluster.converged() && waited < RECOVERY_MS_MAX {
-        cluster.run_for(100);
-        waited += 100;
-    }
-    if !cluster.converged() {
-        for id in cluster.ids() {
-            eprintln!(
-                "{:?}",
-                cluster.replica(id).expect("all nodes are up").status()
-            );
-        }
-        panic!("replicas did not converge within {RECOVERY_MS_MAX} ms of healing");
-    }
+    let took = cluster.heal_and_converge(RECOVERY_MS_MAX);
     let applied = cluster
         .replica(NodeId(1))
         .expect("all nodes are up")
@@ -216,7 +194,7 @@ fn run_schedule(schedule: &Schedule) {
             .filter(|op| op.revision.is_some())
             .count();
         eprintln!(
-            "size {} steps {} chosen {} operations {} answered {} recovery {took:?} ms",
+            "size {} steps {} chosen {} operations {} answered {} recovery {took} ms",
             schedule.size,
             schedule.steps.len(),
             cluster.chosen.len(),

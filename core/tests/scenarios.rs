@@ -40,26 +40,7 @@ fn elect(cluster: &mut Cluster) -> NodeId {
 }
 
 fn settle_and_check(cluster: &mut Cluster) {
-    cluster.heal();
-    for id in cluster.ids() {
-        cluster.restart(id);
-    }
-    let took = cluster.time_to_working_leader(20 * ELECTION_TIMEOUT_MS, 998);
-    assert!(took.is_some(), "no working leader after healing");
-    let mut waited = 0;
-    while !cluster.converged() && waited < 10_000 {
-        cluster.run_for(100);
-        waited += 100;
-    }
-    if !cluster.converged() {
-        for id in cluster.ids() {
-            eprintln!(
-                "{:?}",
-                cluster.replica(id).expect("healed nodes are up").status()
-            );
-        }
-        panic!("replicas did not converge after healing");
-    }
+    cluster.heal_and_converge(20 * ELECTION_TIMEOUT_MS);
     cluster.check_acknowledged_writes_chosen();
     cluster.check_reads();
 }

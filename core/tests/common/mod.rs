@@ -728,6 +728,34 @@ impl Cluster {
         }
     }
 
+    /// Heals every fault, restarts every node, and checks the liveness bound: a write commits
+    /// within `millis_max` and then every replica converges within `millis_max`. Returns the
+    /// time the first write took.
+    pub fn heal_and_converge(&mut self, millis_max: u64) -> u64 {
+        self.heal();
+        for id in self.ids() {
+            self.restart(id);
+        }
+        let took = self.time_to_working_leader(millis_max, 77);
+        let took =
+            took.unwrap_or_else(|| panic!("no write committed within {millis_max} ms of healing"));
+        let mut waited = 0;
+        while !self.converged() && waited < millis_max {
+            self.run_for(100);
+            waited += 100;
+        }
+        if !self.converged() {
+            for id in self.ids() {
+                eprintln!(
+                    "{:?}",
+                    self.replica(id).expect("every node was restarted").status()
+                );
+            }
+            panic!("replicas did not converge within {millis_max} ms of healing");
+        }
+        took
+    }
+
     /// All live replicas applied the same prefix and agree on the state hash.
     pub fn converged(&self) -> bool {
         let mut seen = BTreeSet::new();
