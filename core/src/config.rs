@@ -24,6 +24,9 @@ pub struct ReplicaConfig {
     pub snapshot_entries_threshold: u64,
     /// Entries a leader may have proposed but not yet committed; further proposals get `Busy`.
     pub uncommitted_entries_max: u64,
+    /// An idle leader proposes a tick entry this often while TTLs or leases exist, so log
+    /// time (and with it expiry) advances without client writes.
+    pub log_tick_interval_ms: u64,
 }
 
 impl ReplicaConfig {
@@ -38,6 +41,7 @@ impl ReplicaConfig {
             seed,
             snapshot_entries_threshold: 10_000,
             uncommitted_entries_max: 4096,
+            log_tick_interval_ms: 100,
         }
     }
 
@@ -72,8 +76,13 @@ impl ReplicaConfig {
                 self.clock_drift_ppm_max
             ));
         }
-        if self.snapshot_entries_threshold == 0 || self.uncommitted_entries_max == 0 {
-            return invalid("snapshot threshold and uncommitted limit must be positive".into());
+        if self.snapshot_entries_threshold == 0
+            || self.uncommitted_entries_max == 0
+            || self.log_tick_interval_ms == 0
+        {
+            return invalid(
+                "snapshot threshold, uncommitted limit and tick interval must be positive".into(),
+            );
         }
         Ok(())
     }

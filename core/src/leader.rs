@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use paxkv_proto::client::ErrorCode;
 use paxkv_proto::peer::{
-    entry::Kind, peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Command, Entry,
-    Heartbeat, HeartbeatAck, LogEntry, LogState, Noop,
+    command::Op, entry::Kind, peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Command,
+    Entry, Heartbeat, HeartbeatAck, LogEntry, LogState, Noop,
 };
 
 use crate::kv::error_response;
@@ -53,7 +53,17 @@ pub(crate) struct LeaderState {
     pub(crate) round_acked: BTreeMap<NodeId, u64>,
     /// Reads may be served from local state until this time (exclusive).
     pub(crate) lease_until: Time,
-    pub(crate) pending_writes: BTreeMap<u64, RequestId>,
+    /// Requests answered by the entry at an index (several when keep-alives share one).
+    pub(crate) pending_writes: BTreeMap<u64, Vec<RequestId>>,
+    /// Index of the latest keep-alive entry proposed per lease.
+    pub(crate) keep_alives_in_flight: BTreeMap<u64, u64>,
+    /// Log time of the newest entry in our log when we took over.
+    pub(crate) takeover_log_time_ms: u64,
+    /// Our clock when we took over.
+    pub(crate) takeover_at: Time,
+    /// Log time stamped on our last appended entry.
+    pub(crate) last_log_time_ms: u64,
+    pub(crate) last_append_at: Time,
     pub(crate) reads_before_activation: Vec<(RequestId, ReadRequest)>,
     /// (heartbeat round a quorum must acknowledge, read index, request).
     pub(crate) reads_waiting_round: Vec<(u64, u64, RequestId, ReadRequest)>,
@@ -87,6 +97,11 @@ impl LeaderState {
             round_acked: BTreeMap::new(),
             lease_until: Time(0),
             pending_writes: BTreeMap::new(),
+            keep_alives_in_flight: BTreeMap::new(),
+            takeover_log_time_ms: 0,
+            takeover_at: now,
+            last_log_time_ms: 0,
+            last_append_at: now,
             reads_before_activation: Vec::new(),
             reads_waiting_round: Vec::new(),
             reads_waiting_apply: Vec::new(),
@@ -108,7 +123,10 @@ impl LeaderState {
     /// Answers everything still waiting when leadership ends: writes may still commit under a
     /// later leader, so their outcome is unknown; reads have no effect and can simply be retried.
     pub(crate) fn fail_pending(&mut self, replica: &mut Replica) {
-        for (_, request) in std::mem::take(&mut self.pending_writes) {
+        for request in std::mem::take(&mut self.pending_writes)
+            .into_values()
+            .flatten()
+        {
             replica.respond(
                 request,
                 error_response(
@@ -144,7 +162,6 @@ impl Replica {
 
     /// Starts proposing: a no-op commits everything adopted, then reads are served.
     pub(crate) fn activate_leader(&mut self) {
-        let ballot = self.leader_mut().ballot;
         let promises = std::mem::take(&mut self.leader_mut().promises);
         let starts: BTreeMap<NodeId, u64> = self
             .peers()
@@ -156,15 +173,18 @@ impl Replica {
                 (peer, next)
             })
             .collect();
-        let noop_index = self.log.last_index() + 1;
-        self.log.append(LogEntry {
-            index: noop_index,
-            ballot: Some(ballot),
-            entry: Some(Entry {
-                kind: Some(Kind::Noop(Noop {})),
-            }),
-        });
+        // Log time continues from the latest time anything in our log or state carries, and
+        // from here on advances with our own monotonic clock.
+        let adopted_log_time_ms = (self.commit_index + 1..=self.log.last_index())
+            .filter_map(|index| self.log.entry(index))
+            .filter_map(|entry| entry.entry.as_ref().map(|payload| payload.log_time_ms))
+            .fold(self.kv.log_time_ms(), u64::max);
         let now = self.now;
+        let leader = self.leader_mut();
+        leader.takeover_log_time_ms = adopted_log_time_ms;
+        leader.last_log_time_ms = adopted_log_time_ms;
+        leader.takeover_at = now;
+        let noop_index = self.leader_append(Kind::Noop(Noop {}));
         let leader = self.leader_mut();
         leader.phase = LeaderPhase::Active { noop_index };
         for (peer, next_index) in starts {
@@ -216,16 +236,71 @@ impl Replica {
             );
             return;
         }
-        let ballot = leader.ballot;
+        // Many keep-alives of one lease in flight at once share one log entry.
+        if let Some(Op::LeaseKeepAlive(keep_alive)) = &command.op {
+            let lease_id = keep_alive.lease_id;
+            let commit_index = self.commit_index;
+            let leader = self.leader_mut();
+            if let Some(index) = leader.keep_alives_in_flight.get(&lease_id).copied() {
+                if index > commit_index {
+                    leader
+                        .pending_writes
+                        .entry(index)
+                        .or_default()
+                        .push(request);
+                    return;
+                }
+            }
+            let index = self.leader_append(Kind::Command(command));
+            let leader = self.leader_mut();
+            leader.keep_alives_in_flight.insert(lease_id, index);
+            leader
+                .pending_writes
+                .entry(index)
+                .or_default()
+                .push(request);
+            return;
+        }
+        let index = self.leader_append(Kind::Command(command));
+        self.leader_mut()
+            .pending_writes
+            .entry(index)
+            .or_default()
+            .push(request);
+    }
+
+    /// Appends an entry of our ballot stamped with the log time:
+    /// max(last stamp, log time at takeover + our monotonic time since takeover).
+    pub(crate) fn leader_append(&mut self, kind: Kind) -> u64 {
+        let now = self.now;
         let index = self.log.last_index() + 1;
+        let leader = self.leader_mut();
+        let elapsed_ms = now.millis_since(leader.takeover_at);
+        let log_time_ms = leader
+            .last_log_time_ms
+            .max(leader.takeover_log_time_ms.saturating_add(elapsed_ms));
+        leader.last_log_time_ms = log_time_ms;
+        leader.last_append_at = now;
+        let ballot = leader.ballot;
         self.log.append(LogEntry {
             index,
             ballot: Some(ballot),
             entry: Some(Entry {
-                kind: Some(Kind::Command(command)),
+                kind: Some(kind),
+                log_time_ms,
             }),
         });
-        self.leader_mut().pending_writes.insert(index, request);
+        index
+    }
+
+    /// An idle leader keeps log time moving while anything waits for it (a TTL or a lease).
+    pub(crate) fn maybe_propose_tick(&mut self) {
+        let Some(leader) = &self.leader else { return };
+        let active = matches!(leader.phase, LeaderPhase::Active { .. });
+        let idle_ms = self.now.millis_since(leader.last_append_at);
+        if active && idle_ms >= self.config.log_tick_interval_ms && self.kv.has_deadlines() {
+            self.leader_append(Kind::Noop(Noop {}));
+        }
     }
 
     /// Sends every follower what it is missing, within the pipeline window. Called once per
@@ -542,9 +617,11 @@ impl Replica {
         let Some(leader) = self.leader.as_mut() else {
             return;
         };
-        if let Some(request) = leader.pending_writes.remove(&index) {
+        if let Some(requests) = leader.pending_writes.remove(&index) {
             let response = response.expect("a proposed command always has an answer");
-            self.respond(request, response);
+            for request in requests {
+                self.respond(request, response.clone());
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use paxkv_proto::client::{
     client_response::Body as Response, Consistency, ErrorCode, GetRequest, GetResponse,
-    ScanRequest, ScanResponse,
+    LeaseTimeToLiveRequest, ScanRequest, ScanResponse, TtlRequest,
 };
 use paxkv_proto::peer::{
     peer_message::Body, Ballot, Command, Configuration, HardState, KvSnapshot, LogEntry, LogState,
@@ -81,6 +81,8 @@ pub struct DurableState {
 pub enum ReadRequest {
     Get(GetRequest),
     Scan(ScanRequest),
+    Ttl(TtlRequest),
+    LeaseTimeToLive(LeaseTimeToLiveRequest),
 }
 
 fn members_of(configuration: &Configuration) -> Vec<NodeId> {
@@ -99,7 +101,9 @@ pub struct ReplicaStatus {
     pub last_index: u64,
     pub snapshot_index: u64,
     pub revision: u64,
+    pub log_time_ms: u64,
     pub key_count: u64,
+    pub lease_count: u64,
     /// Per peer: milliseconds since last heard (None: never), and the leader's match index.
     pub peers: Vec<(NodeId, Option<u64>, Option<u64>)>,
 }
@@ -333,6 +337,13 @@ impl Replica {
             Response::Get(get) => get.header.as_mut(),
             Response::Delete(delete) => delete.header.as_mut(),
             Response::Scan(scan) => scan.header.as_mut(),
+            Response::Expire(expire) => expire.header.as_mut(),
+            Response::Persist(persist) => persist.header.as_mut(),
+            Response::Ttl(ttl) => ttl.header.as_mut(),
+            Response::LeaseGrant(grant) => grant.header.as_mut(),
+            Response::LeaseKeepAlive(keep_alive) => keep_alive.header.as_mut(),
+            Response::LeaseRevoke(revoke) => revoke.header.as_mut(),
+            Response::LeaseTimeToLive(time_to_live) => time_to_live.header.as_mut(),
             Response::Status(_) | Response::Error(_) => None,
         };
         if let Some(header) = header {
@@ -409,7 +420,10 @@ impl Replica {
             self.on_heartbeat_timeout();
         }
         match self.role {
-            Role::Leader => self.check_leader_quorum(),
+            Role::Leader => {
+                self.check_leader_quorum();
+                self.maybe_propose_tick();
+            }
             Role::Candidate => {
                 if now >= self.election_deadline {
                     self.on_election_timeout();
@@ -469,6 +483,8 @@ impl Replica {
         let (consistency, min_revision) = match &read {
             ReadRequest::Get(get) => (get.consistency(), get.min_revision),
             ReadRequest::Scan(scan) => (scan.consistency(), scan.min_revision),
+            ReadRequest::Ttl(ttl) => (ttl.consistency(), ttl.min_revision),
+            ReadRequest::LeaseTimeToLive(lease) => (lease.consistency(), lease.min_revision),
         };
         match consistency {
             Consistency::Stale => self.answer_read(request, &read),
@@ -508,6 +524,16 @@ impl Replica {
                     kvs,
                     more,
                 })
+            }
+            ReadRequest::Ttl(ttl) => {
+                if let Err(error) = crate::kv::validate_key(&ttl.key) {
+                    error
+                } else {
+                    self.kv.ttl(&ttl.key)
+                }
+            }
+            ReadRequest::LeaseTimeToLive(lease) => {
+                self.kv.lease_time_to_live(lease.lease_id, lease.keys)
             }
         };
         self.respond(request, response);
@@ -698,7 +724,9 @@ impl Replica {
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
             revision: self.kv.revision(),
+            log_time_ms: self.kv.log_time_ms(),
             key_count: self.kv.key_count() as u64,
+            lease_count: self.kv.lease_count() as u64,
             peers: self
                 .peers()
                 .map(|peer| {

@@ -62,6 +62,7 @@ fn entries(first: u64, last: u64, ballot: Ballot) -> Vec<LogEntry> {
             ballot: Some(ballot),
             entry: Some(Entry {
                 kind: Some(paxkv_proto::peer::entry::Kind::Noop(Noop {})),
+                log_time_ms: index,
             }),
         })
         .collect()

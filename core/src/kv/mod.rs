@@ -1,15 +1,30 @@
 //! The key-value state machine every replica applies the log to: an ordered map of keys with
-//! revisions, compare-and-set, prefix scans, and the client sessions that make writes apply once.
+//! revisions, compare-and-set, prefix scans, TTLs and leases judged by log time, and the client
+//! sessions that make writes apply once.
+//!
+//! Time: every entry carries the log time its leader stamped. Applying an entry first moves the
+//! store's log time forward, then removes what expired (a bounded amount per entry, oldest
+//! deadline first), then applies the command. A key exists at log time t iff its own deadline
+//! (if any) is after t and its lease (if any) is live at t; keys past their deadline but not yet
+//! removed are already invisible, so the bound on removal work never changes an answer.
 
-use std::collections::BTreeMap;
+mod expiry;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::client::{
-    client_response::Body as Response, ClientResponse, DeleteRequest, DeleteResponse,
-    Error as WireError, ErrorCode, KeyValue, PutRequest, PutResponse, ResponseHeader,
+    client_response::Body as Response, ClientResponse, DeleteRequest, DeleteResponse, ErrorCode,
+    KeyValue, PutRequest, PutResponse, ResponseHeader,
 };
-use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, KvSnapshot, SessionRecord};
-use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+use paxkv_proto::peer::{
+    command::Op, entry::Kind, Command, Entry, KvSnapshot, LeaseRecord, SessionRecord,
+};
+use paxkv_proto::{SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX};
 use prost::Message;
+
+pub use expiry::EXPIRED_KEYS_PER_ENTRY_MAX;
+pub use validate::{error_response, validate_command, validate_key, TTL_MS_MAX};
 
 /// Client sessions remembered for exactly-once writes; the least recently used one is forgotten
 /// beyond this (its next retry of an old write would then apply again).
@@ -21,79 +36,34 @@ struct StoredValue {
     create_revision: u64,
     mod_revision: u64,
     version: u64,
+    /// 0: no lease.
+    lease_id: u64,
+    /// Log time the key's own TTL ends; 0: no TTL.
+    expires_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Lease {
+    granted_ttl_ms: u64,
+    expires_at_ms: u64,
+    keys: BTreeSet<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct KvStore {
     map: BTreeMap<Vec<u8>, StoredValue>,
-    /// Revision of the last write that changed something; starts at 0.
+    /// Revision of the last write that changed some key; starts at 0.
     revision: u64,
+    /// Log time of the last applied entry.
+    log_time_ms: u64,
+    /// (deadline, key) of every key with a TTL.
+    key_deadlines: BTreeSet<(u64, Vec<u8>)>,
+    leases: BTreeMap<u64, Lease>,
+    /// (deadline, lease id) of every lease.
+    lease_deadlines: BTreeSet<(u64, u64)>,
     sessions: BTreeMap<u64, SessionRecord>,
     /// (last_index, client_id) of every session, oldest first, for eviction.
     sessions_by_age: BTreeMap<(u64, u64), ()>,
-}
-
-/// An error answer with a message that says what to do.
-pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
-    Response::Error(WireError {
-        code: code as i32,
-        message: message.into(),
-        leader_id: 0,
-        leader_address: String::new(),
-    })
-}
-
-// The error is the client answer itself; these run once per request, so its size is moot.
-#[allow(clippy::result_large_err)]
-/// Checks a key against the limits; the same rule on every replica and before proposing.
-pub fn validate_key(key: &[u8]) -> Result<(), Response> {
-    if key.is_empty() {
-        return Err(error_response(
-            ErrorCode::BadRequest,
-            "the key is empty; keys need at least one byte",
-        ));
-    }
-    if key.len() > KEY_BYTES_MAX {
-        return Err(error_response(
-            ErrorCode::KeyTooLarge,
-            format!(
-                "the key has {} bytes; the limit is {KEY_BYTES_MAX}",
-                key.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-#[allow(clippy::result_large_err)]
-/// Checks a command before it is proposed, so a bad one never enters the log.
-pub fn validate_command(command: &Command) -> Result<(), Response> {
-    match &command.op {
-        Some(Op::Put(put)) => {
-            validate_key(&put.key)?;
-            if put.value.len() > VALUE_BYTES_MAX {
-                return Err(error_response(
-                    ErrorCode::ValueTooLarge,
-                    format!(
-                        "the value has {} bytes; the limit is {VALUE_BYTES_MAX}",
-                        put.value.len()
-                    ),
-                ));
-            }
-            if put.ttl_ms.is_some() || put.lease_id.is_some() || put.keep_ttl {
-                return Err(error_response(
-                    ErrorCode::BadRequest,
-                    "TTLs and leases are not supported by this version; put without them",
-                ));
-            }
-            Ok(())
-        }
-        Some(Op::Delete(delete)) => validate_key(&delete.key),
-        None => Err(error_response(
-            ErrorCode::BadRequest,
-            "the command has no operation",
-        )),
-    }
 }
 
 impl KvStore {
@@ -105,8 +75,23 @@ impl KvStore {
         self.revision
     }
 
+    pub fn log_time_ms(&self) -> u64 {
+        self.log_time_ms
+    }
+
+    /// Keys physically stored (including expired ones not yet removed).
     pub fn key_count(&self) -> usize {
         self.map.len()
+    }
+
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// True if anything waits for log time to pass (a TTL or a lease): only then must an idle
+    /// leader keep log time moving.
+    pub fn has_deadlines(&self) -> bool {
+        !self.key_deadlines.is_empty() || !self.lease_deadlines.is_empty()
     }
 
     /// The header of an answer served now. `served_by` is left 0: answers are part of the
@@ -115,11 +100,13 @@ impl KvStore {
         Some(ResponseHeader {
             revision: self.revision,
             served_by: 0,
+            log_time_ms: self.log_time_ms,
         })
     }
 
     /// Applies one committed entry at `index`; returns the answer for the writer, if any.
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Option<Response> {
+        self.advance_time(entry.log_time_ms);
         match &entry.kind {
             Some(Kind::Command(command)) => Some(self.apply_command(index, command)),
             Some(Kind::Noop(_)) | None => None,
@@ -150,6 +137,11 @@ impl KvStore {
             Ok(()) => match command.op.as_ref().expect("validated commands have an op") {
                 Op::Put(put) => self.put(put),
                 Op::Delete(delete) => self.delete(delete),
+                Op::Expire(expire) => self.expire(expire),
+                Op::Persist(persist) => self.persist(persist),
+                Op::LeaseGrant(grant) => self.lease_grant(index, grant),
+                Op::LeaseKeepAlive(keep_alive) => self.lease_keep_alive(keep_alive),
+                Op::LeaseRevoke(revoke) => self.lease_revoke(revoke),
             },
         };
         if command.client_id != 0 {
@@ -202,6 +194,8 @@ impl KvStore {
             create_revision: stored.create_revision,
             mod_revision: stored.mod_revision,
             version: stored.version,
+            lease_id: stored.lease_id,
+            expires_at_ms: stored.expires_at_ms,
         }
     }
 
@@ -213,7 +207,50 @@ impl KvStore {
         }
     }
 
+    /// Stores `stored` under `key`, keeping the deadline and lease indexes in step.
+    fn insert_key(&mut self, key: Vec<u8>, stored: StoredValue) {
+        self.remove_key(&key);
+        if stored.expires_at_ms != 0 {
+            self.key_deadlines
+                .insert((stored.expires_at_ms, key.clone()));
+        }
+        if stored.lease_id != 0 {
+            let lease = self
+                .leases
+                .get_mut(&stored.lease_id)
+                .expect("keys attach only to existing leases");
+            lease.keys.insert(key.clone());
+        }
+        self.map.insert(key, stored);
+    }
+
+    /// Removes `key` and its index entries; returns what was stored.
+    fn remove_key(&mut self, key: &[u8]) -> Option<StoredValue> {
+        let stored = self.map.remove(key)?;
+        if stored.expires_at_ms != 0 {
+            let removed = self
+                .key_deadlines
+                .remove(&(stored.expires_at_ms, key.to_vec()));
+            assert!(removed, "every TTL is in the deadline index");
+        }
+        if stored.lease_id != 0 {
+            if let Some(lease) = self.leases.get_mut(&stored.lease_id) {
+                lease.keys.remove(key);
+            }
+        }
+        Some(stored)
+    }
+
     fn put(&mut self, put: &PutRequest) -> Response {
+        if let Some(lease_id) = put.lease_id {
+            if self.live_lease(lease_id).is_none() {
+                return error_response(
+                    ErrorCode::NotFound,
+                    format!("lease {lease_id} does not exist or has expired; grant a new one"),
+                );
+            }
+        }
+        self.purge_if_expired(&put.key);
         let current = self.map.get(&put.key);
         let previous = current.map(|stored| Self::key_value(&put.key, stored));
         if !Self::revision_matches(current, put.expected_revision) {
@@ -223,14 +260,21 @@ impl KvStore {
                 previous,
             });
         }
+        let expires_at_ms = match (put.ttl_ms, put.keep_ttl) {
+            (Some(ttl_ms), _) => self.log_time_ms.saturating_add(ttl_ms),
+            (None, true) => current.map_or(0, |stored| stored.expires_at_ms),
+            (None, false) => 0,
+        };
         self.revision += 1;
         let stored = StoredValue {
             value: put.value.clone(),
             create_revision: current.map_or(self.revision, |stored| stored.create_revision),
             mod_revision: self.revision,
             version: current.map_or(1, |stored| stored.version + 1),
+            lease_id: put.lease_id.unwrap_or(0),
+            expires_at_ms,
         };
-        self.map.insert(put.key.clone(), stored);
+        self.insert_key(put.key.clone(), stored);
         Response::Put(PutResponse {
             header: self.header(),
             succeeded: true,
@@ -239,6 +283,7 @@ impl KvStore {
     }
 
     fn delete(&mut self, delete: &DeleteRequest) -> Response {
+        self.purge_if_expired(&delete.key);
         let current = self.map.get(&delete.key);
         let previous = current.map(|stored| Self::key_value(&delete.key, stored));
         if current.is_none() || !Self::revision_matches(current, delete.expected_revision) {
@@ -249,7 +294,7 @@ impl KvStore {
             });
         }
         self.revision += 1;
-        self.map.remove(&delete.key);
+        self.remove_key(&delete.key);
         Response::Delete(DeleteResponse {
             header: self.header(),
             deleted: true,
@@ -258,10 +303,10 @@ impl KvStore {
     }
 
     pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        self.map.get(key).map(|stored| Self::key_value(key, stored))
+        self.live(key).map(|stored| Self::key_value(key, stored))
     }
 
-    /// Keys with `prefix` strictly after `start_after`, at most `limit` (0: the default);
+    /// Live keys with `prefix` strictly after `start_after`, at most `limit` (0: the default);
     /// returns the page and whether more keys follow.
     pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32) -> (Vec<KeyValue>, bool) {
         let limit = match limit {
@@ -276,7 +321,8 @@ impl KvStore {
         let mut matching = self
             .map
             .range((start, std::ops::Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix));
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, stored)| self.is_live(stored));
         let page: Vec<KeyValue> = matching
             .by_ref()
             .take(limit)
@@ -295,24 +341,50 @@ impl KvStore {
                 .map(|(key, stored)| Self::key_value(key, stored))
                 .collect(),
             sessions: self.sessions.values().cloned().collect(),
+            log_time_ms: self.log_time_ms,
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, lease)| LeaseRecord {
+                    lease_id: *id,
+                    granted_ttl_ms: lease.granted_ttl_ms,
+                    expires_at_ms: lease.expires_at_ms,
+                })
+                .collect(),
         }
     }
 
     pub fn from_snapshot(snapshot: KvSnapshot) -> KvStore {
         let mut store = KvStore::new();
         store.revision = snapshot.revision;
+        store.log_time_ms = snapshot.log_time_ms;
+        for lease in snapshot.leases {
+            store
+                .lease_deadlines
+                .insert((lease.expires_at_ms, lease.lease_id));
+            store.leases.insert(
+                lease.lease_id,
+                Lease {
+                    granted_ttl_ms: lease.granted_ttl_ms,
+                    expires_at_ms: lease.expires_at_ms,
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
         for kv in snapshot.kvs {
             let stored = StoredValue {
                 value: kv.value,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
                 version: kv.version,
+                lease_id: kv.lease_id,
+                expires_at_ms: kv.expires_at_ms,
             };
             assert!(
                 stored.mod_revision <= store.revision,
                 "snapshot key newer than its revision"
             );
-            store.map.insert(kv.key, stored);
+            store.insert_key(kv.key, stored);
         }
         for session in snapshot.sessions {
             store
@@ -323,8 +395,8 @@ impl KvStore {
         store
     }
 
-    /// A deterministic digest of the whole state (keys, values, revisions, sessions): equal on
-    /// two replicas exactly when they applied the same log prefix.
+    /// A deterministic digest of the whole state (keys, values, revisions, TTLs, leases, log
+    /// time, sessions): equal on two replicas exactly when they applied the same log prefix.
     pub fn state_hash(&self) -> u64 {
         fnv1a(&self.to_snapshot().encode_to_vec())
     }
@@ -350,6 +422,7 @@ mod tests {
         expected: Option<u64>,
     ) -> Entry {
         Entry {
+            log_time_ms: 0,
             kind: Some(Kind::Command(Command {
                 client_id,
                 sequence,
@@ -365,6 +438,7 @@ mod tests {
 
     fn delete_entry(key: &str, expected: Option<u64>) -> Entry {
         Entry {
+            log_time_ms: 0,
             kind: Some(Kind::Command(Command {
                 client_id: 0,
                 sequence: 0,
@@ -416,7 +490,8 @@ mod tests {
             store.apply(
                 5,
                 &Entry {
-                    kind: Some(Kind::Noop(Noop {}))
+                    kind: Some(Kind::Noop(Noop {})),
+                    log_time_ms: 0,
                 }
             ),
             None
@@ -490,7 +565,7 @@ mod tests {
     #[test]
     fn oversized_and_empty_keys_are_refused_without_changing_state() {
         let mut store = KvStore::new();
-        let big = "x".repeat(KEY_BYTES_MAX + 1);
+        let big = "x".repeat(paxkv_proto::KEY_BYTES_MAX + 1);
         for key in [big.as_str(), ""] {
             match store.apply(1, &put_entry(0, 0, key, "v", None)) {
                 Some(Response::Error(_)) => {}
