@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use paxkv_core::KvStore;
 use paxkv_proto::client::{
-    client_response::Body as Response, DeleteRequest, ExpireCondition, ExpireRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, PersistRequest, PutRequest, TtlState,
+    client_response::Body as Response, DeleteRequest, ExpireCondition, ExpireRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PersistRequest, PutRequest,
+    TtlState,
 };
 use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, Noop};
 use proptest::prelude::*;
@@ -22,15 +23,36 @@ const KEYS: [&[u8]; 3] = [b"a", b"b", b"c"];
 
 #[derive(Debug, Clone)]
 enum Step {
-    Put { key: usize, ttl_ms: Option<u64>, keep_ttl: bool, lease: Option<usize> },
-    Delete { key: usize },
-    Expire { key: usize, ttl_ms: u64, condition: ExpireCondition },
-    Persist { key: usize },
-    Grant { ttl_ms: u64 },
-    KeepAlive { lease: usize },
-    Revoke { lease: usize },
+    Put {
+        key: usize,
+        ttl_ms: Option<u64>,
+        keep_ttl: bool,
+        lease: Option<usize>,
+    },
+    Delete {
+        key: usize,
+    },
+    Expire {
+        key: usize,
+        ttl_ms: u64,
+        condition: ExpireCondition,
+    },
+    Persist {
+        key: usize,
+    },
+    Grant {
+        ttl_ms: u64,
+    },
+    KeepAlive {
+        lease: usize,
+    },
+    Revoke {
+        lease: usize,
+    },
     /// Advance log time by this many milliseconds with a tick entry.
-    Tick { millis: u64 },
+    Tick {
+        millis: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -75,7 +97,9 @@ struct Model {
 
 impl Model {
     fn lease_live(&self, id: u64) -> bool {
-        self.leases.get(&id).is_some_and(|(_, deadline)| *deadline > self.now)
+        self.leases
+            .get(&id)
+            .is_some_and(|(_, deadline)| *deadline > self.now)
     }
 
     fn live(&self, key: &[u8]) -> Option<&ModelKey> {
@@ -86,13 +110,21 @@ impl Model {
 
     fn lease_id(&self, slot: usize) -> u64 {
         // Slot beyond the granted ones names a lease that never existed.
-        self.granted.get(slot).copied().unwrap_or(1_000_000 + slot as u64)
+        self.granted
+            .get(slot)
+            .copied()
+            .unwrap_or(1_000_000 + slot as u64)
     }
 
     /// Applies a step; returns the outcome the store must report.
     fn apply(&mut self, index: u64, step: &Step) -> Outcome {
         match *step {
-            Step::Put { key, ttl_ms, keep_ttl, lease } => {
+            Step::Put {
+                key,
+                ttl_ms,
+                keep_ttl,
+                lease,
+            } => {
                 let lease = lease.map(|slot| self.lease_id(slot));
                 if let Some(id) = lease {
                     if !self.lease_live(id) {
@@ -106,7 +138,14 @@ impl Model {
                     (None, false) => 0,
                 };
                 let value = format!("v{index}").into_bytes();
-                self.keys.insert(KEYS[key].to_vec(), ModelKey { value, deadline, lease: lease.unwrap_or(0) });
+                self.keys.insert(
+                    KEYS[key].to_vec(),
+                    ModelKey {
+                        value,
+                        deadline,
+                        lease: lease.unwrap_or(0),
+                    },
+                );
                 Outcome::Done(true)
             }
             Step::Delete { key } => {
@@ -114,7 +153,11 @@ impl Model {
                 self.keys.remove(KEYS[key]);
                 Outcome::Done(existed)
             }
-            Step::Expire { key, ttl_ms, condition } => {
+            Step::Expire {
+                key,
+                ttl_ms,
+                condition,
+            } => {
                 let deadline = self.now + ttl_ms;
                 let Some(current) = self.live(KEYS[key]).map(|k| k.deadline) else {
                     return Outcome::Done(false);
@@ -184,10 +227,12 @@ fn outcome_of(response: Option<Response>) -> Outcome {
         Some(Response::Delete(delete)) => Outcome::Done(delete.deleted),
         Some(Response::Expire(expire)) => Outcome::Done(expire.applied),
         Some(Response::Persist(persist)) => Outcome::Done(persist.removed),
-        Some(Response::LeaseGrant(_)) | Some(Response::LeaseKeepAlive(_)) | Some(Response::LeaseRevoke(_)) => {
-            Outcome::Done(true)
-        }
-        Some(Response::Error(error)) if error.code == paxkv_proto::client::ErrorCode::NotFound as i32 => {
+        Some(Response::LeaseGrant(_))
+        | Some(Response::LeaseKeepAlive(_))
+        | Some(Response::LeaseRevoke(_)) => Outcome::Done(true),
+        Some(Response::Error(error))
+            if error.code == paxkv_proto::client::ErrorCode::NotFound as i32 =>
+        {
             Outcome::NotFound
         }
         Some(other) => panic!("unexpected answer {other:?}"),
@@ -196,7 +241,12 @@ fn outcome_of(response: Option<Response>) -> Outcome {
 
 fn entry(index: u64, step: &Step, model: &Model, log_time_ms: u64) -> Entry {
     let op = match *step {
-        Step::Put { key, ttl_ms, keep_ttl, lease } => Op::Put(PutRequest {
+        Step::Put {
+            key,
+            ttl_ms,
+            keep_ttl,
+            lease,
+        } => Op::Put(PutRequest {
             key: KEYS[key].to_vec(),
             value: format!("v{index}").into_bytes(),
             ttl_ms,
@@ -204,25 +254,58 @@ fn entry(index: u64, step: &Step, model: &Model, log_time_ms: u64) -> Entry {
             lease_id: lease.map(|slot| model.lease_id(slot)),
             expected_revision: None,
         }),
-        Step::Delete { key } => Op::Delete(DeleteRequest { key: KEYS[key].to_vec(), expected_revision: None }),
-        Step::Expire { key, ttl_ms, condition } => {
-            Op::Expire(ExpireRequest { key: KEYS[key].to_vec(), ttl_ms, condition: condition as i32 })
-        }
-        Step::Persist { key } => Op::Persist(PersistRequest { key: KEYS[key].to_vec() }),
+        Step::Delete { key } => Op::Delete(DeleteRequest {
+            key: KEYS[key].to_vec(),
+            expected_revision: None,
+        }),
+        Step::Expire {
+            key,
+            ttl_ms,
+            condition,
+        } => Op::Expire(ExpireRequest {
+            key: KEYS[key].to_vec(),
+            ttl_ms,
+            condition: condition as i32,
+        }),
+        Step::Persist { key } => Op::Persist(PersistRequest {
+            key: KEYS[key].to_vec(),
+        }),
         Step::Grant { ttl_ms } => Op::LeaseGrant(LeaseGrantRequest { ttl_ms }),
-        Step::KeepAlive { lease } => Op::LeaseKeepAlive(LeaseKeepAliveRequest { lease_id: model.lease_id(lease) }),
-        Step::Revoke { lease } => Op::LeaseRevoke(LeaseRevokeRequest { lease_id: model.lease_id(lease) }),
-        Step::Tick { .. } => return Entry { kind: Some(Kind::Noop(Noop {})), log_time_ms },
+        Step::KeepAlive { lease } => Op::LeaseKeepAlive(LeaseKeepAliveRequest {
+            lease_id: model.lease_id(lease),
+        }),
+        Step::Revoke { lease } => Op::LeaseRevoke(LeaseRevokeRequest {
+            lease_id: model.lease_id(lease),
+        }),
+        Step::Tick { .. } => {
+            return Entry {
+                kind: Some(Kind::Noop(Noop {})),
+                log_time_ms,
+            }
+        }
     };
-    Entry { kind: Some(Kind::Command(Command { client_id: 0, sequence: 0, op: Some(op) })), log_time_ms }
+    Entry {
+        kind: Some(Kind::Command(Command {
+            client_id: 0,
+            sequence: 0,
+            op: Some(op),
+        })),
+        log_time_ms,
+    }
 }
 
 fn check_keys(store: &KvStore, model: &Model, after: &Step) {
     for key in KEYS {
         let expected = model.live(key);
         let got = store.get(key);
-        assert_eq!(got.as_ref().map(|kv| &kv.value), expected.map(|k| &k.value), "{key:?} after {after:?}");
-        let Response::Ttl(ttl) = store.ttl(key) else { panic!("ttl answers with a TtlResponse") };
+        assert_eq!(
+            got.as_ref().map(|kv| &kv.value),
+            expected.map(|k| &k.value),
+            "{key:?} after {after:?}"
+        );
+        let Response::Ttl(ttl) = store.ttl(key) else {
+            panic!("ttl answers with a TtlResponse")
+        };
         match expected {
             None => assert_eq!(ttl.state(), TtlState::NoKey),
             Some(k) if k.deadline == 0 => assert_eq!(ttl.state(), TtlState::NoTtl),
@@ -235,7 +318,10 @@ fn check_keys(store: &KvStore, model: &Model, after: &Step) {
     for (id, (_, deadline)) in &model.leases {
         match store.lease_time_to_live(*id, false) {
             Response::LeaseTimeToLive(lease) => {
-                assert!(*deadline > model.now, "lease {id} answered after its deadline");
+                assert!(
+                    *deadline > model.now,
+                    "lease {id} answered after its deadline"
+                );
                 assert_eq!(lease.remaining_ms, deadline - model.now);
             }
             Response::Error(_) => assert!(*deadline <= model.now, "live lease {id} not found"),
@@ -253,12 +339,20 @@ fn run(steps: &[Step]) {
             model.now += millis;
         }
         let log_entry = entry(index, step, &model, model.now);
-        let expected = if matches!(step, Step::Tick { .. }) { Outcome::Nothing } else { model.apply(index, step) };
+        let expected = if matches!(step, Step::Tick { .. }) {
+            Outcome::Nothing
+        } else {
+            model.apply(index, step)
+        };
         let got = outcome_of(store.apply(index, &log_entry));
-        assert_eq!(got, expected, "answer to {step:?} at log time {}", model.now);
+        assert_eq!(
+            got, expected,
+            "answer to {step:?} at log time {}",
+            model.now
+        );
         check_keys(&store, &model, step);
         // A snapshot taken at any point restores the same state.
-        if index % 7 == 0 {
+        if index.is_multiple_of(7) {
             let restored = KvStore::from_snapshot(store.to_snapshot());
             assert_eq!(restored.state_hash(), store.state_hash());
         }
@@ -277,9 +371,19 @@ proptest! {
 #[test]
 fn an_overwrite_with_a_new_ttl_outlives_the_old_deadline() {
     run(&[
-        Step::Put { key: 0, ttl_ms: Some(100), keep_ttl: false, lease: None },
+        Step::Put {
+            key: 0,
+            ttl_ms: Some(100),
+            keep_ttl: false,
+            lease: None,
+        },
         Step::Tick { millis: 50 },
-        Step::Put { key: 0, ttl_ms: Some(500), keep_ttl: false, lease: None },
+        Step::Put {
+            key: 0,
+            ttl_ms: Some(500),
+            keep_ttl: false,
+            lease: None,
+        },
         Step::Tick { millis: 100 },
         Step::Tick { millis: 300 },
     ]);
@@ -298,14 +402,35 @@ fn a_burst_of_expiries_is_removed_gradually_but_hidden_at_once() {
             ttl_ms: Some(10),
             ..Default::default()
         });
-        let entry = Entry { kind: Some(Kind::Command(Command { client_id: 0, sequence: 0, op: Some(put) })), log_time_ms: 0 };
+        let entry = Entry {
+            kind: Some(Kind::Command(Command {
+                client_id: 0,
+                sequence: 0,
+                op: Some(put),
+            })),
+            log_time_ms: 0,
+        };
         store.apply(index as u64 + 1, &entry);
     }
-    let tick = |time| Entry { kind: Some(Kind::Noop(Noop {})), log_time_ms: time };
+    let tick = |time| Entry {
+        kind: Some(Kind::Noop(Noop {})),
+        log_time_ms: time,
+    };
     store.apply(count as u64 + 1, &tick(10));
-    assert_eq!(store.key_count(), count - paxkv_core::kv::EXPIRED_KEYS_PER_ENTRY_MAX, "bounded removal");
-    assert_eq!(store.scan(b"k", b"", 0).0.len(), 0, "every expired key is already invisible");
-    assert!(store.get(b"k00000").is_none() && store.get(format!("k{:05}", count - 1).as_bytes()).is_none());
+    assert_eq!(
+        store.key_count(),
+        count - paxkv_core::kv::EXPIRED_KEYS_PER_ENTRY_MAX,
+        "bounded removal"
+    );
+    assert_eq!(
+        store.scan(b"k", b"", 0).0.len(),
+        0,
+        "every expired key is already invisible"
+    );
+    assert!(
+        store.get(b"k00000").is_none()
+            && store.get(format!("k{:05}", count - 1).as_bytes()).is_none()
+    );
     store.apply(count as u64 + 2, &tick(11));
     store.apply(count as u64 + 3, &tick(12));
     assert_eq!(store.key_count(), 0);

@@ -170,6 +170,26 @@ pub struct Cluster {
     pub proposed: BTreeSet<(u64, u64)>,
     next_request: u64,
     pub responses: BTreeMap<RequestId, Response>,
+    /// Per-node clock: offset and drift (nodes absent here run on the real clock).
+    pub clocks: BTreeMap<NodeId, NodeClock>,
+    /// Compare every replica's state hash at every log position it applies.
+    pub check_state_hashes: bool,
+    state_hash_at: BTreeMap<u64, u64>,
+}
+
+/// A node's clock: `offset_ms + real * (1 + drift_ppm / 10^6)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeClock {
+    pub offset_ms: u64,
+    pub drift_ppm: i64,
+}
+
+fn clock_at(clock: Option<&NodeClock>, real: Time) -> Time {
+    let Some(clock) = clock else { return real };
+    let real_ms = i128::from(real.millis());
+    let local =
+        i128::from(clock.offset_ms) + real_ms + real_ms * i128::from(clock.drift_ppm) / 1_000_000;
+    Time(u64::try_from(local).expect("clocks stay positive"))
 }
 
 impl Cluster {
@@ -199,6 +219,9 @@ impl Cluster {
             proposed: BTreeSet::new(),
             next_request: 1,
             responses: BTreeMap::new(),
+            clocks: BTreeMap::new(),
+            check_state_hashes: false,
+            state_hash_at: BTreeMap::new(),
         };
         for id in members {
             let replica = Replica::new(cluster.node_config(id), DurableState::default(), Time(0))
@@ -274,6 +297,15 @@ impl Cluster {
             self.send(id, outgoing.to, outgoing.message);
         }
         self.record_committed(id, &ready.committed);
+        if self.check_state_hashes && !ready.committed.is_empty() {
+            let replica = self.nodes[&id].replica.as_ref().expect("checked above");
+            let (applied, hash) = (replica.applied_index(), replica.kv().state_hash());
+            let expected = *self.state_hash_at.entry(applied).or_insert(hash);
+            assert_eq!(
+                expected, hash,
+                "{id} disagrees on the state at log position {applied}"
+            );
+        }
         for (request, response) in std::mem::take(&mut ready.responses) {
             self.record_response(request, response);
         }
@@ -371,7 +403,7 @@ impl Cluster {
                     .get_mut(&id)
                     .and_then(|node| node.replica.as_mut())
                 {
-                    replica.tick(step_end);
+                    replica.tick(clock_at(self.clocks.get(&id), step_end));
                 }
                 self.drive(id);
             }
@@ -381,12 +413,13 @@ impl Cluster {
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Deliver { from, to, message } => {
+                let local = clock_at(self.clocks.get(&to), self.now);
                 if let Some(replica) = self
                     .nodes
                     .get_mut(&to)
                     .and_then(|node| node.replica.as_mut())
                 {
-                    replica.tick(self.now);
+                    replica.tick(local);
                     replica.step(from, message);
                     self.drive(to);
                 }
@@ -415,7 +448,9 @@ impl Cluster {
             return;
         }
         let durable = node.disk.recover();
-        node.replica = Some(Replica::new(config, durable, self.now).expect("recovery succeeds"));
+        let local = clock_at(self.clocks.get(&id), self.now);
+        let node = self.nodes.get_mut(&id).expect("node exists");
+        node.replica = Some(Replica::new(config, durable, local).expect("recovery succeeds"));
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {
@@ -518,6 +553,40 @@ impl Cluster {
             .and_then(|node| node.replica.as_mut())
         {
             replica.propose(request, command);
+            self.drive(to);
+        }
+        request
+    }
+
+    /// Proposes any command at `to` (not recorded in the read/write history).
+    pub fn command_via(&mut self, to: NodeId, client_id: u64, sequence: u64, op: Op) -> RequestId {
+        let request = self.new_request();
+        self.proposed.insert((client_id, sequence));
+        let command = Command {
+            client_id,
+            sequence,
+            op: Some(op),
+        };
+        if let Some(replica) = self
+            .nodes
+            .get_mut(&to)
+            .and_then(|node| node.replica.as_mut())
+        {
+            replica.propose(request, command);
+            self.drive(to);
+        }
+        request
+    }
+
+    /// Serves any read at `to` (not recorded in the history).
+    pub fn read_via(&mut self, to: NodeId, read: ReadRequest) -> RequestId {
+        let request = self.new_request();
+        if let Some(replica) = self
+            .nodes
+            .get_mut(&to)
+            .and_then(|node| node.replica.as_mut())
+        {
+            replica.read(request, read);
             self.drive(to);
         }
         request
