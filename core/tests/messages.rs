@@ -567,3 +567,264 @@ fn a_rejected_accept_is_resent_from_the_followers_hint() {
     });
     assert!(resent, "{sent:?}");
 }
+
+// --- rules found untested by mutation testing -------------------------------------------------
+
+fn rejects_to(sent: &[(NodeId, Body)], to: u64) -> Vec<u64> {
+    sent.iter()
+        .filter_map(|(node, body)| match body {
+            Body::AcceptReject(reject) if node.0 == to => Some(reject.hint_index),
+            _ => None,
+        })
+        .collect()
+}
+
+/// On a mismatch the follower points the leader before the whole run of entries with the
+/// mismatching ballot, so one round trip skips a stale run.
+#[test]
+fn a_mismatch_hint_skips_the_whole_stale_run() {
+    let mut replica = replica();
+    let (first, second) = (Ballot::new(1, 2), Ballot::new(2, 2));
+    deliver(
+        &mut replica,
+        2,
+        first,
+        accept(0, Ballot::ZERO, entries(1, 2, first), 0),
+    );
+    deliver(
+        &mut replica,
+        2,
+        second,
+        accept(2, first, entries(3, 5, second), 0),
+    );
+    cycle(&mut replica);
+    let third = Ballot::new(3, 3);
+    deliver(
+        &mut replica,
+        3,
+        third,
+        accept(5, third, entries(6, 6, third), 0),
+    );
+    let sent = cycle(&mut replica);
+    assert_eq!(
+        rejects_to(&sent, 3),
+        vec![2],
+        "entries 3..=5 (ballot 2) are one stale run"
+    );
+    deliver(
+        &mut replica,
+        3,
+        third,
+        accept(2, first, entries(3, 3, third), 0),
+    );
+    let sent = cycle(&mut replica);
+    assert_eq!(accepted_to(&sent, 3), vec![3]);
+    assert_eq!(
+        replica.status().last_index,
+        3,
+        "the stale run after the new entry is gone"
+    );
+}
+
+#[test]
+fn a_re_elected_leader_is_never_acknowledged_what_it_sent_under_its_old_ballot() {
+    let mut replica = replica();
+    let old = Ballot::new(1, 2);
+    let new = Ballot::new(2, 2);
+    deliver(
+        &mut replica,
+        2,
+        old,
+        accept(0, Ballot::ZERO, entries(1, 3, old), 0),
+    );
+    // Before the sync, the same node, re-elected, replaces the entries with one of its own.
+    deliver(
+        &mut replica,
+        2,
+        new,
+        accept(0, Ballot::ZERO, entries(1, 1, new), 0),
+    );
+    let sent = cycle(&mut replica);
+    assert_eq!(accepted_to(&sent, 2), vec![1]);
+}
+
+#[test]
+fn prepares_are_answered_again_and_lower_ballots_are_refused() {
+    let mut replica = replica();
+    replica.tick(Time(ELECTION_TIMEOUT_MS + 1));
+    cycle(&mut replica);
+    let ballot = Ballot::new(4, 3);
+    for _ in 0..2 {
+        // A candidate whose promise was lost asks again and must get it again.
+        deliver(
+            &mut replica,
+            3,
+            ballot,
+            Body::Prepare(Prepare { commit_index: 0 }),
+        );
+        let sent = cycle(&mut replica);
+        assert!(
+            sent.iter()
+                .any(|(to, body)| to.0 == 3 && matches!(body, Body::Promise(_))),
+            "{sent:?}"
+        );
+    }
+    deliver(
+        &mut replica,
+        2,
+        Ballot::new(3, 2),
+        Body::Prepare(Prepare { commit_index: 0 }),
+    );
+    let sent = cycle(&mut replica);
+    assert!(
+        sent.iter()
+            .any(|(to, body)| to.0 == 2 && matches!(body, Body::Nack(nack) if !nack.leader_alive)),
+        "{sent:?}"
+    );
+    assert!(!sent
+        .iter()
+        .any(|(_, body)| matches!(body, Body::Promise(_))));
+}
+
+/// Makes replica 1 a candidate; returns it and the time reached.
+fn candidate() -> (Replica, u64) {
+    let mut replica = replica();
+    let mut now = 0;
+    while replica.role() != Role::Candidate {
+        now += 10;
+        for peer in [2, 3] {
+            deliver(&mut replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
+        }
+        replica.tick(Time(now));
+        cycle(&mut replica);
+    }
+    (replica, now)
+}
+
+#[test]
+fn a_candidate_asks_again_those_that_have_not_answered() {
+    let (mut replica, now) = candidate();
+    let ballot = replica.promised();
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::Nack(paxkv_proto::peer::Nack { leader_alive: true }),
+    );
+    replica.tick(Time(now + 60));
+    let sent = cycle(&mut replica);
+    let prepared: Vec<u64> = sent
+        .iter()
+        .filter(|(_, body)| matches!(body, Body::Prepare(_)))
+        .map(|(to, _)| to.0)
+        .collect();
+    assert_eq!(
+        prepared,
+        vec![2, 3],
+        "a lost or refused prepare is repeated on the next heartbeat"
+    );
+    assert_eq!(
+        replica.role(),
+        Role::Candidate,
+        "a refusal for a live leader does not end the campaign"
+    );
+    deliver(
+        &mut replica,
+        3,
+        Ballot::new(ballot.round + 1, 3),
+        Body::Nack(paxkv_proto::peer::Nack {
+            leader_alive: false,
+        }),
+    );
+    assert_eq!(
+        replica.role(),
+        Role::Follower,
+        "a higher promise elsewhere ends it"
+    );
+}
+
+#[test]
+fn a_syncing_leader_waits_for_the_snapshot_it_was_promised() {
+    let mut replica = leader_syncing_from_node_2(600);
+    let ballot = replica.promised();
+    let response = LogResponse {
+        from_index: 1,
+        entries: vec![],
+        last_index: 600,
+        snapshot_follows: true,
+    };
+    deliver(&mut replica, 2, ballot, Body::LogResponse(response));
+    let sent = cycle(&mut replica);
+    assert!(
+        sent.iter()
+            .all(|(_, body)| !matches!(body, Body::LogRequest(_) | Body::Accept(_))),
+        "{sent:?}"
+    );
+    assert_eq!(replica.status().last_index, 0);
+}
+
+#[test]
+fn a_new_leader_sends_a_matching_follower_only_what_it_lacks() {
+    // Replica 1 holds entries 1..=3 of ballot (1,2); node 2 reports the same last entry, node 3
+    // reports a different one (and commit 1).
+    let mut replica = replica();
+    let old = Ballot::new(1, 2);
+    deliver(
+        &mut replica,
+        2,
+        old,
+        accept(0, Ballot::ZERO, entries(1, 3, old), 0),
+    );
+    cycle(&mut replica);
+    let mut now = 0;
+    while replica.role() != Role::Candidate {
+        now += 10;
+        for peer in [2, 3] {
+            deliver(&mut replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
+        }
+        replica.tick(Time(now));
+        cycle(&mut replica);
+    }
+    let ballot = replica.promised();
+    let same = LogState {
+        last_index: 3,
+        last_ballot: Some(old),
+        commit_index: 0,
+        snapshot_index: 0,
+    };
+    let other = LogState {
+        last_index: 3,
+        last_ballot: Some(Ballot::new(1, 1)),
+        commit_index: 1,
+        snapshot_index: 0,
+    };
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::Promise(Promise { log: Some(same) }),
+    );
+    deliver(
+        &mut replica,
+        3,
+        ballot,
+        Body::Promise(Promise { log: Some(other) }),
+    );
+    let sent = cycle(&mut replica);
+    let first_prev = |to: u64| {
+        sent.iter().find_map(|(node, body)| match body {
+            Body::Accept(accept) if node.0 == to => Some(accept.prev_index),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        first_prev(2),
+        Some(3),
+        "node 2 already has 1..=3: only the no-op goes"
+    );
+    assert_eq!(
+        first_prev(3),
+        Some(1),
+        "node 3 differs after its commit point 1"
+    );
+}

@@ -477,3 +477,34 @@ fn a_candidate_cut_off_from_its_quorum_gives_up() {
     assert_eq!(cluster.replica(follower).unwrap().role(), Role::Follower);
     settle_and_check(&mut cluster);
 }
+
+/// The limit on uncommitted entries refuses a flood with `Busy` but never a steady stream.
+#[test]
+fn the_uncommitted_limit_refuses_floods_but_not_steady_writes() {
+    let mut cluster = Cluster::with_config(3, 19, |config| config.uncommitted_entries_max = 8);
+    elect(&mut cluster);
+    assert_eq!(
+        write_keys(&mut cluster, 1, 1, 50),
+        50,
+        "one at a time never hits the limit"
+    );
+    let leader = cluster.leader().unwrap();
+    let flood: Vec<_> = (100..120)
+        .map(|sequence| cluster.put_via(leader, 2, sequence, b"f", b"v"))
+        .collect();
+    cluster.run_for(200);
+    let busy = flood
+        .iter()
+        .filter(|request| {
+            cluster
+                .responses
+                .get(request)
+                .is_some_and(|r| Cluster::is_error(r, ErrorCode::Busy))
+        })
+        .count();
+    let done = flood
+        .iter()
+        .filter(|request| matches!(cluster.responses.get(request), Some(Response::Put(_))))
+        .count();
+    assert_eq!((done, busy), (8, 12), "eight fit, the rest are refused");
+}
