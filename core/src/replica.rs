@@ -289,6 +289,11 @@ impl Replica {
         &self.members
     }
 
+    /// The election timeout this replica runs with (peers unheard for longer count as lost).
+    pub fn config_election_timeout_ms(&self) -> u64 {
+        self.config.election_timeout_ms
+    }
+
     pub(crate) fn quorum(&self) -> usize {
         self.members.len() / 2 + 1
     }
@@ -344,7 +349,10 @@ impl Replica {
             Response::LeaseKeepAlive(keep_alive) => keep_alive.header.as_mut(),
             Response::LeaseRevoke(revoke) => revoke.header.as_mut(),
             Response::LeaseTimeToLive(time_to_live) => time_to_live.header.as_mut(),
-            Response::Status(_) | Response::Error(_) => None,
+            Response::Status(_)
+            | Response::Error(_)
+            | Response::AuthChallenge(_)
+            | Response::AuthOk(_) => None,
         };
         if let Some(header) = header {
             header.served_by = self.id.0;

@@ -1,7 +1,11 @@
 //! Wire types of paxkv (client API, replica messages, snapshots) and the length-delimited frame
 //! codec that carries them.
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod frame;
+#[cfg(feature = "io")]
+pub mod io;
 
 /// Client API: requests, answers, typed errors.
 pub mod client {

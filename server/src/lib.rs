@@ -1,4 +1,216 @@
 //! paxkv-server: one node of a paxkv cluster — the node loop around a `paxkv_core::Replica`,
 //! its durable storage, and the peer and client transports.
 
+pub mod client_port;
+pub mod clock;
+pub mod local_cluster;
+pub mod node;
+pub mod peer;
 pub mod storage;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use paxkv_core::{NodeId, Replica, ReplicaConfig};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::clock::NodeClock;
+use crate::node::{Node, NodeMetrics, INPUT_QUEUE_MAX};
+use crate::storage::{DiskStorage, Storage, StorageError};
+pub use paxkv_proto::auth;
+use paxkv_proto::auth::ClusterSecret;
+
+/// Everything one node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// Every member's peer address, including this node's.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub data_dir: PathBuf,
+    pub secret: ClusterSecret,
+    pub allow_unauthenticated_clients: bool,
+    pub election_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A started node: its metrics, and the task that ends when the node stops.
+pub struct RunningNode {
+    pub metrics: Arc<NodeMetrics>,
+    pub client_addr: SocketAddr,
+    pub node: tokio::task::JoinHandle<Result<(), StorageError>>,
+}
+
+/// Opens storage, binds both listeners and starts the node. Stops when `shutdown` turns true.
+pub async fn start_node(
+    config: NodeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunningNode, ServerError> {
+    if config.peers.get(&config.id) != Some(&config.peer_addr) {
+        return Err(ServerError::Config(format!(
+            "--peers must list this node ({}) with its --peer-addr {}",
+            config.id.0, config.peer_addr
+        )));
+    }
+    let mut storage = DiskStorage::open(&config.data_dir)?;
+    let durable = tokio::task::spawn_blocking(move || storage.load().map(|state| (storage, state)))
+        .await
+        .expect("loading does not panic");
+    let (storage, durable) = durable?;
+    let members: Vec<NodeId> = config.peers.keys().copied().collect();
+    let mut replica_config = ReplicaConfig::new(config.id, members, seed());
+    replica_config.election_timeout_ms = config.election_timeout_ms;
+    replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
+    let clock = NodeClock::real();
+    let replica = Replica::new(replica_config, durable, clock.now())
+        .map_err(|error| ServerError::Config(error.to_string()))?;
+    let bind = |address: SocketAddr| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })
+    };
+    let peer_listener = bind(config.peer_addr).await?;
+    let client_listener = bind(config.client_addr).await?;
+    let client_addr = client_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            address: config.client_addr,
+            source,
+        })?;
+    let (inputs, receiver) = mpsc::channel(INPUT_QUEUE_MAX);
+    let directory = peer::start_outbound(
+        tracing::info_span!("node", id = config.id.0),
+        config.id,
+        client_addr.to_string(),
+        &config.peers,
+        config.secret.clone(),
+        shutdown.clone(),
+    );
+    let span = tracing::info_span!("node", id = config.id.0);
+    tokio::spawn(
+        peer::serve_inbound(
+            peer_listener,
+            directory.clone(),
+            config.secret.clone(),
+            inputs.clone(),
+            shutdown.clone(),
+        )
+        .instrument(span.clone()),
+    );
+    let port = client_port::ClientPort {
+        inputs,
+        secret: (!config.allow_unauthenticated_clients).then(|| config.secret.clone()),
+    };
+    tokio::spawn(
+        client_port::serve(client_listener, port, shutdown.clone()).instrument(span.clone()),
+    );
+    let metrics = Arc::new(NodeMetrics::default());
+    let storage: Box<dyn Storage> = Box::new(storage);
+    let node = Node::new(replica, storage, clock, directory, metrics.clone());
+    let node = tokio::spawn(node.run(receiver, shutdown).instrument(span));
+    Ok(RunningNode {
+        metrics,
+        client_addr,
+        node,
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(all(unix, not(madsim)))]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(all(unix, not(madsim))))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Seed of the replica's randomised election timeouts: different on every start.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).expect("the operating system provides randomness");
+    u64::from_le_bytes(bytes)
+}
+
+/// Parses `1=[::1]:7101,2=127.0.0.1:7102` into member ids and peer addresses.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
+    let mut peers = BTreeMap::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let (id, address) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not ID=ADDRESS (for example 1=[::1]:7101)"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{id}` in `{item}` is not a node id (a positive integer)"))?;
+        if id == 0 {
+            return Err(format!("node id 0 in `{item}` is reserved; ids start at 1"));
+        }
+        let address: SocketAddr = address.trim().parse().map_err(|_| {
+            format!(
+                "`{address}` in `{item}` is not an address such as [::1]:7101 or 127.0.0.1:7101"
+            )
+        })?;
+        if peers.insert(NodeId(id), address).is_some() {
+            return Err(format!("node {id} is listed twice in --peers"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("--peers lists no node".into());
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_with_ipv6_and_ipv4_and_bad_input_is_explained() {
+        let peers = parse_peers("1=[::1]:7101, 2=127.0.0.1:7102").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[&NodeId(1)].to_string(), "[::1]:7101");
+        for (bad, expected) in [
+            ("1:[::1]:7101", "is not ID=ADDRESS"),
+            ("x=[::1]:1", "is not a node id"),
+            ("0=[::1]:1", "reserved"),
+            ("1=::1:7101", "is not an address"),
+            ("1=[::1]:1,1=[::1]:2", "listed twice"),
+            ("", "lists no node"),
+        ] {
+            let error = parse_peers(bad).unwrap_err();
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
+    }
+}

@@ -1,5 +1,151 @@
-//! kv-server: runs one paxkv node.
+//! kv-server: runs one paxkv node, or a local cluster of them.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("kv-server is being built; see the README")
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use paxkv_core::NodeId;
+use paxkv_server::auth::ClusterSecret;
+use paxkv_server::local_cluster::LocalCluster;
+use paxkv_server::{parse_peers, shutdown_signal, start_node, NodeConfig};
+
+/// One node of a paxkv cluster (a replicated key-value store kept consistent by Multi-Paxos).
+///
+/// Example (node 1 of 3, all on this machine):
+///   kv-server --id 1 --client-addr [::1]:7001 --peer-addr [::1]:7101
+///     --peers 1=[::1]:7101,2=[::1]:7102,3=[::1]:7103 --data-dir data/1
+///     --cluster-secret-file secret
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Commands>,
+    /// This node's id: a positive integer listed in --peers.
+    #[arg(long, env = "PAXKV_ID")]
+    id: Option<u64>,
+    /// Exact address clients connect to, such as [::1]:7001 or 127.0.0.1:7001.
+    #[arg(long, env = "PAXKV_CLIENT_ADDR")]
+    client_addr: Option<SocketAddr>,
+    /// Exact address peers connect to.
+    #[arg(long, env = "PAXKV_PEER_ADDR")]
+    peer_addr: Option<SocketAddr>,
+    /// Every member's peer address, this node included: 1=[::1]:7101,2=[::1]:7102,...
+    #[arg(long, env = "PAXKV_PEERS")]
+    peers: Option<String>,
+    /// Directory for the write-ahead log and snapshots (created if missing).
+    #[arg(long, env = "PAXKV_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// File holding the shared cluster secret (or set PAXKV_CLUSTER_SECRET).
+    #[arg(long, env = "PAXKV_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Let clients in without the cluster secret (peers always need it).
+    #[arg(long)]
+    allow_unauthenticated_clients: bool,
+    /// Election timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout_ms: u64,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Start a local cluster of real kv-server processes on [::1] and stop it on Ctrl-C.
+    LocalCluster {
+        /// Number of nodes (3 or 5 make sense).
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Directory for every node's data, logs and the cluster secret.
+        #[arg(long, default_value = "paxkv-local")]
+        dir: PathBuf,
+        /// First client port; node i listens for clients on BASE+i-1 and for peers on BASE+100+i-1.
+        #[arg(long, default_value_t = 7001)]
+        base_port: u16,
+    },
+}
+
+fn read_secret(file: Option<&PathBuf>) -> anyhow::Result<ClusterSecret> {
+    let raw = match (file, std::env::var("PAXKV_CLUSTER_SECRET")) {
+        (Some(file), _) => std::fs::read(file)
+            .with_context(|| format!("cannot read the cluster secret file {}", file.display()))?,
+        (None, Ok(secret)) => secret.into_bytes(),
+        (None, Err(_)) => {
+            bail!("no cluster secret: pass --cluster-secret-file FILE or set PAXKV_CLUSTER_SECRET")
+        }
+    };
+    Ok(ClusterSecret::new(&raw)?)
+}
+
+fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
+    let missing = |flag: &str| anyhow::anyhow!("missing {flag} (see kv-server --help)");
+    let id = args.id.ok_or_else(|| missing("--id"))?;
+    let peers =
+        parse_peers(&args.peers.ok_or_else(|| missing("--peers"))?).map_err(anyhow::Error::msg)?;
+    if !peers.contains_key(&NodeId(id)) {
+        bail!("--id {id} is not one of the nodes in --peers");
+    }
+    Ok(NodeConfig {
+        id: NodeId(id),
+        client_addr: args.client_addr.ok_or_else(|| missing("--client-addr"))?,
+        peer_addr: args.peer_addr.ok_or_else(|| missing("--peer-addr"))?,
+        peers,
+        data_dir: args.data_dir.ok_or_else(|| missing("--data-dir"))?,
+        secret: read_secret(args.cluster_secret_file.as_ref())?,
+        allow_unauthenticated_clients: args.allow_unauthenticated_clients,
+        election_timeout_ms: args.election_timeout_ms,
+        heartbeat_interval_ms: args.heartbeat_interval_ms,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Commands::LocalCluster {
+        nodes,
+        dir,
+        base_port,
+    }) = args.command
+    {
+        if nodes == 0 || nodes > 9 {
+            bail!("--nodes must be between 1 and 9");
+        }
+        let cluster = LocalCluster {
+            nodes,
+            dir,
+            base_port,
+        };
+        paxkv_server::local_cluster::run(cluster).await?;
+        return Ok(());
+    }
+    let config = node_config(args)?;
+    let id = config.id.0;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let span = tracing::info_span!("node", id);
+    let _guard = span.enter();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = start_node(config.clone(), shutdown).await?;
+    tracing::info!(client = %running.client_addr, peer = %config.peer_addr, "serving");
+    let mut node = running.node;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            let _ = stop.send(true);
+            node.await.context("the node task failed")??;
+        }
+        result = &mut node => {
+            result.context("the node task failed")??;
+            bail!("the node stopped unexpectedly");
+        }
+    }
+    Ok(())
 }

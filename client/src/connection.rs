@@ -1,0 +1,185 @@
+//! One pipelined connection to one node: many requests in flight, answers matched by id.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxkv_proto::auth::{nonce, ClusterSecret};
+use paxkv_proto::client::{
+    client_request::Body as Request, client_response::Body as Response, AuthHello, AuthProof,
+    ClientRequest, ClientResponse,
+};
+use paxkv_proto::io::{write_frame, FrameReader};
+use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Requests waiting to be written on one connection at most.
+const QUEUE_MAX: usize = 1024;
+/// Connecting to one node may take this long at most.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Call = (ClientRequest, oneshot::Sender<Response>);
+
+pub struct Connection {
+    calls: mpsc::Sender<Call>,
+    open: Arc<AtomicBool>,
+}
+
+/// Time left until `deadline` (`timeout_at` is not available under the simulator).
+fn until(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+fn codec() -> FrameCodec {
+    FrameCodec::new(CLIENT_FRAME_BYTES_MAX)
+}
+
+impl Connection {
+    /// Connects and proves the cluster secret (if the node asks for it).
+    pub async fn open(
+        endpoint: &str,
+        secret: Option<&ClusterSecret>,
+        deadline: Instant,
+    ) -> Result<Connection, String> {
+        let limit = deadline.min(Instant::now() + CONNECT_TIMEOUT);
+        let stream = tokio::time::timeout(until(limit), TcpStream::connect(endpoint))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|error| format!("cannot connect: {error}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|error| error.to_string())?;
+        let (read_half, mut write_half) = tokio::io::split(stream);
+        let mut reader = FrameReader::new(read_half, codec());
+        tokio::time::timeout(
+            until(limit),
+            authenticate(&mut reader, &mut write_half, secret),
+        )
+        .await
+        .map_err(|_| "authentication timed out".to_string())??;
+        let (calls, receiver) = mpsc::channel(QUEUE_MAX);
+        let open = Arc::new(AtomicBool::new(true));
+        tokio::spawn(run(reader, write_half, receiver, open.clone()));
+        Ok(Connection { calls, open })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub async fn call(
+        &self,
+        request: ClientRequest,
+        deadline: Instant,
+    ) -> Result<Response, String> {
+        let (reply, answer) = oneshot::channel();
+        self.calls
+            .send((request, reply))
+            .await
+            .map_err(|_| "connection closed".to_string())?;
+        match tokio::time::timeout(until(deadline), answer).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err("connection lost before the answer".into()),
+            Err(_) => Err("no answer before the deadline".into()),
+        }
+    }
+}
+
+async fn authenticate<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    secret: Option<&ClusterSecret>,
+) -> Result<(), String>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let hello_nonce = nonce();
+    let hello = ClientRequest {
+        request_id: 0,
+        client_id: 0,
+        sequence: 0,
+        body: Some(Request::AuthHello(AuthHello {
+            nonce: hello_nonce.clone(),
+            node_id: 0,
+            client_address: String::new(),
+        })),
+    };
+    write_frame(writer, &codec(), &hello)
+        .await
+        .map_err(|error| error.to_string())?;
+    let answer: ClientResponse = reader.read().await.map_err(|error| error.to_string())?;
+    let challenge = match answer.body {
+        Some(Response::AuthOk(_)) => return Ok(()),
+        Some(Response::AuthChallenge(challenge)) => challenge,
+        other => return Err(format!("unexpected answer to the handshake: {other:?}")),
+    };
+    let Some(secret) = secret else {
+        return Err("the cluster requires the cluster secret; pass --cluster-secret-file or set PAXKV_CLUSTER_SECRET".into());
+    };
+    if !secret.verify_accept_proof(&hello_nonce, &challenge.nonce, &challenge.proof) {
+        return Err(
+            "the node could not prove the cluster secret: wrong cluster secret (ours or theirs)"
+                .into(),
+        );
+    }
+    let proof = ClientRequest {
+        request_id: 0,
+        client_id: 0,
+        sequence: 0,
+        body: Some(Request::AuthProof(AuthProof {
+            proof: secret.connect_proof(&challenge.nonce, &hello_nonce),
+        })),
+    };
+    write_frame(writer, &codec(), &proof)
+        .await
+        .map_err(|error| error.to_string())?;
+    let answer: ClientResponse = reader.read().await.map_err(|error| error.to_string())?;
+    match answer.body {
+        Some(Response::AuthOk(_)) => Ok(()),
+        Some(Response::Error(error)) => Err(format!(
+            "refused: {} (wrong cluster secret?)",
+            error.message
+        )),
+        other => Err(format!("unexpected answer to the handshake: {other:?}")),
+    }
+}
+
+async fn run<R, W>(
+    mut reader: FrameReader<R>,
+    mut writer: W,
+    mut calls: mpsc::Receiver<Call>,
+    open: Arc<AtomicBool>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            call = calls.recv() => {
+                let Some((request, reply)) = call else { break };
+                waiting.insert(request.request_id, reply);
+                if write_frame(&mut writer, &codec(), &request).await.is_err() {
+                    break;
+                }
+            }
+            answer = reader.read::<ClientResponse>() => {
+                let Ok(answer) = answer else { break };
+                let Some(body) = answer.body else { continue };
+                if answer.request_id == 0 {
+                    // A connection-level error (bad frame): it concerns every request.
+                    for (_, reply) in std::mem::take(&mut waiting) {
+                        let _ = reply.send(body.clone());
+                    }
+                } else if let Some(reply) = waiting.remove(&answer.request_id) {
+                    let _ = reply.send(body);
+                }
+            }
+        }
+    }
+    open.store(false, Ordering::Relaxed);
+}

@@ -1,0 +1,635 @@
+//! paxkv-client: the async Rust client of paxkv.
+//!
+//! A [`Client`] talks to a list of endpoints. It finds the leader (following the `NotLeader`
+//! hints nodes give), keeps one pipelined connection per node, retries what is safe to retry
+//! until its timeout, and gives every write a `(client id, sequence)` so that a retried write
+//! is applied once. Reads are linearizable unless asked otherwise; session reads never go back
+//! in time behind anything this client has seen.
+
+mod connection;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paxkv_proto::auth::ClusterSecret;
+use paxkv_proto::client::{
+    client_request::Body as Request, client_response::Body as Response, Consistency, DeleteRequest,
+    ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, PutRequest, ScanRequest,
+    StatusRequest, TtlRequest,
+};
+pub use paxkv_proto::client::{ExpireCondition, KeyValue, StatusResponse, TtlState};
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+
+/// Pause between attempts when no leader is known or the cluster is busy.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// No leader with a quorum answered in time; the cluster may be down or partitioned.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The call did not finish in time; a write may or may not have taken effect.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The request is invalid (too large, empty key, bad TTL) and was not applied.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// The lease does not exist (or expired).
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("server error: {0}")]
+    Server(String),
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Reflects every write acknowledged before the read (served by the leader).
+    #[default]
+    Linearizable,
+    /// Any node's local state; may be behind.
+    Stale,
+    /// Any node, but never older than what this client has already seen.
+    Session,
+}
+
+/// Options of a put.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    pub ttl_ms: Option<u64>,
+    pub lease_id: Option<u64>,
+    pub keep_ttl: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PutResult {
+    pub revision: u64,
+    pub previous: Option<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GetResult {
+    pub kv: Option<KeyValue>,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CasResult {
+    pub succeeded: bool,
+    pub revision: u64,
+    /// The key as it was before (on failure: as it is).
+    pub previous: Option<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteResult {
+    pub deleted: bool,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanPage {
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TtlResult {
+    pub state: TtlState,
+    pub remaining_ms: u64,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseInfo {
+    pub lease_id: u64,
+    pub remaining_ms: u64,
+    pub granted_ttl_ms: u64,
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of the nodes; IPv6 in brackets (`[::1]:7001`).
+    pub endpoints: Vec<String>,
+    /// The cluster secret, if the cluster requires one.
+    pub secret: Option<Vec<u8>>,
+    /// How long one call may take, retries included.
+    pub timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoints: Vec<String>) -> ClientConfig {
+        ClientConfig {
+            endpoints,
+            secret: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Splits `a,b,c` into endpoints, trimming blanks.
+pub fn parse_endpoints(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A paxkv client; cheap to clone and safe to share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    secret: Option<ClusterSecret>,
+    timeout: Duration,
+    client_id: u64,
+    sequence: AtomicU64,
+    request_id: AtomicU64,
+    /// Highest revision any answer showed (for session reads).
+    revision_seen: AtomicU64,
+    leader: Mutex<Option<String>>,
+    rotation: AtomicUsize,
+    connections: Mutex<BTreeMap<String, Arc<Connection>>>,
+}
+
+enum Attempt {
+    Done(Response),
+    Retry(String),
+    Fail(ClientError),
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.endpoints.is_empty() {
+            return Err(ClientError::InvalidArgument("no endpoints given".into()));
+        }
+        let secret = match &config.secret {
+            Some(raw) => Some(
+                ClusterSecret::new(raw)
+                    .map_err(|error| ClientError::InvalidArgument(error.to_string()))?,
+            ),
+            None => None,
+        };
+        let random = paxkv_proto::auth::nonce();
+        let id: [u8; 8] = random[..8]
+            .try_into()
+            .expect("nonces are longer than 8 bytes");
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints: config.endpoints,
+                secret,
+                timeout: config.timeout,
+                client_id: u64::from_le_bytes(id) | 1,
+                sequence: AtomicU64::new(0),
+                request_id: AtomicU64::new(0),
+                revision_seen: AtomicU64::new(0),
+                leader: Mutex::new(None),
+                rotation: AtomicUsize::new(0),
+                connections: Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// Highest revision this client has seen in any answer.
+    pub fn revision_seen(&self) -> u64 {
+        self.inner.revision_seen.load(Ordering::Relaxed)
+    }
+
+    fn next_endpoint(&self, prefer_leader: bool) -> String {
+        if prefer_leader {
+            if let Some(leader) = self.inner.leader.lock().expect("not poisoned").clone() {
+                return leader;
+            }
+        }
+        let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
+        self.inner.endpoints[turn % self.inner.endpoints.len()].clone()
+    }
+
+    async fn connection(
+        &self,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, String> {
+        if let Some(connection) = self
+            .inner
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .get(endpoint)
+        {
+            if connection.is_open() {
+                return Ok(connection.clone());
+            }
+        }
+        let connection =
+            Arc::new(Connection::open(endpoint, self.inner.secret.as_ref(), deadline).await?);
+        self.inner
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .insert(endpoint.to_string(), connection.clone());
+        Ok(connection)
+    }
+
+    fn forget(&self, endpoint: &str) {
+        self.inner
+            .connections
+            .lock()
+            .expect("not poisoned")
+            .remove(endpoint);
+        let mut leader = self.inner.leader.lock().expect("not poisoned");
+        if leader.as_deref() == Some(endpoint) {
+            *leader = None;
+        }
+    }
+
+    /// Sends `body` until it gets an answer that is not retryable, or the timeout passes.
+    /// Writes keep one sequence number across retries, so they apply once.
+    async fn call(
+        &self,
+        body: Request,
+        write: bool,
+        to_leader: bool,
+    ) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.inner.timeout;
+        let sequence = if write {
+            self.inner.sequence.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        let mut last_problem = String::from("no attempt finished");
+        while Instant::now() < deadline {
+            let endpoint = self.next_endpoint(to_leader);
+            let attempt = self.attempt(&endpoint, &body, sequence, deadline).await;
+            match attempt {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Fail(error) => return Err(error),
+                Attempt::Retry(problem) => {
+                    last_problem = format!("{endpoint}: {problem}");
+                }
+            }
+        }
+        if write {
+            Err(ClientError::Timeout(format!(
+                "no answer within {:?} (last: {last_problem}); the write may or may not have taken effect",
+                self.inner.timeout
+            )))
+        } else {
+            Err(ClientError::Unavailable(format!(
+                "no answer within {:?} (last: {last_problem})",
+                self.inner.timeout
+            )))
+        }
+    }
+
+    async fn attempt(
+        &self,
+        endpoint: &str,
+        body: &Request,
+        sequence: u64,
+        deadline: Instant,
+    ) -> Attempt {
+        let connection = match self.connection(endpoint, deadline).await {
+            Ok(connection) => connection,
+            Err(problem) if problem.contains("cluster secret") => {
+                return Attempt::Fail(ClientError::Authentication(problem))
+            }
+            Err(problem) => {
+                self.forget(endpoint);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                return Attempt::Retry(problem);
+            }
+        };
+        let request_id = self.inner.request_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let request = paxkv_proto::client::ClientRequest {
+            request_id,
+            client_id: self.inner.client_id,
+            sequence,
+            body: Some(body.clone()),
+        };
+        let response = match connection.call(request, deadline).await {
+            Ok(response) => response,
+            Err(problem) => {
+                self.forget(endpoint);
+                return Attempt::Retry(problem);
+            }
+        };
+        match response {
+            Response::Error(error) => self.on_error(endpoint, error).await,
+            response => {
+                if let Some(revision) = revision_of(&response) {
+                    self.inner
+                        .revision_seen
+                        .fetch_max(revision, Ordering::Relaxed);
+                }
+                Attempt::Done(response)
+            }
+        }
+    }
+
+    async fn on_error(&self, endpoint: &str, error: paxkv_proto::client::Error) -> Attempt {
+        let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+        match code {
+            ErrorCode::NotLeader => {
+                let hint = (!error.leader_address.is_empty()).then(|| error.leader_address.clone());
+                let known = hint.is_some();
+                *self.inner.leader.lock().expect("not poisoned") = hint;
+                if !known {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Attempt::Retry(error.message)
+            }
+            ErrorCode::NoQuorum
+            | ErrorCode::Busy
+            | ErrorCode::OutcomeUnknown
+            | ErrorCode::Timeout => {
+                if code == ErrorCode::NoQuorum {
+                    self.forget(endpoint);
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                Attempt::Retry(error.message)
+            }
+            ErrorCode::KeyTooLarge
+            | ErrorCode::ValueTooLarge
+            | ErrorCode::BadRequest
+            | ErrorCode::FrameTooLarge => {
+                Attempt::Fail(ClientError::InvalidArgument(error.message))
+            }
+            ErrorCode::Unauthenticated => Attempt::Fail(ClientError::Authentication(error.message)),
+            ErrorCode::NotFound => Attempt::Fail(ClientError::NotFound(error.message)),
+            ErrorCode::StaleSequence | ErrorCode::Unspecified => {
+                Attempt::Fail(ClientError::Server(error.message))
+            }
+        }
+    }
+
+    fn read_consistency(&self, consistency: ReadConsistency) -> (Consistency, u64, bool) {
+        match consistency {
+            ReadConsistency::Linearizable => (Consistency::Linearizable, 0, true),
+            ReadConsistency::Stale => (Consistency::Stale, 0, false),
+            ReadConsistency::Session => (Consistency::AtLeastRevision, self.revision_seen(), false),
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        options: PutOptions,
+    ) -> Result<PutResult, ClientError> {
+        let body = Request::Put(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl_ms: options.ttl_ms,
+            lease_id: options.lease_id,
+            keep_ttl: options.keep_ttl,
+            expected_revision: None,
+        });
+        match self.call(body, true, true).await? {
+            Response::Put(put) => Ok(PutResult {
+                revision: header_revision(&put.header),
+                previous: put.previous,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `value` only if the key's revision is `expected_revision` (0: only if absent).
+    pub async fn compare_and_set(
+        &self,
+        key: &[u8],
+        expected_revision: u64,
+        value: &[u8],
+    ) -> Result<CasResult, ClientError> {
+        let body = Request::Put(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            expected_revision: Some(expected_revision),
+            ..Default::default()
+        });
+        match self.call(body, true, true).await? {
+            Response::Put(put) => Ok(CasResult {
+                succeeded: put.succeeded,
+                revision: header_revision(&put.header),
+                previous: put.previous,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<GetResult, ClientError> {
+        let (consistency, min_revision, to_leader) = self.read_consistency(consistency);
+        let body = Request::Get(GetRequest {
+            key: key.to_vec(),
+            consistency: consistency as i32,
+            min_revision,
+        });
+        match self.call(body, false, to_leader).await? {
+            Response::Get(get) => Ok(GetResult {
+                revision: header_revision(&get.header),
+                kv: get.kv,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete(&self, key: &[u8]) -> Result<DeleteResult, ClientError> {
+        let body = Request::Delete(DeleteRequest {
+            key: key.to_vec(),
+            expected_revision: None,
+        });
+        match self.call(body, true, true).await? {
+            Response::Delete(delete) => Ok(DeleteResult {
+                deleted: delete.deleted,
+                revision: header_revision(&delete.header),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One page of keys with `prefix` after `start_after` (empty: from the start).
+    pub async fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: u32,
+        consistency: ReadConsistency,
+    ) -> Result<ScanPage, ClientError> {
+        let (consistency, min_revision, to_leader) = self.read_consistency(consistency);
+        let body = Request::Scan(ScanRequest {
+            prefix: prefix.to_vec(),
+            limit,
+            start_after: start_after.to_vec(),
+            consistency: consistency as i32,
+            min_revision,
+        });
+        match self.call(body, false, to_leader).await? {
+            Response::Scan(scan) => Ok(ScanPage {
+                revision: header_revision(&scan.header),
+                kvs: scan.kvs,
+                more: scan.more,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn ttl(&self, key: &[u8]) -> Result<TtlResult, ClientError> {
+        let body = Request::Ttl(TtlRequest {
+            key: key.to_vec(),
+            consistency: Consistency::Linearizable as i32,
+            min_revision: 0,
+        });
+        match self.call(body, false, true).await? {
+            Response::Ttl(ttl) => Ok(TtlResult {
+                state: ttl.state(),
+                remaining_ms: ttl.remaining_ms,
+                revision: header_revision(&ttl.header),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets a TTL; returns whether it was applied (false: no such key, or condition unmet).
+    pub async fn expire(
+        &self,
+        key: &[u8],
+        ttl_ms: u64,
+        condition: ExpireCondition,
+    ) -> Result<bool, ClientError> {
+        let body = Request::Expire(ExpireRequest {
+            key: key.to_vec(),
+            ttl_ms,
+            condition: condition as i32,
+        });
+        match self.call(body, true, true).await? {
+            Response::Expire(expire) => Ok(expire.applied),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes a TTL; returns whether the key had one.
+    pub async fn persist(&self, key: &[u8]) -> Result<bool, ClientError> {
+        let body = Request::Persist(PersistRequest { key: key.to_vec() });
+        match self.call(body, true, true).await? {
+            Response::Persist(persist) => Ok(persist.removed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Grants a lease; returns its id.
+    pub async fn lease_grant(&self, ttl_ms: u64) -> Result<u64, ClientError> {
+        match self
+            .call(
+                Request::LeaseGrant(LeaseGrantRequest { ttl_ms }),
+                true,
+                true,
+            )
+            .await?
+        {
+            Response::LeaseGrant(grant) => Ok(grant.lease_id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Restarts a lease's time to live; returns it.
+    pub async fn lease_keep_alive(&self, lease_id: u64) -> Result<u64, ClientError> {
+        let body = Request::LeaseKeepAlive(LeaseKeepAliveRequest { lease_id });
+        match self.call(body, true, true).await? {
+            Response::LeaseKeepAlive(keep_alive) => Ok(keep_alive.ttl_ms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends a lease, deleting its keys; returns how many keys went.
+    pub async fn lease_revoke(&self, lease_id: u64) -> Result<u64, ClientError> {
+        let body = Request::LeaseRevoke(LeaseRevokeRequest { lease_id });
+        match self.call(body, true, true).await? {
+            Response::LeaseRevoke(revoke) => Ok(revoke.deleted_keys),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn lease_time_to_live(
+        &self,
+        lease_id: u64,
+        keys: bool,
+    ) -> Result<LeaseInfo, ClientError> {
+        let body = Request::LeaseTimeToLive(LeaseTimeToLiveRequest {
+            lease_id,
+            keys,
+            consistency: Consistency::Linearizable as i32,
+            min_revision: 0,
+        });
+        match self.call(body, false, true).await? {
+            Response::LeaseTimeToLive(lease) => Ok(LeaseInfo {
+                lease_id,
+                remaining_ms: lease.remaining_ms,
+                granted_ttl_ms: lease.granted_ttl_ms,
+                keys: lease.keys,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The status of one node, asked directly.
+    pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, ClientError> {
+        let deadline = Instant::now() + self.inner.timeout.min(Duration::from_secs(2));
+        let body = Request::Status(StatusRequest {});
+        match self.attempt(endpoint, &body, 0, deadline).await {
+            Attempt::Done(Response::Status(status)) => Ok(status),
+            Attempt::Done(other) => Err(unexpected(other)),
+            Attempt::Fail(error) => Err(error),
+            Attempt::Retry(problem) => {
+                Err(ClientError::Unavailable(format!("{endpoint}: {problem}")))
+            }
+        }
+    }
+}
+
+fn header_revision(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 {
+    header.as_ref().map_or(0, |header| header.revision)
+}
+
+fn revision_of(response: &Response) -> Option<u64> {
+    let header = match response {
+        Response::Put(put) => &put.header,
+        Response::Get(get) => &get.header,
+        Response::Delete(delete) => &delete.header,
+        Response::Scan(scan) => &scan.header,
+        Response::Expire(expire) => &expire.header,
+        Response::Persist(persist) => &persist.header,
+        Response::Ttl(ttl) => &ttl.header,
+        Response::LeaseGrant(grant) => &grant.header,
+        Response::LeaseKeepAlive(keep_alive) => &keep_alive.header,
+        Response::LeaseRevoke(revoke) => &revoke.header,
+        Response::LeaseTimeToLive(lease) => &lease.header,
+        _ => return None,
+    };
+    header.as_ref().map(|header| header.revision)
+}
+
+fn unexpected(response: Response) -> ClientError {
+    ClientError::Server(format!("unexpected answer {response:?}"))
+}

@@ -1,0 +1,301 @@
+//! The client listener: bounded connections, size-limited frames, optional proof of the cluster
+//! secret, and pipelined requests (many in flight per connection, answered as they complete).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxkv_core::kv::{error_response, validate_key};
+use paxkv_core::ReadRequest;
+use paxkv_proto::client::{
+    client_request::Body as Request, client_response::Body as Response, AuthChallenge, AuthOk,
+    ClientRequest, ClientResponse, ErrorCode,
+};
+use paxkv_proto::frame::FrameError;
+use paxkv_proto::io::{write_frame, FrameReader, IoError};
+use paxkv_proto::peer::{command::Op, Command};
+use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX, KEY_BYTES_MAX};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::node::Input;
+use paxkv_proto::auth::{nonce, ClusterSecret};
+
+/// Client connections at once at most; more are refused.
+pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// Requests in flight on one connection at most; the reader waits beyond that.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
+/// A request not answered within this gets ERROR_CODE_TIMEOUT.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn codec() -> FrameCodec {
+    FrameCodec::new(CLIENT_FRAME_BYTES_MAX)
+}
+
+/// What a connection needs; `secret` is None when unauthenticated clients are allowed.
+#[derive(Clone)]
+pub struct ClientPort {
+    pub inputs: mpsc::Sender<Input>,
+    pub secret: Option<ClusterSecret>,
+}
+
+pub async fn serve(listener: TcpListener, port: ClientPort, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(CLIENT_CONNECTIONS_MAX));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, remote)) = accepted else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "too many client connections; refusing one");
+            continue;
+        };
+        let port = port.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(stream, port).await {
+                tracing::debug!(%remote, %error, "client connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn answer(request_id: u64, body: Response) -> ClientResponse {
+    ClientResponse {
+        request_id,
+        body: Some(body),
+    }
+}
+
+async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoError> {
+    let remote = stream.peer_addr()?;
+    stream.set_nodelay(true)?;
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(read_half, codec());
+    let (answers, mut outgoing) = mpsc::channel::<ClientResponse>(REQUESTS_IN_FLIGHT_MAX);
+    let writer = tokio::spawn(async move {
+        while let Some(response) = outgoing.recv().await {
+            if write_frame(&mut write_half, &codec(), &response)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut authenticated = port.secret.is_none();
+    let mut pending_challenge: Option<(Vec<u8>, Vec<u8>)> = None;
+    let result = loop {
+        let request: ClientRequest = match reader.read().await {
+            Ok(request) => request,
+            Err(IoError::Closed) => break Ok(()),
+            Err(IoError::Frame(error)) => {
+                // Bad input gets a clear answer, then the connection closes (the stream can no
+                // longer be trusted to be in step); the server goes on serving everyone else.
+                let code = match error {
+                    FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    FrameError::Malformed(_) => ErrorCode::BadRequest,
+                };
+                tracing::warn!(%remote, %error, "closing a client connection after bad input");
+                let message = format!("{error}; closing the connection");
+                let _ = answers.send(answer(0, error_response(code, message))).await;
+                break Ok(());
+            }
+            Err(error) => break Err(error),
+        };
+        let request_id = request.request_id;
+        match request.body {
+            Some(Request::AuthHello(hello)) => {
+                let Some(secret) = &port.secret else {
+                    let _ = answers
+                        .send(answer(request_id, Response::AuthOk(AuthOk {})))
+                        .await;
+                    authenticated = true;
+                    continue;
+                };
+                let challenge_nonce = nonce();
+                let proof = secret.accept_proof(&hello.nonce, &challenge_nonce);
+                pending_challenge = Some((hello.nonce, challenge_nonce.clone()));
+                let challenge = AuthChallenge {
+                    nonce: challenge_nonce,
+                    proof,
+                    node_id: 0,
+                    client_address: String::new(),
+                };
+                let _ = answers
+                    .send(answer(request_id, Response::AuthChallenge(challenge)))
+                    .await;
+            }
+            Some(Request::AuthProof(proof)) => {
+                let verified = match (&port.secret, &pending_challenge) {
+                    (Some(secret), Some((hello_nonce, challenge_nonce))) => {
+                        secret.verify_connect_proof(challenge_nonce, hello_nonce, &proof.proof)
+                    }
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                };
+                if !verified {
+                    tracing::warn!(%remote, "refused a client: wrong cluster secret");
+                    let error = error_response(
+                        ErrorCode::Unauthenticated,
+                        "wrong cluster secret; check --cluster-secret-file or PAXKV_CLUSTER_SECRET",
+                    );
+                    let _ = answers.send(answer(request_id, error)).await;
+                    break Ok(());
+                }
+                authenticated = true;
+                let _ = answers
+                    .send(answer(request_id, Response::AuthOk(AuthOk {})))
+                    .await;
+            }
+            body if !authenticated => {
+                let _ = body;
+                let error = error_response(
+                    ErrorCode::Unauthenticated,
+                    "this cluster requires the cluster secret; pass --cluster-secret-file or set \
+                     PAXKV_CLUSTER_SECRET",
+                );
+                let _ = answers.send(answer(request_id, error)).await;
+                break Ok(());
+            }
+            body => {
+                let input = match to_input(request.client_id, request.sequence, body) {
+                    Ok(input) => input,
+                    Err(error) => {
+                        let _ = answers.send(answer(request_id, error)).await;
+                        continue;
+                    }
+                };
+                dispatch(&port.inputs, request_id, input, answers.clone()).await;
+            }
+        }
+    };
+    drop(answers);
+    let _ = writer.await;
+    result
+}
+
+enum Pending {
+    Reply(Input, oneshot::Receiver<Response>),
+    Status(
+        Input,
+        oneshot::Receiver<paxkv_proto::client::StatusResponse>,
+    ),
+}
+
+/// Turns a request into an input for the node loop, or an immediate error answer.
+#[allow(clippy::result_large_err)] // the error is the answer itself
+fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pending, Response> {
+    enum Work {
+        Write(Op),
+        Read(ReadRequest),
+    }
+    let work = match body {
+        None => {
+            return Err(error_response(
+                ErrorCode::BadRequest,
+                "the request has no body",
+            ));
+        }
+        Some(Request::Status(_)) => {
+            let (reply, receiver) = oneshot::channel();
+            return Ok(Pending::Status(Input::Status { reply }, receiver));
+        }
+        Some(Request::Put(put)) => Work::Write(Op::Put(put)),
+        Some(Request::Delete(delete)) => Work::Write(Op::Delete(delete)),
+        Some(Request::Expire(expire)) => Work::Write(Op::Expire(expire)),
+        Some(Request::Persist(persist)) => Work::Write(Op::Persist(persist)),
+        Some(Request::LeaseGrant(grant)) => Work::Write(Op::LeaseGrant(grant)),
+        Some(Request::LeaseKeepAlive(keep_alive)) => Work::Write(Op::LeaseKeepAlive(keep_alive)),
+        Some(Request::LeaseRevoke(revoke)) => Work::Write(Op::LeaseRevoke(revoke)),
+        Some(Request::Get(get)) => {
+            validate_key(&get.key)?;
+            Work::Read(ReadRequest::Get(get))
+        }
+        Some(Request::Scan(scan)) => {
+            if scan.prefix.len() > KEY_BYTES_MAX || scan.start_after.len() > KEY_BYTES_MAX {
+                return Err(error_response(
+                    ErrorCode::KeyTooLarge,
+                    format!("scan prefix and start key are limited to {KEY_BYTES_MAX} bytes"),
+                ));
+            }
+            Work::Read(ReadRequest::Scan(scan))
+        }
+        Some(Request::Ttl(ttl)) => {
+            validate_key(&ttl.key)?;
+            Work::Read(ReadRequest::Ttl(ttl))
+        }
+        Some(Request::LeaseTimeToLive(lease)) => Work::Read(ReadRequest::LeaseTimeToLive(lease)),
+        Some(Request::AuthHello(_)) | Some(Request::AuthProof(_)) => {
+            unreachable!("authentication requests are handled by the connection")
+        }
+    };
+    let (reply, receiver) = oneshot::channel();
+    let input = match work {
+        Work::Write(op) => Input::Propose {
+            command: Command {
+                client_id,
+                sequence,
+                op: Some(op),
+            },
+            reply,
+        },
+        Work::Read(read) => Input::Read { read, reply },
+    };
+    Ok(Pending::Reply(input, receiver))
+}
+
+/// Hands the request to the node loop and answers it when done, without holding up the
+/// requests behind it on the connection.
+async fn dispatch(
+    inputs: &mpsc::Sender<Input>,
+    request_id: u64,
+    pending: Pending,
+    answers: mpsc::Sender<ClientResponse>,
+) {
+    let gone = || {
+        error_response(
+            ErrorCode::NoQuorum,
+            "the node is shutting down; try another",
+        )
+    };
+    let timed_out = || {
+        error_response(
+            ErrorCode::Timeout,
+            "no answer in time; a write may or may not have taken effect (retrying with the \
+             same client id and sequence is safe)",
+        )
+    };
+    match pending {
+        Pending::Reply(input, receiver) => {
+            if inputs.send(input).await.is_err() {
+                let _ = answers.send(answer(request_id, gone())).await;
+                return;
+            }
+            tokio::spawn(async move {
+                let body = match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
+                    Ok(Ok(body)) => body,
+                    Ok(Err(_)) => gone(),
+                    Err(_) => timed_out(),
+                };
+                let _ = answers.send(answer(request_id, body)).await;
+            });
+        }
+        Pending::Status(input, receiver) => {
+            if inputs.send(input).await.is_err() {
+                let _ = answers.send(answer(request_id, gone())).await;
+                return;
+            }
+            tokio::spawn(async move {
+                let body = match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
+                    Ok(Ok(status)) => Response::Status(status),
+                    Ok(Err(_)) => gone(),
+                    Err(_) => timed_out(),
+                };
+                let _ = answers.send(answer(request_id, body)).await;
+            });
+        }
+    }
+}

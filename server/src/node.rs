@@ -1,0 +1,237 @@
+//! The node loop: the one task that owns the replica. Each turn it feeds the replica what
+//! arrived, takes a `Ready`, and handles it in the fixed order: send what may go at once,
+//! persist and sync, send what promises durability, answer clients, `advance`.
+//!
+//! Group commit: while a sync runs, inputs queue in the channel; the next turn takes them all,
+//! so one sync covers everything that arrived during the previous one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use paxkv_core::{NodeId, ReadRequest, Ready, Replica, RequestId, Role};
+use paxkv_proto::client::{client_response::Body as Response, PeerStatus, StatusResponse};
+use paxkv_proto::peer::{Command, PeerMessage};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::NodeClock;
+use crate::peer::PeerDirectory;
+use crate::storage::{Storage, StorageError};
+
+/// How often the replica's timers are driven.
+pub const TICK_MS: u64 = 10;
+/// Inputs handled per turn at most, so a flood cannot starve the persist step.
+pub const INPUTS_PER_TURN_MAX: usize = 4096;
+/// Capacity of the node's input channel.
+pub const INPUT_QUEUE_MAX: usize = 16 * 1024;
+
+/// Something for the node loop to do.
+#[derive(Debug)]
+pub enum Input {
+    Peer {
+        from: NodeId,
+        message: PeerMessage,
+    },
+    Propose {
+        command: Command,
+        reply: oneshot::Sender<Response>,
+    },
+    Read {
+        read: ReadRequest,
+        reply: oneshot::Sender<Response>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusResponse>,
+    },
+}
+
+/// Counters the node exposes (for tests and the benchmark).
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    pub syncs: std::sync::atomic::AtomicU64,
+    pub committed_entries: std::sync::atomic::AtomicU64,
+    pub requests: std::sync::atomic::AtomicU64,
+}
+
+pub struct Node {
+    replica: Replica,
+    storage: Option<Box<dyn Storage>>,
+    clock: NodeClock,
+    peers: Arc<PeerDirectory>,
+    waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
+    next_request: u64,
+    metrics: Arc<NodeMetrics>,
+    started: tokio::time::Instant,
+}
+
+impl Node {
+    pub fn new(
+        replica: Replica,
+        storage: Box<dyn Storage>,
+        clock: NodeClock,
+        peers: Arc<PeerDirectory>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Node {
+        Node {
+            replica,
+            storage: Some(storage),
+            clock,
+            peers,
+            waiting: BTreeMap::new(),
+            next_request: 0,
+            metrics,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Runs until `shutdown` turns true or the input channel closes; returns a storage error
+    /// if the disk fails (the node must stop rather than acknowledge what it cannot keep).
+    pub async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), StorageError> {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return Ok(()),
+                },
+                _ = ticker.tick() => self.replica.tick(self.clock.now()),
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+            }
+            for _ in 0..INPUTS_PER_TURN_MAX {
+                match inputs.try_recv() {
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            while self.replica.has_ready() {
+                let ready = self.replica.ready();
+                self.handle_ready(ready).await?;
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer { from, message } => self.replica.step(from, message),
+            Input::Propose { command, reply } => {
+                let request = self.track(reply);
+                self.replica.propose(request, command);
+            }
+            Input::Read { read, reply } => {
+                let request = self.track(reply);
+                self.replica.read(request, read);
+            }
+            Input::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn track(&mut self, reply: oneshot::Sender<Response>) -> RequestId {
+        self.metrics
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next_request += 1;
+        let request = RequestId(self.next_request);
+        self.waiting.insert(request, reply);
+        // Answers nobody waits for any more (timed-out clients) are dropped here.
+        if self.waiting.len() > 2 * INPUT_QUEUE_MAX {
+            self.waiting.retain(|_, reply| !reply.is_closed());
+        }
+        request
+    }
+
+    async fn handle_ready(&mut self, mut ready: Ready) -> Result<(), StorageError> {
+        for outgoing in std::mem::take(&mut ready.messages) {
+            self.peers.send(outgoing.to, outgoing.message);
+        }
+        if ready.needs_persist() {
+            let mut storage = self
+                .storage
+                .take()
+                .expect("storage is present between turns");
+            let hard_state = ready.hard_state.take();
+            let snapshot = ready.snapshot.take();
+            let log_write = ready.log_write.take();
+            let (storage, result) = tokio::task::spawn_blocking(move || {
+                let result =
+                    storage.persist(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
+                (storage, result)
+            })
+            .await
+            .expect("the persist task does not panic");
+            self.metrics
+                .syncs
+                .store(storage.sync_count(), std::sync::atomic::Ordering::Relaxed);
+            self.storage = Some(storage);
+            result?;
+        }
+        for outgoing in std::mem::take(&mut ready.messages_after_persist) {
+            self.peers.send(outgoing.to, outgoing.message);
+        }
+        self.metrics.committed_entries.fetch_add(
+            ready.committed.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        for (request, mut response) in std::mem::take(&mut ready.responses) {
+            self.peers.fill_leader_address(&mut response);
+            if let Some(reply) = self.waiting.remove(&request) {
+                let _ = reply.send(response);
+            }
+        }
+        self.replica.advance(ready.number);
+        Ok(())
+    }
+
+    fn status(&self) -> StatusResponse {
+        let status = self.replica.status();
+        let role = match status.role {
+            Role::Follower => paxkv_proto::client::Role::Follower,
+            Role::Candidate => paxkv_proto::client::Role::Candidate,
+            Role::Leader => paxkv_proto::client::Role::Leader,
+        };
+        let elapsed_s = self.started.elapsed().as_secs_f64().max(1e-3);
+        let requests = self
+            .metrics
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let window = self.replica.config_election_timeout_ms();
+        StatusResponse {
+            node_id: status.node_id.0,
+            role: role as i32,
+            ballot_round: status.ballot.round,
+            ballot_node: status.ballot.node,
+            leader_id: status.leader.map_or(0, |leader| leader.0),
+            leader_address: status
+                .leader
+                .and_then(|leader| self.peers.client_address(leader))
+                .unwrap_or_default(),
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            revision: status.revision,
+            key_count: status.key_count,
+            lease_count: status.lease_count,
+            peers: status
+                .peers
+                .iter()
+                .map(|(peer, heard_ms, matched)| PeerStatus {
+                    node_id: peer.0,
+                    address: self.peers.client_address(*peer).unwrap_or_default(),
+                    reachable: heard_ms.is_some_and(|ms| ms < window),
+                    last_contact_ms: heard_ms.unwrap_or(u64::MAX),
+                    match_index: matched.unwrap_or(0),
+                    lag_entries: matched
+                        .map_or(0, |matched| status.commit_index.saturating_sub(matched)),
+                })
+                .collect(),
+            requests_per_second: requests as f64 / elapsed_s,
+        }
+    }
+}
