@@ -58,6 +58,8 @@ pub enum ReadConsistency {
     Stale,
     /// Any node, but never older than what this client has already seen.
     Session,
+    /// Any node, once it has applied at least this revision.
+    AtLeast(u64),
 }
 
 /// Options of a put.
@@ -169,6 +171,8 @@ struct Inner {
 enum Attempt {
     Done(Response),
     Retry(String),
+    /// The node and we disagree on the cluster secret (either side may be wrong).
+    AuthFailed(String),
     Fail(ClientError),
 }
 
@@ -276,12 +280,23 @@ impl Client {
             0
         };
         let mut last_problem = String::from("no attempt finished");
+        // One node failing the secret may be an impostor; all of them means ours is wrong.
+        let mut auth_failures = std::collections::BTreeSet::new();
         while Instant::now() < deadline {
             let endpoint = self.next_endpoint(to_leader);
             let attempt = self.attempt(&endpoint, &body, sequence, deadline).await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Fail(error) => return Err(error),
+                Attempt::AuthFailed(problem) => {
+                    auth_failures.insert(endpoint.clone());
+                    if auth_failures.len() >= self.inner.endpoints.len() {
+                        return Err(ClientError::Authentication(format!(
+                            "{endpoint}: {problem}"
+                        )));
+                    }
+                    last_problem = format!("{endpoint}: {problem}");
+                }
                 Attempt::Retry(problem) => {
                     last_problem = format!("{endpoint}: {problem}");
                 }
@@ -310,7 +325,8 @@ impl Client {
         let connection = match self.connection(endpoint, deadline).await {
             Ok(connection) => connection,
             Err(problem) if problem.contains("cluster secret") => {
-                return Attempt::Fail(ClientError::Authentication(problem))
+                self.forget(endpoint);
+                return Attempt::AuthFailed(problem);
             }
             Err(problem) => {
                 self.forget(endpoint);
@@ -373,7 +389,7 @@ impl Client {
             | ErrorCode::FrameTooLarge => {
                 Attempt::Fail(ClientError::InvalidArgument(error.message))
             }
-            ErrorCode::Unauthenticated => Attempt::Fail(ClientError::Authentication(error.message)),
+            ErrorCode::Unauthenticated => Attempt::AuthFailed(error.message),
             ErrorCode::NotFound => Attempt::Fail(ClientError::NotFound(error.message)),
             ErrorCode::StaleSequence | ErrorCode::Unspecified => {
                 Attempt::Fail(ClientError::Server(error.message))
@@ -386,6 +402,7 @@ impl Client {
             ReadConsistency::Linearizable => (Consistency::Linearizable, 0, true),
             ReadConsistency::Stale => (Consistency::Stale, 0, false),
             ReadConsistency::Session => (Consistency::AtLeastRevision, self.revision_seen(), false),
+            ReadConsistency::AtLeast(revision) => (Consistency::AtLeastRevision, revision, false),
         }
     }
 
@@ -601,6 +618,9 @@ impl Client {
             Attempt::Done(Response::Status(status)) => Ok(status),
             Attempt::Done(other) => Err(unexpected(other)),
             Attempt::Fail(error) => Err(error),
+            Attempt::AuthFailed(problem) => Err(ClientError::Authentication(format!(
+                "{endpoint}: {problem}"
+            ))),
             Attempt::Retry(problem) => {
                 Err(ClientError::Unavailable(format!("{endpoint}: {problem}")))
             }

@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub allow_unauthenticated_clients: bool,
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// Snapshot and trim the log after this many applied entries.
+    pub snapshot_entries_threshold: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,7 @@ pub async fn start_node(
     let mut replica_config = ReplicaConfig::new(config.id, members, seed());
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
+    replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
     let clock = NodeClock::real();
     let replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::Config(error.to_string()))?;

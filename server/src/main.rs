@@ -48,6 +48,9 @@ struct Args {
     /// Heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 100)]
     heartbeat_interval_ms: u64,
+    /// Snapshot the state and trim the log after this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_entries: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +99,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         allow_unauthenticated_clients: args.allow_unauthenticated_clients,
         election_timeout_ms: args.election_timeout_ms,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
+        snapshot_entries_threshold: args.snapshot_entries,
     })
 }
 

@@ -232,6 +232,14 @@ impl Node {
                 })
                 .collect(),
             requests_per_second: requests as f64 / elapsed_s,
+            syncs: self
+                .metrics
+                .syncs
+                .load(std::sync::atomic::Ordering::Relaxed),
+            applied_entries: self
+                .metrics
+                .committed_entries
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -1,0 +1,189 @@
+//! Real `kv-server` processes on `[::1]` for end-to-end tests: free ports, a temporary data
+//! directory, and every process stopped when the cluster is dropped.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use paxkv_client::{Client, ClientConfig};
+
+pub const SECRET: &str = "end-to-end-test-secret-0123456789";
+
+pub struct Process {
+    pub id: u64,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub child: Option<Child>,
+}
+
+pub struct LocalCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Process>,
+    pub extra_args: Vec<String>,
+}
+
+/// A port nobody listens on right now (the OS picks it; it is released for the node).
+pub fn free_port() -> u16 {
+    TcpListener::bind("[::1]:0")
+        .expect("bind [::1]:0")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+impl LocalCluster {
+    pub fn start(size: u64, extra_args: &[&str]) -> LocalCluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("secret"), SECRET).expect("write secret");
+        let nodes = (1..=size)
+            .map(|id| Process {
+                id,
+                client_addr: format!("[::1]:{}", free_port()).parse().expect("address"),
+                peer_addr: format!("[::1]:{}", free_port()).parse().expect("address"),
+                child: None,
+            })
+            .collect();
+        let mut cluster = LocalCluster {
+            dir,
+            nodes,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        for index in 0..cluster.nodes.len() {
+            cluster.spawn(index);
+        }
+        cluster
+    }
+
+    pub fn data_dir(&self, index: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("node-{}", self.nodes[index].id))
+    }
+
+    pub fn log_path(&self, index: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("node-{}.log", self.nodes[index].id))
+    }
+
+    pub fn command(&self, index: usize, secret_file: &str) -> Command {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}={}", node.id, node.peer_addr))
+            .collect();
+        let node = &self.nodes[index];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kv-server"));
+        command
+            .arg("--id")
+            .arg(node.id.to_string())
+            .arg("--client-addr")
+            .arg(node.client_addr.to_string())
+            .arg("--peer-addr")
+            .arg(node.peer_addr.to_string())
+            .arg("--peers")
+            .arg(peers.join(","))
+            .arg("--data-dir")
+            .arg(self.data_dir(index))
+            .arg("--cluster-secret-file")
+            .arg(self.dir.path().join(secret_file))
+            .arg("--election-timeout-ms")
+            .arg("500")
+            .arg("--heartbeat-interval-ms")
+            .arg("50")
+            .args(&self.extra_args)
+            .env_remove("PAXKV_CLUSTER_SECRET")
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn spawn(&mut self, index: usize) {
+        self.spawn_with_secret(index, "secret");
+    }
+
+    pub fn spawn_with_secret(&mut self, index: usize, secret_file: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(index))
+            .expect("log file");
+        let child = self
+            .command(index, secret_file)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("kv-server starts");
+        self.nodes[index].child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        let mut child = self.nodes[index].child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| node.client_addr.to_string())
+            .collect()
+    }
+
+    pub fn client(&self) -> Client {
+        self.client_for(self.endpoints())
+    }
+
+    pub fn client_for(&self, endpoints: Vec<String>) -> Client {
+        let mut config = ClientConfig::new(endpoints);
+        config.secret = Some(SECRET.as_bytes().to_vec());
+        config.timeout = Duration::from_secs(15);
+        Client::new(config).expect("client")
+    }
+
+    /// Index of the node that reports itself leader, asking every node.
+    pub async fn leader_index(&self) -> Option<usize> {
+        let client = self.client();
+        for (index, endpoint) in self.endpoints().iter().enumerate() {
+            if self.nodes[index].child.is_none() {
+                continue;
+            }
+            if let Ok(status) = client.status_of(endpoint).await {
+                if status.role == paxkv_proto::client::Role::Leader as i32 {
+                    return Some(index);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill(index);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! End-to-end tests with real `kv-server` processes on `[::1]`: each test starts its own
+//! cluster on free ports in a temporary directory and stops every process it started.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{LocalCluster, SECRET};
+use paxkv_client::{ClientConfig, ClientError, PutOptions, ReadConsistency};
+use paxkv_proto::client::{
+    client_request, client_response, ClientRequest, ClientResponse, ErrorCode, GetRequest,
+};
+use prost::Message;
+
+async fn wait_for_leader(cluster: &LocalCluster) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = cluster.client();
+    // A write that commits proves a working leader.
+    client
+        .put(b"warm-up", b"1", PutOptions::default())
+        .await
+        .expect("the cluster elects a leader");
+    while Instant::now() < deadline {
+        if let Some(index) = cluster.leader_index().await {
+            return index;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no node reports itself leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_through_every_node() {
+    let cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    let mut revision = 0;
+    for (index, endpoint) in cluster.endpoints().into_iter().enumerate() {
+        // A client that knows only this node: it follows the node's hint to the leader.
+        let client = cluster.client_for(vec![endpoint]);
+        let key = format!("key-{index}");
+        revision = client
+            .put(key.as_bytes(), b"value", PutOptions::default())
+            .await
+            .unwrap()
+            .revision;
+        let read = client
+            .get(key.as_bytes(), ReadConsistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(read.kv.unwrap().value, b"value");
+    }
+    for endpoint in cluster.endpoints() {
+        let client = cluster.client_for(vec![endpoint.clone()]);
+        // Served by this very node once it has applied the last write.
+        let read = client
+            .get(b"key-2", ReadConsistency::AtLeast(revision))
+            .await
+            .unwrap();
+        assert!(
+            read.revision >= revision,
+            "{endpoint} served an older state"
+        );
+        assert_eq!(read.kv.unwrap().value, b"value");
+        let stale = client.get(b"key-0", ReadConsistency::Stale).await.unwrap();
+        assert_eq!(
+            stale.kv.unwrap().value,
+            b"value",
+            "{endpoint} applied key-0 before key-2"
+        );
+    }
+}
+
+/// Writes keep going while the leader is killed; returns (acknowledged keys, longest gap).
+async fn write_through_a_leader_kill(
+    cluster: &mut LocalCluster,
+    writers: usize,
+) -> (Vec<String>, Duration, f64) {
+    let leader = wait_for_leader(cluster).await;
+    let acked = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let (client, acked, stop) = (cluster.client(), acked.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sequence = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sequence += 1;
+                let key = format!("w{writer}-{sequence}");
+                if client
+                    .put(key.as_bytes(), b"v", PutOptions::default())
+                    .await
+                    .is_ok()
+                {
+                    acked.lock().unwrap().push((Instant::now(), key));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status_before = cluster
+        .client()
+        .status_of(&cluster.endpoints()[leader])
+        .await
+        .unwrap();
+    let acked_before = acked.lock().unwrap().len();
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let mut times: Vec<Instant> = acked.iter().map(|(at, _)| *at).collect();
+    times.sort();
+    let gap = times
+        .windows(2)
+        .filter(|pair| pair[1] > killed_at)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
+    let syncs_per_write = status_before.syncs as f64 / acked_before.max(1) as f64;
+    (
+        acked.into_iter().map(|(_, key)| key).collect(),
+        gap,
+        syncs_per_write,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    let (acked, gap, syncs_per_write) = write_through_a_leader_kill(&mut cluster, 16).await;
+    eprintln!(
+        "leader kill -9 under 16 writers: {} writes acknowledged, longest gap {} ms, {:.2} syncs per write on the old leader",
+        acked.len(),
+        gap.as_millis(),
+        syncs_per_write
+    );
+    assert!(
+        gap < Duration::from_secs(4),
+        "writes stalled {} ms after the kill",
+        gap.as_millis()
+    );
+    let client = cluster.client();
+    for key in &acked {
+        let read = client
+            .get(key.as_bytes(), ReadConsistency::Linearizable)
+            .await
+            .unwrap();
+        assert!(read.kv.is_some(), "acknowledged {key} was lost");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_follower_restarts_and_catches_up_also_from_a_snapshot() {
+    let mut cluster = LocalCluster::start(3, &["--snapshot-entries", "100"]);
+    let leader = wait_for_leader(&cluster).await;
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let client = cluster.client();
+    let mut revision = 0;
+    for index in 0..400 {
+        let key = format!("k{index}");
+        revision = client
+            .put(key.as_bytes(), b"v", PutOptions::default())
+            .await
+            .unwrap()
+            .revision;
+    }
+    cluster.spawn(follower);
+    let endpoint = cluster.endpoints()[follower].clone();
+    let local = cluster.client_for(vec![endpoint]);
+    let read = local
+        .get(b"k399", ReadConsistency::AtLeast(revision))
+        .await
+        .unwrap();
+    assert_eq!(read.kv.unwrap().value, b"v");
+    let first = local.get(b"k0", ReadConsistency::Stale).await.unwrap();
+    assert!(
+        first.kv.is_some(),
+        "the restarted follower has the compacted prefix too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_and_restarting_every_node_keeps_every_acknowledged_write() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    let client = cluster.client();
+    for index in 0..50 {
+        client
+            .put(format!("k{index}").as_bytes(), b"v", PutOptions::default())
+            .await
+            .unwrap();
+    }
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    for index in 0..3 {
+        cluster.spawn(index);
+    }
+    let client = cluster.client();
+    for index in 0..50 {
+        let read = client
+            .get(
+                format!("k{index}").as_bytes(),
+                ReadConsistency::Linearizable,
+            )
+            .await
+            .unwrap();
+        assert!(
+            read.kv.is_some(),
+            "k{index} lost across a whole-cluster restart"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_key_expires_on_time_after_its_writer_is_killed_for_good() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    let leader = wait_for_leader(&cluster).await;
+    let writer = cluster.client_for(vec![cluster.endpoints()[leader].clone()]);
+    let options = PutOptions {
+        ttl_ms: Some(3000),
+        ..PutOptions::default()
+    };
+    writer.put(b"ttl-key", b"v", options).await.unwrap();
+    let acked_at = Instant::now();
+    cluster.kill(leader);
+    let client = cluster.client();
+    let mut last_seen = acked_at;
+    loop {
+        let read = client
+            .get(b"ttl-key", ReadConsistency::Linearizable)
+            .await
+            .unwrap();
+        if read.kv.is_none() {
+            break;
+        }
+        last_seen = Instant::now();
+        assert!(
+            acked_at.elapsed() < Duration::from_secs(10),
+            "the key never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lived = last_seen - acked_at;
+    let gone = acked_at.elapsed();
+    eprintln!(
+        "TTL 3000 ms, writer killed: seen until +{} ms, gone by +{} ms",
+        lived.as_millis(),
+        gone.as_millis()
+    );
+    assert!(
+        gone >= Duration::from_millis(2970),
+        "expired early: {} ms",
+        gone.as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_refused_for_clients_and_peers() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    cluster.kill(2);
+    std::fs::write(
+        cluster.dir.path().join("wrong-secret"),
+        "a-different-secret-of-some-length",
+    )
+    .unwrap();
+    cluster.spawn_with_secret(2, "wrong-secret");
+    wait_for_leader(&cluster).await;
+    let mut config = ClientConfig::new(cluster.endpoints());
+    config.secret = Some(b"not-the-cluster-secret-at-all".to_vec());
+    config.timeout = Duration::from_secs(3);
+    let intruder = paxkv_client::Client::new(config).unwrap();
+    let error = intruder
+        .get(b"k", ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Authentication(_)), "{error}");
+    let mut config = ClientConfig::new(cluster.endpoints());
+    config.timeout = Duration::from_secs(3);
+    let anonymous = paxkv_client::Client::new(config).unwrap();
+    let error = anonymous
+        .get(b"k", ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("cluster secret"), "{error}");
+    // The node with the wrong secret cannot join; the others log the refusal.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = std::fs::read_to_string(cluster.log_path(0)).unwrap()
+            + &std::fs::read_to_string(cluster.log_path(1)).unwrap();
+        if logs.contains("wrong cluster secret")
+            || logs.contains("failed to prove the cluster secret")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal was logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = cluster.client().status_of(&cluster.endpoints()[2]).await;
+    assert!(
+        status.is_err(),
+        "the impostor cannot even serve our clients"
+    );
+}
+
+/// Sends raw bytes on a fresh authenticated-less connection and returns the answer frame.
+fn raw_exchange(address: std::net::SocketAddr, bytes: &[u8]) -> Option<ClientResponse> {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    stream.read_exact(&mut body).ok()?;
+    ClientResponse::decode(body.as_slice()).ok()
+}
+
+fn error_code(response: &ClientResponse) -> Option<ErrorCode> {
+    match &response.body {
+        Some(client_response::Body::Error(error)) => ErrorCode::try_from(error.code).ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
+    let cluster = LocalCluster::start(3, &["--allow-unauthenticated-clients"]);
+    wait_for_leader(&cluster).await;
+    let client = cluster.client();
+    client
+        .put(b"kept", b"v", PutOptions::default())
+        .await
+        .unwrap();
+    let big_key = vec![b'k'; paxkv_proto::KEY_BYTES_MAX + 1];
+    let error = client
+        .put(&big_key, b"v", PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::InvalidArgument(ref m) if m.contains("limit")),
+        "{error}"
+    );
+    let big_value = vec![b'v'; paxkv_proto::VALUE_BYTES_MAX + 1];
+    let error = client
+        .put(b"k", &big_value, PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::InvalidArgument(_)), "{error}");
+    let address = cluster.nodes[0].client_addr;
+    // A frame header announcing 100 MB.
+    let answer = raw_exchange(address, &(100u32 << 20).to_be_bytes()).expect("an answer");
+    assert_eq!(error_code(&answer), Some(ErrorCode::FrameTooLarge));
+    // Garbage that is not a request.
+    let answer = raw_exchange(address, &[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]).expect("an answer");
+    assert_eq!(error_code(&answer), Some(ErrorCode::BadRequest));
+    // A well-formed request on a raw connection still works (unauthenticated clients allowed).
+    let request = ClientRequest {
+        request_id: 9,
+        client_id: 0,
+        sequence: 0,
+        body: Some(client_request::Body::Get(GetRequest {
+            key: b"kept".to_vec(),
+            consistency: 1,
+            min_revision: 0,
+        })),
+    };
+    let mut frame = (request.encoded_len() as u32).to_be_bytes().to_vec();
+    frame.extend(request.encode_to_vec());
+    let answer = raw_exchange(address, &frame).expect("an answer");
+    assert_eq!(answer.request_id, 9);
+    assert!(
+        matches!(answer.body, Some(client_response::Body::Get(_))),
+        "{answer:?}"
+    );
+    let read = client
+        .get(b"kept", ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(read.kv.unwrap().value, b"v", "stored data is intact");
+}
+
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    segments.sort();
+    segments.pop().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_wal_tail_is_recovered_and_a_corrupt_middle_is_refused() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    let client = cluster.client();
+    for index in 0..20 {
+        client
+            .put(format!("k{index}").as_bytes(), b"v", PutOptions::default())
+            .await
+            .unwrap();
+    }
+    // Torn tail: a few bytes of a record that never finished.
+    let status = cluster.stop(2).unwrap();
+    assert!(status.success(), "SIGTERM stops a node cleanly: {status}");
+    let segment = last_segment(&cluster.data_dir(2));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(&[40, 0, 0])
+        .unwrap();
+    cluster.spawn(2);
+    let local = cluster.client_for(vec![cluster.endpoints()[2].clone()]);
+    let revision = client
+        .put(b"after", b"v", PutOptions::default())
+        .await
+        .unwrap()
+        .revision;
+    let read = local
+        .get(b"after", ReadConsistency::AtLeast(revision))
+        .await
+        .unwrap();
+    assert!(read.kv.is_some(), "the node with a torn tail serves again");
+    // Corruption in the middle: the node refuses to start and says where.
+    cluster.stop(2).unwrap();
+    let segment = last_segment(&cluster.data_dir(2));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+    let output = cluster.command(2, "secret").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a corrupt log must stop the node");
+    assert!(stderr.contains("corrupt record"), "{stderr}");
+    assert!(
+        stderr.contains(segment.file_name().unwrap().to_str().unwrap()),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "the corrupt log is left untouched"
+    );
+    let _ = SECRET;
+}
