@@ -77,9 +77,9 @@ impl LocalCluster {
             "paxkv local cluster: {} nodes, data and logs under {}\n\
              \n  endpoints:   {endpoints}\n  secret file: {secret}\n\
              \nTalk to it from another terminal:\n\
-             \n  cargo run -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} put hello world\
-             \n  cargo run -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} get hello\
-             \n  cargo run -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} status\n\
+             \n  cargo run --release -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} put hello world\
+             \n  cargo run --release -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} get hello\
+             \n  cargo run --release -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} status\n\
              \nor set PAXKV_CLUSTER_SECRET=$(cat {secret}) and PAXKV_ENDPOINTS={endpoints}.\n\
              \nPress Ctrl-C to stop every node.\n",
             self.nodes,
