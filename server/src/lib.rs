@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::clock::NodeClock;
 use crate::node::{Node, NodeMetrics, INPUT_QUEUE_MAX};
-use crate::storage::{DiskStorage, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
 pub use paxkv_proto::auth;
 use paxkv_proto::auth::ClusterSecret;
 
@@ -32,6 +32,7 @@ pub struct NodeConfig {
     pub peer_addr: SocketAddr,
     /// Every member's peer address, including this node's.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where the node's storage lives (for messages; storage itself is passed to `start_node`).
     pub data_dir: PathBuf,
     pub secret: ClusterSecret,
     pub allow_unauthenticated_clients: bool,
@@ -61,9 +62,12 @@ pub struct RunningNode {
     pub node: tokio::task::JoinHandle<Result<(), StorageError>>,
 }
 
-/// Opens storage, binds both listeners and starts the node. Stops when `shutdown` turns true.
+/// Loads `storage`, binds both listeners and starts the node with time from `clock`. Stops
+/// when `shutdown` turns true.
 pub async fn start_node(
     config: NodeConfig,
+    mut storage: Box<dyn Storage>,
+    clock: NodeClock,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunningNode, ServerError> {
     if config.peers.get(&config.id) != Some(&config.peer_addr) {
@@ -72,7 +76,6 @@ pub async fn start_node(
             config.id.0, config.peer_addr
         )));
     }
-    let mut storage = DiskStorage::open(&config.data_dir)?;
     let durable = tokio::task::spawn_blocking(move || storage.load().map(|state| (storage, state)))
         .await
         .expect("loading does not panic");
@@ -82,7 +85,6 @@ pub async fn start_node(
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
-    let clock = NodeClock::real();
     let replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::Config(error.to_string()))?;
     let bind = |address: SocketAddr| async move {
@@ -126,7 +128,6 @@ pub async fn start_node(
         client_port::serve(client_listener, port, shutdown.clone()).instrument(span.clone()),
     );
     let metrics = Arc::new(NodeMetrics::default());
-    let storage: Box<dyn Storage> = Box::new(storage);
     let node = Node::new(replica, storage, clock, directory, metrics.clone());
     let node = tokio::spawn(node.run(receiver, shutdown).instrument(span));
     Ok(RunningNode {

@@ -7,7 +7,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use paxkv_core::NodeId;
 use paxkv_server::auth::ClusterSecret;
+use paxkv_server::clock::NodeClock;
 use paxkv_server::local_cluster::LocalCluster;
+use paxkv_server::storage::DiskStorage;
 use paxkv_server::{parse_peers, shutdown_signal, start_node, NodeConfig};
 
 /// One node of a paxkv cluster (a replicated key-value store kept consistent by Multi-Paxos).
@@ -137,7 +139,8 @@ async fn main() -> anyhow::Result<()> {
     let span = tracing::info_span!("node", id);
     let _guard = span.enter();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let running = start_node(config.clone(), shutdown).await?;
+    let storage = Box::new(DiskStorage::open(&config.data_dir)?);
+    let running = start_node(config.clone(), storage, NodeClock::real(), shutdown).await?;
     tracing::info!(client = %running.client_addr, peer = %config.peer_addr, "serving");
     let mut node = running.node;
     tokio::select! {
