@@ -237,8 +237,11 @@ impl Replica {
             return;
         }
         // Many keep-alives of one lease in flight at once share one log entry.
-        if let Some(Op::LeaseKeepAlive(keep_alive)) = &command.op {
-            let lease_id = keep_alive.lease_id;
+        let keep_alive_of = match &command.op {
+            Some(Op::LeaseKeepAlive(keep_alive)) => Some(keep_alive.lease_id),
+            _ => None,
+        };
+        if let Some(lease_id) = keep_alive_of {
             let commit_index = self.commit_index;
             let leader = self.leader_mut();
             if let Some(index) = leader.keep_alives_in_flight.get(&lease_id).copied() {
@@ -251,22 +254,17 @@ impl Replica {
                     return;
                 }
             }
-            let index = self.leader_append(Kind::Command(command));
-            let leader = self.leader_mut();
-            leader.keep_alives_in_flight.insert(lease_id, index);
-            leader
-                .pending_writes
-                .entry(index)
-                .or_default()
-                .push(request);
-            return;
         }
         let index = self.leader_append(Kind::Command(command));
-        self.leader_mut()
+        let leader = self.leader_mut();
+        leader
             .pending_writes
             .entry(index)
             .or_default()
             .push(request);
+        if let Some(lease_id) = keep_alive_of {
+            leader.keep_alives_in_flight.insert(lease_id, index);
+        }
     }
 
     /// Appends an entry of our ballot stamped with the log time:

@@ -203,20 +203,26 @@ fn log_requests_are_answered_only_for_the_promised_ballot() {
     );
 }
 
-/// Makes replica 1 campaign and win with node 2's promise reporting `log`; returns the
-/// replica and the time reached.
-fn campaign_and_win(log: LogState) -> (Replica, u64) {
-    let mut replica = replica();
+/// Lets replica 1 hear its peers until its election timer makes it campaign; returns the time.
+fn campaign(replica: &mut Replica) -> u64 {
     let mut now = 0;
     while replica.role() != Role::Candidate {
         now += 10;
         for peer in [2, 3] {
-            deliver(&mut replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
+            deliver(replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
         }
         replica.tick(Time(now));
-        cycle(&mut replica);
+        cycle(replica);
         assert!(now < 10 * ELECTION_TIMEOUT_MS, "never campaigned");
     }
+    now
+}
+
+/// Makes replica 1 campaign and win with node 2's promise reporting `log`; returns the
+/// replica and the time reached.
+fn campaign_and_win(log: LogState) -> (Replica, u64) {
+    let mut replica = replica();
+    let now = campaign(&mut replica);
     let ballot = replica.promised();
     deliver(
         &mut replica,
@@ -689,15 +695,7 @@ fn prepares_are_answered_again_and_lower_ballots_are_refused() {
 /// Makes replica 1 a candidate; returns it and the time reached.
 fn candidate() -> (Replica, u64) {
     let mut replica = replica();
-    let mut now = 0;
-    while replica.role() != Role::Candidate {
-        now += 10;
-        for peer in [2, 3] {
-            deliver(&mut replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
-        }
-        replica.tick(Time(now));
-        cycle(&mut replica);
-    }
+    let now = campaign(&mut replica);
     (replica, now)
 }
 
@@ -776,15 +774,7 @@ fn a_new_leader_sends_a_matching_follower_only_what_it_lacks() {
         accept(0, Ballot::ZERO, entries(1, 3, old), 0),
     );
     cycle(&mut replica);
-    let mut now = 0;
-    while replica.role() != Role::Candidate {
-        now += 10;
-        for peer in [2, 3] {
-            deliver(&mut replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
-        }
-        replica.tick(Time(now));
-        cycle(&mut replica);
-    }
+    campaign(&mut replica);
     let ballot = replica.promised();
     let same = LogState {
         last_index: 3,

@@ -1,7 +1,6 @@
 //! The client listener: bounded connections, size-limited frames, optional proof of the cluster
 //! secret, and pipelined requests (many in flight per connection, answered as they complete).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use paxkv_core::kv::{error_response, validate_key};
@@ -15,7 +14,7 @@ use paxkv_proto::io::{write_frame, FrameReader, IoError};
 use paxkv_proto::peer::{command::Op, Command};
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX, KEY_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::node::Input;
 use paxkv_proto::auth::{nonce, ClusterSecret};
@@ -38,28 +37,9 @@ pub struct ClientPort {
     pub secret: Option<ClusterSecret>,
 }
 
-pub async fn serve(listener: TcpListener, port: ClientPort, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(CLIENT_CONNECTIONS_MAX));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return,
-        };
-        let Ok((stream, remote)) = accepted else {
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many client connections; refusing one");
-            continue;
-        };
-        let port = port.clone();
-        tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, port).await {
-                tracing::debug!(%remote, %error, "client connection ended");
-            }
-            drop(permit);
-        });
-    }
+pub async fn serve(listener: TcpListener, port: ClientPort, shutdown: watch::Receiver<bool>) {
+    let serve = move |stream| serve_connection(stream, port.clone());
+    crate::net::accept_bounded(listener, CLIENT_CONNECTIONS_MAX, "client", shutdown, serve).await;
 }
 
 fn answer(request_id: u64, body: Response) -> ClientResponse {

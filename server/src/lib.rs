@@ -4,6 +4,7 @@
 pub mod client_port;
 pub mod clock;
 pub mod local_cluster;
+mod net;
 pub mod node;
 pub mod peer;
 pub mod storage;

@@ -18,7 +18,7 @@ use paxkv_proto::io::{write_frame, FrameReader, IoError};
 use paxkv_proto::peer::PeerMessage;
 use paxkv_proto::{FrameCodec, PEER_FRAME_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::node::Input;
 use paxkv_proto::auth::{nonce, ClusterSecret};
@@ -219,29 +219,13 @@ pub async fn serve_inbound(
     directory: Arc<PeerDirectory>,
     secret: ClusterSecret,
     inputs: mpsc::Sender<Input>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(PEER_CONNECTIONS_MAX));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return,
-        };
-        let Ok((stream, remote)) = accepted else {
-            continue;
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many peer connections; refusing one");
-            continue;
-        };
+    let serve = move |stream| {
         let (directory, secret, inputs) = (directory.clone(), secret.clone(), inputs.clone());
-        tokio::spawn(async move {
-            if let Err(error) = receive_from_peer(stream, &directory, &secret, &inputs).await {
-                tracing::debug!(%remote, %error, "inbound peer connection ended");
-            }
-            drop(permit);
-        });
-    }
+        async move { receive_from_peer(stream, &directory, &secret, &inputs).await }
+    };
+    crate::net::accept_bounded(listener, PEER_CONNECTIONS_MAX, "peer", shutdown, serve).await;
 }
 
 async fn receive_from_peer(
