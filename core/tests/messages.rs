@@ -818,3 +818,130 @@ fn a_new_leader_sends_a_matching_follower_only_what_it_lacks() {
         "node 3 differs after its commit point 1"
     );
 }
+
+#[test]
+fn every_kind_of_pending_work_makes_a_ready() {
+    let mut replica = replica();
+    assert!(
+        replica.has_ready(),
+        "a new replica persists its configuration first"
+    );
+    let mut numbers = Vec::new();
+    while replica.has_ready() {
+        let ready = replica.ready();
+        numbers.push(ready.number);
+        replica.advance(ready.number);
+    }
+    // An answer to give.
+    let (request, read) = get(1);
+    let stale = match read {
+        paxkv_core::ReadRequest::Get(mut get) => {
+            get.consistency = paxkv_proto::client::Consistency::Stale as i32;
+            paxkv_core::ReadRequest::Get(get)
+        }
+        other => other,
+    };
+    replica.read(request, stale);
+    assert!(replica.has_ready(), "an answer waits");
+    numbers.push(replica.ready().number);
+    replica.advance(*numbers.last().unwrap());
+    // An acknowledgement owed for entries already durable.
+    let leader = Ballot::new(1, 2);
+    deliver(
+        &mut replica,
+        2,
+        leader,
+        accept(0, Ballot::ZERO, entries(1, 2, leader), 0),
+    );
+    cycle(&mut replica);
+    assert_eq!(replica.leader(), Some(NodeId(2)));
+    deliver(
+        &mut replica,
+        2,
+        leader,
+        accept(0, Ballot::ZERO, entries(1, 2, leader), 0),
+    );
+    assert!(
+        replica.has_ready(),
+        "a duplicate accept still owes an acknowledgement"
+    );
+    let sent = cycle(&mut replica);
+    assert_eq!(accepted_to(&sent, 2), vec![2]);
+    // Messages to send (pings on the heartbeat timer).
+    replica.tick(Time(1_000));
+    assert!(replica.has_ready(), "pings wait to be sent");
+    let ready = replica.ready();
+    numbers.push(ready.number);
+    replica.advance(ready.number);
+    assert!(
+        numbers.windows(2).all(|pair| pair[0] < pair[1]),
+        "ready numbers grow: {numbers:?}"
+    );
+}
+
+#[test]
+fn messages_from_non_members_are_ignored() {
+    let mut replica = replica();
+    cycle(&mut replica);
+    let stranger = Ballot::new(9, 9);
+    deliver(
+        &mut replica,
+        9,
+        stranger,
+        accept(0, Ballot::ZERO, entries(1, 1, stranger), 0),
+    );
+    assert!(
+        cycle(&mut replica).is_empty(),
+        "no answer to a node outside the configuration"
+    );
+    assert_eq!(replica.status().last_index, 0);
+    assert_eq!(replica.promised(), Ballot::ZERO);
+}
+
+/// An at-least-revision read on a replica that is behind waits until it catches up.
+#[test]
+fn a_session_read_waits_for_the_revision_it_asks_for() {
+    let mut replica = replica();
+    let leader = Ballot::new(1, 2);
+    let put = |index: u64| LogEntry {
+        index,
+        ballot: Some(leader),
+        entry: Some(Entry {
+            kind: Some(paxkv_proto::peer::entry::Kind::Command(
+                paxkv_proto::peer::Command {
+                    client_id: 0,
+                    sequence: 0,
+                    op: Some(paxkv_proto::peer::command::Op::Put(
+                        paxkv_proto::client::PutRequest {
+                            key: b"k".to_vec(),
+                            value: format!("v{index}").into_bytes(),
+                            ..Default::default()
+                        },
+                    )),
+                },
+            )),
+            log_time_ms: 0,
+        }),
+    };
+    deliver(
+        &mut replica,
+        2,
+        leader,
+        accept(0, Ballot::ZERO, vec![put(1)], 1),
+    );
+    cycle(&mut replica);
+    assert_eq!(replica.kv().revision(), 1);
+    let read = paxkv_core::ReadRequest::Get(paxkv_proto::client::GetRequest {
+        key: b"k".to_vec(),
+        consistency: paxkv_proto::client::Consistency::AtLeastRevision as i32,
+        min_revision: 2,
+    });
+    replica.read(paxkv_core::RequestId(7), read);
+    assert!(
+        answered_reads(&mut replica).is_empty(),
+        "revision 2 is not here yet"
+    );
+    deliver(&mut replica, 2, leader, accept(1, leader, vec![put(2)], 2));
+    assert_eq!(answered_reads(&mut replica), vec![7]);
+    assert_eq!(replica.kv().get(b"k").unwrap().value, b"v2");
+}

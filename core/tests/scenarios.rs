@@ -508,3 +508,44 @@ fn the_uncommitted_limit_refuses_floods_but_not_steady_writes() {
         .count();
     assert_eq!((done, busy), (8, 12), "eight fit, the rest are refused");
 }
+
+/// A snapshot of several chunks reaches a lagging replica through lost, duplicated and
+/// reordered messages.
+#[test]
+fn a_snapshot_of_several_chunks_crosses_a_lossy_network() {
+    let mut cluster = Cluster::with_config(3, 20, |config| config.snapshot_entries_threshold = 30);
+    let leader = elect(&mut cluster);
+    let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.crash(lagging);
+    let value = vec![b'x'; 16 * 1024];
+    for sequence in 1..=80 {
+        let key = format!("big-{sequence}");
+        let request = cluster.put_via(leader, 1, sequence, key.as_bytes(), &value);
+        assert!(matches!(
+            cluster.wait_for(request, 1000),
+            Some(Response::Put(_))
+        ));
+    }
+    cluster.run_for(300);
+    cluster.faults.drop_ppm = 100_000;
+    cluster.faults.duplicate_ppm = 100_000;
+    cluster.faults.jitter_ms = 20;
+    cluster.restart(lagging);
+    cluster.run_for(5000);
+    let status = cluster.replica(lagging).unwrap().status();
+    assert!(
+        status.snapshot_index >= 30,
+        "installed a snapshot of 80 x 16 KiB (several chunks)"
+    );
+    assert_eq!(
+        cluster
+            .replica(lagging)
+            .unwrap()
+            .kv()
+            .get(b"big-1")
+            .unwrap()
+            .value,
+        value
+    );
+    settle_and_check(&mut cluster);
+}
