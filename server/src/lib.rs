@@ -77,9 +77,7 @@ pub async fn start_node(
             config.id.0, config.peer_addr
         )));
     }
-    let durable = tokio::task::spawn_blocking(move || storage.load().map(|state| (storage, state)))
-        .await
-        .expect("loading does not panic");
+    let durable = run_blocking(move || storage.load().map(|state| (storage, state))).await;
     let (storage, durable) = durable?;
     let members: Vec<NodeId> = config.peers.keys().copied().collect();
     let mut replica_config = ReplicaConfig::new(config.id, members, seed());
@@ -136,6 +134,23 @@ pub async fn start_node(
         client_addr,
         node,
     })
+}
+
+/// Runs blocking disk work off the async threads (inline under the simulator, whose disk is
+/// memory and which forbids blocking threads).
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    #[cfg(madsim)]
+    {
+        work()
+    }
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(work)
+            .await
+            .expect("blocking storage work does not panic")
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -160,13 +160,12 @@ impl Node {
             let hard_state = ready.hard_state.take();
             let snapshot = ready.snapshot.take();
             let log_write = ready.log_write.take();
-            let (storage, result) = tokio::task::spawn_blocking(move || {
+            let (storage, result) = crate::run_blocking(move || {
                 let result =
                     storage.persist(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
                 (storage, result)
             })
-            .await
-            .expect("the persist task does not panic");
+            .await;
             self.metrics
                 .syncs
                 .store(storage.sync_count(), std::sync::atomic::Ordering::Relaxed);
