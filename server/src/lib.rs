@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub heartbeat_interval_ms: u64,
     /// Snapshot and trim the log after this many applied entries.
     pub snapshot_entries_threshold: u64,
+    /// Seed of the replica's random choices; None draws one from the operating system (a
+    /// simulator passes its own, so a run replays exactly).
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +83,8 @@ pub async fn start_node(
     let durable = run_blocking(move || storage.load().map(|state| (storage, state))).await;
     let (storage, durable) = durable?;
     let members: Vec<NodeId> = config.peers.keys().copied().collect();
-    let mut replica_config = ReplicaConfig::new(config.id, members, seed());
+    let mut replica_config =
+        ReplicaConfig::new(config.id, members, config.seed.unwrap_or_else(seed));
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;

@@ -3,3 +3,5 @@
 
 pub mod checker;
 pub mod history;
+#[cfg(madsim)]
+pub mod world;
