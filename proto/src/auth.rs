@@ -39,24 +39,28 @@ impl ClusterSecret {
         Ok(ClusterSecret(trimmed))
     }
 
-    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Vec<u8> {
+    /// HMAC-SHA256 under the secret over the label and both nonces (the first one
+    /// length-prefixed, so the split between them is unambiguous).
+    fn keyed(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(label);
         mac.update(&(first.len() as u32).to_le_bytes());
         mac.update(first);
         mac.update(second);
-        mac.finalize().into_bytes().to_vec()
+        mac
     }
 
+    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Vec<u8> {
+        self.keyed(label, first, second)
+            .finalize()
+            .into_bytes()
+            .to_vec()
+    }
+
+    /// Constant-time comparison of a received proof.
     fn verify(&self, label: &[u8], first: &[u8], second: &[u8], proof: &[u8]) -> bool {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
-        mac.update(label);
-        mac.update(&(first.len() as u32).to_le_bytes());
-        mac.update(first);
-        mac.update(second);
-        mac.verify_slice(proof).is_ok()
+        self.keyed(label, first, second).verify_slice(proof).is_ok()
     }
 
     /// The accepting side's proof over (hello nonce, challenge nonce).
