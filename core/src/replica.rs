@@ -557,6 +557,10 @@ impl Replica {
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
                 || self.pending_accepted.is_some()
+                || self
+                    .leader
+                    .as_ref()
+                    .is_some_and(|leader| leader.heartbeat_requested)
                 || self.applied_index < self.commit_index
                 || self.log.stable_last() < self.log.last_index())
     }

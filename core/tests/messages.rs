@@ -510,23 +510,43 @@ fn lease_reads_hold_only_while_the_lease_does() {
     now = sent_at + lease_ms + 1;
     deliver(&mut replica, 3, ballot, Body::Ping(Ping {}));
     replica.tick(Time(now));
-    cycle(&mut replica);
+    let sent = cycle(&mut replica);
+    let latest = heartbeat_rounds_to(&sent, 2)
+        .into_iter()
+        .max()
+        .unwrap_or(round);
     let (id, read) = get(99);
     replica.read(id, read);
+    let sent = cycle(&mut replica);
+    let confirming = heartbeat_rounds_to(&sent, 2)
+        .into_iter()
+        .max()
+        .expect("the read starts a round");
+    assert!(
+        confirming > latest,
+        "a read is confirmed by a round sent after it arrived"
+    );
     assert!(
         answered_reads(&mut replica).is_empty(),
         "the lease ran out: no answer from local state"
     );
-    deliver(
-        &mut replica,
-        2,
-        ballot,
-        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
-    );
-    assert!(
-        answered_reads(&mut replica).is_empty(),
-        "an old round does not confirm a new read"
-    );
+    for old in [round, latest] {
+        let ack = paxkv_proto::peer::HeartbeatAck {
+            round: old,
+            log: None,
+        };
+        deliver(&mut replica, 2, ballot, Body::HeartbeatAck(ack));
+        assert!(
+            answered_reads(&mut replica).is_empty(),
+            "round {old}, sent before the read, does not confirm it"
+        );
+    }
+    let ack = paxkv_proto::peer::HeartbeatAck {
+        round: confirming,
+        log: None,
+    };
+    deliver(&mut replica, 2, ballot, Body::HeartbeatAck(ack));
+    assert_eq!(answered_reads(&mut replica), vec![99]);
 }
 
 #[test]
@@ -944,4 +964,86 @@ fn a_session_read_waits_for_the_revision_it_asks_for() {
     deliver(&mut replica, 2, leader, accept(1, leader, vec![put(2)], 2));
     assert_eq!(answered_reads(&mut replica), vec![7]);
     assert_eq!(replica.kv().get(b"k").unwrap().value, b"v2");
+}
+
+/// Accept batches stay within their entry and byte bounds, so a frame never outgrows the limit.
+#[test]
+fn accept_batches_respect_their_bounds() {
+    let (mut replica, _) = campaign_and_win(LogState::default());
+    cycle(&mut replica);
+    let big = vec![b'x'; 64 * 1024];
+    let propose = |replica: &mut Replica, sequence: u64, value: &[u8]| {
+        let command = paxkv_proto::peer::Command {
+            client_id: 1,
+            sequence,
+            op: Some(paxkv_proto::peer::command::Op::Put(
+                paxkv_proto::client::PutRequest {
+                    key: b"k".to_vec(),
+                    value: value.to_vec(),
+                    ..Default::default()
+                },
+            )),
+        };
+        replica.propose(paxkv_core::RequestId(sequence), command);
+    };
+    for sequence in 1..=40 {
+        propose(&mut replica, sequence, &big);
+    }
+    for sequence in 41..=700 {
+        propose(&mut replica, sequence, b"v");
+    }
+    let sent = cycle(&mut replica);
+    let accepts: Vec<&Accept> = sent
+        .iter()
+        .filter_map(|(to, body)| match body {
+            Body::Accept(accept) if to.0 == 2 => Some(accept),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        accepts.len() >= 3,
+        "2.5 MiB and 700 entries need several batches"
+    );
+    let mut next = 2; // the no-op at 1 went out when the leader took over
+    for accept in accepts {
+        assert_eq!(accept.prev_index + 1, next, "batches are contiguous");
+        next += accept.entries.len() as u64;
+        assert!(accept.entries.len() <= paxkv_core::ACCEPT_BATCH_ENTRIES_MAX);
+        let bytes: usize = accept.entries.iter().map(Message::encoded_len).sum();
+        let last = accept.entries.last().map_or(0, Message::encoded_len);
+        assert!(
+            bytes - last <= paxkv_core::ACCEPT_BATCH_BYTES_MAX,
+            "a batch stops once past the byte bound"
+        );
+    }
+    assert_eq!(next, 702, "all 700 writes went out");
+}
+
+#[test]
+fn readies_say_whether_they_need_a_sync_and_the_replica_reports_its_timeout() {
+    let mut replica = replica();
+    assert_eq!(replica.config_election_timeout_ms(), ELECTION_TIMEOUT_MS);
+    let ready = replica.ready();
+    assert!(ready.needs_persist(), "the configuration must be synced");
+    replica.advance(ready.number);
+    replica.tick(Time(1_000));
+    let ready = replica.ready();
+    assert!(
+        !ready.messages.is_empty() && !ready.needs_persist(),
+        "pings need no sync"
+    );
+    replica.advance(ready.number);
+    let leader = Ballot::new(1, 2);
+    deliver(
+        &mut replica,
+        2,
+        leader,
+        accept(0, Ballot::ZERO, entries(1, 1, leader), 0),
+    );
+    let ready = replica.ready();
+    assert!(
+        ready.log_write.is_some() && ready.needs_persist(),
+        "accepted entries must be synced"
+    );
+    replica.advance(ready.number);
 }
