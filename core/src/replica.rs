@@ -76,6 +76,44 @@ pub struct DurableState {
     pub entries: Vec<LogEntry>,
 }
 
+impl DurableState {
+    /// Applies a log write as storage must: the durable suffix from `from_index` is replaced.
+    pub fn apply_log_write(&mut self, write: &LogWrite) {
+        self.entries.retain(|entry| entry.index < write.from_index);
+        self.entries.extend(write.entries.iter().cloned());
+    }
+
+    /// Drops the log a snapshot at `index` covers: all of it when the snapshot was installed
+    /// from a peer (`replaces_log`), else the entries up to `index`.
+    pub fn drop_log_covered_by_snapshot(&mut self, index: u64, replaces_log: bool) {
+        if replaces_log {
+            self.entries.clear();
+        } else {
+            self.entries.retain(|entry| entry.index > index);
+        }
+    }
+
+    /// Applies everything one `Ready` asked to persist, in the order storage must:
+    /// snapshot, hard state, log write.
+    pub fn apply_persisted(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&SnapshotWrite>,
+        log_write: Option<&LogWrite>,
+    ) {
+        if let Some(write) = snapshot {
+            self.drop_log_covered_by_snapshot(write.meta.index, write.replaces_log);
+            self.snapshot = Some((write.meta.clone(), write.data.clone()));
+        }
+        if let Some(hard_state) = hard_state {
+            self.hard_state = hard_state.clone();
+        }
+        if let Some(write) = log_write {
+            self.apply_log_write(write);
+        }
+    }
+}
+
 /// A read request as the client sent it (the consistency level is inside).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadRequest {

@@ -271,11 +271,12 @@ impl DiskStorage {
             }
             KIND_LOG_WRITE => {
                 let write = decode_log_write(payload)?;
-                apply_log_write(&mut self.mirror, &write);
+                self.mirror.apply_log_write(&write);
             }
             KIND_SNAPSHOT => {
                 let (index, replaces_log) = decode_snapshot_marker(payload)?;
-                apply_snapshot_marker(&mut self.mirror, index, replaces_log);
+                self.mirror
+                    .drop_log_covered_by_snapshot(index, replaces_log);
             }
             other => return Err(format!("unknown record kind {other}")),
         }
@@ -339,13 +340,10 @@ impl Storage for DiskStorage {
     ) -> Result<(), StorageError> {
         if let Some(write) = snapshot {
             self.write_snapshot(write)?;
-            self.mirror.snapshot = Some((write.meta.clone(), write.data.clone()));
-            apply_snapshot_marker(&mut self.mirror, write.meta.index, write.replaces_log);
         }
         let mut records = Vec::new();
         if let Some(hard_state) = hard_state {
             encode_record(&mut records, KIND_HARD_STATE, &hard_state.encode_to_vec());
-            self.mirror.hard_state = hard_state.clone();
         }
         if let Some(write) = snapshot {
             let marker = encode_snapshot_marker(&write.meta, write.replaces_log);
@@ -353,11 +351,11 @@ impl Storage for DiskStorage {
         }
         if let Some(write) = log_write {
             encode_record(&mut records, KIND_LOG_WRITE, &encode_log_write(write));
-            apply_log_write(&mut self.mirror, write);
         }
         if !records.is_empty() {
             self.append_and_sync(&records)?;
         }
+        self.mirror.apply_persisted(hard_state, snapshot, log_write);
         if snapshot.is_some() {
             self.checkpoint()?;
         }
@@ -373,19 +371,6 @@ fn sync_directory(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
         .and_then(|file| file.sync_all())
         .map_err(io_error(dir))
-}
-
-fn apply_log_write(state: &mut DurableState, write: &LogWrite) {
-    state.entries.retain(|entry| entry.index < write.from_index);
-    state.entries.extend(write.entries.iter().cloned());
-}
-
-fn apply_snapshot_marker(state: &mut DurableState, index: u64, replaces_log: bool) {
-    if replaces_log {
-        state.entries.clear();
-    } else {
-        state.entries.retain(|entry| entry.index > index);
-    }
 }
 
 fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {

@@ -40,22 +40,10 @@ impl Storage for SimStorage {
         snapshot: Option<&SnapshotWrite>,
         log_write: Option<&LogWrite>,
     ) -> Result<(), StorageError> {
-        let mut disk = self.disk.lock().expect("not poisoned");
-        if let Some(write) = snapshot {
-            if write.replaces_log {
-                disk.entries.clear();
-            } else {
-                disk.entries.retain(|entry| entry.index > write.meta.index);
-            }
-            disk.snapshot = Some((write.meta.clone(), write.data.clone()));
-        }
-        if let Some(hard_state) = hard_state {
-            disk.hard_state = hard_state.clone();
-        }
-        if let Some(write) = log_write {
-            disk.entries.retain(|entry| entry.index < write.from_index);
-            disk.entries.extend(write.entries.iter().cloned());
-        }
+        self.disk
+            .lock()
+            .expect("not poisoned")
+            .apply_persisted(hard_state, snapshot, log_write);
         *self.syncs.lock().expect("not poisoned") += 1;
         Ok(())
     }

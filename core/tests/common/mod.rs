@@ -13,9 +13,7 @@ use paxkv_core::{
 use paxkv_proto::client::{
     client_response::Body as Response, Consistency, ErrorCode, GetRequest, PutRequest,
 };
-use paxkv_proto::peer::{
-    command::Op, entry::Kind, Command, HardState, LogEntry, PeerMessage, SnapshotMeta,
-};
+use paxkv_proto::peer::{command::Op, entry::Kind, Command, LogEntry, PeerMessage};
 
 /// Time advances in steps of this many milliseconds; every live replica ticks each step.
 pub const STEP_MS: u64 = 10;
@@ -46,48 +44,32 @@ impl TestRng {
 /// What survives a crash: exactly what was synced.
 #[derive(Debug, Clone, Default)]
 pub struct Disk {
-    pub hard_state: HardState,
-    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    pub entries: BTreeMap<u64, LogEntry>,
+    pub state: DurableState,
 }
 
 impl Disk {
     fn persist(&mut self, ready: &Ready) {
-        if let Some(hard_state) = &ready.hard_state {
-            self.hard_state = hard_state.clone();
-        }
-        if let Some(write) = &ready.snapshot {
-            if write.replaces_log {
-                self.entries.clear();
-            } else {
-                self.entries.retain(|index, _| *index > write.meta.index);
-            }
-            self.snapshot = Some((write.meta.clone(), write.data.clone()));
-        }
-        if let Some(write) = &ready.log_write {
-            self.entries.retain(|index, _| *index < write.from_index);
-            for entry in &write.entries {
-                self.entries.insert(entry.index, entry.clone());
-            }
-        }
+        self.state.apply_persisted(
+            ready.hard_state.as_ref(),
+            ready.snapshot.as_ref(),
+            ready.log_write.as_ref(),
+        );
     }
 
     fn recover(&self) -> DurableState {
-        let snapshot_index = self.snapshot.as_ref().map_or(0, |(meta, _)| meta.index);
-        let mut entries = Vec::new();
-        for (index, entry) in self.entries.range(snapshot_index + 1..) {
+        let snapshot_index = self
+            .state
+            .snapshot
+            .as_ref()
+            .map_or(0, |(meta, _)| meta.index);
+        for (offset, entry) in self.state.entries.iter().enumerate() {
             assert_eq!(
-                *index,
-                snapshot_index + 1 + entries.len() as u64,
+                entry.index,
+                snapshot_index + 1 + offset as u64,
                 "durable log has a hole"
             );
-            entries.push(entry.clone());
         }
-        DurableState {
-            hard_state: self.hard_state.clone(),
-            snapshot: self.snapshot.clone(),
-            entries,
-        }
+        self.state.clone()
     }
 }
 
