@@ -157,13 +157,8 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
     result
 }
 
-enum Pending {
-    Reply(Input, oneshot::Receiver<Response>),
-    Status(
-        Input,
-        oneshot::Receiver<paxkv_proto::client::StatusResponse>,
-    ),
-}
+/// An input for the node loop and where its answer will arrive.
+type Pending = (Input, oneshot::Receiver<Response>);
 
 /// Turns a request into an input for the node loop, or an immediate error answer.
 #[allow(clippy::result_large_err)] // the error is the answer itself
@@ -181,7 +176,7 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pend
         }
         Some(Request::Status(_)) => {
             let (reply, receiver) = oneshot::channel();
-            return Ok(Pending::Status(Input::Status { reply }, receiver));
+            return Ok((Input::Status { reply }, receiver));
         }
         Some(Request::Put(put)) => Work::Write(Op::Put(put)),
         Some(Request::Delete(delete)) => Work::Write(Op::Delete(delete)),
@@ -224,7 +219,7 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pend
         },
         Work::Read(read) => Input::Read { read, reply },
     };
-    Ok(Pending::Reply(input, receiver))
+    Ok((input, receiver))
 }
 
 /// Hands the request to the node loop and answers it when done, without holding up the
@@ -248,34 +243,17 @@ async fn dispatch(
              same client id and sequence is safe)",
         )
     };
-    match pending {
-        Pending::Reply(input, receiver) => {
-            if inputs.send(input).await.is_err() {
-                let _ = answers.send(answer(request_id, gone())).await;
-                return;
-            }
-            tokio::spawn(async move {
-                let body = match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
-                    Ok(Ok(body)) => body,
-                    Ok(Err(_)) => gone(),
-                    Err(_) => timed_out(),
-                };
-                let _ = answers.send(answer(request_id, body)).await;
-            });
-        }
-        Pending::Status(input, receiver) => {
-            if inputs.send(input).await.is_err() {
-                let _ = answers.send(answer(request_id, gone())).await;
-                return;
-            }
-            tokio::spawn(async move {
-                let body = match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
-                    Ok(Ok(status)) => Response::Status(status),
-                    Ok(Err(_)) => gone(),
-                    Err(_) => timed_out(),
-                };
-                let _ = answers.send(answer(request_id, body)).await;
-            });
-        }
+    let (input, receiver) = pending;
+    if inputs.send(input).await.is_err() {
+        let _ = answers.send(answer(request_id, gone())).await;
+        return;
     }
+    tokio::spawn(async move {
+        let body = match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => gone(),
+            Err(_) => timed_out(),
+        };
+        let _ = answers.send(answer(request_id, body)).await;
+    });
 }

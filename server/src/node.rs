@@ -40,7 +40,7 @@ pub enum Input {
         reply: oneshot::Sender<Response>,
     },
     Status {
-        reply: oneshot::Sender<StatusResponse>,
+        reply: oneshot::Sender<Response>,
     },
 }
 
@@ -129,7 +129,7 @@ impl Node {
                 self.replica.read(request, read);
             }
             Input::Status { reply } => {
-                let _ = reply.send(self.status());
+                let _ = reply.send(Response::Status(self.status()));
             }
         }
     }
