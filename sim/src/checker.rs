@@ -1,122 +1,430 @@
-//! Per-key linearizability checking by the Wing-Gong search with Lowe's memoisation.
+//! Per-key linearizability checking by the Wing-Gong search with Lowe's memoisation, with TTL
+//! and lease semantics; stale and session reads are checked apart for what they promise.
 //!
-//! Operations on different keys commute, so each key's sub-history is checked alone. The
-//! search walks the history's calls and returns in order, tries to linearize each pending call
-//! (if the register model accepts what it returned), backtracks at a return whose operation was
-//! not linearized yet, and remembers every (set of linearized operations, register state) it
-//! has explored, so no configuration is searched twice. Operations with unknown outcomes never
-//! return: they may take effect at any point after their call, or never.
+//! Operations on different keys commute, so each key's sub-history is checked alone (a lease
+//! is checked with the key it is recorded on). The search builds a linearization one operation
+//! at a time: the next operation may be any not yet placed whose call comes before the earliest
+//! return still outstanding; it is placed if the model accepts what it returned. Every
+//! (set of placed operations, model state) explored is remembered, so no configuration is
+//! searched twice. Operations with unknown outcomes never have to be placed: they may take
+//! effect at any point after their call, or never. Failed operations never took effect.
+//!
+//! Time: a completed operation reports the log time of the state it was served at. Log time
+//! never decreases along the log, so it must not decrease along the linearization, and a key
+//! is visible at log time `t` only if its deadline (own TTL, or its lease's) is after `t`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::history::{Call, Operation, Outcome, Returned};
+use crate::history::{Call, Operation, Outcome, ReadKind, Returned, TtlAnswer};
 
 /// Operations per key the search takes on; larger sub-histories are refused, not guessed.
-pub const OPERATIONS_PER_KEY_MAX: usize = 4096;
+pub const OPERATIONS_PER_KEY_MAX: usize = 20_000;
+/// Configurations one key's search may explore before it gives up (an error, never a verdict).
+pub const CONFIGURATIONS_MAX: usize = 5_000_000;
 
-/// The register the operations act on: value and the revision that wrote it (None when the
-/// writer's revision is not known, e.g. an unknown-outcome put).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Register {
-    value: Option<String>,
-    revision: Option<u64>,
+/// When something expires, in log time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Deadline {
+    Never,
+    At(u64),
+    /// Set by an operation whose log time is unknown: it may pass at any later point.
+    Unknown,
 }
 
-/// The possible states after `operation` runs on `state`, if what it returned is consistent.
-fn step(state: &Register, operation: &Operation) -> Vec<Register> {
-    let written = |value: &String, revision: Option<u64>| Register {
-        value: Some(value.clone()),
-        revision,
-    };
-    let mut next = match (&operation.call, &operation.outcome) {
-        (_, Outcome::Failed) => vec![state.clone()],
-        (Call::Put { value }, Outcome::Ok(Returned::Written { revision })) => {
-            vec![written(value, *revision)]
-        }
-        (Call::Put { value }, Outcome::Unknown) => vec![written(value, None)],
-        (Call::Get, Outcome::Ok(Returned::Read { value })) => {
-            if &state.value == value {
-                vec![state.clone()]
-            } else {
-                vec![]
-            }
-        }
-        (Call::Get, Outcome::Unknown) => vec![state.clone()],
-        (Call::Delete, Outcome::Ok(Returned::Deleted { deleted })) => {
-            if *deleted == state.value.is_some() {
-                vec![Register {
-                    value: None,
-                    revision: None,
-                }]
-            } else {
-                vec![]
-            }
-        }
-        (Call::Delete, Outcome::Unknown) => vec![Register {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lease {
+    /// Deadline and the granted TTL a keep-alive restores.
+    Alive(Deadline, u64),
+    Ended,
+}
+
+/// The model of one key (and the leases recorded on it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Register {
+    value: Option<String>,
+    /// Revision that wrote the value (None when the writer's revision is not known).
+    revision: Option<u64>,
+    deadline: Deadline,
+    lease: Option<u64>,
+    leases: BTreeMap<u64, Lease>,
+    /// Log time of the latest placed operation that reported one.
+    time: u64,
+}
+
+impl Register {
+    fn empty() -> Register {
+        Register {
             value: None,
             revision: None,
-        }],
+            deadline: Deadline::Never,
+            lease: None,
+            leases: BTreeMap::new(),
+            time: 0,
+        }
+    }
+
+    fn cleared(mut self) -> Register {
+        self.value = None;
+        self.revision = None;
+        self.deadline = Deadline::Never;
+        self.lease = None;
+        self
+    }
+
+    fn written(&self, value: &str, revision: Option<u64>) -> Register {
+        let mut next = self.clone();
+        next.value = Some(value.to_string());
+        next.revision = revision;
+        next.deadline = Deadline::Never;
+        next.lease = None;
+        next
+    }
+
+    fn end_lease(mut self, id: u64) -> Register {
+        self.leases.insert(id, Lease::Ended);
+        if self.lease == Some(id) {
+            self = self.cleared();
+        }
+        self
+    }
+
+    fn visible(&self) -> bool {
+        self.value.is_some()
+    }
+
+    /// Whether the key could expire or go with a lease at some unknown moment.
+    fn may_vanish(&self) -> bool {
+        self.deadline != Deadline::Never || self.lease.is_some()
+    }
+
+    /// The states at log time `time`: everything whose deadline passed is gone. Unknown
+    /// deadlines may or may not have passed. Empty if time would go backwards.
+    fn advance(&self, time: Option<u64>) -> Vec<Register> {
+        let Some(time) = time else {
+            return vec![self.clone()];
+        };
+        if time < self.time {
+            return Vec::new();
+        }
+        let mut start = self.clone();
+        start.time = time;
+        let mut states = match start.deadline {
+            Deadline::At(deadline) if deadline <= time => vec![start.cleared()],
+            Deadline::Unknown if start.visible() => vec![start.clone().cleared(), start],
+            _ => vec![start],
+        };
+        let ids: Vec<u64> = self.leases.keys().copied().collect();
+        for id in ids {
+            states = states
+                .into_iter()
+                .flat_map(|state| match state.leases[&id] {
+                    Lease::Alive(Deadline::At(deadline), _) if deadline <= time => {
+                        vec![state.end_lease(id)]
+                    }
+                    Lease::Alive(Deadline::Unknown, _) => {
+                        vec![state.clone().end_lease(id), state]
+                    }
+                    _ => vec![state],
+                })
+                .collect();
+        }
+        states
+    }
+}
+
+fn deadline_after(time: Option<u64>, ttl_ms: u64) -> Deadline {
+    time.map_or(Deadline::Unknown, |time| {
+        Deadline::At(time.saturating_add(ttl_ms))
+    })
+}
+
+/// The state after a completed operation, if what it returned fits `state` at its log time.
+fn apply_known(
+    state: Register,
+    call: &Call,
+    returned: &Returned,
+    time: Option<u64>,
+) -> Option<Register> {
+    let visible = state.visible();
+    match (call, returned) {
+        (
+            Call::Put {
+                value,
+                ttl_ms,
+                lease_id,
+            },
+            Returned::Written { revision },
+        ) => {
+            if let Some(id) = lease_id {
+                if state.leases.get(id) == Some(&Lease::Ended) {
+                    return None;
+                }
+            }
+            let mut next = state.written(value, *revision);
+            next.deadline = ttl_ms.map_or(Deadline::Never, |ttl| deadline_after(time, ttl));
+            next.lease = *lease_id;
+            Some(next)
+        }
+        (
+            Call::Get { .. },
+            Returned::Read {
+                value,
+                mod_revision,
+            },
+        ) => {
+            let revision_fits = match (mod_revision, state.revision) {
+                (Some(read), Some(known)) => *read == known,
+                _ => true,
+            };
+            (&state.value == value && revision_fits).then_some(state)
+        }
+        (Call::Delete, Returned::Deleted { deleted }) => {
+            (*deleted == visible).then(|| state.cleared())
+        }
         (
             Call::Cas {
                 expected_revision,
                 value,
             },
-            outcome,
+            returned,
         ) => {
-            let matches = match (*expected_revision, &state.value, state.revision) {
-                (0, None, _) => Some(true),
-                (0, Some(_), _) => Some(false),
-                (_, None, _) => Some(false),
-                (expected, Some(_), Some(revision)) => Some(expected == revision),
+            let matches = match (*expected_revision, visible, state.revision) {
+                (0, visible, _) => Some(!visible),
+                (_, false, _) => Some(false),
+                (expected, true, Some(revision)) => Some(expected == revision),
                 // The writer's revision is unknown: it may have been the expected one.
-                (_, Some(_), None) => None,
+                (_, true, None) => None,
             };
-            match outcome {
-                Outcome::Ok(Returned::Written { revision }) if matches != Some(false) => {
-                    vec![written(value, *revision)]
+            match returned {
+                Returned::Written { revision } if matches != Some(false) => {
+                    Some(state.written(value, *revision))
                 }
-                Outcome::Ok(Returned::CasRefused) if matches != Some(true) => vec![state.clone()],
-                Outcome::Unknown if matches != Some(false) => vec![written(value, None)],
-                _ => vec![],
+                Returned::CasRefused if matches != Some(true) => Some(state),
+                _ => None,
             }
         }
-        _ => vec![],
-    };
-    // An operation with an unknown outcome may also have had no effect at all.
-    if operation.outcome == Outcome::Unknown && !next.contains(state) {
-        next.push(state.clone());
+        (Call::Expire { ttl_ms }, Returned::Expired { applied }) => {
+            if *applied != visible {
+                return None;
+            }
+            let mut next = state;
+            if *applied {
+                next.deadline = deadline_after(time, *ttl_ms);
+            }
+            Some(next)
+        }
+        (Call::Ttl, Returned::Ttl(answer)) => match (answer, visible, state.deadline) {
+            (TtlAnswer::NoKey, false, _) => Some(state),
+            (TtlAnswer::NoTtl, true, Deadline::Never) => Some(state),
+            (TtlAnswer::Remaining(left), true, Deadline::At(deadline)) => match time {
+                Some(time) => (deadline.saturating_sub(time) == *left).then_some(state),
+                None => Some(state),
+            },
+            // An unknown deadline becomes known.
+            (TtlAnswer::Remaining(left), true, Deadline::Unknown) => {
+                let mut next = state;
+                if let Some(time) = time {
+                    next.deadline = Deadline::At(time + left);
+                }
+                Some(next)
+            }
+            _ => None,
+        },
+        (Call::LeaseGrant { ttl_ms }, Returned::Granted { lease_id }) => {
+            let mut next = state;
+            if next.leases.contains_key(lease_id) {
+                return None;
+            }
+            next.leases.insert(
+                *lease_id,
+                Lease::Alive(deadline_after(time, *ttl_ms), *ttl_ms),
+            );
+            Some(next)
+        }
+        (Call::LeaseKeepAlive { lease_id }, Returned::LeaseFound { found }) => {
+            match (state.leases.get(lease_id).copied(), found) {
+                (Some(Lease::Alive(_, ttl)), true) => {
+                    let mut next = state;
+                    next.leases
+                        .insert(*lease_id, Lease::Alive(deadline_after(time, ttl), ttl));
+                    Some(next)
+                }
+                (Some(Lease::Ended), false) | (None, _) => Some(state),
+                _ => None,
+            }
+        }
+        (Call::LeaseRevoke { lease_id }, Returned::LeaseFound { found }) => {
+            match (state.leases.get(lease_id).copied(), found) {
+                (Some(Lease::Alive(..)) | None, true) => Some(state.end_lease(*lease_id)),
+                (Some(Lease::Ended) | None, false) => Some(state),
+                _ => None,
+            }
+        }
+        _ => None,
     }
-    next
 }
 
-/// A violation: the smallest failing key's sub-history.
+/// The states an operation with an unknown outcome may leave, besides leaving `state` as it
+/// was: it took effect at some unknown log time after the state's.
+fn apply_unknown(state: &Register, call: &Call) -> Option<Register> {
+    match call {
+        Call::Put {
+            value,
+            ttl_ms,
+            lease_id,
+        } => {
+            if let Some(id) = lease_id {
+                if state.leases.get(id) == Some(&Lease::Ended) {
+                    return None;
+                }
+            }
+            let mut next = state.written(value, None);
+            next.deadline = ttl_ms.map_or(Deadline::Never, |_| Deadline::Unknown);
+            next.lease = *lease_id;
+            Some(next)
+        }
+        Call::Get { .. } | Call::Ttl | Call::LeaseGrant { .. } => None,
+        Call::Delete => Some(state.clone().cleared()),
+        Call::Cas {
+            expected_revision,
+            value,
+        } => {
+            let possible = match *expected_revision {
+                0 => !state.visible() || state.may_vanish(),
+                expected => {
+                    state.visible() && state.revision.is_none_or(|revision| revision == expected)
+                }
+            };
+            possible.then(|| state.written(value, None))
+        }
+        Call::Expire { .. } => state.visible().then(|| {
+            let mut next = state.clone();
+            next.deadline = Deadline::Unknown;
+            next
+        }),
+        Call::LeaseKeepAlive { lease_id } => match state.leases.get(lease_id) {
+            Some(Lease::Alive(_, ttl)) => {
+                let mut next = state.clone();
+                next.leases
+                    .insert(*lease_id, Lease::Alive(Deadline::Unknown, *ttl));
+                Some(next)
+            }
+            _ => None,
+        },
+        Call::LeaseRevoke { lease_id } => match state.leases.get(lease_id) {
+            Some(Lease::Ended) => None,
+            _ => Some(state.clone().end_lease(*lease_id)),
+        },
+    }
+}
+
+/// The possible states after `operation` runs on `state`.
+fn step(state: &Register, operation: &Operation) -> Vec<Register> {
+    match &operation.outcome {
+        Outcome::Ok(returned) => state
+            .advance(operation.log_time_ms)
+            .into_iter()
+            .filter_map(|state| {
+                apply_known(state, &operation.call, returned, operation.log_time_ms)
+            })
+            .collect(),
+        Outcome::Unknown => {
+            let mut next = vec![state.clone()];
+            next.extend(apply_unknown(state, &operation.call));
+            next
+        }
+        Outcome::Failed => vec![state.clone()],
+    }
+}
+
+/// A violation: the smallest failing key's sub-history, or one stale or session read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     pub key: String,
+    pub reason: String,
     pub operations: Vec<Operation>,
+}
+
+/// One operation, readably: who, when, what it asked and what it got.
+pub fn describe(operation: &Operation) -> String {
+    let call = match &operation.call {
+        Call::Put {
+            value,
+            ttl_ms,
+            lease_id,
+        } => {
+            let mut text = format!("put {:?}", value);
+            if let Some(ttl) = ttl_ms {
+                text += &format!(" ttl {ttl} ms");
+            }
+            if let Some(lease) = lease_id {
+                text += &format!(" lease {lease}");
+            }
+            text
+        }
+        Call::Get { read } => match read {
+            ReadKind::Linearizable => "get".to_string(),
+            ReadKind::Stale => "get (stale)".to_string(),
+            ReadKind::Session => "get (session)".to_string(),
+        },
+        Call::Delete => "delete".to_string(),
+        Call::Cas {
+            expected_revision,
+            value,
+        } => format!("cas {value:?} if revision {expected_revision}"),
+        Call::Expire { ttl_ms } => format!("expire {ttl_ms} ms"),
+        Call::Ttl => "ttl".to_string(),
+        Call::LeaseGrant { ttl_ms } => format!("lease grant {ttl_ms} ms"),
+        Call::LeaseKeepAlive { lease_id } => format!("lease keep-alive {lease_id}"),
+        Call::LeaseRevoke { lease_id } => format!("lease revoke {lease_id}"),
+    };
+    let outcome = match &operation.outcome {
+        Outcome::Failed => "failed".to_string(),
+        Outcome::Unknown => "unknown".to_string(),
+        Outcome::Ok(returned) => {
+            let what = match returned {
+                Returned::Written { revision } => {
+                    format!("written at revision {}", optional(*revision))
+                }
+                Returned::Read {
+                    value,
+                    mod_revision,
+                } => match value {
+                    Some(value) => format!("{value:?} (written at {})", optional(*mod_revision)),
+                    None => "absent".to_string(),
+                },
+                Returned::Deleted { deleted } => format!("deleted {deleted}"),
+                Returned::CasRefused => "refused".to_string(),
+                Returned::Expired { applied } => format!("applied {applied}"),
+                Returned::Ttl(answer) => format!("{answer:?}"),
+                Returned::Granted { lease_id } => format!("lease {lease_id}"),
+                Returned::LeaseFound { found } => format!("found {found}"),
+            };
+            format!(
+                "{what}; state revision {}, log time {}",
+                optional(operation.revision),
+                optional(operation.log_time_ms)
+            )
+        }
+    };
+    let completed = operation
+        .completed_at
+        .map_or("never".to_string(), |line| line.to_string());
+    format!(
+        "process {:>3}  lines {:>6} .. {:<6}  {call} -> {outcome}",
+        operation.process, operation.invoked_at, completed
+    )
+}
+
+fn optional(value: Option<u64>) -> String {
+    value.map_or("?".to_string(), |value| value.to_string())
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "key {:?}: no linearization of these {} operations exists:",
-            self.key,
-            self.operations.len()
-        )?;
+        writeln!(f, "key {:?}: {}", self.key, self.reason)?;
         for operation in &self.operations {
-            let completed = operation
-                .completed_at
-                .map_or("never".to_string(), |line| format!("line {line}"));
-            writeln!(
-                f,
-                "  process {:>3}  line {:>5} .. {:<10} {:?} -> {:?}",
-                operation.process,
-                operation.invoked_at,
-                completed,
-                operation.call,
-                operation.outcome
-            )?;
+            writeln!(f, "  {}", describe(operation))?;
         }
         Ok(())
     }
@@ -126,9 +434,12 @@ impl std::fmt::Display for Violation {
 pub enum CheckError {
     #[error("key {key:?} has {operations} operations; the checker takes at most {OPERATIONS_PER_KEY_MAX} per key")]
     TooLarge { key: String, operations: usize },
+    #[error("key {key:?}: gave up after exploring {CONFIGURATIONS_MAX} configurations (neither verdict)")]
+    TooHard { key: String },
 }
 
-/// Checks every key; returns the violation with the fewest operations, if any.
+/// Checks every key, then every stale and session read; returns the violation with the
+/// fewest operations, if any.
 pub fn check(operations: &[Operation]) -> Result<Option<Violation>, CheckError> {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for operation in operations {
@@ -142,9 +453,18 @@ pub fn check(operations: &[Operation]) -> Result<Option<Violation>, CheckError> 
                 operations: operations.len(),
             });
         }
-        if !linearizable(&operations) {
+        let judged: Vec<&Operation> = operations
+            .iter()
+            .copied()
+            .filter(|op| op.call.is_linearizable() && op.outcome != Outcome::Failed)
+            .collect();
+        if !linearizable(key, &judged)? {
             let violation = Violation {
                 key: key.to_string(),
+                reason: format!(
+                    "no linearization of these {} operations exists",
+                    operations.len()
+                ),
                 operations: operations.into_iter().cloned().collect(),
             };
             if smallest
@@ -155,94 +475,211 @@ pub fn check(operations: &[Operation]) -> Result<Option<Violation>, CheckError> 
             }
         }
     }
-    Ok(smallest)
+    if smallest.is_some() {
+        return Ok(smallest);
+    }
+    Ok(check_relaxed_reads(operations))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Point {
-    Call(usize),
-    Return(usize),
-}
-
-/// The Wing-Gong-Lowe search over one key's operations.
-fn linearizable(operations: &[&Operation]) -> bool {
-    // Calls and returns in history order; unknown outcomes never return.
-    let mut points: Vec<(usize, Point)> = Vec::new();
-    for (index, operation) in operations.iter().enumerate() {
-        points.push((operation.invoked_at, Point::Call(index)));
-        if let Some(line) = operation.completed_at {
-            points.push((line, Point::Return(index)));
+/// Stale and session reads promise less: the value read was written (by a write invoked before
+/// the read returned) at the revision reported, and a session never reads a state older than
+/// one its process has already seen.
+fn check_relaxed_reads(operations: &[Operation]) -> Option<Violation> {
+    let mut writes: HashMap<(&str, &str), Vec<&Operation>> = HashMap::new();
+    for operation in operations {
+        let value = match &operation.call {
+            Call::Put { value, .. } | Call::Cas { value, .. } => value,
+            _ => continue,
+        };
+        if operation.outcome != Outcome::Failed {
+            writes
+                .entry((&operation.key, value))
+                .or_default()
+                .push(operation);
         }
     }
-    points.sort_by_key(|(line, _)| *line);
-    let points: Vec<Point> = points.into_iter().map(|(_, point)| point).collect();
-    let count = operations.len();
-    let mut done = vec![false; count];
-    let mut seen: BTreeSet<(Vec<bool>, Register)> = BTreeSet::new();
-    // Depth-first search with an explicit stack: (state, point to resume from, op, choice).
-    let mut stack: Vec<(Register, usize, usize, usize)> = Vec::new();
-    let mut state = Register {
-        value: None,
-        revision: None,
-    };
-    let mut position = 0usize;
-    let mut choice = 0usize;
-    loop {
-        // Every completed operation is linearized (unknown ones may stay out): success.
-        let complete = operations
-            .iter()
-            .enumerate()
-            .all(|(index, operation)| done[index] || operation.completed_at.is_none());
-        if complete {
-            return true;
+    let mut seen: HashMap<u64, (u64, &Operation)> = HashMap::new();
+    // Each process runs one operation at a time, so invocation order is its program order.
+    for operation in operations {
+        if let (
+            Call::Get { read },
+            Outcome::Ok(Returned::Read {
+                value,
+                mod_revision,
+            }),
+        ) = (&operation.call, &operation.outcome)
+        {
+            if *read != ReadKind::Linearizable {
+                if let Some(violation) =
+                    check_relaxed_read(operation, *read, value, *mod_revision, &writes, &seen)
+                {
+                    return Some(violation);
+                }
+            }
         }
-        let point = points.get(position).copied();
-        let advanced = match point {
-            Some(Point::Call(index)) if !done[index] => {
-                let options = step(&state, operations[index]);
-                let mut placed = false;
-                for (offset, next) in options.iter().enumerate().skip(choice) {
-                    let mut marks = done.clone();
-                    marks[index] = true;
-                    if seen.insert((marks, next.clone())) {
-                        stack.push((state.clone(), position, index, offset + 1));
-                        done[index] = true;
-                        state = next.clone();
-                        placed = true;
-                        break;
-                    }
-                }
-                choice = 0;
-                if placed {
-                    // Linearizing an operation can make earlier-skipped calls placeable again.
-                    position = 0;
-                } else {
-                    position += 1;
-                }
-                true
+        if let (Outcome::Ok(_), Some(revision)) = (&operation.outcome, operation.revision) {
+            let entry = seen.entry(operation.process).or_insert((0, operation));
+            if revision >= entry.0 {
+                *entry = (revision, operation);
             }
-            Some(Point::Call(_)) => {
-                position += 1;
-                true
+        }
+    }
+    None
+}
+
+fn check_relaxed_read(
+    read: &Operation,
+    kind: ReadKind,
+    value: &Option<String>,
+    mod_revision: Option<u64>,
+    writes: &HashMap<(&str, &str), Vec<&Operation>>,
+    seen: &HashMap<u64, (u64, &Operation)>,
+) -> Option<Violation> {
+    let violation = |reason: String, mut operations: Vec<Operation>| {
+        operations.push(read.clone());
+        Some(Violation {
+            key: read.key.clone(),
+            reason,
+            operations,
+        })
+    };
+    if kind == ReadKind::Session {
+        if let (Some(revision), Some((before, earlier))) = (read.revision, seen.get(&read.process))
+        {
+            if revision < *before {
+                return violation(
+                    format!(
+                        "a session read served at revision {revision} after its process saw revision {before}"
+                    ),
+                    vec![(*earlier).clone()],
+                );
             }
-            Some(Point::Return(index)) if done[index] => {
-                position += 1;
-                true
-            }
-            // A return whose operation is not linearized yet, or the end: backtrack.
-            Some(Point::Return(_)) | None => false,
+        }
+    }
+    let Some(value) = value else {
+        return None;
+    };
+    let completed = read.completed_at.unwrap_or(usize::MAX);
+    let candidates: Vec<&Operation> = writes
+        .get(&(read.key.as_str(), value.as_str()))
+        .map(|writes| {
+            writes
+                .iter()
+                .copied()
+                .filter(|write| write.invoked_at < completed)
+                .collect()
+        })
+        .unwrap_or_default();
+    if candidates.is_empty() {
+        return violation(
+            format!("a {kind:?} read returned {value:?}, which no write had been asked to write"),
+            Vec::new(),
+        );
+    }
+    if let Some(read_revision) = mod_revision {
+        let fits = candidates.iter().any(|write| match &write.outcome {
+            Outcome::Ok(Returned::Written { revision: Some(r) }) => *r == read_revision,
+            _ => true,
+        });
+        if !fits {
+            return violation(
+                format!("a {kind:?} read says {value:?} was written at revision {read_revision}, but it was not"),
+                candidates.into_iter().cloned().collect(),
+            );
+        }
+        if read.revision.is_some_and(|state| state < read_revision) {
+            return violation(
+                format!("a {kind:?} read of a state older than the write it returned"),
+                Vec::new(),
+            );
+        }
+    }
+    None
+}
+
+/// One configuration of the search: what is placed, the model state, and the moves left.
+struct Frame {
+    placed: Vec<u64>,
+    /// Completed operations not placed yet.
+    missing: usize,
+    moves: Vec<(usize, Register)>,
+    next: usize,
+}
+
+fn is_placed(placed: &[u64], index: usize) -> bool {
+    placed[index / 64] & (1 << (index % 64)) != 0
+}
+
+/// The moves from a configuration: every operation that may come next, with each state it
+/// may leave; completed operations (earliest return first) before unknown ones.
+fn moves(operations: &[&Operation], placed: &[u64], state: &Register) -> Vec<(usize, Register)> {
+    let bound = operations
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !is_placed(placed, *index))
+        .filter_map(|(_, operation)| operation.completed_at)
+        .min()
+        .unwrap_or(usize::MAX);
+    let mut candidates: Vec<usize> = (0..operations.len())
+        .filter(|index| !is_placed(placed, *index) && operations[*index].invoked_at < bound)
+        .collect();
+    candidates.sort_by_key(|index| operations[*index].completed_at.unwrap_or(usize::MAX));
+    candidates
+        .into_iter()
+        .flat_map(|index| {
+            step(state, operations[index])
+                .into_iter()
+                .map(move |next| (index, next))
+        })
+        .collect()
+}
+
+/// The search over one key's operations (stale reads and failed operations left out).
+fn linearizable(key: &str, operations: &[&Operation]) -> Result<bool, CheckError> {
+    let missing = operations
+        .iter()
+        .filter(|operation| operation.completed_at.is_some())
+        .count();
+    if missing == 0 {
+        return Ok(true);
+    }
+    let placed = vec![0u64; operations.len().div_ceil(64)];
+    let state = Register::empty();
+    let mut seen: HashSet<(Vec<u64>, Register)> = HashSet::new();
+    let mut stack = vec![Frame {
+        moves: moves(operations, &placed, &state),
+        placed,
+        missing,
+        next: 0,
+    }];
+    while let Some(frame) = stack.last_mut() {
+        let Some((index, next)) = frame.moves.get(frame.next).cloned() else {
+            stack.pop();
+            continue;
         };
-        if advanced {
+        frame.next += 1;
+        let mut placed = frame.placed.clone();
+        placed[index / 64] |= 1 << (index % 64);
+        let missing = frame.missing - usize::from(operations[index].completed_at.is_some());
+        if missing == 0 {
+            return Ok(true);
+        }
+        if !seen.insert((placed.clone(), next.clone())) {
             continue;
         }
-        let Some((previous, resume, index, next_choice)) = stack.pop() else {
-            return false;
-        };
-        done[index] = false;
-        state = previous;
-        position = resume;
-        choice = next_choice;
+        if seen.len() > CONFIGURATIONS_MAX {
+            return Err(CheckError::TooHard {
+                key: key.to_string(),
+            });
+        }
+        stack.push(Frame {
+            moves: moves(operations, &placed, &next),
+            placed,
+            missing,
+            next: 0,
+        });
     }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -254,24 +691,30 @@ mod tests {
         parse(&lines.join("\n")).unwrap()
     }
 
+    fn verdict(lines: &[&str]) -> Option<Violation> {
+        check(&history(lines)).unwrap()
+    }
+
     #[test]
     fn a_sequential_history_is_linearizable() {
-        let operations = history(&[
-            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
-            r#"{"process":1,"type":"ok","f":"put","revision":1}"#,
-            r#"{"process":1,"type":"invoke","f":"get","key":"k"}"#,
-            r#"{"process":1,"type":"ok","f":"get","value":"a"}"#,
-            r#"{"process":1,"type":"invoke","f":"cas","key":"k","expected_revision":1,"value":"b"}"#,
-            r#"{"process":1,"type":"ok","f":"cas","succeeded":true,"revision":2}"#,
-            r#"{"process":1,"type":"invoke","f":"delete","key":"k"}"#,
-            r#"{"process":1,"type":"ok","f":"delete","succeeded":true}"#,
-        ]);
-        assert_eq!(check(&operations).unwrap(), None);
+        assert_eq!(
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":1}"#,
+                r#"{"process":1,"type":"invoke","f":"get","key":"k"}"#,
+                r#"{"process":1,"type":"ok","f":"get","value":"a"}"#,
+                r#"{"process":1,"type":"invoke","f":"cas","key":"k","expected_revision":1,"value":"b"}"#,
+                r#"{"process":1,"type":"ok","f":"cas","succeeded":true,"revision":2}"#,
+                r#"{"process":1,"type":"invoke","f":"delete","key":"k"}"#,
+                r#"{"process":1,"type":"ok","f":"delete","succeeded":true}"#,
+            ]),
+            None
+        );
     }
 
     #[test]
     fn a_stale_read_after_a_completed_write_is_a_violation() {
-        let operations = history(&[
+        let violation = verdict(&[
             r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
             r#"{"process":1,"type":"ok","f":"put","revision":1}"#,
             r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"b"}"#,
@@ -280,78 +723,251 @@ mod tests {
             r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
             r#"{"process":3,"type":"invoke","f":"get","key":"other"}"#,
             r#"{"process":3,"type":"ok","f":"get"}"#,
-        ]);
-        let violation = check(&operations).unwrap().expect("a violation");
+        ])
+        .expect("a violation");
         assert_eq!(violation.key, "k");
         assert!(violation.to_string().contains("no linearization"));
+        assert!(violation.to_string().contains("put \"b\""), "{violation}");
     }
 
     #[test]
     fn concurrent_operations_may_take_either_order() {
-        let operations = history(&[
-            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
-            r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
-            r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
-            r#"{"process":1,"type":"ok","f":"put","revision":1}"#,
-        ]);
-        assert_eq!(check(&operations).unwrap(), None);
+        assert_eq!(
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+                r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":1}"#,
+            ]),
+            None
+        );
     }
 
     #[test]
     fn an_unknown_write_may_take_effect_or_not() {
-        let took_effect = history(&[
-            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
-            r#"{"process":1,"type":"info","f":"put"}"#,
-            r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
-            r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
-        ]);
-        assert_eq!(check(&took_effect).unwrap(), None);
-        let did_not = history(&[
-            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
-            r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
-            r#"{"process":2,"type":"ok","f":"get"}"#,
-        ]);
-        assert_eq!(check(&did_not).unwrap(), None);
+        assert_eq!(
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":1,"type":"info","f":"put"}"#,
+                r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+                r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
+            ]),
+            None
+        );
+        assert_eq!(
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+                r#"{"process":2,"type":"ok","f":"get"}"#,
+            ]),
+            None
+        );
         // But a failed write certainly did not happen.
-        let failed = history(&[
+        assert!(verdict(&[
             r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
             r#"{"process":1,"type":"fail","f":"put"}"#,
             r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
             r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
-        ]);
-        assert!(check(&failed).unwrap().is_some());
+        ])
+        .is_some());
+    }
+
+    #[test]
+    fn an_unknown_write_cannot_take_effect_twice() {
+        // "a" is overwritten by "b", then read again: only a second write of "a" could explain it.
+        assert!(verdict(&[
+            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+            r#"{"process":1,"type":"info","f":"put"}"#,
+            r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+            r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
+            r#"{"process":2,"type":"invoke","f":"put","key":"k","value":"b"}"#,
+            r#"{"process":2,"type":"ok","f":"put","revision":3}"#,
+            r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+            r#"{"process":2,"type":"ok","f":"get","value":"a"}"#,
+        ])
+        .is_some());
     }
 
     #[test]
     fn a_lost_acknowledged_write_is_a_violation() {
-        let operations = history(&[
+        assert!(verdict(&[
             r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
             r#"{"process":1,"type":"ok","f":"put","revision":1}"#,
             r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
             r#"{"process":2,"type":"ok","f":"get"}"#,
-        ]);
-        assert!(check(&operations).unwrap().is_some());
+        ])
+        .is_some());
     }
 
     #[test]
     fn compare_and_set_follows_revisions() {
-        let wrong = history(&[
-            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
-            r#"{"process":1,"type":"ok","f":"put","revision":5}"#,
-            r#"{"process":1,"type":"invoke","f":"cas","key":"k","expected_revision":4,"value":"b"}"#,
-            r#"{"process":1,"type":"ok","f":"cas","succeeded":true,"revision":6}"#,
-        ]);
         assert!(
-            check(&wrong).unwrap().is_some(),
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":5}"#,
+                r#"{"process":1,"type":"invoke","f":"cas","key":"k","expected_revision":4,"value":"b"}"#,
+                r#"{"process":1,"type":"ok","f":"cas","succeeded":true,"revision":6}"#,
+            ])
+            .is_some(),
             "a CAS on a stale revision must not succeed"
         );
-        let refused = history(&[
+        assert_eq!(
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":5}"#,
+                r#"{"process":1,"type":"invoke","f":"cas","key":"k","expected_revision":4,"value":"b"}"#,
+                r#"{"process":1,"type":"ok","f":"cas","succeeded":false}"#,
+            ]),
+            None
+        );
+    }
+
+    const TTL_PUT: [&str; 2] = [
+        r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a","ttl_ms":1000}"#,
+        r#"{"process":1,"type":"ok","f":"put","revision":1,"log_time_ms":100}"#,
+    ];
+
+    fn after_ttl_put(rest: &[&str]) -> Option<Violation> {
+        let mut lines = TTL_PUT.to_vec();
+        lines.extend_from_slice(rest);
+        verdict(&lines)
+    }
+
+    #[test]
+    fn a_key_is_visible_only_before_its_deadline() {
+        let read = |answer: &str, time: u64| {
+            after_ttl_put(&[
+                r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+                &format!(r#"{{"process":2,"type":"ok","f":"get",{answer}"log_time_ms":{time}}}"#),
+            ])
+        };
+        assert_eq!(read(r#""value":"a","#, 1099), None);
+        assert!(read(r#""value":"a","#, 1100).is_some(), "expired at 1100");
+        assert_eq!(read("", 1100), None);
+        assert!(read("", 1099).is_some(), "not expired yet at 1099");
+    }
+
+    #[test]
+    fn log_time_never_goes_back_along_the_linearization() {
+        // The read saw the write, so it comes after it, yet reports an earlier log time.
+        assert!(after_ttl_put(&[
+            r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+            r#"{"process":2,"type":"ok","f":"get","value":"a","log_time_ms":50}"#,
+        ])
+        .is_some());
+    }
+
+    #[test]
+    fn ttl_answers_the_exact_time_left() {
+        let ttl = |answer: &str| {
+            after_ttl_put(&[
+                r#"{"process":2,"type":"invoke","f":"ttl","key":"k"}"#,
+                &format!(r#"{{"process":2,"type":"ok","f":"ttl",{answer},"log_time_ms":400}}"#),
+            ])
+        };
+        assert_eq!(ttl(r#""ttl_state":"remaining","remaining_ms":700"#), None);
+        assert!(ttl(r#""ttl_state":"remaining","remaining_ms":900"#).is_some());
+        assert!(ttl(r#""ttl_state":"no_ttl""#).is_some());
+        assert!(ttl(r#""ttl_state":"no_key""#).is_some());
+    }
+
+    #[test]
+    fn expire_moves_the_deadline_from_its_own_log_time() {
+        let lines = |read_time: u64| {
+            after_ttl_put(&[
+                r#"{"process":1,"type":"invoke","f":"expire","key":"k","ttl_ms":5000}"#,
+                r#"{"process":1,"type":"ok","f":"expire","succeeded":true,"log_time_ms":900}"#,
+                r#"{"process":2,"type":"invoke","f":"get","key":"k"}"#,
+                &format!(
+                    r#"{{"process":2,"type":"ok","f":"get","value":"a","log_time_ms":{read_time}}}"#
+                ),
+            ])
+        };
+        assert_eq!(lines(5899), None);
+        assert!(lines(5900).is_some());
+    }
+
+    fn leased(rest: &[&str]) -> Option<Violation> {
+        let mut lines = vec![
+            r#"{"process":1,"type":"invoke","f":"lease_grant","key":"l","ttl_ms":1000}"#,
+            r#"{"process":1,"type":"ok","f":"lease_grant","lease_id":7,"log_time_ms":100}"#,
+            r#"{"process":1,"type":"invoke","f":"put","key":"l","value":"a","lease_id":7}"#,
+            r#"{"process":1,"type":"ok","f":"put","revision":2,"log_time_ms":150}"#,
+        ];
+        lines.extend_from_slice(rest);
+        verdict(&lines)
+    }
+
+    #[test]
+    fn a_leased_key_lives_as_long_as_its_lease() {
+        let read_at = |time: u64| {
+            format!(r#"{{"process":2,"type":"ok","f":"get","value":"a","log_time_ms":{time}}}"#)
+        };
+        let invoke = r#"{"process":2,"type":"invoke","f":"get","key":"l"}"#;
+        assert_eq!(leased(&[invoke, &read_at(1099)]), None);
+        assert!(leased(&[invoke, &read_at(1100)]).is_some());
+        let keep_alive = [
+            r#"{"process":1,"type":"invoke","f":"lease_keepalive","key":"l","lease_id":7}"#,
+            r#"{"process":1,"type":"ok","f":"lease_keepalive","succeeded":true,"log_time_ms":900}"#,
+        ];
+        assert_eq!(
+            leased(&[keep_alive[0], keep_alive[1], invoke, &read_at(1899)]),
+            None
+        );
+        assert!(leased(&[keep_alive[0], keep_alive[1], invoke, &read_at(1900)]).is_some());
+        let revoke = [
+            r#"{"process":1,"type":"invoke","f":"lease_revoke","key":"l","lease_id":7}"#,
+            r#"{"process":1,"type":"ok","f":"lease_revoke","succeeded":true,"log_time_ms":300}"#,
+        ];
+        assert!(leased(&[revoke[0], revoke[1], invoke, &read_at(400)]).is_some());
+        // A keep-alive of an expired lease must not find it.
+        assert!(leased(&[
+            keep_alive[0],
+            r#"{"process":1,"type":"ok","f":"lease_keepalive","succeeded":true,"log_time_ms":1200}"#,
+        ])
+        .is_some());
+    }
+
+    #[test]
+    fn stale_reads_must_return_a_written_value_at_its_revision() {
+        let base = [
             r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
-            r#"{"process":1,"type":"ok","f":"put","revision":5}"#,
-            r#"{"process":1,"type":"invoke","f":"cas","key":"k","expected_revision":4,"value":"b"}"#,
-            r#"{"process":1,"type":"ok","f":"cas","succeeded":false}"#,
-        ]);
-        assert_eq!(check(&refused).unwrap(), None);
+            r#"{"process":1,"type":"ok","f":"put","revision":3}"#,
+            r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"b"}"#,
+            r#"{"process":1,"type":"ok","f":"put","revision":4}"#,
+        ];
+        let stale = |answer: &str| {
+            let mut lines = base.to_vec();
+            let completion = format!(r#"{{"process":2,"type":"ok","f":"get",{answer}}}"#);
+            lines
+                .push(r#"{"process":2,"type":"invoke","f":"get","key":"k","consistency":"stale"}"#);
+            lines.push(&completion);
+            verdict(&lines)
+        };
+        assert_eq!(stale(r#""value":"a","mod_revision":3,"revision":3"#), None);
+        assert!(stale(r#""value":"c","mod_revision":3,"revision":3"#).is_some());
+        assert!(stale(r#""value":"a","mod_revision":4,"revision":4"#).is_some());
+        assert!(stale(r#""value":"a","mod_revision":3,"revision":2"#).is_some());
+    }
+
+    #[test]
+    fn a_session_never_goes_back_in_time() {
+        let session = |revision: u64| {
+            let completion = format!(
+                r#"{{"process":1,"type":"ok","f":"get","value":"a","mod_revision":3,"revision":{revision}}}"#
+            );
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":3}"#,
+                r#"{"process":1,"type":"invoke","f":"put","key":"j","value":"x"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":9}"#,
+                r#"{"process":1,"type":"invoke","f":"get","key":"k","consistency":"session"}"#,
+                &completion,
+            ])
+        };
+        assert_eq!(session(9), None);
+        let violation = session(8).expect("went back in time");
+        assert!(violation.reason.contains("session"), "{violation}");
     }
 
     #[test]

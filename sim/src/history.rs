@@ -15,22 +15,62 @@ struct Event {
     key: Option<String>,
     value: Option<String>,
     expected_revision: Option<u64>,
+    ttl_ms: Option<u64>,
+    lease_id: Option<u64>,
+    consistency: Option<String>,
     revision: Option<u64>,
+    mod_revision: Option<u64>,
+    log_time_ms: Option<u64>,
     succeeded: Option<bool>,
+    ttl_state: Option<String>,
+    remaining_ms: Option<u64>,
+}
+
+/// How fresh a read asked to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// Must reflect every write completed before it: checked for linearizability.
+    Linearizable,
+    /// Any replica's state: checked only for returning a value that was written.
+    Stale,
+    /// Like stale, but never older than what the same process has seen before.
+    Session,
 }
 
 /// What an operation asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
+    /// Write `value`; with a TTL (the key expires `ttl_ms` after the write's log time) or
+    /// attached to a lease (the key goes when the lease does).
     Put {
         value: String,
+        ttl_ms: Option<u64>,
+        lease_id: Option<u64>,
     },
-    Get,
+    Get {
+        read: ReadKind,
+    },
     Delete,
     /// Write `value` if the key's revision is `expected_revision` (0: if absent).
     Cas {
         expected_revision: u64,
         value: String,
+    },
+    /// Give an existing key a TTL of `ttl_ms` from the operation's log time.
+    Expire {
+        ttl_ms: u64,
+    },
+    /// Ask for a key's remaining time to live.
+    Ttl,
+    /// Grant a lease; the keys later attached to it live while it does.
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    LeaseKeepAlive {
+        lease_id: u64,
+    },
+    LeaseRevoke {
+        lease_id: u64,
     },
 }
 
@@ -38,11 +78,34 @@ impl Call {
     pub fn name(&self) -> &'static str {
         match self {
             Call::Put { .. } => "put",
-            Call::Get => "get",
+            Call::Get { .. } => "get",
             Call::Delete => "delete",
             Call::Cas { .. } => "cas",
+            Call::Expire { .. } => "expire",
+            Call::Ttl => "ttl",
+            Call::LeaseGrant { .. } => "lease_grant",
+            Call::LeaseKeepAlive { .. } => "lease_keepalive",
+            Call::LeaseRevoke { .. } => "lease_revoke",
         }
     }
+
+    /// Whether the linearizability search judges it (stale and session reads are judged apart).
+    pub fn is_linearizable(&self) -> bool {
+        !matches!(
+            self,
+            Call::Get {
+                read: ReadKind::Stale | ReadKind::Session
+            }
+        )
+    }
+}
+
+/// What a `ttl` call answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlAnswer {
+    NoKey,
+    NoTtl,
+    Remaining(u64),
 }
 
 /// How an operation ended.
@@ -59,13 +122,32 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Returned {
     /// A put or a successful CAS: the revision it created.
-    Written { revision: Option<u64> },
-    /// A get: the value read.
-    Read { value: Option<String> },
+    Written {
+        revision: Option<u64>,
+    },
+    /// A get: the value read, and the revision that last wrote it (if reported).
+    Read {
+        value: Option<String>,
+        mod_revision: Option<u64>,
+    },
     /// A delete: whether a key was removed.
-    Deleted { deleted: bool },
+    Deleted {
+        deleted: bool,
+    },
     /// A CAS that did not write.
     CasRefused,
+    /// An expire: whether the key existed and got the TTL.
+    Expired {
+        applied: bool,
+    },
+    Ttl(TtlAnswer),
+    Granted {
+        lease_id: u64,
+    },
+    /// A keep-alive or revoke: whether the lease was alive.
+    LeaseFound {
+        found: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +157,9 @@ pub struct Operation {
     pub key: String,
     pub call: Call,
     pub outcome: Outcome,
+    /// Revision and log time of the state the answer was served at (completed operations).
+    pub revision: Option<u64>,
+    pub log_time_ms: Option<u64>,
     /// Position of the invocation and completion in the history (completion: None if unknown).
     pub invoked_at: usize,
     pub completed_at: Option<usize>,
@@ -94,6 +179,9 @@ fn bad(line: usize, message: impl Into<String>) -> HistoryError {
 }
 
 fn parse_call(event: &Event, line: usize) -> Result<Call, HistoryError> {
+    let need = |field: Option<u64>, name: &str| {
+        field.ok_or_else(|| bad(line, format!("`{}` needs {name}", event.f)))
+    };
     let value = || {
         event
             .value
@@ -101,38 +189,94 @@ fn parse_call(event: &Event, line: usize) -> Result<Call, HistoryError> {
             .ok_or_else(|| bad(line, format!("`{}` needs a value", event.f)))
     };
     Ok(match event.f.as_str() {
-        "put" => Call::Put { value: value()? },
-        "get" => Call::Get,
+        "put" => Call::Put {
+            value: value()?,
+            ttl_ms: event.ttl_ms,
+            lease_id: event.lease_id,
+        },
+        "get" => Call::Get {
+            read: match event.consistency.as_deref() {
+                None | Some("linearizable") => ReadKind::Linearizable,
+                Some("stale") => ReadKind::Stale,
+                Some("session") => ReadKind::Session,
+                Some(other) => {
+                    return Err(bad(
+                        line,
+                        format!("unknown consistency `{other}` (linearizable, stale, session)"),
+                    ))
+                }
+            },
+        },
         "delete" => Call::Delete,
         "cas" => Call::Cas {
-            expected_revision: event
-                .expected_revision
-                .ok_or_else(|| bad(line, "`cas` needs expected_revision"))?,
+            expected_revision: need(event.expected_revision, "expected_revision")?,
             value: value()?,
+        },
+        "expire" => Call::Expire {
+            ttl_ms: need(event.ttl_ms, "ttl_ms")?,
+        },
+        "ttl" => Call::Ttl,
+        "lease_grant" => Call::LeaseGrant {
+            ttl_ms: need(event.ttl_ms, "ttl_ms")?,
+        },
+        "lease_keepalive" => Call::LeaseKeepAlive {
+            lease_id: need(event.lease_id, "lease_id")?,
+        },
+        "lease_revoke" => Call::LeaseRevoke {
+            lease_id: need(event.lease_id, "lease_id")?,
         },
         other => return Err(bad(line, format!("unknown operation `{other}`"))),
     })
 }
 
 fn parse_returned(call: &Call, event: &Event, line: usize) -> Result<Returned, HistoryError> {
+    let succeeded = || {
+        event
+            .succeeded
+            .ok_or_else(|| bad(line, format!("a completed `{}` needs `succeeded`", event.f)))
+    };
     Ok(match call {
         Call::Put { .. } => Returned::Written {
             revision: event.revision,
         },
-        Call::Get => Returned::Read {
+        Call::Get { .. } => Returned::Read {
             value: event.value.clone(),
+            mod_revision: event.mod_revision,
         },
         Call::Delete => Returned::Deleted {
-            deleted: event
-                .succeeded
-                .ok_or_else(|| bad(line, "a completed delete needs `succeeded`"))?,
+            deleted: succeeded()?,
         },
-        Call::Cas { .. } => match event.succeeded {
-            Some(true) => Returned::Written {
+        Call::Cas { .. } => match succeeded()? {
+            true => Returned::Written {
                 revision: event.revision,
             },
-            Some(false) => Returned::CasRefused,
-            None => return Err(bad(line, "a completed cas needs `succeeded`")),
+            false => Returned::CasRefused,
+        },
+        Call::Expire { .. } => Returned::Expired {
+            applied: succeeded()?,
+        },
+        Call::Ttl => Returned::Ttl(match event.ttl_state.as_deref() {
+            Some("no_key") => TtlAnswer::NoKey,
+            Some("no_ttl") => TtlAnswer::NoTtl,
+            Some("remaining") => TtlAnswer::Remaining(
+                event
+                    .remaining_ms
+                    .ok_or_else(|| bad(line, "`remaining` needs remaining_ms"))?,
+            ),
+            _ => {
+                return Err(bad(
+                    line,
+                    "a completed `ttl` needs ttl_state: no_key, no_ttl or remaining",
+                ))
+            }
+        }),
+        Call::LeaseGrant { .. } => Returned::Granted {
+            lease_id: event
+                .lease_id
+                .ok_or_else(|| bad(line, "a completed `lease_grant` needs lease_id"))?,
+        },
+        Call::LeaseKeepAlive { .. } | Call::LeaseRevoke { .. } => Returned::LeaseFound {
+            found: succeeded()?,
         },
     })
 }
@@ -169,6 +313,8 @@ pub fn parse(text: &str) -> Result<Vec<Operation>, HistoryError> {
                     key,
                     call,
                     outcome: Outcome::Unknown,
+                    revision: None,
+                    log_time_ms: None,
                     invoked_at: line,
                     completed_at: None,
                 });
@@ -194,6 +340,10 @@ pub fn parse(text: &str) -> Result<Vec<Operation>, HistoryError> {
                     "fail" => Outcome::Failed,
                     _ => Outcome::Unknown,
                 };
+                if event.kind == "ok" {
+                    operation.revision = event.revision;
+                    operation.log_time_ms = event.log_time_ms;
+                }
                 if event.kind != "info" {
                     operation.completed_at = Some(line);
                 }

@@ -68,9 +68,11 @@ fn run_seeds(first: u64, end: u64, nodes: u64, sim_secs: u64) -> ExitCode {
             clients: 4,
         };
         // Each seed on a fresh thread: the simulator's state is per thread.
+        let started = std::time::Instant::now();
         let lines = std::thread::spawn(move || paxkv_sim::world::run(config))
             .join()
             .unwrap_or_else(|_| panic!("seed {seed} panicked"));
+        let simulated = started.elapsed();
         let operations = match paxkv_sim::history::parse(&lines.join("\n")) {
             Ok(operations) => operations,
             Err(error) => {
@@ -84,8 +86,8 @@ fn run_seeds(first: u64, end: u64, nodes: u64, sim_secs: u64) -> ExitCode {
             .count();
         match paxkv_sim::checker::check(&operations) {
             Ok(None) => println!(
-                "seed {seed}: linearizable ({} operations, {completed} completed)",
-                operations.len()
+                "seed {seed}: linearizable ({} operations, {completed} completed; simulated in {:.1} s, checked in {:.1} s)",
+                operations.len(), simulated.as_secs_f64(), (started.elapsed() - simulated).as_secs_f64()
             ),
             Ok(Some(violation)) => {
                 let path = std::env::temp_dir().join(format!("paxkv-seed-{seed}.jsonl"));
