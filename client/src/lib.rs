@@ -15,12 +15,15 @@ use std::time::Duration;
 
 use paxkv_proto::auth::ClusterSecret;
 use paxkv_proto::client::{
-    client_request::Body as Request, client_response::Body as Response, Consistency, DeleteRequest,
+    Consistency, DeleteRequest,
     ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
     LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, PutRequest, ScanRequest,
     StatusRequest, TtlRequest,
 };
-pub use paxkv_proto::client::{ExpireCondition, KeyValue, StatusResponse, TtlState};
+pub use paxkv_proto::client::{
+    client_request::Body as Request, client_response::Body as Response, ExpireCondition,
+    KeyValue, ResponseHeader, StatusResponse, TtlState,
+};
 use tokio::time::Instant;
 
 use crate::connection::Connection;
@@ -610,10 +613,45 @@ impl Client {
         }
     }
 
+    /// Sends any request with the routing and retries its kind gets (writes to the leader,
+    /// once per sequence; reads where their consistency allows) and returns the whole answer,
+    /// header included. Status requests go through [`Client::status_of`].
+    pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
+        let linearizable = |consistency: i32| consistency == Consistency::Linearizable as i32;
+        let (write, to_leader) = match &body {
+            Request::Put(_)
+            | Request::Delete(_)
+            | Request::Expire(_)
+            | Request::Persist(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseKeepAlive(_)
+            | Request::LeaseRevoke(_) => (true, true),
+            Request::Get(get) => (false, linearizable(get.consistency)),
+            Request::Scan(scan) => (false, linearizable(scan.consistency)),
+            Request::Ttl(ttl) => (false, linearizable(ttl.consistency)),
+            Request::LeaseTimeToLive(lease) => (false, linearizable(lease.consistency)),
+            other => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{other:?} is not a key-value request"
+                )))
+            }
+        };
+        self.call(body, write, to_leader).await
+    }
+
     /// The status of one node, asked directly.
     pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, ClientError> {
+        self.status_with(endpoint, false).await
+    }
+
+    /// The status of one node, with the digest of its applied state if `with_state_hash`.
+    pub async fn status_with(
+        &self,
+        endpoint: &str,
+        with_state_hash: bool,
+    ) -> Result<StatusResponse, ClientError> {
         let deadline = Instant::now() + self.inner.timeout.min(Duration::from_secs(2));
-        let body = Request::Status(StatusRequest {});
+        let body = Request::Status(StatusRequest { with_state_hash });
         match self.attempt(endpoint, &body, 0, deadline).await {
             Attempt::Done(Response::Status(status)) => Ok(status),
             Attempt::Done(other) => Err(unexpected(other)),
@@ -633,6 +671,12 @@ fn header_revision(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 
 }
 
 fn revision_of(response: &Response) -> Option<u64> {
+    header_of(response).map(|header| header.revision)
+}
+
+/// The header of an answer: revision, serving node and log time of the state it was served at
+/// (None for answers without one, such as status).
+pub fn header_of(response: &Response) -> Option<&ResponseHeader> {
     let header = match response {
         Response::Put(put) => &put.header,
         Response::Get(get) => &get.header,
@@ -647,7 +691,7 @@ fn revision_of(response: &Response) -> Option<u64> {
         Response::LeaseTimeToLive(lease) => &lease.header,
         _ => return None,
     };
-    header.as_ref().map(|header| header.revision)
+    header.as_ref()
 }
 
 fn unexpected(response: Response) -> ClientError {

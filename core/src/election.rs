@@ -187,7 +187,10 @@ impl Replica {
         leader.promises = candidate.promises;
         self.leader = Some(leader);
         match best {
-            Some((source, log)) if log_rank(&log) > log_rank(&own) => {
+            Some((source, log))
+                if log_rank(&log) > log_rank(&own)
+                    && !crate::planted::active(crate::planted::Bug::IgnorePromisedLogs) =>
+            {
                 let next_index = self.commit_index + 1;
                 self.request_log(source, log.last_index, next_index);
             }

@@ -464,10 +464,11 @@ impl Replica {
             );
             return;
         }
+        let unchecked = crate::planted::active(crate::planted::Bug::ReadWithoutLease);
         let serving = matches!(leader.phase, LeaderPhase::Active { noop_index } if commit_index >= noop_index);
-        if !serving {
+        if !serving && !unchecked {
             leader.reads_before_activation.push((request, read));
-        } else if now < leader.lease_until {
+        } else if now < leader.lease_until || unchecked {
             leader
                 .reads_waiting_apply
                 .push((commit_index, request, read));

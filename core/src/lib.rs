@@ -19,6 +19,7 @@ mod follower;
 pub mod kv;
 mod leader;
 mod log;
+pub mod planted;
 mod replica;
 mod rng;
 mod snapshot;

@@ -333,6 +333,9 @@ impl Replica {
     }
 
     pub(crate) fn quorum(&self) -> usize {
+        if crate::planted::active(crate::planted::Bug::CommitOnMinority) {
+            return self.members.len() / 2;
+        }
         self.members.len() / 2 + 1
     }
 
@@ -679,15 +682,18 @@ impl Replica {
         let mut committed = Vec::new();
         while self.applied_index < self.commit_index {
             let index = self.applied_index + 1;
-            let entry = self
+            let mut entry = self
                 .log
                 .entry(index)
                 .expect("committed entries are in the log")
                 .clone();
-            let response = self.kv.apply(
-                index,
-                entry.entry.as_ref().expect("log entries have a payload"),
-            );
+            let payload = entry.entry.as_mut().expect("log entries have a payload");
+            if crate::planted::active(crate::planted::Bug::FollowerExpiryByOwnClock)
+                && self.role != Role::Leader
+            {
+                payload.log_time_ms = self.now.0;
+            }
+            let response = self.kv.apply(index, payload);
             self.applied_index = index;
             self.on_applied(index, response);
             committed.push(entry);
@@ -761,6 +767,11 @@ impl Replica {
         }
         self.leader_id = leader;
         self.reset_election_deadline();
+    }
+
+    /// Digest of the applied state: equal on replicas that applied the same log prefix.
+    pub fn state_hash(&self) -> u64 {
+        self.kv.state_hash()
     }
 
     pub fn status(&self) -> ReplicaStatus {

@@ -174,9 +174,16 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pend
                 "the request has no body",
             ));
         }
-        Some(Request::Status(_)) => {
+        Some(Request::Status(status)) => {
             let (reply, receiver) = oneshot::channel();
-            return Ok((Input::Status { reply }, receiver));
+            let with_state_hash = status.with_state_hash;
+            return Ok((
+                Input::Status {
+                    reply,
+                    with_state_hash,
+                },
+                receiver,
+            ));
         }
         Some(Request::Put(put)) => Work::Write(Op::Put(put)),
         Some(Request::Delete(delete)) => Work::Write(Op::Delete(delete)),

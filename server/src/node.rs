@@ -19,6 +19,10 @@ use crate::storage::{Storage, StorageError};
 
 /// How often the replica's timers are driven.
 pub const TICK_MS: u64 = 10;
+/// How long a sync takes in the simulator.
+#[cfg(madsim)]
+const SIMULATED_SYNC: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Inputs handled per turn at most, so a flood cannot starve the persist step.
 pub const INPUTS_PER_TURN_MAX: usize = 4096;
 /// Capacity of the node's input channel.
@@ -41,6 +45,7 @@ pub enum Input {
     },
     Status {
         reply: oneshot::Sender<Response>,
+        with_state_hash: bool,
     },
 }
 
@@ -128,8 +133,15 @@ impl Node {
                 let request = self.track(reply);
                 self.replica.read(request, read);
             }
-            Input::Status { reply } => {
-                let _ = reply.send(Response::Status(self.status()));
+            Input::Status {
+                reply,
+                with_state_hash,
+            } => {
+                let mut status = self.status();
+                if with_state_hash {
+                    status.state_hash = self.replica.state_hash();
+                }
+                let _ = reply.send(Response::Status(status));
             }
         }
     }
@@ -152,6 +164,11 @@ impl Node {
         for outgoing in std::mem::take(&mut ready.messages) {
             self.peers.send(outgoing.to, outgoing.message);
         }
+        if paxkv_core::planted::active(paxkv_core::planted::Bug::AckBeforeSync) {
+            for outgoing in std::mem::take(&mut ready.messages_after_persist) {
+                self.peers.send(outgoing.to, outgoing.message);
+            }
+        }
         if ready.needs_persist() {
             let mut storage = self
                 .storage
@@ -162,10 +179,24 @@ impl Node {
             let log_write = ready.log_write.take();
             let (storage, result) = crate::run_blocking(move || {
                 let result =
-                    storage.persist(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
+                    storage.write(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
                 (storage, result)
             })
             .await;
+            let (storage, result) = match result {
+                Ok(()) => {
+                    // The simulated disk takes time to sync, so a crash can land in between.
+                    #[cfg(madsim)]
+                    tokio::time::sleep(SIMULATED_SYNC).await;
+                    let mut storage = storage;
+                    crate::run_blocking(move || {
+                        let result = storage.sync();
+                        (storage, result)
+                    })
+                    .await
+                }
+                Err(error) => (storage, Err(error)),
+            };
             self.metrics
                 .syncs
                 .store(storage.sync_count(), std::sync::atomic::Ordering::Relaxed);
@@ -239,6 +270,8 @@ impl Node {
                 .metrics
                 .committed_entries
                 .load(std::sync::atomic::Ordering::Relaxed),
+            state_hash: 0,
+            log_time_ms: status.log_time_ms,
         }
     }
 }

@@ -61,12 +61,26 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub trait Storage: Send + 'static {
     /// Reads back everything persisted so far.
     fn load(&mut self) -> Result<DurableState, StorageError>;
-    fn persist(
+    /// Writes what a `Ready` asks to keep. It may be lost in a crash until `sync` returns.
+    fn write(
         &mut self,
         hard_state: Option<&HardState>,
         snapshot: Option<&SnapshotWrite>,
         log_write: Option<&LogWrite>,
     ) -> Result<(), StorageError>;
+    /// Makes everything written so far durable. After an error nothing written since the last
+    /// good sync may be counted on: the node must stop.
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// `write`, then `sync`.
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&SnapshotWrite>,
+        log_write: Option<&LogWrite>,
+    ) -> Result<(), StorageError> {
+        self.write(hard_state, snapshot, log_write)?;
+        self.sync()
+    }
     /// Number of syncs so far (for measuring group commit).
     fn sync_count(&self) -> u64;
 }
@@ -78,6 +92,8 @@ pub struct DiskStorage {
     /// What is durable, mirrored in memory so a new segment can start from a checkpoint.
     mirror: DurableState,
     segment: Option<(PathBuf, File, u64)>,
+    /// Whether the open segment has appends not yet synced.
+    unsynced: bool,
     next_segment_number: u64,
     sync_count: u64,
 }
@@ -91,6 +107,7 @@ impl DiskStorage {
             wal_dir,
             mirror: DurableState::default(),
             segment: None,
+            unsynced: false,
             next_segment_number: 1,
             sync_count: 0,
         })
@@ -198,6 +215,9 @@ impl DiskStorage {
     }
 
     fn open_new_segment(&mut self) -> Result<(), StorageError> {
+        // What the old segment still holds unsynced must be durable before it stops being the
+        // one `sync` reaches.
+        self.sync_segment()?;
         let path = self
             .wal_dir
             .join(format!("{:020}.wal", self.next_segment_number));
@@ -213,6 +233,20 @@ impl DiskStorage {
     }
 
     fn append_and_sync(&mut self, records: &[u8]) -> Result<(), StorageError> {
+        self.append(records)?;
+        self.sync_segment()
+    }
+
+    fn sync_segment(&mut self) -> Result<(), StorageError> {
+        if let (true, Some((path, file, _))) = (self.unsynced, self.segment.as_ref()) {
+            file.sync_data().map_err(io_error(path))?;
+            self.unsynced = false;
+            self.sync_count += 1;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, records: &[u8]) -> Result<(), StorageError> {
         let rolling = self
             .segment
             .as_ref()
@@ -222,9 +256,8 @@ impl DiskStorage {
         }
         let (path, file, bytes) = self.segment.as_mut().expect("a segment is open");
         file.write_all(records).map_err(io_error(path))?;
-        file.sync_data().map_err(io_error(path))?;
         *bytes += records.len() as u64;
-        self.sync_count += 1;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -332,7 +365,7 @@ impl Storage for DiskStorage {
         Ok(self.mirror.clone())
     }
 
-    fn persist(
+    fn write(
         &mut self,
         hard_state: Option<&HardState>,
         snapshot: Option<&SnapshotWrite>,
@@ -353,13 +386,17 @@ impl Storage for DiskStorage {
             encode_record(&mut records, KIND_LOG_WRITE, &encode_log_write(write));
         }
         if !records.is_empty() {
-            self.append_and_sync(&records)?;
+            self.append(&records)?;
         }
         self.mirror.apply_persisted(hard_state, snapshot, log_write);
         if snapshot.is_some() {
             self.checkpoint()?;
         }
         Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.sync_segment()
     }
 
     fn sync_count(&self) -> u64 {

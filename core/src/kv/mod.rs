@@ -116,7 +116,9 @@ impl KvStore {
     fn apply_command(&mut self, index: u64, command: &Command) -> Response {
         if command.client_id != 0 {
             if let Some(session) = self.sessions.get(&command.client_id) {
-                if command.sequence == session.last_sequence {
+                if command.sequence == session.last_sequence
+                    && !crate::planted::active(crate::planted::Bug::RetryAppliedTwice)
+                {
                     let cached = ClientResponse::decode(session.last_response.as_slice())
                         .expect("session answers are encoded by this state machine");
                     return cached.body.expect("session answers always have a body");

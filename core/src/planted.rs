@@ -1,0 +1,71 @@
+//! Deliberate mistakes for the simulator to catch. Compiled in only with the `planted-bugs`
+//! feature (simulator builds); without it `active` is always false and compiles away.
+//!
+//! Each is a one-line slip a real implementation could make. The simulator turns one on per
+//! run (on its own thread) and must find a history, or a replica state, that gives it away.
+
+/// A planted bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// The acceptor acknowledges entries before they are synced to disk.
+    AckBeforeSync,
+    /// A new leader ignores the accepted values reported in promises and leads with its own log.
+    IgnorePromisedLogs,
+    /// The leader serves linearizable reads without a valid lease or a committed entry of its
+    /// own ballot.
+    ReadWithoutLease,
+    /// A follower decides expiry by its own clock rather than by the entries' log time.
+    FollowerExpiryByOwnClock,
+    /// The leader counts a minority (half the members, rounded down) as a quorum.
+    CommitOnMinority,
+    /// A retried write (same client and sequence) is applied again instead of answered from
+    /// its session.
+    RetryAppliedTwice,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 6] = [
+        Bug::AckBeforeSync,
+        Bug::IgnorePromisedLogs,
+        Bug::ReadWithoutLease,
+        Bug::FollowerExpiryByOwnClock,
+        Bug::CommitOnMinority,
+        Bug::RetryAppliedTwice,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeSync => "ack-before-sync",
+            Bug::IgnorePromisedLogs => "ignore-promised-logs",
+            Bug::ReadWithoutLease => "read-without-lease",
+            Bug::FollowerExpiryByOwnClock => "follower-expiry-by-own-clock",
+            Bug::CommitOnMinority => "commit-on-minority",
+            Bug::RetryAppliedTwice => "retry-applied-twice",
+        }
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+std::thread_local! {
+    static ACTIVE: std::cell::Cell<Option<Bug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Turns `bug` on (or every bug off) for the calling thread.
+#[cfg(feature = "planted-bugs")]
+pub fn plant(bug: Option<Bug>) {
+    ACTIVE.with(|active| active.set(bug));
+}
+
+/// Whether `bug` is on for the calling thread.
+#[inline]
+pub fn active(bug: Bug) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        ACTIVE.with(|active| active.get() == Some(bug))
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = bug;
+        false
+    }
+}
