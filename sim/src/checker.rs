@@ -241,6 +241,23 @@ fn apply_known(
             );
             Some(next)
         }
+        (
+            Call::LeaseKeepAlive { lease_id } | Call::LeaseRevoke { lease_id },
+            Returned::LeaseFound { found: false },
+        ) if time.is_none() => {
+            // "Not found" answers carry no log time: the lease expired by then, so the log
+            // time there was at least its deadline.
+            match state.leases.get(lease_id).copied() {
+                Some(Lease::Alive(deadline, _)) => {
+                    let mut next = state;
+                    if let Deadline::At(deadline) = deadline {
+                        next.time = next.time.max(deadline);
+                    }
+                    Some(next.end_lease(*lease_id))
+                }
+                Some(Lease::Ended) | None => Some(state),
+            }
+        }
         (Call::LeaseKeepAlive { lease_id }, Returned::LeaseFound { found }) => {
             match (state.leases.get(lease_id).copied(), found) {
                 (Some(Lease::Alive(_, ttl)), true) => {
@@ -459,13 +476,22 @@ pub fn check(operations: &[Operation]) -> Result<Option<Violation>, CheckError> 
             .filter(|op| op.call.is_linearizable() && op.outcome != Outcome::Failed)
             .collect();
         if !linearizable(key, &judged)? {
+            let (line, shown) = shortest_failing_prefix(key, &judged)?;
+            let hidden = shown.len().saturating_sub(SHOWN_OPERATIONS_MAX);
+            let reason = format!(
+                "no linearization exists for its {} operations up to history line {line} \
+                 (the history before that line is linearizable){}",
+                shown.len(),
+                if hidden > 0 {
+                    format!("; the last {SHOWN_OPERATIONS_MAX} of them:")
+                } else {
+                    ":".to_string()
+                }
+            );
             let violation = Violation {
                 key: key.to_string(),
-                reason: format!(
-                    "no linearization of these {} operations exists",
-                    operations.len()
-                ),
-                operations: operations.into_iter().cloned().collect(),
+                reason,
+                operations: shown.into_iter().skip(hidden).collect(),
             };
             if smallest
                 .as_ref()
@@ -479,6 +505,52 @@ pub fn check(operations: &[Operation]) -> Result<Option<Violation>, CheckError> 
         return Ok(smallest);
     }
     Ok(check_relaxed_reads(operations))
+}
+
+/// Operations of a failing key shown at most.
+const SHOWN_OPERATIONS_MAX: usize = 40;
+
+/// The history cut at `line`: operations invoked before it, those not completed by then
+/// turned unknown.
+fn cut(operations: &[&Operation], line: usize) -> Vec<Operation> {
+    operations
+        .iter()
+        .filter(|operation| operation.invoked_at <= line)
+        .map(|operation| {
+            let mut operation = (*operation).clone();
+            if operation.completed_at.is_some_and(|at| at > line) {
+                operation.completed_at = None;
+                operation.outcome = Outcome::Unknown;
+            }
+            operation
+        })
+        .collect()
+}
+
+/// The first history line by which a key's operations admit no linearization, and the cut
+/// history there: what a reader needs to see, not the whole key.
+fn shortest_failing_prefix(
+    key: &str,
+    operations: &[&Operation],
+) -> Result<(usize, Vec<Operation>), CheckError> {
+    let mut lines: Vec<usize> = operations
+        .iter()
+        .filter_map(|operation| operation.completed_at)
+        .collect();
+    lines.sort_unstable();
+    // Cutting later only adds constraints, so the first failing cut is found by bisection.
+    let (mut good, mut bad) = (0usize, lines.len() - 1);
+    while good < bad {
+        let middle = (good + bad) / 2;
+        let prefix = cut(operations, lines[middle]);
+        let prefix: Vec<&Operation> = prefix.iter().collect();
+        if linearizable(key, &prefix)? {
+            good = middle + 1;
+        } else {
+            bad = middle;
+        }
+    }
+    Ok((lines[bad], cut(operations, lines[bad])))
 }
 
 /// Stale and session reads promise less: the value read was written (by a write invoked before
