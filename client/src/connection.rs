@@ -160,6 +160,7 @@ async fn run<R, W>(
     let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
     loop {
         tokio::select! {
+            biased;
             call = calls.recv() => {
                 let Some((request, reply)) = call else { break };
                 waiting.insert(request.request_id, reply);

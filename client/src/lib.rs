@@ -14,15 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paxkv_proto::auth::ClusterSecret;
-use paxkv_proto::client::{
-    Consistency, DeleteRequest,
-    ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, PutRequest, ScanRequest,
-    StatusRequest, TtlRequest,
-};
 pub use paxkv_proto::client::{
-    client_request::Body as Request, client_response::Body as Response, ExpireCondition,
-    KeyValue, ResponseHeader, StatusResponse, TtlState,
+    client_request::Body as Request, client_response::Body as Response, ExpireCondition, KeyValue,
+    ResponseHeader, StatusResponse, TtlState,
+};
+use paxkv_proto::client::{
+    Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, PutRequest,
+    ScanRequest, StatusRequest, TtlRequest,
 };
 use tokio::time::Instant;
 

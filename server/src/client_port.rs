@@ -14,7 +14,7 @@ use paxkv_proto::io::{write_frame, FrameReader, IoError};
 use paxkv_proto::peer::{command::Op, Command};
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX, KEY_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::node::Input;
 use paxkv_proto::auth::{nonce, ClusterSecret};
@@ -37,7 +37,7 @@ pub struct ClientPort {
     pub secret: Option<ClusterSecret>,
 }
 
-pub async fn serve(listener: TcpListener, port: ClientPort, shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, port: ClientPort, shutdown: crate::shutdown::Shutdown) {
     let serve = move |stream| serve_connection(stream, port.clone());
     crate::net::accept_bounded(listener, CLIENT_CONNECTIONS_MAX, "client", shutdown, serve).await;
 }

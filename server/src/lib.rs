@@ -7,6 +7,7 @@ pub mod local_cluster;
 mod net;
 pub mod node;
 pub mod peer;
+pub mod shutdown;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use paxkv_core::{NodeId, Replica, ReplicaConfig};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::clock::NodeClock;
@@ -72,7 +73,7 @@ pub async fn start_node(
     config: NodeConfig,
     mut storage: Box<dyn Storage>,
     clock: NodeClock,
-    shutdown: watch::Receiver<bool>,
+    shutdown: crate::shutdown::Shutdown,
 ) -> Result<RunningNode, ServerError> {
     if config.peers.get(&config.id) != Some(&config.peer_addr) {
         return Err(ServerError::Config(format!(
@@ -166,6 +167,7 @@ pub async fn shutdown_signal() {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("a SIGTERM handler can be installed");
         tokio::select! {
+            biased;
             _ = interrupt => {}
             _ = terminate.recv() => {}
         }

@@ -98,6 +98,7 @@ pub async fn run(cluster: LocalCluster) -> std::io::Result<()> {
     }
     println!("{}", cluster.banner());
     let stopped_early = tokio::select! {
+        biased;
         _ = crate::shutdown_signal() => false,
         _ = watch_children(&mut children) => true,
     };

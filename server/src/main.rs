@@ -139,15 +139,16 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let span = tracing::info_span!("node", id);
     let _guard = span.enter();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let (stop, shutdown) = paxkv_server::shutdown::channel();
     let storage = Box::new(DiskStorage::open(&config.data_dir)?);
     let running = start_node(config.clone(), storage, NodeClock::real(), shutdown).await?;
     tracing::info!(client = %running.client_addr, peer = %config.peer_addr, "serving");
     let mut node = running.node;
     tokio::select! {
+        biased;
         _ = shutdown_signal() => {
             tracing::info!("stopping");
-            let _ = stop.send(true);
+            stop.stop();
             node.await.context("the node task failed")??;
         }
         result = &mut node => {

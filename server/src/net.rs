@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use paxkv_proto::io::IoError;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Accepts connections until `shutdown` turns true, serving each in its own task; beyond
 /// `connections_max` open at once, new ones are refused (closed) and logged.
@@ -13,7 +13,7 @@ pub async fn accept_bounded<F, Fut>(
     listener: TcpListener,
     connections_max: usize,
     what: &'static str,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: crate::shutdown::Shutdown,
     serve: F,
 ) where
     F: Fn(TcpStream) -> Fut,
@@ -22,8 +22,9 @@ pub async fn accept_bounded<F, Fut>(
     let slots = Arc::new(Semaphore::new(connections_max));
     loop {
         let accepted = tokio::select! {
+            biased;
             accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return,
+            _ = shutdown.stopped() => return,
         };
         let Ok((stream, remote)) = accepted else {
             continue;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use paxkv_core::{NodeId, ReadRequest, Ready, Replica, RequestId, Role};
 use paxkv_proto::client::{client_response::Body as Response, PeerStatus, StatusResponse};
 use paxkv_proto::peer::{Command, PeerMessage};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::NodeClock;
 use crate::peer::PeerDirectory;
@@ -93,21 +93,21 @@ impl Node {
     pub async fn run(
         mut self,
         mut inputs: mpsc::Receiver<Input>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: crate::shutdown::Shutdown,
     ) -> Result<(), StorageError> {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
         loop {
+            // Biased: a fixed polling order keeps simulated runs deterministic (tokio's random
+            // order draws from process-wide state); the rare events come first so a flood of
+            // inputs cannot starve them.
             tokio::select! {
+                biased;
+                _ = shutdown.stopped() => return Ok(()),
+                _ = ticker.tick() => self.replica.tick(self.clock.now()),
                 input = inputs.recv() => match input {
                     Some(input) => self.handle(input),
                     None => return Ok(()),
                 },
-                _ = ticker.tick() => self.replica.tick(self.clock.now()),
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
-                        return Ok(());
-                    }
-                }
             }
             for _ in 0..INPUTS_PER_TURN_MAX {
                 match inputs.try_recv() {

@@ -18,7 +18,7 @@ use paxkv_proto::io::{write_frame, FrameReader, IoError};
 use paxkv_proto::peer::PeerMessage;
 use paxkv_proto::{FrameCodec, PEER_FRAME_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::node::Input;
 use paxkv_proto::auth::{nonce, ClusterSecret};
@@ -91,7 +91,7 @@ pub fn start_outbound(
     my_client_address: String,
     peers: &BTreeMap<NodeId, SocketAddr>,
     secret: ClusterSecret,
-    shutdown: watch::Receiver<bool>,
+    shutdown: crate::shutdown::Shutdown,
 ) -> Arc<PeerDirectory> {
     let mut outboxes = BTreeMap::new();
     let mut receivers = Vec::new();
@@ -134,7 +134,7 @@ async fn dial(
     address: SocketAddr,
     mut outbox: mpsc::Receiver<PeerMessage>,
     secret: ClusterSecret,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: crate::shutdown::Shutdown,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -151,14 +151,15 @@ async fn dial(
             Ok::<(), IoError>(())
         };
         tokio::select! {
+            biased;
             result = session => {
                 if let Err(error) = result {
                     tracing::debug!(%peer, %address, %error, "peer connection lost; retrying");
                 }
             }
-            _ = shutdown.changed() => return,
+            _ = shutdown.stopped() => return,
         }
-        if *shutdown.borrow() {
+        if shutdown.is_stopped() {
             return;
         }
         tokio::time::sleep(backoff).await;
@@ -219,7 +220,7 @@ pub async fn serve_inbound(
     directory: Arc<PeerDirectory>,
     secret: ClusterSecret,
     inputs: mpsc::Sender<Input>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: crate::shutdown::Shutdown,
 ) {
     let serve = move |stream| {
         let (directory, secret, inputs) = (directory.clone(), secret.clone(), inputs.clone());

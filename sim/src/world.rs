@@ -388,7 +388,7 @@ fn start_sim_node(
                     snapshot_entries_threshold: 200,
                     seed: Some(seed),
                 };
-                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                let (stop, shutdown) = paxkv_server::shutdown::channel();
                 let clock = NodeClock::skewed(offset_ms, drift_ppm);
                 let running = start_node(config, Box::new(storage), clock, shutdown)
                     .await
@@ -399,7 +399,7 @@ fn start_sim_node(
                         "node_stopped",
                         json!({"node": index + 1, "error": error.to_string()}),
                     );
-                    let _ = stop.send(true);
+                    stop.stop();
                     shared.stopped.lock().expect("not poisoned").insert(index);
                 }
             }
@@ -422,7 +422,8 @@ impl Nemesis<'_> {
     }
 
     fn clog(&self, from: usize, to: usize) {
-        self.net.clog_link(self.nodes[from].id(), self.nodes[to].id());
+        self.net
+            .clog_link(self.nodes[from].id(), self.nodes[to].id());
     }
 
     fn clog_both(&self, a: usize, b: usize) {
@@ -442,7 +443,11 @@ impl Nemesis<'_> {
         self.handle.kill(self.nodes[index].id());
         let (kept, lost) = self.storages[index].crash();
         self.down[index] = true;
-        self.shared.stopped.lock().expect("not poisoned").remove(&index);
+        self.shared
+            .stopped
+            .lock()
+            .expect("not poisoned")
+            .remove(&index);
         self.shared.trace(
             "crash",
             json!({"node": index + 1, "unsynced_writes_kept": kept, "unsynced_writes_lost": lost}),
@@ -530,8 +535,7 @@ impl Nemesis<'_> {
                             }
                         }
                     }
-                    self.shared
-                        .trace("split", json!({"side": self.ids(&side)}));
+                    self.shared.trace("split", json!({"side": self.ids(&side)}));
                 }
                 28..=37 => {
                     self.unclog_all();
@@ -812,9 +816,16 @@ fn plan(state: &mut ClientState) -> Planned {
 }
 
 /// The completion line of an operation, and what the client learns from it.
-fn complete(state: &mut ClientState, planned: &Planned, result: Result<Response, ClientError>) -> Value {
+fn complete(
+    state: &mut ClientState,
+    planned: &Planned,
+    result: Result<Response, ClientError>,
+) -> Value {
     let f = planned.invoke["f"].as_str().unwrap_or_default().to_string();
-    let key = planned.invoke["key"].as_str().unwrap_or_default().to_string();
+    let key = planned.invoke["key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let is_read = matches!(planned.request, Request::Get(_) | Request::Ttl(_));
     let response = match result {
         Ok(response) => response,

@@ -218,7 +218,7 @@ mod simulator {
     use std::time::Instant;
 
     use paxkv_core::planted::Bug;
-    use paxkv_sim::world::{run, RunConfig, RunReport};
+    use paxkv_sim::world::{run, trace_hash, RunConfig, RunReport};
 
     use super::Options;
 
@@ -255,7 +255,11 @@ mod simulator {
         }
 
         fn replay_command(self, bug: Option<Bug>) -> String {
-            let features = if bug.is_some() { " --features teeth" } else { "" };
+            let features = if bug.is_some() {
+                " --features teeth"
+            } else {
+                ""
+            };
             let bug = bug.map_or(String::new(), |bug| format!(" --bug {}", bug.name()));
             format!(
                 "RUSTFLAGS=\"--cfg madsim\" CARGO_TARGET_DIR=target/madsim cargo run --release -p paxkv-sim{features} --bin kv-sim -- replay {} --nodes {} --sim-secs {}{bug}",
@@ -357,8 +361,8 @@ mod simulator {
                     (next.clone(), stop.clone(), sender.clone(), seeds.to_vec());
                 let time_limit = options.time_limit;
                 std::thread::spawn(move || loop {
-                    let over_time = time_limit
-                        .is_some_and(|limit| started.elapsed().as_secs() >= limit);
+                    let over_time =
+                        time_limit.is_some_and(|limit| started.elapsed().as_secs() >= limit);
                     if stop.load(Ordering::SeqCst) || over_time {
                         return;
                     }
@@ -492,30 +496,53 @@ mod simulator {
     pub fn determinism(first: u64, end: u64, options: &Options) -> ExitCode {
         for seed in first..end {
             let seed = Seed::new(seed, options.nodes, options.sim_secs);
-            let hashes: Vec<Option<u64>> = (0..2)
-                .map(|_| judge(seed, None).report.map(|report| report.trace_hash))
+            let traces: Vec<Vec<String>> = (0..2)
+                .map(|_| {
+                    judge(seed, None)
+                        .report
+                        .map_or_else(Vec::new, |report| report.trace)
+                })
                 .collect();
-            match (hashes[0], hashes[1]) {
-                (Some(a), Some(b)) if a == b => {
-                    println!("seed {}: trace hash {a:016x} both times", seed.seed)
-                }
-                (a, b) => {
-                    println!(
-                        "seed {}: NOT deterministic: trace hashes {a:x?} and {b:x?}\nreplay: {}",
-                        seed.seed,
-                        seed.replay_command(None)
-                    );
-                    return ExitCode::from(1);
-                }
+            let hashes: Vec<u64> = traces.iter().map(|trace| trace_hash(trace)).collect();
+            if hashes[0] == hashes[1] && !traces[0].is_empty() {
+                println!(
+                    "seed {}: trace hash {:016x} both times",
+                    seed.seed, hashes[0]
+                );
+                continue;
             }
+            for (run, trace) in traces.iter().enumerate() {
+                let path = std::env::temp_dir().join(format!(
+                    "paxkv-trace-{}-run{}.jsonl",
+                    seed.seed,
+                    run + 1
+                ));
+                let _ = std::fs::write(&path, trace.join("\n") + "\n");
+                println!("trace of run {}: {}", run + 1, path.display());
+            }
+            let first_difference = traces[0]
+                .iter()
+                .zip(&traces[1])
+                .position(|(a, b)| a != b)
+                .unwrap_or(traces[0].len().min(traces[1].len()));
+            println!(
+                "seed {}: NOT deterministic: trace hashes {:016x} and {:016x}; first different event (#{first_difference}):\n  {}\n  {}\nreplay: {}",
+                seed.seed,
+                hashes[0],
+                hashes[1],
+                traces[0].get(first_difference).map_or("(end)", String::as_str),
+                traces[1].get(first_difference).map_or("(end)", String::as_str),
+                seed.replay_command(None)
+            );
+            return ExitCode::from(1);
         }
         ExitCode::SUCCESS
     }
 
     /// Reads pinned seeds: `SEED NODES SIM_SECS [# why]` per line; `#` starts a comment.
     pub fn read_pinned(file: &str) -> Result<Vec<Seed>, String> {
-        let text =
-            std::fs::read_to_string(file).map_err(|error| format!("cannot read {file}: {error}"))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|error| format!("cannot read {file}: {error}"))?;
         let mut seeds = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default().trim();
@@ -562,7 +589,10 @@ mod simulator {
                     let first_line = judged
                         .violation
                         .as_deref()
-                        .and_then(|text| text.lines().find(|line| !line.is_empty() && !line.starts_with("NOT")))
+                        .and_then(|text| {
+                            text.lines()
+                                .find(|line| !line.is_empty() && !line.starts_with("NOT"))
+                        })
                         .unwrap_or_default()
                         .to_string();
                     println!(
