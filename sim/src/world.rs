@@ -543,7 +543,7 @@ impl Nemesis<'_> {
                 }
                 38..=47 if !self.down[a] && down < may_crash => self.crash(a),
                 48..=57 if self.down[a] => self.restart(a),
-                58..=61 => {
+                58..=63 => {
                     for index in 0..count {
                         if !self.down[index] {
                             self.crash(index);
@@ -556,7 +556,7 @@ impl Nemesis<'_> {
                         self.restart(index);
                     }
                 }
-                62..=67 => {
+                64..=68 => {
                     // The leader still reaches its followers but hears from none of them.
                     if let Some(leader) = self.leader() {
                         for other in (0..count).filter(|other| *other != leader) {
@@ -566,7 +566,7 @@ impl Nemesis<'_> {
                             .trace("leader_without_quorum", json!({"leader": leader + 1}));
                     }
                 }
-                68..=72 => {
+                69..=72 => {
                     if let Some(leader) = self.leader() {
                         if a != leader {
                             self.clog_both(a, leader);

@@ -20,8 +20,8 @@ usage:
       runs every seed twice and fails unless both runs give the same trace hash
   kv-sim regressions FILE [--jobs J]
       runs the pinned seeds listed in FILE (lines: SEED NODES SIM_SECS [# why])
-  kv-sim teeth [--max-seeds N] [--sim-secs N] [--jobs J]
-      runs each planted bug until a seed catches it (needs --features teeth); fails if one
+  kv-sim teeth [--bug NAME] [--max-seeds N] [--sim-secs N] [--jobs J]
+      runs each planted bug (or one) until a seed catches it (needs --features teeth); fails if one
       survives N seeds (default 200)
 Without --nodes, each seed picks 3 or 5 nodes itself. Defaults: --sim-secs 30, --jobs 2.
 The simulator needs a build with RUSTFLAGS=\"--cfg madsim\" (own target dir).
@@ -130,7 +130,7 @@ fn check_file(file: &PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Some(violation)) => {
-            println!("NOT linearizable\n{violation}");
+            println!("VIOLATION\n{violation}");
             ExitCode::from(1)
         }
         Err(error) => {
@@ -141,6 +141,14 @@ fn check_file(file: &PathBuf) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A panic inside a simulated node is a finding, reported with its seed; one line is enough.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        eprintln!(
+            "kv-sim: panic in {}: {info}",
+            thread.name().unwrap_or("a thread")
+        );
+    }));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("check") if args.len() == 2 => return check_file(&PathBuf::from(&args[1])),
@@ -333,7 +341,7 @@ mod simulator {
                     started.elapsed().as_secs_f64() - simulated,
                 );
                 let violation = match violation {
-                    Some(violation) => Some(format!("NOT linearizable\n{violation}")),
+                    Some(violation) => Some(format!("history violation\n{violation}")),
                     None if !report.problems.is_empty() => Some(report.problems.join("\n")),
                     None => None,
                 };
@@ -580,8 +588,16 @@ mod simulator {
             eprintln!("kv-sim: teeth needs a build with --features teeth");
             return ExitCode::from(2);
         }
+        let bugs: Vec<Bug> = match options.bug.as_deref().map(bug_named).transpose() {
+            Ok(Some(bug)) => vec![bug],
+            Ok(None) => Bug::ALL.to_vec(),
+            Err(problem) => {
+                eprintln!("kv-sim: {problem}");
+                return ExitCode::from(2);
+            }
+        };
         let mut all_caught = true;
-        for bug in Bug::ALL {
+        for bug in bugs {
             let started = Instant::now();
             let caught = catch(bug, options);
             match caught {
@@ -590,8 +606,9 @@ mod simulator {
                         .violation
                         .as_deref()
                         .and_then(|text| {
-                            text.lines()
-                                .find(|line| !line.is_empty() && !line.starts_with("NOT"))
+                            text.lines().find(|line| {
+                                !line.is_empty() && !line.starts_with("history violation")
+                            })
                         })
                         .unwrap_or_default()
                         .to_string();
