@@ -72,6 +72,9 @@ impl Replica {
             _ => matched,
         };
         self.pending_accepted = Some((from, ballot, match_index));
+        if crate::planted::active(crate::planted::Bug::AckBeforeSync) {
+            self.send(from, Body::Accepted(Accepted { match_index }));
+        }
     }
 
     /// After a sync: tells the leader how far its log is durably held here.

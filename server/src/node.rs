@@ -21,7 +21,7 @@ use crate::storage::{Storage, StorageError};
 pub const TICK_MS: u64 = 10;
 /// How long a sync takes in the simulator.
 #[cfg(madsim)]
-const SIMULATED_SYNC: std::time::Duration = std::time::Duration::from_millis(2);
+const SIMULATED_SYNC: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// Inputs handled per turn at most, so a flood cannot starve the persist step.
 pub const INPUTS_PER_TURN_MAX: usize = 4096;

@@ -61,12 +61,12 @@ pub struct SimStorage {
 }
 
 impl SimStorage {
-    /// The node crashed: keep a random prefix of the unsynced writes (often none). Returns
-    /// (writes kept, writes lost).
-    fn crash(&self) -> (usize, usize) {
+    /// The node crashed: keep a random prefix of the unsynced writes (often none; none at all
+    /// in a power cut). Returns (writes kept, writes lost).
+    fn crash(&self, power_cut: bool) -> (usize, usize) {
         let mut disk = self.disk.lock().expect("not poisoned");
         let pending = std::mem::take(&mut disk.unsynced);
-        let kept = if pending.is_empty() || thread_rng().gen_bool(0.5) {
+        let kept = if pending.is_empty() || power_cut || thread_rng().gen_bool(0.5) {
             0
         } else {
             thread_rng().gen_range(0..=pending.len())
@@ -439,9 +439,9 @@ impl Nemesis<'_> {
         }
     }
 
-    fn crash(&mut self, index: usize) {
+    fn crash(&mut self, index: usize, power_cut: bool) {
         self.handle.kill(self.nodes[index].id());
-        let (kept, lost) = self.storages[index].crash();
+        let (kept, lost) = self.storages[index].crash(power_cut);
         self.down[index] = true;
         self.shared
             .stopped
@@ -498,7 +498,7 @@ impl Nemesis<'_> {
                 .collect();
             for index in stopped {
                 if !self.down[index] {
-                    self.crash(index);
+                    self.crash(index, false);
                 }
             }
             let (choice, a, b, pause_ms) = {
@@ -541,12 +541,13 @@ impl Nemesis<'_> {
                     self.unclog_all();
                     self.shared.trace("network_healed", json!({}));
                 }
-                38..=47 if !self.down[a] && down < may_crash => self.crash(a),
+                38..=47 if !self.down[a] && down < may_crash => self.crash(a, false),
                 48..=57 if self.down[a] => self.restart(a),
                 58..=63 => {
+                    // A power cut: nothing unsynced survives anywhere.
                     for index in 0..count {
                         if !self.down[index] {
-                            self.crash(index);
+                            self.crash(index, true);
                         }
                     }
                     self.shared.trace("whole_cluster_crashed", json!({}));
@@ -634,7 +635,7 @@ impl Nemesis<'_> {
             .collect();
         for index in stopped {
             if !self.down[index] {
-                self.crash(index);
+                self.crash(index, false);
             }
         }
         for index in 0..self.nodes.len() {

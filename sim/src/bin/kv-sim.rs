@@ -244,7 +244,11 @@ mod simulator {
             let mixed = seed
                 .wrapping_add(0x9e37_79b9_7f4a_7c15)
                 .wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            let nodes = nodes.unwrap_or(if (mixed >> 33) % 3 == 0 { 5 } else { 3 });
+            let nodes = nodes.unwrap_or(if (mixed >> 33).is_multiple_of(3) {
+                5
+            } else {
+                3
+            });
             Seed {
                 seed,
                 nodes,
