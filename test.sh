@@ -15,6 +15,6 @@ sim regressions sim/regression-seeds.txt
 # The same seed twice in one process gives the same trace hash.
 sim determinism --seeds 0..3
 # Fresh seeds (a new range every run): at least 200 of 30 simulated seconds, more if time allows.
-sim run --seeds fresh:1000 --sim-secs 30 --min-seeds 200 --time-limit 420
+sim run --seeds fresh:2000 --sim-secs 30 --min-seeds 200 --time-limit 420
 # Every planted bug is caught within 200 seeds.
 sim teeth --max-seeds 200
