@@ -399,12 +399,12 @@ impl Client {
         }
     }
 
-    fn read_consistency(&self, consistency: ReadConsistency) -> (Consistency, u64, bool) {
+    fn read_consistency(&self, consistency: ReadConsistency) -> (Consistency, u64) {
         match consistency {
-            ReadConsistency::Linearizable => (Consistency::Linearizable, 0, true),
-            ReadConsistency::Stale => (Consistency::Stale, 0, false),
-            ReadConsistency::Session => (Consistency::AtLeastRevision, self.revision_seen(), false),
-            ReadConsistency::AtLeast(revision) => (Consistency::AtLeastRevision, revision, false),
+            ReadConsistency::Linearizable => (Consistency::Linearizable, 0),
+            ReadConsistency::Stale => (Consistency::Stale, 0),
+            ReadConsistency::Session => (Consistency::AtLeastRevision, self.revision_seen()),
+            ReadConsistency::AtLeast(revision) => (Consistency::AtLeastRevision, revision),
         }
     }
 
@@ -422,7 +422,7 @@ impl Client {
             keep_ttl: options.keep_ttl,
             expected_revision: None,
         });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::Put(put) => Ok(PutResult {
                 revision: header_revision(&put.header),
                 previous: put.previous,
@@ -444,7 +444,7 @@ impl Client {
             expected_revision: Some(expected_revision),
             ..Default::default()
         });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::Put(put) => Ok(CasResult {
                 succeeded: put.succeeded,
                 revision: header_revision(&put.header),
@@ -459,13 +459,13 @@ impl Client {
         key: &[u8],
         consistency: ReadConsistency,
     ) -> Result<GetResult, ClientError> {
-        let (consistency, min_revision, to_leader) = self.read_consistency(consistency);
+        let (consistency, min_revision) = self.read_consistency(consistency);
         let body = Request::Get(GetRequest {
             key: key.to_vec(),
             consistency: consistency as i32,
             min_revision,
         });
-        match self.call(body, false, to_leader).await? {
+        match self.request(body).await? {
             Response::Get(get) => Ok(GetResult {
                 revision: header_revision(&get.header),
                 kv: get.kv,
@@ -479,7 +479,7 @@ impl Client {
             key: key.to_vec(),
             expected_revision: None,
         });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::Delete(delete) => Ok(DeleteResult {
                 deleted: delete.deleted,
                 revision: header_revision(&delete.header),
@@ -496,7 +496,7 @@ impl Client {
         limit: u32,
         consistency: ReadConsistency,
     ) -> Result<ScanPage, ClientError> {
-        let (consistency, min_revision, to_leader) = self.read_consistency(consistency);
+        let (consistency, min_revision) = self.read_consistency(consistency);
         let body = Request::Scan(ScanRequest {
             prefix: prefix.to_vec(),
             limit,
@@ -504,7 +504,7 @@ impl Client {
             consistency: consistency as i32,
             min_revision,
         });
-        match self.call(body, false, to_leader).await? {
+        match self.request(body).await? {
             Response::Scan(scan) => Ok(ScanPage {
                 revision: header_revision(&scan.header),
                 kvs: scan.kvs,
@@ -520,7 +520,7 @@ impl Client {
             consistency: Consistency::Linearizable as i32,
             min_revision: 0,
         });
-        match self.call(body, false, true).await? {
+        match self.request(body).await? {
             Response::Ttl(ttl) => Ok(TtlResult {
                 state: ttl.state(),
                 remaining_ms: ttl.remaining_ms,
@@ -542,7 +542,7 @@ impl Client {
             ttl_ms,
             condition: condition as i32,
         });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::Expire(expire) => Ok(expire.applied),
             other => Err(unexpected(other)),
         }
@@ -551,7 +551,7 @@ impl Client {
     /// Removes a TTL; returns whether the key had one.
     pub async fn persist(&self, key: &[u8]) -> Result<bool, ClientError> {
         let body = Request::Persist(PersistRequest { key: key.to_vec() });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::Persist(persist) => Ok(persist.removed),
             other => Err(unexpected(other)),
         }
@@ -560,11 +560,7 @@ impl Client {
     /// Grants a lease; returns its id.
     pub async fn lease_grant(&self, ttl_ms: u64) -> Result<u64, ClientError> {
         match self
-            .call(
-                Request::LeaseGrant(LeaseGrantRequest { ttl_ms }),
-                true,
-                true,
-            )
+            .request(Request::LeaseGrant(LeaseGrantRequest { ttl_ms }))
             .await?
         {
             Response::LeaseGrant(grant) => Ok(grant.lease_id),
@@ -575,7 +571,7 @@ impl Client {
     /// Restarts a lease's time to live; returns it.
     pub async fn lease_keep_alive(&self, lease_id: u64) -> Result<u64, ClientError> {
         let body = Request::LeaseKeepAlive(LeaseKeepAliveRequest { lease_id });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::LeaseKeepAlive(keep_alive) => Ok(keep_alive.ttl_ms),
             other => Err(unexpected(other)),
         }
@@ -584,7 +580,7 @@ impl Client {
     /// Ends a lease, deleting its keys; returns how many keys went.
     pub async fn lease_revoke(&self, lease_id: u64) -> Result<u64, ClientError> {
         let body = Request::LeaseRevoke(LeaseRevokeRequest { lease_id });
-        match self.call(body, true, true).await? {
+        match self.request(body).await? {
             Response::LeaseRevoke(revoke) => Ok(revoke.deleted_keys),
             other => Err(unexpected(other)),
         }
@@ -601,7 +597,7 @@ impl Client {
             consistency: Consistency::Linearizable as i32,
             min_revision: 0,
         });
-        match self.call(body, false, true).await? {
+        match self.request(body).await? {
             Response::LeaseTimeToLive(lease) => Ok(LeaseInfo {
                 lease_id,
                 remaining_ms: lease.remaining_ms,
@@ -614,7 +610,8 @@ impl Client {
 
     /// Sends any request with the routing and retries its kind gets (writes to the leader,
     /// once per sequence; reads where their consistency allows) and returns the whole answer,
-    /// header included. Status requests go through [`Client::status_of`].
+    /// header included. Every typed call goes through here. Status requests go through
+    /// [`Client::status_of`].
     pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
         let linearizable = |consistency: i32| consistency == Consistency::Linearizable as i32;
         let (write, to_leader) = match &body {
