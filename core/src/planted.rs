@@ -7,8 +7,7 @@
 /// A planted bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bug {
-    /// The acceptor acknowledges entries (and the server sends promises) before they are synced
-    /// to disk.
+    /// The acceptor acknowledges entries before they are synced to disk.
     AckBeforeSync,
     /// A new leader ignores the accepted values reported in promises and leads with its own log.
     IgnorePromisedLogs,

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use paxkv_core::{NodeId, ReadRequest, Ready, Replica, RequestId, Role};
+use paxkv_core::{LogWrite, NodeId, ReadRequest, Ready, Replica, RequestId, Role, SnapshotWrite};
 use paxkv_proto::client::{client_response::Body as Response, PeerStatus, StatusResponse};
-use paxkv_proto::peer::{Command, PeerMessage};
+use paxkv_proto::peer::{Command, HardState, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::NodeClock;
@@ -66,6 +66,37 @@ pub struct Node {
     next_request: u64,
     metrics: Arc<NodeMetrics>,
     started: tokio::time::Instant,
+}
+
+/// Writes and syncs what a ready asks to keep, in one hop off the async threads. Under the
+/// simulator (where blocking work runs inline) the sync comes a simulated moment after the
+/// write, so a crash can land between them and lose what was written.
+async fn persist(
+    mut storage: Box<dyn Storage>,
+    hard_state: Option<HardState>,
+    snapshot: Option<SnapshotWrite>,
+    log_write: Option<LogWrite>,
+) -> (Box<dyn Storage>, Result<(), StorageError>) {
+    #[cfg(not(madsim))]
+    {
+        crate::run_blocking(move || {
+            let result =
+                storage.persist(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
+            (storage, result)
+        })
+        .await
+    }
+    #[cfg(madsim)]
+    {
+        if let Err(error) =
+            storage.write(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref())
+        {
+            return (storage, Err(error));
+        }
+        tokio::time::sleep(SIMULATED_SYNC).await;
+        let result = storage.sync();
+        (storage, result)
+    }
 }
 
 impl Node {
@@ -164,39 +195,18 @@ impl Node {
         for outgoing in std::mem::take(&mut ready.messages) {
             self.peers.send(outgoing.to, outgoing.message);
         }
-        if paxkv_core::planted::active(paxkv_core::planted::Bug::AckBeforeSync) {
-            for outgoing in std::mem::take(&mut ready.messages_after_persist) {
-                self.peers.send(outgoing.to, outgoing.message);
-            }
-        }
         if ready.needs_persist() {
-            let mut storage = self
+            let storage = self
                 .storage
                 .take()
                 .expect("storage is present between turns");
-            let hard_state = ready.hard_state.take();
-            let snapshot = ready.snapshot.take();
-            let log_write = ready.log_write.take();
-            let (storage, result) = crate::run_blocking(move || {
-                let result =
-                    storage.write(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
-                (storage, result)
-            })
+            let (storage, result) = persist(
+                storage,
+                ready.hard_state.take(),
+                ready.snapshot.take(),
+                ready.log_write.take(),
+            )
             .await;
-            let (storage, result) = match result {
-                Ok(()) => {
-                    // The simulated disk takes time to sync, so a crash can land in between.
-                    #[cfg(madsim)]
-                    tokio::time::sleep(SIMULATED_SYNC).await;
-                    let mut storage = storage;
-                    crate::run_blocking(move || {
-                        let result = storage.sync();
-                        (storage, result)
-                    })
-                    .await
-                }
-                Err(error) => (storage, Err(error)),
-            };
             self.metrics
                 .syncs
                 .store(storage.sync_count(), std::sync::atomic::Ordering::Relaxed);
