@@ -53,6 +53,19 @@ struct SimDisk {
     fail_next_sync: bool,
 }
 
+impl SimDisk {
+    /// Makes the first `count` unsynced writes durable and forgets the rest.
+    fn keep_unsynced(&mut self, count: usize) {
+        for write in std::mem::take(&mut self.unsynced).iter().take(count) {
+            self.synced.apply_persisted(
+                write.hard_state.as_ref(),
+                write.snapshot.as_ref(),
+                write.log_write.as_ref(),
+            );
+        }
+    }
+}
+
 /// A node's disk. It lives outside the node, so it survives the node's crash; what was written
 /// but not synced is lost in a crash, all of it or a prefix (the seed decides).
 #[derive(Clone, Default)]
@@ -65,21 +78,15 @@ impl SimStorage {
     /// in a power cut). Returns (writes kept, writes lost).
     fn crash(&self, power_cut: bool) -> (usize, usize) {
         let mut disk = self.disk.lock().expect("not poisoned");
-        let pending = std::mem::take(&mut disk.unsynced);
-        let kept = if pending.is_empty() || power_cut || thread_rng().gen_bool(0.5) {
+        let pending = disk.unsynced.len();
+        let kept = if pending == 0 || power_cut || thread_rng().gen_bool(0.5) {
             0
         } else {
-            thread_rng().gen_range(0..=pending.len())
+            thread_rng().gen_range(0..=pending)
         };
-        for write in &pending[..kept] {
-            disk.synced.apply_persisted(
-                write.hard_state.as_ref(),
-                write.snapshot.as_ref(),
-                write.log_write.as_ref(),
-            );
-        }
+        disk.keep_unsynced(kept);
         disk.fail_next_sync = false;
-        (kept, pending.len() - kept)
+        (kept, pending - kept)
     }
 
     fn fail_next_sync(&self) {
@@ -118,14 +125,8 @@ impl Storage for SimStorage {
                 source: std::io::Error::other("injected fsync failure"),
             });
         }
-        let pending = std::mem::take(&mut disk.unsynced);
-        for write in &pending {
-            disk.synced.apply_persisted(
-                write.hard_state.as_ref(),
-                write.snapshot.as_ref(),
-                write.log_write.as_ref(),
-            );
-        }
+        let all = disk.unsynced.len();
+        disk.keep_unsynced(all);
         disk.syncs += 1;
         Ok(())
     }
@@ -164,14 +165,10 @@ pub struct RunReport {
     pub converged_after: Option<Duration>,
 }
 
-/// 64-bit FNV-1a over the trace lines: equal for equal traces, on any machine.
+/// The digest of a trace (its lines, each ended by a newline): equal for equal traces, on any
+/// machine.
 pub fn trace_hash(lines: &[String]) -> u64 {
-    lines
-        .iter()
-        .flat_map(|line| line.bytes().chain(std::iter::once(b'\n')))
-        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+    paxkv_core::kv::fnv1a((lines.join("\n") + "\n").as_bytes())
 }
 
 fn node_ip(index: usize) -> IpAddr {
@@ -454,6 +451,17 @@ impl Nemesis<'_> {
         );
     }
 
+    /// Nodes that stopped on a failed sync count as crashed (a real one exited); a restart
+    /// brings them back.
+    fn crash_stopped(&mut self) {
+        let stopped = std::mem::take(&mut *self.shared.stopped.lock().expect("not poisoned"));
+        for index in stopped {
+            if !self.down[index] {
+                self.crash(index, false);
+            }
+        }
+    }
+
     fn restart(&mut self, index: usize) {
         self.handle.restart(self.nodes[index].id());
         self.down[index] = false;
@@ -486,21 +494,7 @@ impl Nemesis<'_> {
         let count = self.nodes.len();
         let may_crash = (count - 1) / 2;
         while self.shared.start.elapsed() < length {
-            // Nodes that stopped on a failed sync are crashed for good measure (a real one
-            // exited); a later restart brings them back.
-            let stopped: Vec<usize> = self
-                .shared
-                .stopped
-                .lock()
-                .expect("not poisoned")
-                .iter()
-                .copied()
-                .collect();
-            for index in stopped {
-                if !self.down[index] {
-                    self.crash(index, false);
-                }
-            }
+            self.crash_stopped();
             let (choice, a, b, pause_ms) = {
                 let mut rng = thread_rng();
                 (
@@ -625,19 +619,7 @@ impl Nemesis<'_> {
         for storage in self.storages {
             storage.disk.lock().expect("not poisoned").fail_next_sync = false;
         }
-        let stopped: Vec<usize> = self
-            .shared
-            .stopped
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .copied()
-            .collect();
-        for index in stopped {
-            if !self.down[index] {
-                self.crash(index, false);
-            }
-        }
+        self.crash_stopped();
         for index in 0..self.nodes.len() {
             if self.down[index] {
                 self.restart(index);
@@ -833,15 +815,12 @@ fn complete(
         Err(ClientError::NotFound(message)) => {
             // A lease that is gone: keep-alive and revoke answer that it was not found (a
             // definite answer); a put with it was refused.
+            state.lease = None;
             return match f.as_str() {
                 "lease_keepalive" | "lease_revoke" => {
-                    state.lease = None;
                     json!({"type": "ok", "f": f, "succeeded": false})
                 }
-                _ => {
-                    state.lease = None;
-                    json!({"type": "fail", "f": f, "error": message})
-                }
+                _ => json!({"type": "fail", "f": f, "error": message}),
             };
         }
         Err(error @ (ClientError::InvalidArgument(_) | ClientError::Authentication(_))) => {
@@ -942,17 +921,8 @@ async fn client_loop(
                 get.min_revision = client.revision_seen();
             }
         }
-        let mut invoke = planned.invoke.clone();
-        invoke["process"] = json!(process);
-        invoke["type"] = json!("invoke");
-        shared.record(strip_nulls(invoke));
-        let result = client.request(planned.request.clone()).await;
-        let mut completion = complete(&mut state, &planned, result);
-        let ok = completion["type"] == "ok";
-        completion["process"] = json!(process);
-        shared.record(completion);
         // Served again: an operation completed after the heal.
-        if ok {
+        if perform(&client, &mut state, &planned, &shared).await {
             if let Some(at) = *shared.healed_at.lock().expect("not poisoned") {
                 shared
                     .served
@@ -963,6 +933,25 @@ async fn client_loop(
             }
         }
     }
+}
+
+/// Runs one operation and records its invocation and completion; true if it completed.
+async fn perform(
+    client: &Client,
+    state: &mut ClientState,
+    planned: &Planned,
+    shared: &Shared,
+) -> bool {
+    let mut invoke = planned.invoke.clone();
+    invoke["process"] = json!(state.process);
+    invoke["type"] = json!("invoke");
+    shared.record(strip_nulls(invoke));
+    let result = client.request(planned.request.clone()).await;
+    let mut completion = complete(state, planned, result);
+    let ok = completion["type"] == "ok";
+    completion["process"] = json!(state.process);
+    shared.record(completion);
+    ok
 }
 
 fn strip_nulls(mut value: Value) -> Value {
@@ -987,24 +976,16 @@ async fn verify(process: u64, clients: u64, endpoints: &[String], shared: &Share
         .map(|k| format!("k{k}"))
         .chain((1..=clients).map(|p| format!("l{p}")));
     for key in keys {
+        let planned = Planned {
+            request: Request::Get(GetRequest {
+                key: key.clone().into_bytes(),
+                consistency: Consistency::Linearizable as i32,
+                min_revision: 0,
+            }),
+            invoke: json!({"f": "get", "key": key}),
+        };
         for _ in 0..5 {
-            shared.record(json!({"process": process, "type": "invoke", "f": "get", "key": key}));
-            let result = client
-                .request(Request::Get(GetRequest {
-                    key: key.clone().into_bytes(),
-                    consistency: Consistency::Linearizable as i32,
-                    min_revision: 0,
-                }))
-                .await;
-            let planned = Planned {
-                request: Request::Get(GetRequest::default()),
-                invoke: json!({"f": "get", "key": key}),
-            };
-            let mut completion = complete(&mut state, &planned, result);
-            let ok = completion["type"] == "ok";
-            completion["process"] = json!(process);
-            shared.record(completion);
-            if ok {
+            if perform(&client, &mut state, &planned, shared).await {
                 break;
             }
         }

@@ -405,7 +405,7 @@ impl KvStore {
 }
 
 /// 64-bit FNV-1a; stable across runs and platforms, unlike `std`'s randomly keyed hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
