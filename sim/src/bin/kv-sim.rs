@@ -360,18 +360,23 @@ mod simulator {
         }
     }
 
-    /// Runs `seeds` on `options.jobs` threads, reporting in seed order; stops at the first
-    /// violation. With `bug`, a violation is the expected outcome (see `teeth`).
-    pub fn run_seeds(seeds: &[Seed], options: &Options, bug: Option<Bug>) -> ExitCode {
+    /// Judges `seeds` on `jobs` threads and hands each result to `each` in seed order, until
+    /// `each` returns false or the seeds run out; after `time_limit` seconds no new seed starts.
+    fn judge_in_order(
+        seeds: &[Seed],
+        jobs: usize,
+        bug: Option<Bug>,
+        time_limit: Option<u64>,
+        mut each: impl FnMut(Judged) -> bool,
+    ) {
         let started = Instant::now();
         let next = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (sender, results) = mpsc::channel::<(usize, Judged)>();
-        let workers: Vec<_> = (0..options.jobs.min(seeds.len()))
+        let workers: Vec<_> = (0..jobs.min(seeds.len()))
             .map(|_| {
                 let (next, stop, sender, seeds) =
                     (next.clone(), stop.clone(), sender.clone(), seeds.to_vec());
-                let time_limit = options.time_limit;
                 std::thread::spawn(move || loop {
                     let over_time =
                         time_limit.is_some_and(|limit| started.elapsed().as_secs() >= limit);
@@ -390,47 +395,53 @@ mod simulator {
             .collect();
         drop(sender);
         let mut waiting: BTreeMap<usize, Judged> = BTreeMap::new();
-        let mut reported = 0usize;
-        let mut failed = false;
-        let mut simulated_secs = 0u64;
-        for (index, judged) in results {
+        let mut handed = 0usize;
+        'results: for (index, judged) in results {
             waiting.insert(index, judged);
-            while let Some(judged) = waiting.remove(&reported) {
-                reported += 1;
-                simulated_secs += judged.seed.sim_secs;
-                match &judged.violation {
-                    None => println!("seed {}: ok: {}", judged.seed.seed, judged.summary),
-                    Some(violation) => {
-                        failed = true;
-                        stop.store(true, Ordering::SeqCst);
-                        report_violation(&judged, violation, bug);
-                    }
+            while let Some(judged) = waiting.remove(&handed) {
+                handed += 1;
+                if !each(judged) {
+                    break 'results;
                 }
-                if failed {
-                    break;
-                }
-            }
-            if failed {
-                break;
             }
         }
         stop.store(true, Ordering::SeqCst);
         for worker in workers {
             let _ = worker.join();
         }
-        let wall = started.elapsed().as_secs_f64();
+    }
+
+    /// Runs `seeds`, reporting each; stops at the first violation.
+    pub fn run_seeds(seeds: &[Seed], options: &Options, bug: Option<Bug>) -> ExitCode {
+        let started = Instant::now();
+        let (mut passed, mut simulated_secs, mut failed) = (0u64, 0u64, false);
+        judge_in_order(seeds, options.jobs, bug, options.time_limit, |judged| {
+            match &judged.violation {
+                None => {
+                    println!("seed {}: ok: {}", judged.seed.seed, judged.summary);
+                    passed += 1;
+                    simulated_secs += judged.seed.sim_secs;
+                }
+                Some(violation) => {
+                    failed = true;
+                    report_violation(&judged, violation, bug);
+                }
+            }
+            !failed
+        });
         if failed {
             return ExitCode::from(1);
         }
+        let wall = started.elapsed().as_secs_f64();
         println!(
-            "{reported} seeds passed in {wall:.0} s: {:.1} seeds per minute, {:.1} simulated seconds per wall second ({} jobs)",
-            reported as f64 * 60.0 / wall,
+            "{passed} seeds passed in {wall:.0} s: {:.1} seeds per minute, {:.1} simulated seconds per wall second ({} jobs)",
+            passed as f64 * 60.0 / wall,
             simulated_secs as f64 / wall,
             options.jobs
         );
-        if (reported as u64) < options.min_seeds {
+        if passed < options.min_seeds {
             println!(
-                "kv-sim: only {reported} seeds ran within the time limit; at least {} must",
+                "kv-sim: only {passed} seeds ran within the time limit; at least {} must",
                 options.min_seeds
             );
             return ExitCode::from(1);
@@ -643,38 +654,17 @@ mod simulator {
 
     /// The number of seeds run (in order) until the first that catches `bug`, and that seed.
     fn catch(bug: Bug, options: &Options) -> Option<(u64, Judged)> {
-        let next = Arc::new(AtomicU64::new(0));
-        let (sender, results) = mpsc::channel::<(u64, Judged)>();
-        let found = Arc::new(AtomicU64::new(u64::MAX));
-        let workers: Vec<_> = (0..options.jobs)
-            .map(|_| {
-                let (next, sender, found) = (next.clone(), sender.clone(), found.clone());
-                let (max, nodes, sim_secs) = (options.max_seeds, options.nodes, options.sim_secs);
-                std::thread::spawn(move || loop {
-                    let index = next.fetch_add(1, Ordering::SeqCst);
-                    if index >= max || index > found.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let judged = judge(Seed::new(index, nodes, sim_secs), Some(bug));
-                    if judged.violation.is_some() {
-                        found.fetch_min(index, Ordering::SeqCst);
-                    }
-                    if sender.send((index, judged)).is_err() {
-                        return;
-                    }
-                })
-            })
+        let seeds: Vec<Seed> = (0..options.max_seeds)
+            .map(|seed| Seed::new(seed, options.nodes, options.sim_secs))
             .collect();
-        drop(sender);
-        let mut best: Option<(u64, Judged)> = None;
-        for (index, judged) in results {
-            if judged.violation.is_some() && best.as_ref().is_none_or(|(at, _)| index < *at) {
-                best = Some((index, judged));
+        let (mut tried, mut caught) = (0u64, None);
+        judge_in_order(&seeds, options.jobs, Some(bug), None, |judged| {
+            tried += 1;
+            if judged.violation.is_some() {
+                caught = Some((tried, judged));
             }
-        }
-        for worker in workers {
-            let _ = worker.join();
-        }
-        best.map(|(index, judged)| (index + 1, judged))
+            caught.is_none()
+        });
+        caught
     }
 }
