@@ -3,7 +3,8 @@
 //! A [`Client`] talks to a list of endpoints. It finds the leader (following the `NotLeader`
 //! hints nodes give), keeps one pipelined connection per node, retries what is safe to retry
 //! until its timeout, and gives every write a `(client id, sequence)` so that a retried write
-//! is applied once. Reads are linearizable unless asked otherwise; session reads never go back
+//! is applied once. Nodes remember one sequence per client id, so writes in flight at the same
+//! time each use a session of their own (see [`Lane`]). Reads are linearizable unless asked otherwise; session reads never go back
 //! in time behind anything this client has seen.
 
 mod connection;
@@ -16,13 +17,14 @@ use std::time::Duration;
 use paxkv_proto::auth::ClusterSecret;
 pub use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, ExpireCondition, KeyValue,
-    ResponseHeader, StatusResponse, TtlState,
+    PutRequest, ResponseHeader, Role, StatusResponse, TtlState,
 };
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, PutRequest,
-    ScanRequest, StatusRequest, TtlRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, ScanRequest,
+    StatusRequest, TtlRequest,
 };
+pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use tokio::time::Instant;
 
 use crate::connection::Connection;
@@ -82,6 +84,8 @@ pub struct PutResult {
 pub struct GetResult {
     pub kv: Option<KeyValue>,
     pub revision: u64,
+    /// Log time of the state the read saw: a TTL's time left is `expires_at_ms` minus this.
+    pub log_time_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,14 +164,73 @@ struct Inner {
     endpoints: Vec<String>,
     secret: Option<ClusterSecret>,
     timeout: Duration,
+    /// Identifies reads (sessions matter for writes only).
     client_id: u64,
-    sequence: AtomicU64,
+    /// Sessions not used by a write in flight right now.
+    idle_lanes: Mutex<Vec<Lane>>,
     request_id: AtomicU64,
     /// Highest revision any answer showed (for session reads).
     revision_seen: AtomicU64,
     leader: Mutex<Option<String>>,
     rotation: AtomicUsize,
     connections: Mutex<BTreeMap<String, Arc<Connection>>>,
+}
+
+/// A write session: a client id and the sequence of its next write. Nodes remember the last
+/// sequence applied per client id and refuse an older one, so a session carries one write at a
+/// time; a client with many writes in flight uses as many sessions, each kept for later writes.
+struct Lane {
+    client_id: u64,
+    next_sequence: u64,
+}
+
+impl Lane {
+    fn new() -> Lane {
+        let random = paxkv_proto::auth::nonce();
+        let id: [u8; 8] = random[..8]
+            .try_into()
+            .expect("nonces are longer than 8 bytes");
+        Lane {
+            client_id: u64::from_le_bytes(id) | 1,
+            next_sequence: 1,
+        }
+    }
+}
+
+/// A lane taken for one write (all its retries); it goes back to the idle ones, at the next
+/// sequence, when the write ends or is abandoned. If an abandoned attempt reaches a node after
+/// the next write of its lane, the node refuses it as stale: it cannot apply late.
+struct LaneGuard<'a> {
+    lane: Option<Lane>,
+    idle: &'a Mutex<Vec<Lane>>,
+}
+
+impl<'a> LaneGuard<'a> {
+    fn take(idle: &'a Mutex<Vec<Lane>>) -> LaneGuard<'a> {
+        let lane = idle
+            .lock()
+            .expect("not poisoned")
+            .pop()
+            .unwrap_or_else(Lane::new);
+        LaneGuard {
+            lane: Some(lane),
+            idle,
+        }
+    }
+
+    fn ids(&self) -> (u64, u64) {
+        let lane = self.lane.as_ref().expect("held until dropped");
+        (lane.client_id, lane.next_sequence)
+    }
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut lane) = self.lane.take() {
+            lane.next_sequence += 1;
+            self.idle.lock().expect("not poisoned").push(lane);
+        }
+    }
 }
 
 enum Attempt {
@@ -190,17 +253,13 @@ impl Client {
             ),
             None => None,
         };
-        let random = paxkv_proto::auth::nonce();
-        let id: [u8; 8] = random[..8]
-            .try_into()
-            .expect("nonces are longer than 8 bytes");
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints: config.endpoints,
                 secret,
                 timeout: config.timeout,
-                client_id: u64::from_le_bytes(id) | 1,
-                sequence: AtomicU64::new(0),
+                client_id: Lane::new().client_id,
+                idle_lanes: Mutex::new(Vec::new()),
                 request_id: AtomicU64::new(0),
                 revision_seen: AtomicU64::new(0),
                 leader: Mutex::new(None),
@@ -217,6 +276,13 @@ impl Client {
     /// Highest revision this client has seen in any answer.
     pub fn revision_seen(&self) -> u64 {
         self.inner.revision_seen.load(Ordering::Relaxed)
+    }
+
+    /// Closes every connection this client holds (calls in flight on them fail and are
+    /// retried on a new one). The client stays usable: the next call connects again.
+    pub fn close(&self) {
+        self.inner.connections.lock().expect("not poisoned").clear();
+        *self.inner.leader.lock().expect("not poisoned") = None;
     }
 
     fn next_endpoint(&self, prefer_leader: bool) -> String {
@@ -275,18 +341,20 @@ impl Client {
         write: bool,
         to_leader: bool,
     ) -> Result<Response, ClientError> {
+        check_frame_size(&body)?;
         let deadline = Instant::now() + self.inner.timeout;
-        let sequence = if write {
-            self.inner.sequence.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            0
-        };
+        let lane = write.then(|| LaneGuard::take(&self.inner.idle_lanes));
+        let (client_id, sequence) = lane
+            .as_ref()
+            .map_or((self.inner.client_id, 0), |lane| lane.ids());
         let mut last_problem = String::from("no attempt finished");
         // One node failing the secret may be an impostor; all of them means ours is wrong.
         let mut auth_failures = std::collections::BTreeSet::new();
         while Instant::now() < deadline {
             let endpoint = self.next_endpoint(to_leader);
-            let attempt = self.attempt(&endpoint, &body, sequence, deadline).await;
+            let attempt = self
+                .attempt(&endpoint, &body, (client_id, sequence), deadline)
+                .await;
             match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Fail(error) => return Err(error),
@@ -321,7 +389,7 @@ impl Client {
         &self,
         endpoint: &str,
         body: &Request,
-        sequence: u64,
+        (client_id, sequence): (u64, u64),
         deadline: Instant,
     ) -> Attempt {
         let connection = match self.connection(endpoint, deadline).await {
@@ -339,7 +407,7 @@ impl Client {
         let request_id = self.inner.request_id.fetch_add(1, Ordering::Relaxed) + 1;
         let request = paxkv_proto::client::ClientRequest {
             request_id,
-            client_id: self.inner.client_id,
+            client_id,
             sequence,
             body: Some(body.clone()),
         };
@@ -468,6 +536,7 @@ impl Client {
         match self.request(body).await? {
             Response::Get(get) => Ok(GetResult {
                 revision: header_revision(&get.header),
+                log_time_ms: get.header.as_ref().map_or(0, |header| header.log_time_ms),
                 kv: get.kv,
             }),
             other => Err(unexpected(other)),
@@ -648,7 +717,10 @@ impl Client {
     ) -> Result<StatusResponse, ClientError> {
         let deadline = Instant::now() + self.inner.timeout.min(Duration::from_secs(2));
         let body = Request::Status(StatusRequest { with_state_hash });
-        match self.attempt(endpoint, &body, 0, deadline).await {
+        match self
+            .attempt(endpoint, &body, (self.inner.client_id, 0), deadline)
+            .await
+        {
             Attempt::Done(Response::Status(status)) => Ok(status),
             Attempt::Done(other) => Err(unexpected(other)),
             Attempt::Fail(error) => Err(error),
@@ -660,6 +732,24 @@ impl Client {
             }
         }
     }
+}
+
+/// Refuses a request too large for one frame before it is sent: a node would close the
+/// connection on it, and retrying could never help.
+fn check_frame_size(body: &Request) -> Result<(), ClientError> {
+    /// The envelope around the body: three 10-byte varints, the body's tag and length.
+    const ENVELOPE_BYTES_MAX: usize = 3 * 11 + 1 + 5;
+    let bytes = body.encoded_len() + ENVELOPE_BYTES_MAX;
+    if bytes > paxkv_proto::CLIENT_FRAME_BYTES_MAX {
+        return Err(ClientError::InvalidArgument(format!(
+            "the request has {bytes} bytes, more than the {} a frame may carry; values are \
+             limited to {} bytes and keys to {}",
+            paxkv_proto::CLIENT_FRAME_BYTES_MAX,
+            paxkv_proto::VALUE_BYTES_MAX,
+            paxkv_proto::KEY_BYTES_MAX
+        )));
+    }
+    Ok(())
 }
 
 fn header_revision(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 {
@@ -692,4 +782,27 @@ pub fn header_of(response: &Response) -> Option<&ResponseHeader> {
 
 fn unexpected(response: Response) -> ClientError {
     ClientError::Server(format!("unexpected answer {response:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_of(value_bytes: usize) -> Request {
+        Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: vec![7; value_bytes],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_request_larger_than_a_frame_is_refused_before_sending() {
+        assert!(check_frame_size(&put_of(paxkv_proto::VALUE_BYTES_MAX)).is_ok());
+        let refused = check_frame_size(&put_of(paxkv_proto::CLIENT_FRAME_BYTES_MAX));
+        assert!(
+            matches!(&refused, Err(ClientError::InvalidArgument(message)) if message.contains("frame")),
+            "{refused:?}"
+        );
+    }
 }

@@ -74,6 +74,39 @@ async fn writes_and_reads_through_every_node() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_with_many_writes_in_flight_applies_each_once() {
+    let cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    let client = cluster.client();
+    // Each write in flight needs its own session: nodes refuse a sequence older than the last
+    // one they applied for a client id, and concurrent writes arrive in any order.
+    let writes = (0..300u32).map(|index| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .put(
+                    format!("many/{index}").as_bytes(),
+                    b"v",
+                    PutOptions::default(),
+                )
+                .await
+        })
+    });
+    let mut revisions = Vec::new();
+    for write in writes.collect::<Vec<_>>() {
+        revisions.push(write.await.unwrap().unwrap().revision);
+    }
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 300, "every write created its own revision");
+    let page = client
+        .scan(b"many/", b"", 1000, ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(page.kvs.len(), 300);
+}
+
 /// Writes keep going while the leader is killed; returns (acknowledged keys, longest gap).
 async fn write_through_a_leader_kill(
     cluster: &mut LocalCluster,
