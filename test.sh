@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Needs only the Rust toolchain.
+# Runs every test of the workspace. Needs the Rust toolchain and Python 3.
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace --locked
+
+# The Python client: built and installed into a new virtual environment (pip fetches maturin
+# for the build), then its tests against a real 3-node cluster of release kv-servers.
+python3 -m venv --clear target/py-venv
+target/py-venv/bin/python -m pip install --quiet --disable-pip-version-check ./client-py pytest
+target/py-venv/bin/python -m pytest -q client-py/tests
 
 # The real server code in the deterministic simulator (its own target dir keeps the normal
 # build intact; release, because seeds run several times faster).

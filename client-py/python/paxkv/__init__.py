@@ -1,0 +1,47 @@
+"""paxkv: the Python client of paxkv, a replicated key-value store kept consistent by
+Multi-Paxos.
+
+    import paxkv
+
+    with paxkv.Client("[::1]:7001,[::1]:7002,[::1]:7003", cluster_secret_file="secret") as kv:
+        revision = kv.put("greeting", "hello", ttl=30)
+        assert kv.get("greeting") == b"hello"
+
+``Client`` blocks (with the GIL released) and may be shared by many threads; ``AsyncClient``
+has the same methods as coroutines for asyncio. Keys and values are ``str`` (stored as UTF-8)
+or ``bytes``; values come back as ``bytes``. Times (TTLs, timeouts) are in seconds, as a number
+or a ``datetime.timedelta``.
+"""
+
+from ._client import AsyncClient, Client, Lease
+from ._model import Entry, LeaseStatus
+from ._errors import (
+    AuthenticationError,
+    ConflictError,
+    Error,
+    InvalidArgument,
+    NotFound,
+    Timeout,
+    Unavailable,
+)
+from ._native import KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "AuthenticationError",
+    "Client",
+    "ConflictError",
+    "Entry",
+    "Error",
+    "InvalidArgument",
+    "KEY_BYTES_MAX",
+    "Lease",
+    "LeaseStatus",
+    "NotFound",
+    "SCAN_LIMIT_MAX",
+    "Timeout",
+    "Unavailable",
+    "VALUE_BYTES_MAX",
+]

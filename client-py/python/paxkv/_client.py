@@ -1,0 +1,476 @@
+"""Client and AsyncClient: one set of commands, run blocking or as coroutines.
+
+Every command is written once, in ``_Commands``: it checks and converts its arguments, then
+hands a call of the native client to ``_execute`` with a function that shapes the answer.
+``Client._execute`` runs the call on the spot (the native side releases the GIL while it waits);
+``AsyncClient._execute`` is a coroutine that starts the call in the background and awaits the
+answer on the event loop.
+"""
+
+import asyncio
+import datetime
+import functools
+import math
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+
+from ._errors import ConflictError, Error, InvalidArgument, NotFound
+from ._model import Entry, LeaseStatus
+from ._native import SCAN_LIMIT_MAX, NativeClient
+
+Data = Union[str, bytes, bytearray]
+Seconds = Union[int, float, datetime.timedelta]
+
+_CONSISTENCIES = ("linearizable", "stale", "session")
+
+
+def _endpoints(endpoints: Union[str, Iterable[str]]) -> List[str]:
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    found = []
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"endpoints must be strings like '[::1]:7001', not {type(item).__name__}")
+        item = item.strip()
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":")
+        bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+        if not colon or not host or not port.isdigit() or int(port) > 65535 or bare_ipv6:
+            raise InvalidArgument(
+                f"endpoint {item!r} is not host:port; write IPv6 addresses in brackets, "
+                "like '[::1]:7001'"
+            )
+        found.append(item)
+    if not found:
+        raise InvalidArgument("no endpoints given; pass ['host:port', ...] or 'host:port,host:port'")
+    return found
+
+
+def _milliseconds(seconds: Seconds, what: str) -> int:
+    """A positive duration in whole milliseconds, rounded up so it never becomes 0."""
+    if isinstance(seconds, datetime.timedelta):
+        seconds = seconds.total_seconds()
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be seconds (int, float or timedelta), not {type(seconds).__name__}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidArgument(f"{what} must be a positive number of seconds, not {seconds!r}")
+    return math.ceil(seconds * 1000)
+
+
+def _optional_milliseconds(seconds: Optional[Seconds], what: str) -> Optional[int]:
+    return None if seconds is None else _milliseconds(seconds, what)
+
+
+def _count(value: Any, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidArgument(f"{what} must be at least {minimum}, not {value}")
+    return value
+
+
+def _lease_id(lease: "Union[Lease, int, None]") -> Optional[int]:
+    if lease is None:
+        return None
+    if isinstance(lease, Lease):
+        return lease.id
+    return _count(lease, "lease", minimum=1)
+
+
+def _bytes(data: Data) -> bytes:
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    raise TypeError(f"expected str or bytes, not {type(data).__name__}")
+
+
+def _consistency(consistency: str) -> str:
+    if consistency not in _CONSISTENCIES:
+        raise InvalidArgument(
+            f"consistency must be one of {', '.join(map(repr, _CONSISTENCIES))}, not {consistency!r}"
+        )
+    return consistency
+
+
+def _secret(secret: Optional[Data], secret_file: Optional[str]) -> Optional[bytes]:
+    if secret is not None and secret_file is not None:
+        raise InvalidArgument("pass cluster_secret or cluster_secret_file, not both")
+    if secret_file is not None:
+        with open(secret_file, "rb") as file:
+            return file.read()
+    return None if secret is None else _bytes(secret)
+
+
+def _same(answer: Any) -> Any:
+    return answer
+
+
+def _seconds(milliseconds: int) -> float:
+    return milliseconds / 1000
+
+
+def _entry(answer: Optional[tuple]) -> Optional[Entry]:
+    if answer is None:
+        return None
+    value, create_revision, revision, version, lease, expires_at_ms, log_time_ms = answer
+    ttl = max(0, expires_at_ms - log_time_ms) / 1000 if expires_at_ms else None
+    return Entry(value, revision, create_revision, version, lease or None, ttl)
+
+
+class _ScanPages:
+    """Where a scan is: the next page to ask for, and what the pages so far said."""
+
+    def __init__(self, prefix: Data, limit: Optional[int], page_size: int, consistency: str):
+        self.prefix = _bytes(prefix)
+        self.remaining = None if limit is None else _count(limit, "limit")
+        self.page_size = _count(page_size, "page_size", minimum=1)
+        if self.page_size > SCAN_LIMIT_MAX:
+            raise InvalidArgument(f"page_size must be at most {SCAN_LIMIT_MAX}, not {page_size}")
+        self.consistency = _consistency(consistency)
+        self.start_after = b""
+        self.finished = self.remaining == 0
+
+    def request(self) -> tuple:
+        size = self.page_size if self.remaining is None else min(self.page_size, self.remaining)
+        return (self.prefix, self.start_after, size, self.consistency)
+
+    def take(self, page: tuple) -> List[Tuple[bytes, bytes]]:
+        pairs, more = page
+        if pairs:
+            self.start_after = pairs[-1][0]
+        if self.remaining is not None:
+            self.remaining -= len(pairs)
+        self.finished = not more or not pairs or self.remaining == 0
+        return pairs
+
+
+class Lease:
+    """A lease: keys put with ``lease=`` live as long as it does, and go when it expires (no
+    keep-alive within its time to live) or is revoked. As a context manager (``with`` for a
+    ``Client``'s lease, ``async with`` for an ``AsyncClient``'s) it is revoked on exit.
+
+    With an ``AsyncClient``, ``keep_alive``, ``revoke`` and ``time_to_live`` are coroutines.
+    """
+
+    def __init__(self, client: "_Commands", lease_id: int, ttl: float):
+        self._client = client
+        #: The lease's id (pass the Lease or this id as ``put(..., lease=)``).
+        self.id = lease_id
+        #: The time to live it was granted, in seconds.
+        self.ttl = ttl
+
+    def keep_alive(self) -> float:
+        """Restarts the lease's time to live; returns it in seconds. Raises ``NotFound`` if the
+        lease already expired or was revoked (its keys are gone)."""
+        return self._client._execute(self._client._native.lease, "keep_alive", self.id, convert=_seconds)
+
+    def revoke(self) -> int:
+        """Ends the lease now, deleting its keys; returns how many keys it deleted. Raises
+        ``NotFound`` if it already expired or was revoked."""
+        return self._client._execute(self._client._native.lease, "revoke", self.id)
+
+    def time_to_live(self, *, keys: bool = False) -> LeaseStatus:
+        """How long the lease has left, and its keys if ``keys=True``. Raises ``NotFound`` if it
+        expired or was revoked."""
+
+        def status(answer: tuple) -> LeaseStatus:
+            remaining_ms, granted_ms, attached = answer
+            return LeaseStatus(self.id, remaining_ms / 1000, granted_ms / 1000, list(attached))
+
+        return self._client._execute(self._client._native.lease_time_to_live, self.id, keys, convert=status)
+
+    def __int__(self) -> int:
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"paxkv.Lease(id={self.id}, ttl={self.ttl})"
+
+    def __enter__(self) -> "Lease":
+        if isinstance(self._client, AsyncClient):
+            raise TypeError("this lease belongs to an AsyncClient: use 'async with'")
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        try:
+            self.revoke()
+        except NotFound:
+            pass  # It expired already: its keys are gone, as revoking would have done.
+
+    async def __aenter__(self) -> "Lease":
+        if not isinstance(self._client, AsyncClient):
+            raise TypeError("this lease belongs to a Client: use 'with'")
+        return self
+
+    async def __aexit__(self, *exception: Any) -> None:
+        try:
+            await self.revoke()
+        except NotFound:
+            pass  # It expired already: its keys are gone, as revoking would have done.
+
+
+class _Commands:
+    """The commands both clients share (see the module comment)."""
+
+    _native: NativeClient
+    _closed: bool
+
+    def __init__(
+        self,
+        endpoints: Union[str, Iterable[str]],
+        *,
+        timeout: Seconds = 10.0,
+        cluster_secret: Optional[Data] = None,
+        cluster_secret_file: Optional[str] = None,
+    ):
+        self._endpoints = _endpoints(endpoints)
+        self._native = NativeClient(
+            self._endpoints,
+            _milliseconds(timeout, "timeout"),
+            _secret(cluster_secret, cluster_secret_file),
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"paxkv.{type(self).__name__}({','.join(self._endpoints)!r})"
+
+    @property
+    def endpoints(self) -> List[str]:
+        """The nodes this client talks to."""
+        return list(self._endpoints)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Error(f"this {type(self).__name__} is closed; make a new one")
+
+    def _execute(self, call: Callable[..., Any], *args: Any, convert: Callable[[Any], Any] = _same) -> Any:
+        raise NotImplementedError
+
+    def put(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: "Union[Lease, int, None]" = None,
+        keep_ttl: bool = False,
+    ) -> int:
+        """Writes ``value`` under ``key``; returns the revision of the write.
+
+        ``ttl``: seconds after which the key expires (counted by the cluster, so it expires on
+        time even if this client or the node it wrote to is gone). ``lease``: a ``Lease`` (or
+        its id) the key lives and dies with. ``keep_ttl=True`` keeps the TTL the key has
+        instead of clearing it (a put without ``ttl`` or ``keep_ttl`` makes the key permanent).
+        """
+        if keep_ttl and ttl is not None:
+            raise InvalidArgument("pass ttl= or keep_ttl=True, not both")
+        return self._execute(
+            self._native.put,
+            key,
+            value,
+            _optional_milliseconds(ttl, "ttl"),
+            _lease_id(lease),
+            bool(keep_ttl),
+            None,
+            convert=lambda answer: answer[1],
+        )
+
+    def create(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: "Union[Lease, int, None]" = None,
+    ) -> int:
+        """Writes ``value`` under ``key`` only if the key does not exist; returns the revision
+        of the write. Raises ``ConflictError`` if it exists (a lock or a leader claim held by
+        someone else)."""
+
+        def created(answer: tuple) -> int:
+            succeeded, revision = answer
+            if not succeeded:
+                raise ConflictError(f"key {key!r} already exists (at revision {revision} or before)")
+            return revision
+
+        return self._execute(
+            self._native.put,
+            key,
+            value,
+            _optional_milliseconds(ttl, "ttl"),
+            _lease_id(lease),
+            False,
+            0,
+            convert=created,
+        )
+
+    def compare_and_set(self, key: Data, expected_revision: int, value: Data) -> bool:
+        """Writes ``value`` only if the key's revision (``get_with_meta(key).revision``) is
+        still ``expected_revision``, or, with ``expected_revision=0``, only if the key does not
+        exist. Returns whether it wrote."""
+        expected = _count(expected_revision, "expected_revision")
+        return self._execute(
+            self._native.put, key, value, None, None, False, expected, convert=lambda answer: answer[0]
+        )
+
+    def get(self, key: Data, *, consistency: str = "linearizable") -> Optional[bytes]:
+        """The value of ``key``, or None if it does not exist.
+
+        ``consistency``: ``"linearizable"`` (the default: sees every write acknowledged before
+        the call; served by the leader), ``"stale"`` (any node's copy, possibly behind, and
+        cheap), or ``"session"`` (any node, but never older than what this client has seen).
+        """
+        return self._execute(
+            self._native.get,
+            key,
+            _consistency(consistency),
+            convert=lambda answer: None if answer is None else answer[0],
+        )
+
+    def get_with_meta(self, key: Data, *, consistency: str = "linearizable") -> Optional[Entry]:
+        """The value of ``key`` with its revision, version, lease and TTL left, as an
+        ``Entry``; None if the key does not exist."""
+        return self._execute(self._native.get, key, _consistency(consistency), convert=_entry)
+
+    def delete(self, key: Data) -> bool:
+        """Deletes ``key``; returns whether it existed."""
+        return self._execute(self._native.delete, key)
+
+    def scan(
+        self,
+        prefix: Data = b"",
+        *,
+        limit: Optional[int] = None,
+        page_size: int = 100,
+        consistency: str = "linearizable",
+    ) -> Iterator[Tuple[bytes, bytes]]:
+        """Iterates over ``(key, value)`` of the keys that start with ``prefix``, in key order,
+        at most ``limit`` of them, fetching ``page_size`` at a time (with an ``AsyncClient``:
+        ``async for key, value in kv.scan(prefix)``). Each page is one read: a scan over many
+        pages is not one snapshot."""
+        pages = _ScanPages(prefix, limit, page_size, consistency)
+        self._check_open()
+        return self._pairs(pages)
+
+    def _pairs(self, pages: _ScanPages) -> Any:
+        raise NotImplementedError
+
+    def ttl(self, key: Data) -> Optional[float]:
+        """Seconds left before ``key`` expires, or None if it has no TTL of its own. Raises
+        ``NotFound`` if the key does not exist."""
+
+        def seconds_left(answer: Optional[tuple]) -> Optional[float]:
+            if answer is None:
+                raise NotFound(f"key {key!r} does not exist")
+            has_ttl, remaining_ms = answer
+            return remaining_ms / 1000 if has_ttl else None
+
+        return self._execute(self._native.ttl, key, convert=seconds_left)
+
+    def expire(self, key: Data, ttl: Seconds, *, condition: Optional[str] = None) -> bool:
+        """Gives ``key`` a TTL of ``ttl`` seconds from now; returns whether it did (False: no
+        such key, or the condition did not hold). ``condition``: ``"nx"`` only if the key has no
+        TTL, ``"xx"`` only if it has one, ``"gt"`` only if the new deadline is later, ``"lt"``
+        only if it is sooner (no TTL counts as never)."""
+        return self._execute(self._native.expire, key, _milliseconds(ttl, "ttl"), condition)
+
+    def persist(self, key: Data) -> bool:
+        """Removes the TTL of ``key``; returns whether it had one."""
+        return self._execute(self._native.persist, key)
+
+    def lease_grant(self, ttl: Seconds) -> Lease:
+        """Grants a lease that lives ``ttl`` seconds unless kept alive; see ``Lease``."""
+        ttl_ms = _milliseconds(ttl, "ttl")
+        return self._execute(
+            self._native.lease, "grant", ttl_ms, convert=lambda lease_id: Lease(self, lease_id, ttl_ms / 1000)
+        )
+
+    def status(self) -> dict:
+        """Every node's view of the cluster, asked directly: ``{endpoint: {...}}`` with its
+        ``role`` ("leader", "follower", "candidate"), ``node_id``, ``leader_id``, ``ballot``,
+        ``commit_index``, ``applied_index``, ``revision``, ``key_count``, ``lease_count`` and
+        ``peers``; a node that did not answer has ``{"reachable": False, "error": ...}``."""
+        return self._execute(self._native.status)
+
+
+class Client(_Commands):
+    """A blocking paxkv client.
+
+    ``endpoints``: the nodes, as a list of ``"host:port"`` strings or one comma-separated
+    string (IPv6 in brackets: ``"[::1]:7001"``); any of them will do, the client finds the
+    leader. ``timeout``: how long one call may take in seconds, retries included.
+    ``cluster_secret`` (str or bytes) or ``cluster_secret_file`` (a path): the cluster's shared
+    secret, if it requires one.
+
+    One client may be shared by any number of threads; it keeps one connection per node and
+    sends their calls side by side. Calls release the GIL while they wait. Use it as a context
+    manager, or call ``close()``, to close the connections.
+    """
+
+    def _execute(self, call: Callable[..., Any], *args: Any, convert: Callable[[Any], Any] = _same) -> Any:
+        self._check_open()
+        return convert(call(*args))
+
+    def _pairs(self, pages: _ScanPages) -> Iterator[Tuple[bytes, bytes]]:
+        while not pages.finished:
+            yield from pages.take(self._execute(self._native.scan, *pages.request()))
+
+    def close(self) -> None:
+        """Closes the connections; the client cannot be used afterwards."""
+        self._closed = True
+        self._native.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        self.close()
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future, ok: bool, value: Any) -> None:
+    """Called on a paxkv I/O thread when a call ends: hands the result to the event loop."""
+    try:
+        loop.call_soon_threadsafe(_settle, future, ok, value)
+    except RuntimeError:
+        pass  # The loop is closed: nobody is waiting any more.
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.done():
+        return  # Cancelled while the call ran (a write may still have taken effect).
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class AsyncClient(_Commands):
+    """The asyncio paxkv client: every method of ``Client``, as a coroutine (``scan`` is an
+    async iterator, ``close`` a coroutine, and it is an async context manager).
+
+    The calls run on paxkv's own I/O threads, so they never block the event loop, and many may
+    be in flight at once (``asyncio.gather``). Cancelling a call stops the wait, not the
+    request: a write may still take effect.
+    """
+
+    async def _execute(self, call: Callable[..., Any], *args: Any, convert: Callable[[Any], Any] = _same) -> Any:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        call(*args, done=functools.partial(_deliver, loop, future))
+        return convert(await future)
+
+    async def _pairs(self, pages: _ScanPages) -> AsyncIterator[Tuple[bytes, bytes]]:
+        while not pages.finished:
+            for pair in pages.take(await self._execute(self._native.scan, *pages.request())):
+                yield pair
+
+    async def close(self) -> None:
+        """Closes the connections; the client cannot be used afterwards."""
+        self._closed = True
+        self._native.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exception: Any) -> None:
+        await self.close()

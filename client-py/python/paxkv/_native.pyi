@@ -1,0 +1,39 @@
+# The Rust extension under the paxkv package; see client-py/src/lib.rs. Not a public API:
+# use paxkv.Client and paxkv.AsyncClient.
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
+
+_Data = Union[str, bytes, bytearray]
+_Done = Optional[Callable[[bool, Any], None]]
+
+KEY_BYTES_MAX: int
+VALUE_BYTES_MAX: int
+SCAN_LIMIT_MAX: int
+
+class NativeClient:
+    def __init__(self, endpoints: List[str], timeout_ms: int, secret: Optional[_Data] = None) -> None: ...
+    def close(self) -> None: ...
+    def put(
+        self,
+        key: _Data,
+        value: _Data,
+        ttl_ms: Optional[int],
+        lease_id: Optional[int],
+        keep_ttl: bool,
+        expected_revision: Optional[int],
+        done: _Done = None,
+    ) -> Tuple[bool, int]: ...
+    def get(
+        self, key: _Data, consistency: str, min_revision: int = 0, done: _Done = None
+    ) -> Optional[Tuple[bytes, int, int, int, int, int, int]]: ...
+    def delete(self, key: _Data, done: _Done = None) -> bool: ...
+    def scan(
+        self, prefix: _Data, start_after: _Data, limit: int, consistency: str, done: _Done = None
+    ) -> Tuple[List[Tuple[bytes, bytes]], bool]: ...
+    def ttl(self, key: _Data, done: _Done = None) -> Optional[Tuple[bool, int]]: ...
+    def expire(self, key: _Data, ttl_ms: int, condition: Optional[str], done: _Done = None) -> bool: ...
+    def persist(self, key: _Data, done: _Done = None) -> bool: ...
+    def lease(self, action: Literal["grant", "keep_alive", "revoke"], number: int, done: _Done = None) -> int: ...
+    def lease_time_to_live(
+        self, lease_id: int, keys: bool, done: _Done = None
+    ) -> Tuple[int, int, List[bytes]]: ...
+    def status(self, done: _Done = None) -> Dict[str, Dict[str, Any]]: ...

@@ -1,0 +1,497 @@
+//! `paxkv._native`: the Rust client of paxkv seen from Python.
+//!
+//! The `paxkv` package (client-py/python/paxkv) is the public face; this module does the work
+//! underneath: it turns arguments into requests, runs them on one shared tokio runtime and turns
+//! answers into Python values. Every call can run two ways:
+//! - blocking (no `done` given): the calling thread waits with the GIL released, waking every
+//!   100 ms to let Python deliver signals, so Ctrl-C interrupts a call that is retrying;
+//! - in the background (`done` given): the call runs on the runtime and `done(ok, value)` is
+//!   called from a runtime thread when it ends; the asyncio client passes a `done` that hands
+//!   the result to its event loop.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use paxkv_client::{
+    Client, ClientConfig, ClientError, ExpireCondition, KeyValue, ReadConsistency, Request,
+    Response, StatusResponse, TtlState,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString};
+use pyo3::IntoPyObjectExt;
+
+/// How often a blocking call lets Python handle signals (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// One runtime for every client in the process: two workers drive all connections.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("paxkv-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the paxkv I/O runtime")
+    })
+}
+
+/// A key or value given as `str` (stored as its UTF-8 bytes), `bytes` or `bytearray`.
+struct Data(Vec<u8>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Data {
+    type Error = PyErr;
+
+    fn extract(object: Borrowed<'a, 'py, PyAny>) -> PyResult<Data> {
+        if let Ok(bytes) = object.cast::<PyBytes>() {
+            return Ok(Data(bytes.as_bytes().to_vec()));
+        }
+        if let Ok(text) = object.cast::<PyString>() {
+            return Ok(Data(text.to_cow()?.into_owned().into_bytes()));
+        }
+        if let Ok(array) = object.cast::<PyByteArray>() {
+            return Ok(Data(array.to_vec()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "expected str or bytes, not {}",
+            object.get_type().name()?
+        )))
+    }
+}
+
+/// Bytes handed back to Python as `bytes` (a `Vec<u8>` would become a list of ints).
+struct Bytes(Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for Bytes {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}
+
+/// A key's value and metadata as a tuple: (value, create_revision, mod_revision, version,
+/// lease_id, expires_at_ms, log_time_ms of the answer). The package makes an `Entry` of it.
+type EntryTuple = (Bytes, u64, u64, u64, u64, u64, u64);
+
+fn entry_tuple(kv: KeyValue, log_time_ms: u64) -> EntryTuple {
+    (
+        Bytes(kv.value),
+        kv.create_revision,
+        kv.mod_revision,
+        kv.version,
+        kv.lease_id,
+        kv.expires_at_ms,
+        log_time_ms,
+    )
+}
+
+/// The exception a client error becomes: a class of `paxkv._errors`, with a message that says
+/// what to do about it.
+fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
+    let (class, message) = match error {
+        ClientError::Unavailable(problem) => (
+            "Unavailable",
+            format!(
+                "no leader with a quorum answered: {problem}. Check that most nodes are \
+                 running and reach each other, or pass a longer timeout"
+            ),
+        ),
+        ClientError::Timeout(problem) => (
+            "Timeout",
+            format!("{problem}. Read the key to find out, or pass a longer timeout"),
+        ),
+        ClientError::InvalidArgument(problem) => ("InvalidArgument", problem),
+        ClientError::Authentication(problem) => (
+            "AuthenticationError",
+            format!(
+                "{problem}. Pass the cluster's secret as cluster_secret= or \
+                 cluster_secret_file="
+            ),
+        ),
+        ClientError::NotFound(problem) => ("NotFound", problem),
+        ClientError::Server(problem) => ("Error", format!("the server failed: {problem}")),
+    };
+    let made = py
+        .import("paxkv._errors")
+        .and_then(|module| module.getattr(class))
+        .and_then(|class| class.call1((message,)));
+    match made {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(error) => error,
+    }
+}
+
+/// Runs `work` blocking (GIL released) or in the background, see the module comment.
+fn run<T, F>(py: Python<'_>, done: Option<Py<PyAny>>, work: F) -> PyResult<Py<PyAny>>
+where
+    F: Future<Output = Result<T, ClientError>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    let Some(done) = done else {
+        let result = block(py, work)?;
+        return result.map_err(|error| to_pyerr(py, error))?.into_py_any(py);
+    };
+    runtime().spawn(async move {
+        let result = work.await;
+        Python::attach(|py| {
+            let settled = match result {
+                Ok(value) => value.into_py_any(py).map(|value| (true, value)),
+                Err(error) => Ok((false, to_pyerr(py, error).into_value(py).into_any())),
+            };
+            let outcome = settled.unwrap_or_else(|error| (false, error.into_value(py).into_any()));
+            if let Err(error) = done.call1(py, outcome) {
+                error.write_unraisable(py, None);
+            }
+        });
+    });
+    Ok(py.None())
+}
+
+/// Waits for `work` with the GIL released, in slices, checking for signals between them.
+fn block<F: Future + Send>(py: Python<'_>, work: F) -> PyResult<F::Output>
+where
+    F::Output: Send,
+{
+    let mut work = pin!(work);
+    loop {
+        let slice = py.detach(|| {
+            runtime().block_on(async { tokio::time::timeout(SIGNAL_CHECK, work.as_mut()).await })
+        });
+        match slice {
+            Ok(output) => return Ok(output),
+            Err(_elapsed) => py.check_signals()?,
+        }
+    }
+}
+
+fn consistency(name: &str, min_revision: u64) -> Result<ReadConsistency, ClientError> {
+    match name {
+        "linearizable" => Ok(ReadConsistency::Linearizable),
+        "stale" => Ok(ReadConsistency::Stale),
+        "session" if min_revision == 0 => Ok(ReadConsistency::Session),
+        "session" => Ok(ReadConsistency::AtLeast(min_revision)),
+        other => Err(ClientError::InvalidArgument(format!(
+            "consistency {other:?} is not one of \"linearizable\", \"stale\", \"session\""
+        ))),
+    }
+}
+
+fn expire_condition(name: Option<&str>) -> Result<ExpireCondition, ClientError> {
+    match name {
+        None => Ok(ExpireCondition::Always),
+        Some("nx") => Ok(ExpireCondition::Nx),
+        Some("xx") => Ok(ExpireCondition::Xx),
+        Some("gt") => Ok(ExpireCondition::Gt),
+        Some("lt") => Ok(ExpireCondition::Lt),
+        Some(other) => Err(ClientError::InvalidArgument(format!(
+            "condition {other:?} is not one of None, \"nx\" (only without a TTL), \"xx\" (only \
+             with one), \"gt\" (only later), \"lt\" (only sooner)"
+        ))),
+    }
+}
+
+/// The handle to a cluster that `paxkv.Client` and `paxkv.AsyncClient` share.
+#[pyclass(frozen, module = "paxkv._native")]
+struct NativeClient {
+    client: Client,
+}
+
+#[pymethods]
+impl NativeClient {
+    #[new]
+    #[pyo3(signature = (endpoints, timeout_ms, secret=None))]
+    fn new(
+        endpoints: Vec<String>,
+        timeout_ms: u64,
+        secret: Option<Data>,
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let mut config = ClientConfig::new(endpoints);
+        config.timeout = Duration::from_millis(timeout_ms);
+        config.secret = secret.map(|secret| secret.0);
+        let client = Client::new(config).map_err(|error| to_pyerr(py, error))?;
+        Ok(NativeClient { client })
+    }
+
+    /// Closes the connections; a later call opens new ones.
+    fn close(&self) {
+        self.client.close();
+    }
+
+    /// Returns (succeeded, revision); `expected_revision` makes it a compare-and-set.
+    #[pyo3(signature = (key, value, ttl_ms, lease_id, keep_ttl, expected_revision, done=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        value: Data,
+        ttl_ms: Option<u64>,
+        lease_id: Option<u64>,
+        keep_ttl: bool,
+        expected_revision: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        let body = Request::Put(paxkv_client::PutRequest {
+            key: key.0,
+            value: value.0,
+            ttl_ms,
+            lease_id,
+            keep_ttl,
+            expected_revision,
+        });
+        run(py, done, async move {
+            match client.request(body).await? {
+                Response::Put(put) => Ok((put.succeeded, revision(&put.header))),
+                other => Err(unexpected(other)),
+            }
+        })
+    }
+
+    /// Returns None or an entry tuple (see `EntryTuple`).
+    #[pyo3(signature = (key, consistency, min_revision=0, done=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        consistency: &str,
+        min_revision: u64,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        let consistency = self::consistency(consistency, min_revision);
+        run(py, done, async move {
+            let answer = client.get(&key.0, consistency?).await?;
+            let log_time_ms = answer.log_time_ms;
+            Ok(answer.kv.map(|kv| entry_tuple(kv, log_time_ms)))
+        })
+    }
+
+    /// Returns whether the key existed.
+    #[pyo3(signature = (key, done=None))]
+    fn delete(&self, py: Python<'_>, key: Data, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        run(
+            py,
+            done,
+            async move { Ok(client.delete(&key.0).await?.deleted) },
+        )
+    }
+
+    /// Returns ([(key, value), ...], more) for keys with `prefix` after `start_after`.
+    #[pyo3(signature = (prefix, start_after, limit, consistency, done=None))]
+    fn scan(
+        &self,
+        py: Python<'_>,
+        prefix: Data,
+        start_after: Data,
+        limit: u32,
+        consistency: &str,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        let consistency = self::consistency(consistency, 0);
+        run(py, done, async move {
+            let page = client
+                .scan(&prefix.0, &start_after.0, limit, consistency?)
+                .await?;
+            let pairs: Vec<(Bytes, Bytes)> = page
+                .kvs
+                .into_iter()
+                .map(|kv| (Bytes(kv.key), Bytes(kv.value)))
+                .collect();
+            Ok((pairs, page.more))
+        })
+    }
+
+    /// Returns None if the key does not exist, else (has_ttl, remaining_ms).
+    #[pyo3(signature = (key, done=None))]
+    fn ttl(&self, py: Python<'_>, key: Data, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        run(py, done, async move {
+            let answer = client.ttl(&key.0).await?;
+            Ok(match answer.state {
+                TtlState::NoKey => None,
+                TtlState::NoTtl => Some((false, 0)),
+                TtlState::Remaining => Some((true, answer.remaining_ms)),
+            })
+        })
+    }
+
+    /// Returns whether the TTL was set.
+    #[pyo3(signature = (key, ttl_ms, condition, done=None))]
+    fn expire(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        ttl_ms: u64,
+        condition: Option<&str>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        let condition = expire_condition(condition);
+        run(py, done, async move {
+            client.expire(&key.0, ttl_ms, condition?).await
+        })
+    }
+
+    /// Returns whether the key had a TTL.
+    #[pyo3(signature = (key, done=None))]
+    fn persist(&self, py: Python<'_>, key: Data, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        run(py, done, async move { client.persist(&key.0).await })
+    }
+
+    /// `"grant"` a lease of `number` ms (returns its id), `"keep_alive"` lease `number`
+    /// (returns its time to live in ms), or `"revoke"` it (returns how many keys went).
+    #[pyo3(signature = (action, number, done=None))]
+    fn lease(
+        &self,
+        py: Python<'_>,
+        action: &str,
+        number: u64,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        let action = action.to_string();
+        run(py, done, async move {
+            match action.as_str() {
+                "grant" => client.lease_grant(number).await,
+                "keep_alive" => client.lease_keep_alive(number).await,
+                "revoke" => client.lease_revoke(number).await,
+                other => Err(ClientError::InvalidArgument(format!(
+                    "no lease action {other:?}"
+                ))),
+            }
+        })
+    }
+
+    /// Returns (remaining_ms, granted_ttl_ms, [key, ...]).
+    #[pyo3(signature = (lease_id, keys, done=None))]
+    fn lease_time_to_live(
+        &self,
+        py: Python<'_>,
+        lease_id: u64,
+        keys: bool,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        run(py, done, async move {
+            let lease = client.lease_time_to_live(lease_id, keys).await?;
+            let keys: Vec<Bytes> = lease.keys.into_iter().map(Bytes).collect();
+            Ok((lease.remaining_ms, lease.granted_ttl_ms, keys))
+        })
+    }
+
+    /// Asks every node at once; returns {endpoint: status dict}, where a node that did not
+    /// answer has {"reachable": False, "error": message}.
+    #[pyo3(signature = (done=None))]
+    fn status(&self, py: Python<'_>, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        run(py, done, async move {
+            let mut asked = Vec::new();
+            for endpoint in client.endpoints().to_vec() {
+                let client = client.clone();
+                asked.push(tokio::spawn(async move {
+                    let answer = client.status_of(&endpoint).await;
+                    (endpoint, answer)
+                }));
+            }
+            let mut statuses = Vec::new();
+            for node in asked {
+                let (endpoint, answer) = node
+                    .await
+                    .map_err(|error| ClientError::Server(error.to_string()))?;
+                statuses.push(NodeStatus { endpoint, answer });
+            }
+            Ok(Statuses(statuses))
+        })
+    }
+}
+
+struct NodeStatus {
+    endpoint: String,
+    answer: Result<StatusResponse, ClientError>,
+}
+
+struct Statuses(Vec<NodeStatus>);
+
+impl<'py> IntoPyObject<'py> for Statuses {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let all = PyDict::new(py);
+        for node in self.0 {
+            let row = PyDict::new(py);
+            match node.answer {
+                Ok(status) => {
+                    let role = match status.role() {
+                        paxkv_client::Role::Leader => "leader",
+                        paxkv_client::Role::Candidate => "candidate",
+                        paxkv_client::Role::Follower => "follower",
+                    };
+                    row.set_item("reachable", true)?;
+                    row.set_item("node_id", status.node_id)?;
+                    row.set_item("role", role)?;
+                    row.set_item("ballot", (status.ballot_round, status.ballot_node))?;
+                    row.set_item(
+                        "leader_id",
+                        (status.leader_id != 0).then_some(status.leader_id),
+                    )?;
+                    row.set_item("leader_address", status.leader_address.clone())?;
+                    row.set_item("commit_index", status.commit_index)?;
+                    row.set_item("applied_index", status.applied_index)?;
+                    row.set_item("revision", status.revision)?;
+                    row.set_item("key_count", status.key_count)?;
+                    row.set_item("lease_count", status.lease_count)?;
+                    row.set_item("requests_per_second", status.requests_per_second)?;
+                    row.set_item("syncs", status.syncs)?;
+                    let peers = PyList::empty(py);
+                    for peer in &status.peers {
+                        let entry = PyDict::new(py);
+                        entry.set_item("node_id", peer.node_id)?;
+                        entry.set_item("address", peer.address.clone())?;
+                        entry.set_item("reachable", peer.reachable)?;
+                        entry.set_item("last_contact_ms", peer.last_contact_ms)?;
+                        entry.set_item("match_index", peer.match_index)?;
+                        entry.set_item("lag_entries", peer.lag_entries)?;
+                        peers.append(entry)?;
+                    }
+                    row.set_item("peers", peers)?;
+                }
+                Err(error) => {
+                    row.set_item("reachable", false)?;
+                    row.set_item("error", error.to_string())?;
+                }
+            }
+            all.set_item(node.endpoint, row)?;
+        }
+        Ok(all)
+    }
+}
+
+fn revision(header: &Option<paxkv_client::ResponseHeader>) -> u64 {
+    header.as_ref().map_or(0, |header| header.revision)
+}
+
+fn unexpected(response: Response) -> ClientError {
+    ClientError::Server(format!("unexpected answer {response:?}"))
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<NativeClient>()?;
+    module.add("KEY_BYTES_MAX", paxkv_client::KEY_BYTES_MAX)?;
+    module.add("VALUE_BYTES_MAX", paxkv_client::VALUE_BYTES_MAX)?;
+    module.add("SCAN_LIMIT_MAX", paxkv_client::SCAN_LIMIT_MAX)?;
+    Ok(())
+}
