@@ -4,11 +4,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --workspace --locked
 
+# Release binaries for the tests against real clusters below.
+cargo build --release --locked --bin kv-server --bin kv-top
+
+# kv-top in a real terminal (tmux, installed if missing) against a real 3-node cluster.
+tui/tests/tmux_e2e.sh target/release
+
 # The Python client: built and installed into a new virtual environment (pip fetches maturin
 # for the build), then its tests against a real 3-node cluster of release kv-servers.
 python3 -m venv --clear target/py-venv
 target/py-venv/bin/python -m pip install --quiet --disable-pip-version-check ./client-py pytest
-target/py-venv/bin/python -m pytest -q client-py/tests
+PAXKV_SERVER=target/release/kv-server target/py-venv/bin/python -m pytest -q client-py/tests
 
 # The real server code in the deterministic simulator (its own target dir keeps the normal
 # build intact; release, because seeds run several times faster).

@@ -17,11 +17,11 @@ use std::time::Duration;
 use paxkv_proto::auth::ClusterSecret;
 pub use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, ExpireCondition, KeyValue,
-    PutRequest, ResponseHeader, Role, StatusResponse, TtlState,
+    PutRequest, ResponseHeader, Role, ScanRequest, StatusResponse, TtlState,
 };
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, ScanRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest,
     StatusRequest, TtlRequest,
 };
 pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};

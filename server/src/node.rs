@@ -282,6 +282,7 @@ impl Node {
                 .load(std::sync::atomic::Ordering::Relaxed),
             state_hash: 0,
             log_time_ms: status.log_time_ms,
+            requests_total: requests,
         }
     }
 }
