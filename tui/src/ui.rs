@@ -331,7 +331,11 @@ fn draw_replay(frame: &mut Frame, app: &App, replay: &Replay) {
             id,
             node.role.name().into(),
             format!("{}.{}", node.ballot.0, node.ballot.1),
-            format!("n{}", node.leader),
+            if node.leader == 0 {
+                "-".into()
+            } else {
+                format!("n{}", node.leader)
+            },
             node.commit_index.to_string(),
             node.applied_index.to_string(),
             node.revision.to_string(),
