@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use paxkv_client::{
-    Client, ClientConfig, ClientError, ExpireCondition, KeyValue, ReadConsistency, Request,
-    Response, StatusResponse, TtlState,
+    Client, ClientConfig, ClientError, ExpireCondition, KeyValue, ReadConsistency, StatusResponse,
+    TtlState,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -239,19 +239,17 @@ impl NativeClient {
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let client = self.client.clone();
-        let body = Request::Put(paxkv_client::PutRequest {
+        let put = paxkv_client::PutRequest {
             key: key.0,
             value: value.0,
             ttl_ms,
             lease_id,
             keep_ttl,
             expected_revision,
-        });
+        };
         run(py, done, async move {
-            match client.request(body).await? {
-                Response::Put(put) => Ok((put.succeeded, revision(&put.header))),
-                other => Err(unexpected(other)),
-            }
+            let put = client.put_with(put).await?;
+            Ok((put.succeeded, put.revision))
         })
     }
 
@@ -395,33 +393,16 @@ impl NativeClient {
     #[pyo3(signature = (done=None))]
     fn status(&self, py: Python<'_>, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         let client = self.client.clone();
-        run(py, done, async move {
-            let mut asked = Vec::new();
-            for endpoint in client.endpoints().to_vec() {
-                let client = client.clone();
-                asked.push(tokio::spawn(async move {
-                    let answer = client.status_of(&endpoint).await;
-                    (endpoint, answer)
-                }));
-            }
-            let mut statuses = Vec::new();
-            for node in asked {
-                let (endpoint, answer) = node
-                    .await
-                    .map_err(|error| ClientError::Server(error.to_string()))?;
-                statuses.push(NodeStatus { endpoint, answer });
-            }
-            Ok(Statuses(statuses))
-        })
+        run(
+            py,
+            done,
+            async move { Ok(Statuses(client.status_all().await)) },
+        )
     }
 }
 
-struct NodeStatus {
-    endpoint: String,
-    answer: Result<StatusResponse, ClientError>,
-}
-
-struct Statuses(Vec<NodeStatus>);
+/// Every node's status or why it gave none, by endpoint.
+struct Statuses(Vec<(String, Result<StatusResponse, ClientError>)>);
 
 impl<'py> IntoPyObject<'py> for Statuses {
     type Target = PyDict;
@@ -430,9 +411,9 @@ impl<'py> IntoPyObject<'py> for Statuses {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let all = PyDict::new(py);
-        for node in self.0 {
+        for (endpoint, answer) in self.0 {
             let row = PyDict::new(py);
-            match node.answer {
+            match answer {
                 Ok(status) => {
                     let role = match status.role() {
                         paxkv_client::Role::Leader => "leader",
@@ -473,18 +454,10 @@ impl<'py> IntoPyObject<'py> for Statuses {
                     row.set_item("error", error.to_string())?;
                 }
             }
-            all.set_item(node.endpoint, row)?;
+            all.set_item(endpoint, row)?;
         }
         Ok(all)
     }
-}
-
-fn revision(header: &Option<paxkv_client::ResponseHeader>) -> u64 {
-    header.as_ref().map_or(0, |header| header.revision)
-}
-
-fn unexpected(response: Response) -> ClientError {
-    ClientError::Server(format!("unexpected answer {response:?}"))
 }
 
 #[pymodule]

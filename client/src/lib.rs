@@ -4,8 +4,8 @@
 //! hints nodes give), keeps one pipelined connection per node, retries what is safe to retry
 //! until its timeout, and gives every write a `(client id, sequence)` so that a retried write
 //! is applied once. Nodes remember one sequence per client id, so writes in flight at the same
-//! time each use a session of their own (see [`Lane`]). Reads are linearizable unless asked otherwise; session reads never go back
-//! in time behind anything this client has seen.
+//! time each use a session of their own (see `Lane`). Reads are linearizable unless asked
+//! otherwise; session reads never go back in time behind anything this client has seen.
 
 mod connection;
 
@@ -17,11 +17,11 @@ use std::time::Duration;
 use paxkv_proto::auth::ClusterSecret;
 pub use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, ExpireCondition, KeyValue,
-    PutRequest, ResponseHeader, Role, ScanRequest, StatusResponse, TtlState,
+    PutRequest, ResponseHeader, Role, StatusResponse, TtlState,
 };
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, ScanRequest,
     StatusRequest, TtlRequest,
 };
 pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
@@ -107,6 +107,8 @@ pub struct ScanPage {
     pub kvs: Vec<KeyValue>,
     pub more: bool,
     pub revision: u64,
+    /// Log time of the state the scan saw (see [`GetResult::log_time_ms`]).
+    pub log_time_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +145,22 @@ impl ClientConfig {
             timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// The cluster secret for a command-line tool: the contents of `file` if one is given, else
+/// the `PAXKV_CLUSTER_SECRET` environment variable, else none.
+pub fn read_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, ClientError> {
+    if let Some(file) = file {
+        return std::fs::read(file).map(Some).map_err(|error| {
+            ClientError::InvalidArgument(format!(
+                "cannot read the cluster secret file {}: {error}",
+                file.display()
+            ))
+        });
+    }
+    Ok(std::env::var("PAXKV_CLUSTER_SECRET")
+        .ok()
+        .map(String::into_bytes))
 }
 
 /// Splits `a,b,c` into endpoints, trimming blanks.
@@ -482,21 +500,20 @@ impl Client {
         value: &[u8],
         options: PutOptions,
     ) -> Result<PutResult, ClientError> {
-        let body = Request::Put(PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ttl_ms: options.ttl_ms,
-            lease_id: options.lease_id,
-            keep_ttl: options.keep_ttl,
-            expected_revision: None,
-        });
-        match self.request(body).await? {
-            Response::Put(put) => Ok(PutResult {
-                revision: header_revision(&put.header),
-                previous: put.previous,
-            }),
-            other => Err(unexpected(other)),
-        }
+        let put = self
+            .put_with(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ttl_ms: options.ttl_ms,
+                lease_id: options.lease_id,
+                keep_ttl: options.keep_ttl,
+                expected_revision: None,
+            })
+            .await?;
+        Ok(PutResult {
+            revision: put.revision,
+            previous: put.previous,
+        })
     }
 
     /// Writes `value` only if the key's revision is `expected_revision` (0: only if absent).
@@ -506,13 +523,19 @@ impl Client {
         expected_revision: u64,
         value: &[u8],
     ) -> Result<CasResult, ClientError> {
-        let body = Request::Put(PutRequest {
+        self.put_with(PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
             expected_revision: Some(expected_revision),
             ..Default::default()
-        });
-        match self.request(body).await? {
+        })
+        .await
+    }
+
+    /// Any put, every option of the request at hand (a TTL or lease together with an expected
+    /// revision, say); `succeeded` is false only when the expected revision did not match.
+    pub async fn put_with(&self, put: PutRequest) -> Result<CasResult, ClientError> {
+        match self.request(Request::Put(put)).await? {
             Response::Put(put) => Ok(CasResult {
                 succeeded: put.succeeded,
                 revision: header_revision(&put.header),
@@ -536,7 +559,7 @@ impl Client {
         match self.request(body).await? {
             Response::Get(get) => Ok(GetResult {
                 revision: header_revision(&get.header),
-                log_time_ms: get.header.as_ref().map_or(0, |header| header.log_time_ms),
+                log_time_ms: header_log_time(&get.header),
                 kv: get.kv,
             }),
             other => Err(unexpected(other)),
@@ -576,6 +599,7 @@ impl Client {
         match self.request(body).await? {
             Response::Scan(scan) => Ok(ScanPage {
                 revision: header_revision(&scan.header),
+                log_time_ms: header_log_time(&scan.header),
                 kvs: scan.kvs,
                 more: scan.more,
             }),
@@ -704,6 +728,27 @@ impl Client {
         self.call(body, write, to_leader).await
     }
 
+    /// The status of every node, asked all at once, in the order of the endpoints.
+    pub async fn status_all(&self) -> Vec<(String, Result<StatusResponse, ClientError>)> {
+        let asked: Vec<_> = self
+            .endpoints()
+            .iter()
+            .map(|endpoint| {
+                let client = self.clone();
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move { client.status_of(&endpoint).await })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(asked.len());
+        for (endpoint, answer) in self.endpoints().iter().zip(asked) {
+            let status = answer
+                .await
+                .unwrap_or_else(|error| Err(ClientError::Server(error.to_string())));
+            statuses.push((endpoint.clone(), status));
+        }
+        statuses
+    }
+
     /// The status of one node, asked directly.
     pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, ClientError> {
         self.status_with(endpoint, false).await
@@ -754,6 +799,10 @@ fn check_frame_size(body: &Request) -> Result<(), ClientError> {
 
 fn header_revision(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 {
     header.as_ref().map_or(0, |header| header.revision)
+}
+
+fn header_log_time(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 {
+    header.as_ref().map_or(0, |header| header.log_time_ms)
 }
 
 fn revision_of(response: &Response) -> Option<u64> {

@@ -260,17 +260,21 @@ pub fn apply_poll(app: &mut App, poll: Poll) {
         }
         _ => {}
     }
-    for node in &app.nodes {
-        if node.is_up()
-            && node
-                .status
-                .as_ref()
-                .is_some_and(|status| status.role == Role::Candidate)
-        {
-            let text = format!("{} is campaigning (election)", node.endpoint);
-            if app.events.back().map(|(_, last)| last) != Some(&text) {
-                app.events.push_back((poll.at_ms, text));
-            }
+    let campaigning: Vec<String> = app
+        .nodes
+        .iter()
+        .filter(|node| {
+            node.is_up()
+                && node
+                    .status
+                    .as_ref()
+                    .is_some_and(|status| status.role == Role::Candidate)
+        })
+        .map(|node| format!("{} is campaigning (election)", node.endpoint))
+        .collect();
+    for text in campaigning {
+        if app.events.back().map(|(_, last)| last) != Some(&text) {
+            app.event(poll.at_ms, text);
         }
     }
     let requests: u64 = app

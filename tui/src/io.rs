@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use paxkv_client::{header_of, Client, ReadConsistency, Request, Response, StatusResponse};
+use paxkv_client::{Client, ReadConsistency, StatusResponse};
 
 use crate::app::{Command, CommandResult, KeyRow, NodeStatus, PeerView, Poll, Role};
 
@@ -56,27 +56,24 @@ pub fn printable(bytes: &[u8], limit: usize) -> String {
 }
 
 async fn keys(client: &Client, prefix: &str) -> Result<Vec<KeyRow>, String> {
-    let body = Request::Scan(paxkv_client::ScanRequest {
-        prefix: prefix.as_bytes().to_vec(),
-        limit: KEYS_SHOWN,
-        ..Default::default()
-    });
-    let response = client
-        .request(body)
+    let page = client
+        .scan(
+            prefix.as_bytes(),
+            b"",
+            KEYS_SHOWN,
+            ReadConsistency::Linearizable,
+        )
         .await
         .map_err(|error| error.to_string())?;
-    let log_time_ms = header_of(&response).map_or(0, |header| header.log_time_ms);
-    let Response::Scan(scan) = response else {
-        return Err("unexpected answer to a scan".into());
-    };
-    Ok(scan
+    Ok(page
         .kvs
         .into_iter()
         .map(|kv| KeyRow {
             key: printable(&kv.key, 60),
             value_preview: printable(&kv.value, PREVIEW_CHARS),
             revision: kv.mod_revision,
-            ttl_ms: (kv.expires_at_ms != 0).then(|| kv.expires_at_ms.saturating_sub(log_time_ms)),
+            ttl_ms: (kv.expires_at_ms != 0)
+                .then(|| kv.expires_at_ms.saturating_sub(page.log_time_ms)),
             lease: kv.lease_id,
         })
         .collect())
@@ -85,12 +82,6 @@ async fn keys(client: &Client, prefix: &str) -> Result<Vec<KeyRow>, String> {
 /// Asks every node for its status, times one linearizable read and reads the browser's keys,
 /// all at once.
 pub async fn poll(client: &Client, prefix: &str, started: Instant) -> Poll {
-    let statuses = client.endpoints().iter().map(|endpoint| {
-        let client = client.clone();
-        let endpoint = endpoint.clone();
-        tokio::spawn(async move { client.status_of(&endpoint).await })
-    });
-    let statuses: Vec<_> = statuses.collect();
     let probe = async {
         let begun = Instant::now();
         client
@@ -99,19 +90,19 @@ pub async fn poll(client: &Client, prefix: &str, started: Instant) -> Poll {
             .ok()
             .map(|_| begun.elapsed().as_micros() as u64)
     };
-    let (probe_latency_us, keys) = tokio::join!(probe, keys(client, prefix));
-    let mut nodes = Vec::new();
-    for (status, endpoint) in statuses.into_iter().zip(client.endpoints()) {
-        nodes.push(match status.await {
-            Ok(Ok(status)) => Ok(node_status(status)),
+    let (statuses, probe_latency_us, keys) =
+        tokio::join!(client.status_all(), probe, keys(client, prefix));
+    let nodes = statuses
+        .into_iter()
+        .map(|(endpoint, status)| match status {
+            Ok(status) => Ok(node_status(status)),
             // The row already names the node; say only what went wrong.
-            Ok(Err(paxkv_client::ClientError::Unavailable(problem))) => Err(problem
+            Err(paxkv_client::ClientError::Unavailable(problem)) => Err(problem
                 .trim_start_matches(&format!("{endpoint}: "))
                 .to_string()),
-            Ok(Err(error)) => Err(error.to_string()),
             Err(error) => Err(error.to_string()),
-        });
-    }
+        })
+        .collect();
     Poll {
         at_ms: started.elapsed().as_millis() as u64,
         nodes,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use paxkv_client::{parse_endpoints, Client, ClientConfig};
+use paxkv_client::{parse_endpoints, read_secret, Client, ClientConfig};
 use paxkv_tui::app::{self, App, Effect, Key};
 use paxkv_tui::{io, replay, ui};
 use tokio::sync::mpsc;
@@ -78,16 +78,6 @@ fn read_terminal(inputs: mpsc::UnboundedSender<Input>) {
     });
 }
 
-fn secret(file: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
-    match (file, std::env::var("PAXKV_CLUSTER_SECRET")) {
-        (Some(file), _) => Ok(Some(std::fs::read(file).with_context(|| {
-            format!("cannot read the cluster secret file {}", file.display())
-        })?)),
-        (None, Ok(secret)) => Ok(Some(secret.into_bytes())),
-        (None, Err(_)) => Ok(None),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -103,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let client = if app.replay.is_none() {
         let mut config = ClientConfig::new(parse_endpoints(&args.endpoints));
-        config.secret = secret(args.cluster_secret_file.as_ref())?;
+        config.secret = read_secret(args.cluster_secret_file.as_deref())?;
         config.timeout = io::poll_timeout(Duration::from_millis(args.refresh_ms));
         Some(Client::new(config)?)
     } else {

@@ -17,7 +17,7 @@ const TITLE: Style = Style::new().add_modifier(Modifier::BOLD);
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
     match &app.replay {
-        Some(replay) => draw_replay(frame, app, replay),
+        Some(replay) => draw_replay(frame, replay),
         None => draw_live(frame, app),
     }
     if app.show_help {
@@ -288,7 +288,7 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-fn draw_replay(frame: &mut Frame, app: &App, replay: &Replay) {
+fn draw_replay(frame: &mut Frame, replay: &Replay) {
     let state = replay::frame_at(replay, replay.cursor_ms);
     let node_rows = replay.nodes as u16 + 3;
     let [top, timeline, nodes, network, bottom] = Layout::vertical([
@@ -364,7 +364,6 @@ fn draw_replay(frame: &mut Frame, app: &App, replay: &Replay) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     draw_log(frame, log, "Faults and leaders", &state.log);
     draw_log(frame, operations, "Client operations", &state.operations);
-    let _ = app;
 }
 
 /// A bar of simulated time: `|` for each fault, `▲` at the cursor.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use paxkv_client::{
-    parse_endpoints, Client, ClientConfig, ClientError, ExpireCondition, KeyValue, PutOptions,
-    ReadConsistency, TtlState,
+    parse_endpoints, read_secret, Client, ClientConfig, ClientError, ExpireCondition, KeyValue,
+    PutOptions, ReadConsistency, TtlState,
 };
 
 const EXIT_ERROR: u8 = 1;
@@ -299,8 +299,8 @@ async fn run(client: &Client, command: Command, json: bool) -> Result<(String, u
         Command::Lease { command } => run_lease(client, command, json).await,
         Command::Status => {
             let mut lines = Vec::new();
-            for endpoint in client.endpoints().to_vec() {
-                let line = match client.status_of(&endpoint).await {
+            for (endpoint, status) in client.status_all().await {
+                let line = match status {
                     Ok(status) if json => format!(
                         "{{\"endpoint\":{},\"node\":{},\"role\":{},\"leader\":{},\"commit\":{},\"applied\":{},\"revision\":{},\"keys\":{}}}",
                         json_string(endpoint.as_bytes()), status.node_id, status.role, status.leader_id,
@@ -388,21 +388,10 @@ async fn run_lease(
     Ok((text, 0))
 }
 
-fn secret(args: &Args) -> anyhow::Result<Option<Vec<u8>>> {
-    if let Some(file) = &args.cluster_secret_file {
-        let raw = std::fs::read(file)
-            .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", file.display()))?;
-        return Ok(Some(raw));
-    }
-    Ok(std::env::var("PAXKV_CLUSTER_SECRET")
-        .ok()
-        .map(String::into_bytes))
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match secret(&args) {
+    let config = match read_secret(args.cluster_secret_file.as_deref()) {
         Ok(secret) => ClientConfig {
             endpoints: parse_endpoints(&args.endpoints),
             secret,
