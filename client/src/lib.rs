@@ -147,20 +147,46 @@ impl ClientConfig {
     }
 }
 
-/// The cluster secret for a command-line tool: the contents of `file` if one is given, else
-/// the `PAXKV_CLUSTER_SECRET` environment variable, else none.
-pub fn read_secret(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, ClientError> {
-    if let Some(file) = file {
-        return std::fs::read(file).map(Some).map_err(|error| {
-            ClientError::InvalidArgument(format!(
-                "cannot read the cluster secret file {}: {error}",
-                file.display()
-            ))
-        });
+/// The flags every command-line tool uses to reach a cluster (kvctl, kv-top).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The nodes, host:port separated by commas (IPv6 in brackets).
+    #[arg(
+        long,
+        env = "PAXKV_ENDPOINTS",
+        default_value = "[::1]:7001,[::1]:7002,[::1]:7003"
+    )]
+    pub endpoints: String,
+    /// File holding the cluster secret (or set PAXKV_CLUSTER_SECRET).
+    #[arg(long, env = "PAXKV_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    pub fn endpoint_list(&self) -> Vec<String> {
+        parse_endpoints(&self.endpoints)
     }
-    Ok(std::env::var("PAXKV_CLUSTER_SECRET")
-        .ok()
-        .map(String::into_bytes))
+
+    /// The client settings: the endpoints, and the secret from the file if one is given, else
+    /// from the `PAXKV_CLUSTER_SECRET` environment variable, else none.
+    pub fn config(&self, timeout: Duration) -> Result<ClientConfig, ClientError> {
+        let secret = match &self.cluster_secret_file {
+            Some(file) => Some(std::fs::read(file).map_err(|error| {
+                ClientError::InvalidArgument(format!(
+                    "cannot read the cluster secret file {}: {error}",
+                    file.display()
+                ))
+            })?),
+            None => std::env::var("PAXKV_CLUSTER_SECRET")
+                .ok()
+                .map(String::into_bytes),
+        };
+        Ok(ClientConfig {
+            endpoints: self.endpoint_list(),
+            secret,
+            timeout,
+        })
+    }
 }
 
 /// Splits `a,b,c` into endpoints, trimming blanks.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use paxkv_client::{parse_endpoints, read_secret, Client, ClientConfig};
+use paxkv_client::{Client, ClusterArgs};
 use paxkv_tui::app::{self, App, Effect, Key};
 use paxkv_tui::{io, replay, ui};
 use tokio::sync::mpsc;
@@ -15,18 +15,10 @@ use tokio::sync::mpsc;
 /// serves, what happened; a key browser and a command line. With --replay, it plays a
 /// `kv-sim replay SEED --trace FILE` trace instead. Press ? for the keys.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
-    /// The nodes, host:port separated by commas (IPv6 in brackets).
-    #[arg(
-        long,
-        env = "PAXKV_ENDPOINTS",
-        default_value = "[::1]:7001,[::1]:7002,[::1]:7003"
-    )]
-    endpoints: String,
-    /// File holding the cluster secret (or set PAXKV_CLUSTER_SECRET).
-    #[arg(long, env = "PAXKV_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// How often to ask the nodes, in milliseconds.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     refresh_ms: u64,
@@ -89,13 +81,11 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))?;
             App::replaying(replay)
         }
-        None => App::new(&parse_endpoints(&args.endpoints), args.refresh_ms),
+        None => App::new(&args.cluster.endpoint_list(), args.refresh_ms),
     };
     let client = if app.replay.is_none() {
-        let mut config = ClientConfig::new(parse_endpoints(&args.endpoints));
-        config.secret = read_secret(args.cluster_secret_file.as_deref())?;
-        config.timeout = io::poll_timeout(Duration::from_millis(args.refresh_ms));
-        Some(Client::new(config)?)
+        let timeout = io::poll_timeout(Duration::from_millis(args.refresh_ms));
+        Some(Client::new(args.cluster.config(timeout)?)?)
     } else {
         None
     };

@@ -3,14 +3,13 @@
 //! Exit codes: 0 done; 1 error; 2 bad usage; 3 not found (no such key or lease);
 //! 4 compare-and-set conflict (the key's revision was not the expected one).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use paxkv_client::{
-    parse_endpoints, read_secret, Client, ClientConfig, ClientError, ExpireCondition, KeyValue,
-    PutOptions, ReadConsistency, TtlState,
+    Client, ClientError, ClusterArgs, ExpireCondition, KeyValue, PutOptions, ReadConsistency,
+    TtlState,
 };
 
 const EXIT_ERROR: u8 = 1;
@@ -19,18 +18,10 @@ const EXIT_CONFLICT: u8 = 4;
 
 /// Talk to a paxkv cluster.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
-    /// Comma-separated node addresses, IPv6 in brackets: [::1]:7001,[::1]:7002,[::1]:7003
-    #[arg(
-        long,
-        env = "PAXKV_ENDPOINTS",
-        default_value = "[::1]:7001,[::1]:7002,[::1]:7003"
-    )]
-    endpoints: String,
-    /// File holding the cluster secret (or set PAXKV_CLUSTER_SECRET).
-    #[arg(long, env = "PAXKV_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// Give up after this many milliseconds (retries included).
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -391,12 +382,8 @@ async fn run_lease(
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match read_secret(args.cluster_secret_file.as_deref()) {
-        Ok(secret) => ClientConfig {
-            endpoints: parse_endpoints(&args.endpoints),
-            secret,
-            timeout: Duration::from_millis(args.timeout_ms),
-        },
+    let config = match args.cluster.config(Duration::from_millis(args.timeout_ms)) {
+        Ok(config) => config,
         Err(error) => {
             eprintln!("kvctl: {error}");
             return ExitCode::from(EXIT_ERROR);
