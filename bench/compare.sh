@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Measures paxkv and etcd side by side on this machine: a 3-node paxkv and a 3-member etcd on
+# loopback, data of both in one directory (so on one disk), fsync on every commit for both.
+#
+#   bench/compare.sh                     # everything: about 20 minutes
+#   ROUNDS=1 DURATION=3s MEMORY_KEYS=100000 FAILOVERS=1 bench/compare.sh   # a quick look
+#
+# Settings (environment): ROUNDS (3), DURATION (10s per workload and round), WARMUP (2s),
+# CONCURRENCY (64 requests in flight), CONNECTIONS (1), KEYS (10000), WORKLOADS
+# (put,get,get-stale,mixed,ttl-churn,lease), FAILOVERS (5), MEMORY_KEYS (1000000), RESTARTS (3),
+# WORK (the directory for data and results; default a new one under /var/tmp; KEEP=1 keeps it).
+# Results: a table on standard output, and $WORK/results.md with the same table.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+CONCURRENCY=${CONCURRENCY:-64}
+CONNECTIONS=${CONNECTIONS:-1}
+KEYS=${KEYS:-10000}
+WORKLOADS=${WORKLOADS:-put,get,get-stale,mixed,ttl-churn,lease}
+FAILOVERS=${FAILOVERS:-5}
+MEMORY_KEYS=${MEMORY_KEYS:-1000000}
+RESTARTS=${RESTARTS:-3}
+KEEP=${KEEP:-0}
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+WORK=${WORK:-$(mktemp -d /var/tmp/paxkv-compare.XXXXXX)}
+mkdir -p "$WORK/results"
+RESULTS="$WORK/results"
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- tools
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root (or sudo) to run: $*"; fi; }
+install_debian() {
+    command -v apt-get >/dev/null || die "$1 is missing and this is not a Debian-like system: install $2 yourself"
+    log "installing $2 (Debian package)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
+}
+command -v etcd >/dev/null || install_debian etcd etcd-server
+command -v protoc >/dev/null || install_debian protoc protobuf-compiler
+command -v python3 >/dev/null || die "python3 is needed to build the tables"
+
+log "building kv-server and kv-bench (with etcd support), release"
+cargo build --release --locked -q -p paxkv-server -p paxkv-bench --features paxkv-bench/etcd --bin kv-server --bin kv-bench
+SERVER="$ROOT/target/release/kv-server"
+BENCH="$ROOT/target/release/kv-bench"
+
+# ---------------------------------------------------------------- clusters
+# paxkv on [::1]:17001-17003 (peers 17101-17103); etcd on 127.0.0.1:12379,12381,12383.
+PAXKV_ENDPOINTS="[::1]:17001,[::1]:17002,[::1]:17003"
+PAXKV_PEERS="1=[::1]:17101,2=[::1]:17102,3=[::1]:17103"
+ETCD_ENDPOINTS="127.0.0.1:12379,127.0.0.1:12381,127.0.0.1:12383"
+ETCD_PEERS="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e3=http://127.0.0.1:12384"
+SECRET="$WORK/cluster-secret"
+[ -f "$SECRET" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$SECRET"
+mkdir -p "$WORK/pids"
+
+# Every process started here is stopped on exit, whatever happens.
+cleanup() {
+    local pid
+    for file in "$WORK"/pids/*; do
+        [ -f "$file" ] || continue
+        pid=$(cat "$file")
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for file in "$WORK"/pids/*; do
+        [ -f "$file" ] || continue
+        pid=$(cat "$file")
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$file"
+    done
+    if [ "$KEEP" != 1 ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+client_port() { # store node -> client port
+    if [ "$1" = paxkv ]; then echo $((17000 + $2)); else echo $((12377 + 2 * $2)); fi
+}
+endpoint_of() {
+    if [ "$1" = paxkv ]; then echo "[::1]:$(client_port paxkv "$2")"; else echo "127.0.0.1:$(client_port etcd "$2")"; fi
+}
+endpoints() { if [ "$1" = paxkv ]; then echo "$PAXKV_ENDPOINTS"; else echo "$ETCD_ENDPOINTS"; fi; }
+
+start_node() { # store node
+    local store=$1 i=$2 data="$WORK/$1/$2"
+    mkdir -p "$data"
+    if [ "$store" = paxkv ]; then
+        "$SERVER" --id "$i" --client-addr "[::1]:$((17000 + i))" --peer-addr "[::1]:$((17100 + i))" \
+            --peers "$PAXKV_PEERS" --data-dir "$data" --cluster-secret-file "$SECRET" \
+            >>"$data.log" 2>&1 &
+    else
+        local state=new
+        [ -d "$data/member" ] && state=existing
+        local cp=$((12377 + 2 * i)) pp=$((12378 + 2 * i))
+        etcd --name "e$i" --data-dir "$data" \
+            --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
+            --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
+            --initial-cluster "$ETCD_PEERS" --initial-cluster-state "$state" \
+            --initial-cluster-token paxkv-compare --logger zap --log-level error \
+            >>"$data.log" 2>&1 &
+    fi
+    echo $! > "$WORK/pids/$store-$i"
+    disown  # no job-control noise when a test kills it
+}
+
+stop_node() { # store node [signal]
+    local file="$WORK/pids/$1-$2" pid
+    [ -f "$file" ] || return 0
+    pid=$(cat "$file")
+    kill "-${3:-TERM}" "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$file"
+}
+
+bench() { # store [failover] args...
+    local store=$1 command=()
+    shift
+    [ "${1:-}" = failover ] && { command=(failover); shift; }
+    "$BENCH" "${command[@]}" --backend "$store" --endpoints "$(endpoints "$store")" \
+        --cluster-secret-file "$SECRET" "$@"
+}
+
+# Waits until one node answers a local read of a key; prints the milliseconds that took.
+ready() { # store node key
+    "$BENCH" ready --backend "$1" --endpoints "$(endpoint_of "$1" "$2")" --cluster-secret-file "$SECRET" --key "$3"
+}
+
+# Waits until the cluster accepts a put (a leader is elected and a quorum is up).
+wait_serving() {
+    local store=$1 deadline=$((SECONDS + 60))
+    until bench "$store" --workload put --keys 1 --concurrency 1 --warmup 0s --duration 100ms \
+        --request-timeout 2s --quiet --strict >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || die "$store did not start serving within 60 s; logs: $WORK/$store/*.log"
+        sleep 0.2
+    done
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+start_cluster() {
+    local i
+    for i in 1 2 3; do
+        local client host=127.0.0.1 peer_offset=1
+        client=$(client_port "$1" "$i")
+        [ "$1" = paxkv ] && { host=::1; peer_offset=100; }
+        for port in "$client" $((client + peer_offset)); do
+            ! port_in_use "$host" "$port" || die "port $port is in use: stop what listens there first"
+        done
+    done
+    for i in 1 2 3; do start_node "$1" "$i"; done
+    wait_serving "$1"
+    for i in 1 2 3; do
+        kill -0 "$(cat "$WORK/pids/$1-$i")" 2>/dev/null || die "$1 node $i exited; see $WORK/$1/$i.log"
+    done
+}
+stop_cluster() { for i in 1 2 3; do stop_node "$1" "$i"; done; }
+
+rss_mb() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- throughput and latency
+log "starting a 3-node paxkv and a 3-member etcd in $WORK"
+start_cluster paxkv
+start_cluster etcd
+for store in paxkv etcd; do
+    bench "$store" --workload load --keys "$KEYS" --concurrency "$CONCURRENCY" --quiet --strict >/dev/null
+done
+IFS=, read -r -a workload_list <<<"$WORKLOADS"
+for round in $(seq "$ROUNDS"); do
+    for workload in "${workload_list[@]}"; do
+        for store in paxkv etcd; do
+            log "round $round/$ROUNDS: $workload on $store"
+            bench "$store" --workload "$workload" --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" \
+                --keys "$KEYS" --duration "$DURATION" --warmup "$WARMUP" --no-preload --quiet \
+                --label "$round" --json "$RESULTS/load-$round-$workload-$store.json" >/dev/null
+        done
+    done
+done
+
+# ---------------------------------------------------------------- failover
+# Kill -9 of the leader while 16 workers put; time to the first put sent after the kill that
+# succeeds. Both clients give up on a request after 300 ms and send a new one (etcd holds a
+# proposal made to a follower without a leader for 7 s otherwise). The killed node comes back
+# before the next try.
+cat >"$WORK/kill-leader" <<EOF
+#!/bin/sh
+port=\${1##*:}
+for file in "$WORK"/pids/*; do
+    case "\$file" in
+        *paxkv-*) node=\${file##*-}; [ "\$port" = \$((17000 + node)) ] || continue ;;
+        *etcd-*) node=\${file##*-}; [ "\$port" = \$((12377 + 2 * node)) ] || continue ;;
+    esac
+    kill -KILL "\$(cat "\$file")" && echo "\$file" > "$WORK/killed" && exit 0
+done
+echo "no process serves \$1" >&2
+exit 1
+EOF
+chmod +x "$WORK/kill-leader"
+for attempt in $(seq "$FAILOVERS"); do
+    for store in paxkv etcd; do
+        log "failover $attempt/$FAILOVERS: $store"
+        bench "$store" failover --request-timeout 300ms --kill-command "$WORK/kill-leader \"\$1\"" \
+            --json "$RESULTS/failover-$attempt-$store.json" >&2
+        killed=$(cat "$WORK/killed")
+        node=${killed##*-}
+        pid=$(cat "$killed")
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        rm -f "$killed"
+        start_node "$store" "$node"
+        ready "$store" "$node" k000000000000000 >/dev/null
+    done
+done
+
+# ---------------------------------------------------------------- memory and restart
+# Fresh clusters, MEMORY_KEYS keys of 100 bytes, resident memory of every node, then restarts of
+# one follower (stop, start, time to its first local read of the last key).
+stop_cluster paxkv
+stop_cluster etcd
+rm -rf "$WORK/paxkv" "$WORK/etcd"
+last_key=$(printf 'k%015d' $((MEMORY_KEYS - 1)))
+for store in paxkv etcd; do
+    start_cluster "$store"
+    log "$store: writing $MEMORY_KEYS keys of 100 bytes"
+    bench "$store" --workload load --keys "$MEMORY_KEYS" --concurrency 256 --connections 4 \
+        --json "$RESULTS/fill-$store.json" --quiet >/dev/null
+    # Every node must have applied the last key before its memory means anything.
+    for i in 1 2 3; do
+        ready "$store" "$i" "$last_key" >/dev/null
+    done
+    rss=()
+    for i in 1 2 3; do rss+=("$(rss_mb "$(cat "$WORK/pids/$store-$i")")"); done
+    du_mb=$(du -sm "$WORK/$store/1" | cut -f1)
+    restarts=()
+    for attempt in $(seq "$RESTARTS"); do
+        # Node 3 unless it leads; a follower restart is the common case.
+        node=3
+        stop_node "$store" "$node"
+        started=$(date +%s%N)
+        start_node "$store" "$node"
+        ready "$store" "$node" "$last_key" >/dev/null
+        restarts+=($((($(date +%s%N) - started) / 1000000)))
+    done
+    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"disk_mb":%s,"restart_ms":[%s]}\n' \
+        "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$du_mb" "$(IFS=,; echo "${restarts[*]}")" \
+        >"$RESULTS/memory-$store.json"
+    stop_cluster "$store"
+done
+
+# ---------------------------------------------------------------- the table
+python3 "$ROOT/bench/tabulate.py" "$RESULTS" | tee "$WORK/results.md"

@@ -1,0 +1,365 @@
+//! kv-bench: puts load on a paxkv cluster (or, built with `--features etcd`, an etcd cluster)
+//! and reports throughput and latency percentiles as a table and as JSON.
+
+mod backend;
+mod failover;
+mod load;
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use paxkv_client::ClusterArgs;
+
+use crate::backend::Kind;
+use crate::load::{Plan, Shape, Workload};
+use crate::report::{Report, RunReport};
+
+/// Load generator for paxkv: throughput and latency percentiles of put, get, TTL and lease
+/// workloads, against paxkv or (built with `--features etcd`) etcd under the same load.
+///
+/// Example (a local cluster started with `kv-server local-cluster`):
+///   kv-bench --workload put,get --concurrency 64 --duration 10s --json out.json
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Kill the leader with a command and measure how long puts fail (kill to first success).
+    Failover(FailoverArgs),
+    /// Wait until one node answers a local read of a key; print how long that took.
+    Ready(ReadyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Target {
+    /// The store to drive.
+    #[arg(long, value_enum, default_value = "paxkv")]
+    backend: Kind,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// How long one request may take, retries included, before it counts as an error.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    request_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Workloads to run one after another, separated by commas.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "put,get")]
+    workload: Vec<Workload>,
+    /// Requests in flight at once (each worker waits for its answer before the next).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Client connections the workers share (each one a client object with its own sockets).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Distinct keys the workloads pick from (reads preload them all first).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Measured time of each workload (like 10s, 500ms, 2m).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Unmeasured time before each workload's measurement starts.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    warmup: Duration,
+    /// TTL of the keys the ttl-churn workload writes.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    ttl: Duration,
+    /// TTL of the leases of the lease workload.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    lease_ttl: Duration,
+    /// Do not write the keys before read workloads (they must exist already).
+    #[arg(long)]
+    no_preload: bool,
+    /// Also write the results as JSON to this file (- for standard output, then the table
+    /// goes to standard error).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A name for this run in the table and the JSON (like the round of a comparison).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Fail (exit 1) if any request failed or a read missed a preloaded key.
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Args, Debug)]
+struct FailoverArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Shell command that kills the leader; it gets the leader's endpoint as $1.
+    #[arg(long)]
+    kill_command: String,
+    /// Workers putting while the leader dies.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Puts before the kill, to be sure the cluster is serving.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Give up if no put succeeds this long after the kill.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    give_up: Duration,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ReadyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The key that must be readable (a local read at the node).
+    #[arg(long)]
+    key: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    give_up: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            None => run(cli.run).await,
+            Some(Command::Failover(args)) => failover(args).await,
+            Some(Command::Ready(args)) => ready(args).await,
+        }
+    })
+}
+
+async fn connect(target: &Target, count: usize) -> anyhow::Result<Vec<backend::Conn>> {
+    let endpoints = target.cluster.endpoint_list();
+    let secret = match target.backend {
+        // The secret file is paxkv's; etcd in the comparison runs without authentication.
+        Kind::Paxkv => target.cluster.config(target.request_timeout)?.secret,
+        Kind::Etcd => None,
+    };
+    backend::connect(
+        target.backend,
+        &endpoints,
+        secret,
+        target.request_timeout,
+        count,
+    )
+    .await
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let shape = Shape {
+        keys: args.keys,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        ttl: args.ttl,
+        lease_ttl: args.lease_ttl,
+    };
+    shape.validate()?;
+    if args.workload.is_empty() {
+        bail!("--workload needs at least one workload");
+    }
+    let conns = connect(&args.target, args.connections.max(1)).await?;
+    let plan_of = |workload| Plan {
+        workload,
+        concurrency: args.concurrency,
+        warmup: args.warmup,
+        duration: args.duration,
+        shape,
+        progress: !args.quiet,
+    };
+    let mut report = Report::default();
+    let mut preloaded = args.no_preload;
+    for &workload in &args.workload {
+        if workload.reads() && !preloaded {
+            load::run(&conns, plan_of(Workload::Load))
+                .await
+                .context("preloading the keys")?;
+            preloaded = true;
+        }
+        let outcome = load::run(&conns, plan_of(workload)).await?;
+        if workload == Workload::Load {
+            preloaded = true;
+        }
+        report.runs.push(RunReport::new(
+            args.target.backend,
+            &args.label,
+            &plan_of(workload),
+            args.connections,
+            &outcome,
+        ));
+    }
+    let table = report.table();
+    match &args.json {
+        Some(path) if path.as_os_str() == "-" => {
+            eprint!("{table}");
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(path) => {
+            print!("{table}");
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => print!("{table}"),
+    }
+    if args.strict {
+        for run in &report.runs {
+            if run.errors > 0 || run.misses > 0 || run.ops == 0 {
+                bail!(
+                    "{}: {} ops, {} errors, {} missing keys{}",
+                    run.workload,
+                    run.ops,
+                    run.errors,
+                    run.misses,
+                    run.first_error
+                        .as_ref()
+                        .map(|error| format!(" (first error: {error})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Puts from many workers; kills the leader; reports the time from the kill to the first put
+/// that was sent after the kill and succeeded.
+async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
+    let endpoints = args.target.cluster.endpoint_list();
+    let mut conns = connect(&args.target, 1).await?;
+    let shape = Shape {
+        keys: 1000,
+        key_size: 16,
+        value_size: 100,
+        ttl: Duration::from_secs(5),
+        lease_ttl: Duration::from_secs(10),
+    };
+    let warm = Plan {
+        workload: Workload::Put,
+        concurrency: args.concurrency,
+        warmup: Duration::ZERO,
+        duration: args.warmup,
+        shape,
+        progress: false,
+    };
+    let before = load::run(&conns, warm).await?;
+    if before.ops == 0 {
+        bail!(
+            "no put succeeded before the kill: {}",
+            before.first_error.unwrap_or_default()
+        );
+    }
+    let leader = conns[0].leader_endpoint(&endpoints).await?;
+    let killed_at = failover::kill(&args.kill_command, &leader).await?;
+    let window =
+        failover::first_success_after(&conns[0], killed_at, args.concurrency, args.give_up)
+            .await
+            .with_context(|| format!("after killing the leader at {leader}"))?;
+    let millis = window.as_secs_f64() * 1000.0;
+    println!(
+        "{} failover: leader {leader} killed; first put after it succeeded {millis:.0} ms later",
+        args.target.backend.name()
+    );
+    if let Some(path) = args.json {
+        let json = serde_json::json!({
+            "backend": args.target.backend,
+            "leader": leader,
+            "failover_ms": millis,
+        });
+        std::fs::write(&path, json.to_string() + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    conns.clear();
+    Ok(())
+}
+
+/// Polls one node with a local read of `key` until it answers with a value.
+async fn ready(args: ReadyArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let endpoints = args.target.cluster.endpoint_list();
+    if endpoints.len() != 1 {
+        bail!("ready checks one node: give exactly one endpoint");
+    }
+    let mut last_error = String::from("no answer yet");
+    while start.elapsed() < args.give_up {
+        let attempt = async {
+            let mut conns = connect(&args.target, 1).await?;
+            conns[0].get(args.key.as_bytes(), true).await
+        };
+        match tokio::time::timeout(Duration::from_millis(500), attempt).await {
+            Ok(Ok(true)) => {
+                println!("{:.0}", start.elapsed().as_secs_f64() * 1000.0);
+                return Ok(());
+            }
+            Ok(Ok(false)) => last_error = format!("{} not there (yet)", args.key),
+            Ok(Err(error)) => last_error = format!("{error:#}"),
+            Err(_) => last_error = "no answer within 500 ms".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!(
+        "the node did not serve {} within {:?}: {last_error}",
+        args.key,
+        args.give_up
+    )
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}: use ms, s or m")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Turns the JSON files of bench/compare.sh into one Markdown table (paxkv next to etcd).
+
+Throughput and latencies are medians over the rounds; a ratio is the median of the per-round
+ratios (paxkv's round r against etcd's round r, run one after the other), with their range.
+"""
+
+import json
+import pathlib
+import statistics
+import sys
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def ratio_cell(ratios, digits=2):
+    if not ratios:
+        return "-"
+    middle = statistics.median(ratios)
+    return f"{middle:.{digits}f} ({min(ratios):.{digits}f}-{max(ratios):.{digits}f})"
+
+
+def main(results):
+    runs = {}
+    for path in sorted(results.glob("load-*.json")):
+        for run in load(path)["runs"]:
+            runs.setdefault(run["workload"], {}).setdefault(run["backend"], {})[run["label"]] = run
+    lines = [
+        "| workload | paxkv ops/s | etcd ops/s | paxkv / etcd ops/s | paxkv p50 / p99 ms "
+        "| etcd p50 / p99 ms | paxkv / etcd p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for workload, stores in runs.items():
+        paxkv, etcd = stores.get("paxkv", {}), stores.get("etcd", {})
+        rounds = sorted(set(paxkv) & set(etcd))
+
+        def median(store, pick):
+            values = [pick(run) for run in store.values()]
+            return statistics.median(values) if values else float("nan")
+
+        def ops(run):
+            return run["ops_per_sec"]
+
+        def p50(run):
+            return run["latency_us"]["p50"] / 1000
+
+        def p99(run):
+            return run["latency_us"]["p99"] / 1000
+
+        throughput = [ops(paxkv[r]) / ops(etcd[r]) for r in rounds if ops(etcd[r]) > 0]
+        tail = [p99(paxkv[r]) / p99(etcd[r]) for r in rounds if p99(etcd[r]) > 0]
+        errors = sum(run["errors"] + run["misses"] for store in stores.values() for run in store.values())
+        name = workload + (f" ({errors} errors)" if errors else "")
+        lines.append(
+            f"| {name} | {median(paxkv, ops):,.0f} | {median(etcd, ops):,.0f} "
+            f"| {ratio_cell(throughput)} "
+            f"| {median(paxkv, p50):.2f} / {median(paxkv, p99):.2f} "
+            f"| {median(etcd, p50):.2f} / {median(etcd, p99):.2f} | {ratio_cell(tail)} |"
+        )
+
+    failover = {}
+    for path in sorted(results.glob("failover-*.json")):
+        result = load(path)
+        failover.setdefault(result["backend"], []).append(result["failover_ms"])
+    memory = {}
+    for path in sorted(results.glob("memory-*.json")):
+        result = load(path)
+        memory[result["backend"]] = result
+    extra = []
+    if failover:
+        pax, etc = failover.get("paxkv", []), failover.get("etcd", [])
+        row = "| failover: kill -9 of the leader to the first put, ms (median of {}) |".format(
+            max(len(pax), len(etc))
+        )
+        row += f" {fmt_median(pax)} | {fmt_median(etc)} |"
+        row += f" {ratio_of(pax, etc)} |"
+        extra.append(row)
+        extra.append(f"| failover, every try, ms | {fmt_all(pax)} | {fmt_all(etc)} | |")
+    if memory:
+        pax, etc = memory.get("paxkv"), memory.get("etcd")
+        keys = (pax or etc)["keys"]
+        extra.append(
+            f"| resident memory per node with {keys:,} keys of 100 B, MB |"
+            f" {fmt_all(pax and pax['rss_mb'])} | {fmt_all(etc and etc['rss_mb'])} |"
+            f" {ratio_of(pax and pax['rss_mb'], etc and etc['rss_mb'])} |"
+        )
+        extra.append(
+            f"| data directory per node, MB | {pax and pax['disk_mb']} | {etc and etc['disk_mb']} |"
+            f" {ratio_of(pax and [pax['disk_mb']], etc and [etc['disk_mb']])} |"
+        )
+        extra.append(
+            "| restart of a node with them to its first read, ms (median) |"
+            f" {fmt_median(pax and pax['restart_ms'])} ({fmt_all(pax and pax['restart_ms'])})"
+            f" | {fmt_median(etc and etc['restart_ms'])} ({fmt_all(etc and etc['restart_ms'])}) |"
+            f" {ratio_of(pax and pax['restart_ms'], etc and etc['restart_ms'])} |"
+        )
+    if extra:
+        lines += ["", "| measure | paxkv | etcd | paxkv / etcd |", "|---|---:|---:|---:|"] + extra
+    print("\n".join(lines))
+
+
+def fmt_median(values):
+    return f"{statistics.median(values):.0f}" if values else "-"
+
+
+def fmt_all(values):
+    return ", ".join(f"{value:.0f}" for value in values) if values else "-"
+
+
+def ratio_of(pax, etc):
+    if not pax or not etc or statistics.median(etc) == 0:
+        return "-"
+    return f"{statistics.median(pax) / statistics.median(etc):.2f}"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: tabulate.py RESULTS_DIR")
+    main(pathlib.Path(sys.argv[1]))
