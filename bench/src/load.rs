@@ -278,6 +278,7 @@ async fn work(
                     result.misses += u64::from(!found);
                 }
             }
+            Err(error) if fatal(&error) => return Err(error),
             Err(error) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 result.errors += 1;
@@ -291,6 +292,18 @@ async fn work(
         let _ = conn.revoke(lease).await;
     }
     Ok(result)
+}
+
+/// Errors that every later request would repeat (a wrong secret, a request the store refuses):
+/// the run stops at once rather than measure them.
+fn fatal(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<paxkv_client::ClientError>(),
+        Some(
+            paxkv_client::ClientError::Authentication(_)
+                | paxkv_client::ClientError::InvalidArgument(_)
+        )
+    )
 }
 
 /// Prints a progress line every second (rewritten in place on a terminal).

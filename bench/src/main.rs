@@ -286,6 +286,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
             "backend": args.target.backend,
             "leader": leader,
             "failover_ms": millis,
+            "request_timeout_ms": args.target.request_timeout.as_millis() as u64,
         });
         std::fs::write(&path, json.to_string() + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
