@@ -79,7 +79,11 @@ pub struct DurableState {
 impl DurableState {
     /// Applies a log write as storage must: the durable suffix from `from_index` is replaced.
     pub fn apply_log_write(&mut self, write: &LogWrite) {
-        self.entries.retain(|entry| entry.index < write.from_index);
+        // Entries are in index order: cut at the first one the write replaces.
+        let keep = self
+            .entries
+            .partition_point(|entry| entry.index < write.from_index);
+        self.entries.truncate(keep);
         self.entries.extend(write.entries.iter().cloned());
     }
 
@@ -89,7 +93,8 @@ impl DurableState {
         if replaces_log {
             self.entries.clear();
         } else {
-            self.entries.retain(|entry| entry.index > index);
+            let covered = self.entries.partition_point(|entry| entry.index <= index);
+            self.entries.drain(..covered);
         }
     }
 
@@ -195,7 +200,10 @@ pub struct Replica {
     pub(crate) next_ping_at: Time,
 
     // Snapshots.
-    pub(crate) snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// The snapshot new outgoing transfers send, encoded when one starts and none is at hand
+    /// (or the one at hand is older than the log's start), dropped when no transfer runs: a
+    /// large state is not held twice in memory between transfers.
+    pub(crate) snapshot: Option<(SnapshotMeta, std::sync::Arc<Vec<u8>>)>,
     pub(crate) snapshot_write: Option<SnapshotWrite>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
@@ -211,6 +219,9 @@ pub struct Replica {
     pub(crate) ready_number: u64,
 }
 
+/// A snapshot waits for at least key count / this many entries since the last one.
+const SNAPSHOT_STATE_FRACTION: u64 = 32;
+
 impl Replica {
     /// Starts a replica from what the caller recovered (`DurableState::default()` for a new node).
     pub fn new(config: ReplicaConfig, durable: DurableState, now: Time) -> Result<Replica, Error> {
@@ -223,12 +234,9 @@ impl Replica {
                 })?;
                 let members = meta.configuration.as_ref().map(members_of);
                 let log = Log::recovered(meta.index, ballot_or_zero(meta.ballot), durable.entries);
-                (
-                    KvStore::from_snapshot(decoded),
-                    log,
-                    members,
-                    Some((meta, data)),
-                )
+                // The bytes are not kept: a transfer encodes the state it has then.
+                drop(data);
+                (KvStore::from_snapshot(decoded), log, members, None)
             }
             None => {
                 let log = Log::recovered(0, Ballot::ZERO, durable.entries);
@@ -719,7 +727,13 @@ impl Replica {
     /// Takes a snapshot once enough applied entries are outside the last one.
     fn maybe_take_snapshot(&mut self) {
         let uncovered = self.applied_index - self.log.snapshot_index();
-        if uncovered < self.config.snapshot_entries_threshold
+        // A snapshot costs in proportion to the state, so a large state snapshots less often:
+        // the log it replaces is then at least a fraction of the state it rewrites.
+        let threshold = self
+            .config
+            .snapshot_entries_threshold
+            .max(self.kv.key_count() as u64 / SNAPSHOT_STATE_FRACTION);
+        if uncovered < threshold
             || self.snapshot_write.is_some()
             || self.applied_index > self.log.stable_last()
         {
@@ -730,9 +744,9 @@ impl Replica {
             ballot: self.log.ballot_at(self.applied_index),
             configuration: Some(self.configuration()),
         };
-        let data = self.kv.to_snapshot().encode_to_vec();
-        // Committed state: it may be sent to peers before it is durable here.
-        self.snapshot = Some((meta.clone(), data.clone()));
+        let data = self.kv.encode_snapshot();
+        // The whole map was just read anyway; rebuilding it now keeps its memory near the minimum.
+        self.kv.compact_memory();
         self.snapshot_write = Some(SnapshotWrite {
             meta,
             data,

@@ -7,6 +7,7 @@ use paxkv_proto::peer::{
     peer_message::Body, Ballot, KvSnapshot, SnapshotAck, SnapshotChunk, SnapshotMeta,
 };
 use prost::Message;
+use std::sync::Arc;
 
 use crate::leader::LeaderPhase;
 use crate::replica::{Replica, Role, SnapshotWrite};
@@ -26,6 +27,9 @@ pub(crate) struct IncomingSnapshot {
 #[derive(Debug)]
 pub(crate) struct OutgoingSnapshot {
     index: u64,
+    /// The snapshot this transfer sends; a newer one taken meanwhile does not restart it.
+    meta: SnapshotMeta,
+    data: Arc<Vec<u8>>,
     acked_offset: u64,
     sent_at: Time,
 }
@@ -35,14 +39,28 @@ impl Replica {
         if self.outgoing_snapshots.contains_key(&to) {
             return;
         }
-        let Some((meta, _)) = &self.snapshot else {
-            panic!("{}: the log is compacted but there is no snapshot", self.id)
-        };
-        let index = meta.index;
+        // A snapshot older than the log's start would leave the peer short of entries again
+        // (and other transfers would keep it alive): encode the state as it is now instead.
+        let stale = self
+            .snapshot
+            .as_ref()
+            .is_none_or(|(meta, _)| meta.index < self.log.snapshot_index());
+        if stale {
+            // The applied state is committed, so any peer may install it.
+            let meta = SnapshotMeta {
+                index: self.applied_index,
+                ballot: self.log.ballot_at(self.applied_index),
+                configuration: Some(self.configuration()),
+            };
+            self.snapshot = Some((meta, Arc::new(self.kv.encode_snapshot())));
+        }
+        let (meta, data) = self.snapshot.clone().expect("encoded above");
         self.outgoing_snapshots.insert(
             to,
             OutgoingSnapshot {
-                index,
+                index: meta.index,
+                meta,
+                data,
                 acked_offset: 0,
                 sent_at: self.now,
             },
@@ -51,21 +69,16 @@ impl Replica {
     }
 
     fn send_snapshot_chunk(&mut self, to: NodeId) {
-        let (meta, data) = self.snapshot.as_ref().expect("a transfer needs a snapshot");
         let transfer = self
             .outgoing_snapshots
             .get_mut(&to)
             .expect("transfer exists");
-        if transfer.index != meta.index {
-            // A newer snapshot was taken meanwhile: send that one from the start.
-            transfer.index = meta.index;
-            transfer.acked_offset = 0;
-        }
         transfer.sent_at = self.now;
+        let data = &transfer.data;
         let offset = transfer.acked_offset as usize;
         let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
         let chunk = SnapshotChunk {
-            meta: Some(meta.clone()),
+            meta: Some(transfer.meta.clone()),
             offset: offset as u64,
             data: data[offset..end].to_vec(),
             total_bytes: data.len() as u64,
@@ -90,16 +103,21 @@ impl Replica {
                 self.outgoing_snapshots.remove(&to);
             }
         }
+        self.drop_snapshot_if_unused();
+    }
+
+    /// Forgets the shared snapshot once no transfer sends it (each transfer keeps its own).
+    fn drop_snapshot_if_unused(&mut self) {
+        if self.outgoing_snapshots.is_empty() {
+            self.snapshot = None;
+        }
     }
 
     pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, _ballot: Ballot, ack: SnapshotAck) {
         let Some(transfer) = self.outgoing_snapshots.get_mut(&from) else {
             return;
         };
-        let total = self
-            .snapshot
-            .as_ref()
-            .map_or(0, |(_, data)| data.len() as u64);
+        let total = transfer.data.len() as u64;
         if ack.snapshot_index != transfer.index || ack.next_offset < transfer.acked_offset {
             return;
         }
@@ -110,6 +128,7 @@ impl Replica {
         }
         let index = transfer.index;
         self.outgoing_snapshots.remove(&from);
+        self.drop_snapshot_if_unused();
         let now = self.now;
         if let Some(leader) = self.leader.as_mut() {
             if let Some(progress) = leader.progress.get_mut(&from) {
@@ -203,7 +222,8 @@ impl Replica {
         };
         incoming.installed = true;
         let meta = incoming.meta.clone();
-        let data = incoming.data.clone();
+        // Only the final acknowledgement's size is needed from here on.
+        let data = std::mem::take(&mut incoming.data);
         let from = incoming.from;
         assert!(
             meta.index > self.commit_index,
@@ -222,7 +242,6 @@ impl Replica {
         if self.leader_id == Some(from) {
             self.leader_match_index = self.leader_match_index.max(meta.index);
         }
-        self.snapshot = Some((meta.clone(), data.clone()));
         self.snapshot_write = Some(SnapshotWrite {
             meta: meta.clone(),
             data,

@@ -12,6 +12,10 @@ use paxkv_server::local_cluster::LocalCluster;
 use paxkv_server::storage::DiskStorage;
 use paxkv_server::{parse_peers, shutdown_signal, start_node, NodeConfig};
 
+#[cfg(not(madsim))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// One node of a paxkv cluster (a replicated key-value store kept consistent by Multi-Paxos).
 ///
 /// Example (node 1 of 3, all on this machine):

@@ -89,7 +89,8 @@ pub trait Storage: Send + 'static {
 pub struct DiskStorage {
     dir: PathBuf,
     wal_dir: PathBuf,
-    /// What is durable, mirrored in memory so a new segment can start from a checkpoint.
+    /// What is durable, mirrored in memory so a new segment can start from a checkpoint. The
+    /// snapshot's bytes are not kept here (only its metadata): they are in their own file.
     mirror: DurableState,
     segment: Option<(PathBuf, File, u64)>,
     /// Whether the open segment has appends not yet synced.
@@ -319,8 +320,11 @@ impl DiskStorage {
 
 impl Storage for DiskStorage {
     fn load(&mut self) -> Result<DurableState, StorageError> {
+        let snapshot = self.read_snapshot()?;
         self.mirror = DurableState {
-            snapshot: self.read_snapshot()?,
+            snapshot: snapshot
+                .as_ref()
+                .map(|(meta, _)| (meta.clone(), Vec::new())),
             ..DurableState::default()
         };
         let segments = self.segment_paths()?;
@@ -340,7 +344,7 @@ impl Storage for DiskStorage {
         // The snapshot file may be newer than the last marker (a crash between the two).
         if let Some((meta, _)) = &self.mirror.snapshot {
             let index = meta.index;
-            self.mirror.entries.retain(|entry| entry.index > index);
+            self.mirror.drop_log_covered_by_snapshot(index, false);
         }
         let snapshot_index = self
             .mirror
@@ -362,7 +366,11 @@ impl Storage for DiskStorage {
         }
         // New writes go to a fresh segment after a checkpoint of what was recovered.
         self.checkpoint()?;
-        Ok(self.mirror.clone())
+        Ok(DurableState {
+            hard_state: self.mirror.hard_state.clone(),
+            snapshot,
+            entries: self.mirror.entries.clone(),
+        })
     }
 
     fn write(
@@ -388,7 +396,12 @@ impl Storage for DiskStorage {
         if !records.is_empty() {
             self.append(&records)?;
         }
-        self.mirror.apply_persisted(hard_state, snapshot, log_write);
+        if let Some(write) = snapshot {
+            self.mirror
+                .drop_log_covered_by_snapshot(write.meta.index, write.replaces_log);
+            self.mirror.snapshot = Some((write.meta.clone(), Vec::new()));
+        }
+        self.mirror.apply_persisted(hard_state, None, log_write);
         if snapshot.is_some() {
             self.checkpoint()?;
         }

@@ -79,7 +79,10 @@ impl KvStore {
             .remove(&(lease.expires_at_ms, lease_id));
         assert!(removed, "every lease is in the deadline index");
         for key in &lease.keys {
-            let stored = self.map.remove(key).expect("a lease's keys are stored");
+            let stored = self
+                .map
+                .remove(key.as_slice())
+                .expect("a lease's keys are stored");
             if stored.expires_at_ms != 0 {
                 self.key_deadlines
                     .remove(&(stored.expires_at_ms, key.clone()));
@@ -97,7 +100,7 @@ impl KvStore {
     pub(super) fn expire(&mut self, expire: &ExpireRequest) -> Response {
         self.purge_if_expired(&expire.key);
         let deadline = self.log_time_ms.saturating_add(expire.ttl_ms);
-        let applied = match self.map.get(&expire.key) {
+        let applied = match self.map.get(expire.key.as_slice()) {
             None => false,
             Some(stored) => {
                 let current = stored.expires_at_ms;
@@ -124,7 +127,7 @@ impl KvStore {
         self.purge_if_expired(&persist.key);
         let removed = self
             .map
-            .get(&persist.key)
+            .get(persist.key.as_slice())
             .is_some_and(|stored| stored.expires_at_ms != 0);
         if removed {
             self.revision += 1;

@@ -32,7 +32,8 @@ pub const SESSIONS_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredValue {
-    value: Vec<u8>,
+    /// Boxed, not a `Vec`: no spare capacity and 8 bytes less per key in the map.
+    value: Box<[u8]>,
     create_revision: u64,
     mod_revision: u64,
     version: u64,
@@ -51,7 +52,7 @@ struct Lease {
 
 #[derive(Debug, Clone, Default)]
 pub struct KvStore {
-    map: BTreeMap<Vec<u8>, StoredValue>,
+    map: BTreeMap<Box<[u8]>, StoredValue>,
     /// Revision of the last write that changed some key; starts at 0.
     revision: u64,
     /// Log time of the last applied entry.
@@ -192,7 +193,7 @@ impl KvStore {
     fn key_value(key: &[u8], stored: &StoredValue) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
-            value: stored.value.clone(),
+            value: stored.value.to_vec(),
             create_revision: stored.create_revision,
             mod_revision: stored.mod_revision,
             version: stored.version,
@@ -223,7 +224,7 @@ impl KvStore {
                 .expect("keys attach only to existing leases");
             lease.keys.insert(key.clone());
         }
-        self.map.insert(key, stored);
+        self.map.insert(key.into_boxed_slice(), stored);
     }
 
     /// Removes `key` and its index entries; returns what was stored.
@@ -253,7 +254,7 @@ impl KvStore {
             }
         }
         self.purge_if_expired(&put.key);
-        let current = self.map.get(&put.key);
+        let current = self.map.get(put.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&put.key, stored));
         if !Self::revision_matches(current, put.expected_revision) {
             return Response::Put(PutResponse {
@@ -269,7 +270,7 @@ impl KvStore {
         };
         self.revision += 1;
         let stored = StoredValue {
-            value: put.value.clone(),
+            value: Box::from(put.value.as_slice()),
             create_revision: current.map_or(self.revision, |stored| stored.create_revision),
             mod_revision: self.revision,
             version: current.map_or(1, |stored| stored.version + 1),
@@ -286,7 +287,7 @@ impl KvStore {
 
     fn delete(&mut self, delete: &DeleteRequest) -> Response {
         self.purge_if_expired(&delete.key);
-        let current = self.map.get(&delete.key);
+        let current = self.map.get(delete.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&delete.key, stored));
         if current.is_none() || !Self::revision_matches(current, delete.expected_revision) {
             return Response::Delete(DeleteResponse {
@@ -316,13 +317,13 @@ impl KvStore {
             limit => limit.min(SCAN_LIMIT_MAX),
         } as usize;
         let start = if start_after.is_empty() || start_after < prefix {
-            std::ops::Bound::Included(prefix.to_vec())
+            std::ops::Bound::Included(prefix)
         } else {
-            std::ops::Bound::Excluded(start_after.to_vec())
+            std::ops::Bound::Excluded(start_after)
         };
         let mut matching = self
             .map
-            .range((start, std::ops::Bound::Unbounded))
+            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, stored)| self.is_live(stored));
         let page: Vec<KeyValue> = matching
@@ -356,6 +357,41 @@ impl KvStore {
         }
     }
 
+    /// The bytes of [`KvStore::to_snapshot`], written one key at a time: the state is never held
+    /// twice (a store of a million keys would otherwise copy all of them first).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        use prost::encoding::{message, uint64};
+        let mut out = Vec::with_capacity(self.map.len() * 48);
+        if self.revision != 0 {
+            uint64::encode(1, &self.revision, &mut out);
+        }
+        for (key, stored) in &self.map {
+            message::encode(2, &Self::key_value(key, stored), &mut out);
+        }
+        for session in self.sessions.values() {
+            message::encode(3, session, &mut out);
+        }
+        if self.log_time_ms != 0 {
+            uint64::encode(4, &self.log_time_ms, &mut out);
+        }
+        for (id, lease) in &self.leases {
+            let record = LeaseRecord {
+                lease_id: *id,
+                granted_ttl_ms: lease.granted_ttl_ms,
+                expires_at_ms: lease.expires_at_ms,
+            };
+            message::encode(5, &record, &mut out);
+        }
+        out
+    }
+
+    /// Rebuilds the key map in one pass. Keys inserted one at a time in rising order (the
+    /// common way to fill a store) leave the tree's nodes about half empty; rebuilt from the
+    /// sorted keys they come out full. Moves the entries, copies no key or value.
+    pub fn compact_memory(&mut self) {
+        self.map = std::mem::take(&mut self.map).into_iter().collect();
+    }
+
     pub fn from_snapshot(snapshot: KvSnapshot) -> KvStore {
         let mut store = KvStore::new();
         store.revision = snapshot.revision;
@@ -373,9 +409,10 @@ impl KvStore {
                 },
             );
         }
+        let mut entries = Vec::with_capacity(snapshot.kvs.len());
         for kv in snapshot.kvs {
             let stored = StoredValue {
-                value: kv.value,
+                value: kv.value.into_boxed_slice(),
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
                 version: kv.version,
@@ -386,8 +423,23 @@ impl KvStore {
                 stored.mod_revision <= store.revision,
                 "snapshot key newer than its revision"
             );
-            store.insert_key(kv.key, stored);
+            if stored.expires_at_ms != 0 {
+                store
+                    .key_deadlines
+                    .insert((stored.expires_at_ms, kv.key.clone()));
+            }
+            if stored.lease_id != 0 {
+                let lease = store
+                    .leases
+                    .get_mut(&stored.lease_id)
+                    .expect("a snapshot's keys attach only to its leases");
+                lease.keys.insert(kv.key.clone());
+            }
+            entries.push((kv.key.into_boxed_slice(), stored));
         }
+        // Built in one pass from keys in order (a snapshot lists them sorted): the tree's nodes
+        // come out full, where inserting one key at a time leaves them about half empty.
+        store.map = entries.into_iter().collect();
         for session in snapshot.sessions {
             store
                 .sessions_by_age
@@ -400,7 +452,7 @@ impl KvStore {
     /// A deterministic digest of the whole state (keys, values, revisions, TTLs, leases, log
     /// time, sessions): equal on two replicas exactly when they applied the same log prefix.
     pub fn state_hash(&self) -> u64 {
-        fnv1a(&self.to_snapshot().encode_to_vec())
+        fnv1a(&self.encode_snapshot())
     }
 }
 
@@ -576,6 +628,17 @@ mod tests {
         }
         assert_eq!(store.revision(), 0);
         assert_eq!(store.key_count(), 0);
+    }
+
+    #[test]
+    fn encoding_a_snapshot_key_by_key_gives_the_bytes_of_the_whole_message() {
+        let mut store = KvStore::new();
+        assert_eq!(store.encode_snapshot(), store.to_snapshot().encode_to_vec());
+        store.apply(1, &put_entry(5, 1, "a", "1", None));
+        store.apply(2, &put_entry(0, 0, "b", "2", None));
+        store.apply(3, &put_entry(7, 1, "c", "", None));
+        assert!(store.to_snapshot().kvs.len() == 3 && !store.to_snapshot().sessions.is_empty());
+        assert_eq!(store.encode_snapshot(), store.to_snapshot().encode_to_vec());
     }
 
     #[test]
