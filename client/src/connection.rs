@@ -10,7 +10,7 @@ use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, AuthHello, AuthProof,
     ClientRequest, ClientResponse,
 };
-use paxkv_proto::io::{write_frame, FrameReader};
+use paxkv_proto::io::{write_frame, write_frames, FrameReader};
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -164,7 +164,12 @@ async fn run<R, W>(
             call = calls.recv() => {
                 let Some((request, reply)) = call else { break };
                 waiting.insert(request.request_id, reply);
-                if write_frame(&mut writer, &codec(), &request).await.is_err() {
+                let more = || {
+                    let (request, reply) = calls.try_recv().ok()?;
+                    waiting.insert(request.request_id, reply);
+                    Some(request)
+                };
+                if write_frames(&mut writer, &codec(), &request, more).await.is_err() {
                     break;
                 }
             }

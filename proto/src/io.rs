@@ -49,6 +49,29 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Bytes of frames gathered for one write before it goes out.
+pub const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Writes `first` and, in the same write, the messages `more` has ready at once (until it
+/// returns `None` or about [`WRITE_BATCH_BYTES`] are gathered), then flushes: a burst of
+/// answers or replication messages costs one system call, not one each.
+pub async fn write_frames<W: AsyncWrite + Unpin, M: prost::Message>(
+    stream: &mut W,
+    codec: &FrameCodec,
+    first: &M,
+    mut more: impl FnMut() -> Option<M>,
+) -> Result<(), IoError> {
+    let mut buffer = BytesMut::new();
+    codec.encode(first, &mut buffer)?;
+    while buffer.len() < WRITE_BATCH_BYTES {
+        let Some(message) = more() else { break };
+        codec.encode(&message, &mut buffer)?;
+    }
+    stream.write_all(&buffer).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
 /// Writes one message as a frame and flushes it.
 pub async fn write_frame<W: AsyncWrite + Unpin, M: prost::Message>(
     stream: &mut W,

@@ -10,7 +10,7 @@ use paxkv_proto::client::{
     ClientRequest, ClientResponse, ErrorCode,
 };
 use paxkv_proto::frame::FrameError;
-use paxkv_proto::io::{write_frame, FrameReader, IoError};
+use paxkv_proto::io::{write_frames, FrameReader, IoError};
 use paxkv_proto::peer::{command::Op, Command};
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX, KEY_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,7 +57,8 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
     let (answers, mut outgoing) = mpsc::channel::<ClientResponse>(REQUESTS_IN_FLIGHT_MAX);
     let writer = tokio::spawn(async move {
         while let Some(response) = outgoing.recv().await {
-            if write_frame(&mut write_half, &codec(), &response)
+            let more = || outgoing.try_recv().ok();
+            if write_frames(&mut write_half, &codec(), &response, more)
                 .await
                 .is_err()
             {

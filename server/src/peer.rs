@@ -14,7 +14,7 @@ use paxkv_core::NodeId;
 use paxkv_proto::client::{
     client_response::Body as Response, AuthChallenge, AuthHello, AuthOk, AuthProof, ErrorCode,
 };
-use paxkv_proto::io::{write_frame, FrameReader, IoError};
+use paxkv_proto::io::{write_frame, write_frames, FrameReader, IoError};
 use paxkv_proto::peer::PeerMessage;
 use paxkv_proto::{FrameCodec, PEER_FRAME_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
@@ -146,7 +146,8 @@ async fn dial(
             handshake_as_connector(&directory, peer, &secret, &mut reader, &mut write_half).await?;
             tracing::info!(%peer, %address, "connected to peer");
             while let Some(message) = outbox.recv().await {
-                write_frame(&mut write_half, &codec(), &message).await?;
+                let more = || outbox.try_recv().ok();
+                write_frames(&mut write_half, &codec(), &message, more).await?;
             }
             Ok::<(), IoError>(())
         };
