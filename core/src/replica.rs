@@ -217,6 +217,8 @@ pub struct Replica {
     pub(crate) responses: Vec<(RequestId, Response)>,
     pub(crate) in_flight: Option<InFlight>,
     pub(crate) ready_number: u64,
+    /// Entries applied by `apply_while_persisting`, reported in the next ready's `committed`.
+    pub(crate) committed_early: Vec<LogEntry>,
 }
 
 /// A snapshot waits for at least key count / this many entries since the last one.
@@ -297,6 +299,7 @@ impl Replica {
             responses: Vec::new(),
             in_flight: None,
             ready_number: 0,
+            committed_early: Vec::new(),
             config,
         };
         replica.reset_election_deadline();
@@ -622,7 +625,8 @@ impl Replica {
             "ready() called again before advance()"
         );
         self.flush_replication();
-        let committed = self.apply_committed();
+        let mut committed = std::mem::take(&mut self.committed_early);
+        committed.extend(self.apply_committed());
         self.maybe_take_snapshot();
         self.ready_number += 1;
         let hard_state = self.hard_state_dirty.then(|| HardState {
@@ -650,6 +654,21 @@ impl Replica {
             committed,
             responses: std::mem::take(&mut self.responses),
         }
+    }
+
+    /// While a ready is being persisted: replicates what was proposed since, applies what has
+    /// committed since (commits count only entries already durable, so none depends on that
+    /// persist), and returns the messages that may leave at once and every answer that is
+    /// ready, so that neither waits for the sync. The entries applied here are reported in the
+    /// next ready's `committed`; messages that promise durability wait for the next ready.
+    pub fn progress_while_persisting(&mut self) -> (Vec<Outgoing>, Vec<(RequestId, Response)>) {
+        self.flush_replication();
+        let committed = self.apply_committed();
+        self.committed_early.extend(committed);
+        (
+            std::mem::take(&mut self.messages),
+            std::mem::take(&mut self.responses),
+        )
     }
 
     /// The caller has persisted and synced ready `number` and sent its messages.

@@ -1,6 +1,7 @@
 //! The node loop: the one task that owns the replica. Each turn it feeds the replica what
 //! arrived, takes a `Ready`, and handles it in the fixed order: send what may go at once,
-//! persist and sync, send what promises durability, answer clients, `advance`.
+//! answer clients (answers come from committed state only), persist and sync, send what
+//! promises durability, `advance`.
 //!
 //! Group commit: while a sync runs, inputs queue in the channel; the next turn takes them all,
 //! so one sync covers everything that arrived during the previous one.
@@ -148,7 +149,7 @@ impl Node {
             }
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
-                self.handle_ready(ready).await?;
+                self.handle_ready(ready, &mut inputs).await?;
             }
         }
     }
@@ -177,6 +178,15 @@ impl Node {
         }
     }
 
+    fn answer(&mut self, responses: Vec<(RequestId, Response)>) {
+        for (request, mut response) in responses {
+            self.peers.fill_leader_address(&mut response);
+            if let Some(reply) = self.waiting.remove(&request) {
+                let _ = reply.send(response);
+            }
+        }
+    }
+
     fn track(&mut self, reply: oneshot::Sender<Response>) -> RequestId {
         self.metrics
             .requests
@@ -191,22 +201,57 @@ impl Node {
         request
     }
 
-    async fn handle_ready(&mut self, mut ready: Ready) -> Result<(), StorageError> {
+    async fn handle_ready(
+        &mut self,
+        mut ready: Ready,
+        inputs: &mut mpsc::Receiver<Input>,
+    ) -> Result<(), StorageError> {
         for outgoing in std::mem::take(&mut ready.messages) {
             self.peers.send(outgoing.to, outgoing.message);
         }
+        // Answers come from committed entries (durable on a quorum, this node's part
+        // counted only once synced) and from reads of them: none depends on what this ready
+        // persists, so they leave before its sync instead of waiting a sync more.
+        self.answer(std::mem::take(&mut ready.responses));
         if ready.needs_persist() {
             let storage = self
                 .storage
                 .take()
                 .expect("storage is present between turns");
-            let (storage, result) = persist(
+            let persisting = persist(
                 storage,
                 ready.hard_state.take(),
                 ready.snapshot.take(),
                 ready.log_write.take(),
-            )
-            .await;
+            );
+            tokio::pin!(persisting);
+            // While the sync runs, acknowledgements and requests keep being taken in: new
+            // entries go to the followers and what commits is applied and answered now, not
+            // one sync later.
+            let mut open = true;
+            let (storage, result) = loop {
+                tokio::select! {
+                    biased;
+                    done = &mut persisting => break done,
+                    input = inputs.recv(), if open => match input {
+                        Some(input) => {
+                            self.handle(input);
+                            for _ in 0..INPUTS_PER_TURN_MAX {
+                                match inputs.try_recv() {
+                                    Ok(input) => self.handle(input),
+                                    Err(_) => break,
+                                }
+                            }
+                            let (messages, answers) = self.replica.progress_while_persisting();
+                            for outgoing in messages {
+                                self.peers.send(outgoing.to, outgoing.message);
+                            }
+                            self.answer(answers);
+                        }
+                        None => open = false,
+                    },
+                }
+            };
             self.metrics
                 .syncs
                 .store(storage.sync_count(), std::sync::atomic::Ordering::Relaxed);
@@ -220,12 +265,6 @@ impl Node {
             ready.committed.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        for (request, mut response) in std::mem::take(&mut ready.responses) {
-            self.peers.fill_leader_address(&mut response);
-            if let Some(reply) = self.waiting.remove(&request) {
-                let _ = reply.send(response);
-            }
-        }
         self.replica.advance(ready.number);
         Ok(())
     }
