@@ -48,11 +48,13 @@ struct Args {
     /// Let clients in without the cluster secret (peers always need it).
     #[arg(long)]
     allow_unauthenticated_clients: bool,
-    /// Election timeout in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Election timeout in milliseconds: a follower that hears nothing from the leader for
+    /// 1 to 2 times this long takes over, and a leader's read lease lasts a bit less. Raise it
+    /// (with the heartbeat) on networks or disks that can stall for longer.
+    #[arg(long, default_value_t = 300)]
     election_timeout_ms: u64,
-    /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    /// Heartbeat interval in milliseconds (at most half the election timeout).
+    #[arg(long, default_value_t = 50)]
     heartbeat_interval_ms: u64,
     /// Snapshot the state and trim the log after this many applied entries.
     #[arg(long, default_value_t = 10_000)]
