@@ -5,7 +5,11 @@ cd "$(dirname "$0")"
 cargo test --workspace --locked
 
 # Release binaries for the tests against real clusters below.
-cargo build --release --locked --bin kv-server --bin kv-top
+cargo build --release --locked --bin kv-server --bin kv-top --bin kv-bench
+
+# kv-bench: a few seconds of every workload against a real 3-node cluster (the comparison with
+# etcd, bench/compare.sh, is run by hand: see the README's Performance section).
+bench/smoke.sh target/release
 
 # kv-top in a real terminal (tmux, installed if missing) against a real 3-node cluster.
 tui/tests/tmux_e2e.sh target/release
