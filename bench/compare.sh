@@ -194,9 +194,12 @@ cat >"$WORK/kill-leader" <<EOF
 #!/bin/sh
 port=\${1##*:}
 for file in "$WORK"/pids/*; do
-    case "\$file" in
-        *paxkv-*) node=\${file##*-}; [ "\$port" = \$((17000 + node)) ] || continue ;;
-        *etcd-*) node=\${file##*-}; [ "\$port" = \$((12377 + 2 * node)) ] || continue ;;
+    name=\${file##*/}
+    node=\${name##*-}
+    case "\$name" in
+        paxkv-*) [ "\$port" = \$((17000 + node)) ] || continue ;;
+        etcd-*) [ "\$port" = \$((12377 + 2 * node)) ] || continue ;;
+        *) continue ;;
     esac
     kill -KILL "\$(cat "\$file")" && echo "\$file" > "$WORK/killed" && exit 0
 done
