@@ -2,7 +2,7 @@
 # Measures paxkv and etcd side by side on this machine: a 3-node paxkv and a 3-member etcd on
 # loopback, data of both in one directory (so on one disk), fsync on every commit for both.
 #
-#   bench/compare.sh                     # everything: about 20 minutes
+#   bench/compare.sh                     # everything: about 15 minutes
 #   ROUNDS=1 DURATION=3s MEMORY_KEYS=100000 FAILOVERS=1 bench/compare.sh   # a quick look
 #
 # Settings (environment): ROUNDS (3), DURATION (10s per workload and round), WARMUP (2s),
