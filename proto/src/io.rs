@@ -78,9 +78,5 @@ pub async fn write_frame<W: AsyncWrite + Unpin, M: prost::Message>(
     codec: &FrameCodec,
     message: &M,
 ) -> Result<(), IoError> {
-    let mut buffer = BytesMut::new();
-    codec.encode(message, &mut buffer)?;
-    stream.write_all(&buffer).await?;
-    stream.flush().await?;
-    Ok(())
+    write_frames(stream, codec, message, || None).await
 }

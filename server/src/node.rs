@@ -137,19 +137,24 @@ impl Node {
                 _ = shutdown.stopped() => return Ok(()),
                 _ = ticker.tick() => self.replica.tick(self.clock.now()),
                 input = inputs.recv() => match input {
-                    Some(input) => self.handle(input),
+                    Some(input) => self.take_inputs(input, &mut inputs),
                     None => return Ok(()),
                 },
-            }
-            for _ in 0..INPUTS_PER_TURN_MAX {
-                match inputs.try_recv() {
-                    Ok(input) => self.handle(input),
-                    Err(_) => break,
-                }
             }
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs).await?;
+            }
+        }
+    }
+
+    /// Handles `first` and what else is queued, up to a turn's worth.
+    fn take_inputs(&mut self, first: Input, inputs: &mut mpsc::Receiver<Input>) {
+        self.handle(first);
+        for _ in 0..INPUTS_PER_TURN_MAX {
+            match inputs.try_recv() {
+                Ok(input) => self.handle(input),
+                Err(_) => break,
             }
         }
     }
@@ -235,13 +240,7 @@ impl Node {
                     done = &mut persisting => break done,
                     input = inputs.recv(), if open => match input {
                         Some(input) => {
-                            self.handle(input);
-                            for _ in 0..INPUTS_PER_TURN_MAX {
-                                match inputs.try_recv() {
-                                    Ok(input) => self.handle(input),
-                                    Err(_) => break,
-                                }
-                            }
+                            self.take_inputs(input, inputs);
                             let (messages, answers) = self.replica.progress_while_persisting();
                             for outgoing in messages {
                                 self.peers.send(outgoing.to, outgoing.message);
