@@ -38,7 +38,10 @@ pub(crate) struct Progress {
     pub(crate) next_index: u64,
     /// Highest index the follower durably holds as in our log.
     pub(crate) match_index: u64,
+    /// Retransmission timer: when we last heard from it or last rewound it.
     pub(crate) last_ack_at: Time,
+    /// When it last answered a message of our ballot (the leader's quorum check).
+    pub(crate) answered_at: Time,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,7 @@ impl LeaderState {
                         next_index: 1,
                         match_index: 0,
                         last_ack_at: now,
+                        answered_at: now,
                     };
                     (peer, progress)
                 })
@@ -194,6 +198,7 @@ impl Replica {
                 .expect("every peer has progress");
             progress.next_index = next_index;
             progress.last_ack_at = now;
+            progress.answered_at = now;
         }
         self.leader_heartbeat();
     }
@@ -296,7 +301,10 @@ impl Replica {
         let Some(leader) = &self.leader else { return };
         let active = matches!(leader.phase, LeaderPhase::Active { .. });
         let idle_ms = self.now.millis_since(leader.last_append_at);
-        if active && idle_ms >= self.config.log_tick_interval_ms && self.kv.has_deadlines() {
+        // A leader without a quorum must not grow its log with ticks forever.
+        let room = self.log.last_index() - self.commit_index < self.config.uncommitted_entries_max;
+        if active && room && idle_ms >= self.config.log_tick_interval_ms && self.kv.has_deadlines()
+        {
             self.leader_append(Kind::Noop(Noop {}));
         }
     }
@@ -389,6 +397,7 @@ impl Replica {
         progress.match_index = progress.match_index.max(accepted.match_index);
         progress.next_index = progress.next_index.max(progress.match_index + 1);
         progress.last_ack_at = now;
+        progress.answered_at = now;
         self.leader_maybe_commit();
         // The pipeline window moved: keep the follower's stream going.
         self.send_accepts(from);
@@ -410,6 +419,7 @@ impl Replica {
         progress.match_index = progress.match_index.min(reject.hint_index);
         progress.next_index = reject.hint_index + 1;
         progress.last_ack_at = now;
+        progress.answered_at = now;
         self.send_accepts(from);
     }
 
@@ -541,6 +551,9 @@ impl Replica {
         }
         let acked = leader.round_acked.entry(from).or_insert(0);
         *acked = (*acked).max(ack.round);
+        if let Some(progress) = leader.progress.get_mut(&from) {
+            progress.answered_at = progress.answered_at.max(self.now);
+        }
         self.update_lease();
     }
 
@@ -576,12 +589,31 @@ impl Replica {
 
     /// A leader that has not heard from a quorum for an election timeout steps down, so that
     /// its followers' support runs out and a quorum-connected node can take over.
+    /// Only answers to our own ballot count (acknowledgements, rejections, heartbeat acks):
+    /// a node that pings us but drops our messages is no follower.
     pub(crate) fn check_leader_quorum(&mut self) {
         let stuck_syncing = matches!(self.leader_mut().phase, LeaderPhase::Syncing { .. })
             && self.now >= self.election_deadline;
-        if stuck_syncing || !self.quorum_connected() {
+        if stuck_syncing || !self.leader_hears_quorum() {
             self.become_follower(None);
         }
+    }
+
+    fn leader_hears_quorum(&self) -> bool {
+        let Some(leader) = &self.leader else {
+            return false;
+        };
+        // While syncing, only the election deadline bounds the takeover.
+        if matches!(leader.phase, LeaderPhase::Syncing { .. }) {
+            return self.quorum_connected();
+        }
+        let window = self.config.election_timeout_ms;
+        let answering = leader
+            .progress
+            .values()
+            .filter(|progress| self.now.millis_since(progress.answered_at) < window)
+            .count();
+        answering + 1 >= self.quorum()
     }
 
     pub(crate) fn on_heartbeat_timeout(&mut self) {

@@ -21,16 +21,28 @@ pub enum Bug {
     /// A retried write (same client and sequence) is applied again instead of answered from
     /// its session.
     RetryAppliedTwice,
+    /// The replica's clock moves only on its periodic tick, not with every input: leases and
+    /// support are judged against a time that lags the message or read they answer.
+    StaleClock,
+    /// A snapshot receiver that lost its partial copy drops later chunks without an answer,
+    /// so the sender resends the same chunk forever.
+    SnapshotResumeIgnored,
+    /// A new leader copying a log whose snapshot point it already holds acknowledges the
+    /// snapshot but never asks for the entries after it.
+    SyncStuckOnOwnSnapshotPoint,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 9] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
         Bug::FollowerExpiryByOwnClock,
         Bug::CommitOnMinority,
         Bug::RetryAppliedTwice,
+        Bug::StaleClock,
+        Bug::SnapshotResumeIgnored,
+        Bug::SyncStuckOnOwnSnapshotPoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +53,9 @@ impl Bug {
             Bug::FollowerExpiryByOwnClock => "follower-expiry-by-own-clock",
             Bug::CommitOnMinority => "commit-on-minority",
             Bug::RetryAppliedTwice => "retry-applied-twice",
+            Bug::StaleClock => "stale-clock",
+            Bug::SnapshotResumeIgnored => "snapshot-resume-ignored",
+            Bug::SyncStuckOnOwnSnapshotPoint => "sync-stuck-on-own-snapshot-point",
         }
     }
 }

@@ -466,8 +466,18 @@ impl Replica {
 
     // --- inputs -------------------------------------------------------------------------------
 
-    /// Advances time: heartbeats, pings, election and retransmission timers.
-    pub fn tick(&mut self, now: Time) {
+    /// The caller's clock as it reads when an input arrives. Every input carries it, because a
+    /// lease is only as good as the clock it is checked against: a cached time that lags the
+    /// input by one tick, a sync or a frozen loop would let a deposed leader serve a stale read
+    /// and a follower promise a new leader while the old lease still runs.
+    fn observe_time(&mut self, now: Time) {
+        if crate::planted::active(crate::planted::Bug::StaleClock) {
+            return;
+        }
+        self.set_time(now);
+    }
+
+    fn set_time(&mut self, now: Time) {
         assert!(
             now >= self.now,
             "time must not go backwards: {:?} < {:?}",
@@ -475,6 +485,16 @@ impl Replica {
             self.now
         );
         self.now = now;
+    }
+
+    /// The time of the last input (what the replica's timers and leases are judged against).
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Advances time: heartbeats, pings, election and retransmission timers.
+    pub fn tick(&mut self, now: Time) {
+        self.set_time(now);
         if now >= self.next_ping_at {
             self.next_ping_at = now.plus_millis(self.config.heartbeat_interval_ms);
             self.on_heartbeat_timeout();
@@ -498,8 +518,9 @@ impl Replica {
         self.retransmit_snapshots();
     }
 
-    /// Handles one message from a peer.
-    pub fn step(&mut self, from: NodeId, message: PeerMessage) {
+    /// Handles one message from a peer that arrived by `now` on the caller's clock.
+    pub fn step(&mut self, from: NodeId, message: PeerMessage, now: Time) {
+        self.observe_time(now);
         if from == self.id || !self.members.contains(&from) {
             return;
         }
@@ -524,8 +545,10 @@ impl Replica {
         }
     }
 
-    /// Proposes a client write. The answer arrives in a later `Ready` under `request`.
-    pub fn propose(&mut self, request: RequestId, command: Command) {
+    /// Proposes a client write that arrived by `now`. The answer arrives in a later `Ready`
+    /// under `request`.
+    pub fn propose(&mut self, request: RequestId, command: Command, now: Time) {
+        self.observe_time(now);
         if let Err(error) = crate::kv::validate_command(&command) {
             self.respond(request, error);
             return;
@@ -538,8 +561,9 @@ impl Replica {
         self.leader_propose(request, command);
     }
 
-    /// Serves a read at the consistency level it asks for.
-    pub fn read(&mut self, request: RequestId, read: ReadRequest) {
+    /// Serves a read that arrived by `now`, at the consistency level it asks for.
+    pub fn read(&mut self, request: RequestId, read: ReadRequest, now: Time) {
+        self.observe_time(now);
         let (consistency, min_revision) = match &read {
             ReadRequest::Get(get) => (get.consistency(), get.min_revision),
             ReadRequest::Scan(scan) => (scan.consistency(), scan.min_revision),
@@ -732,7 +756,7 @@ impl Replica {
         committed
     }
 
-    fn wake_revision_waiters(&mut self) {
+    pub(crate) fn wake_revision_waiters(&mut self) {
         let revision = self.kv.revision();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revision_waiters)
             .into_iter()

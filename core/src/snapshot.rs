@@ -114,11 +114,29 @@ impl Replica {
     }
 
     pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, _ballot: Ballot, ack: SnapshotAck) {
+        let now = self.now;
+        if let Some(progress) = self
+            .leader
+            .as_mut()
+            .and_then(|leader| leader.progress.get_mut(&from))
+        {
+            progress.answered_at = now;
+        }
         let Some(transfer) = self.outgoing_snapshots.get_mut(&from) else {
             return;
         };
         let total = transfer.data.len() as u64;
-        if ack.snapshot_index != transfer.index || ack.next_offset < transfer.acked_offset {
+        if ack.snapshot_index != transfer.index {
+            return;
+        }
+        if ack.next_offset == 0 && transfer.acked_offset > 0 {
+            // The receiver lost its partial copy (a restart, or bytes that did not decode):
+            // start over, or the same chunk would be resent for as long as we lead.
+            transfer.acked_offset = 0;
+            self.send_snapshot_chunk(from);
+            return;
+        }
+        if ack.next_offset < transfer.acked_offset {
             return;
         }
         if ack.next_offset < total {
@@ -135,6 +153,7 @@ impl Replica {
                 progress.match_index = progress.match_index.max(index);
                 progress.next_index = progress.next_index.max(index + 1);
                 progress.last_ack_at = now;
+                progress.answered_at = now;
             }
             self.send_accepts(from);
         }
@@ -171,6 +190,12 @@ impl Replica {
         if self.log.ballot_at(meta.index) == meta.ballot {
             // Our log already holds the snapshot point, so it matches the sender's log up to
             // there: keep it (and what follows) rather than throwing accepted entries away.
+            if syncing_from_sender
+                && !crate::planted::active(crate::planted::Bug::SyncStuckOnOwnSnapshotPoint)
+            {
+                // A new leader copying the sender's log needs only what follows the point.
+                self.continue_sync_after(from, meta.index);
+            }
             if self.leader_id == Some(from) {
                 self.leader_match_index = self.leader_match_index.max(meta.index);
                 self.leader_commit_seen = self.leader_commit_seen.max(meta.index);
@@ -190,12 +215,29 @@ impl Replica {
                 installed: false,
             });
         }
-        let Some(incoming) = self.incoming_snapshot.as_mut() else {
-            return;
-        };
-        if incoming.from != from || incoming.meta.index != meta.index || incoming.installed {
+        let resumable = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.from == from && incoming.meta.index == meta.index && !incoming.installed
+        });
+        if !resumable {
+            // A chunk from the middle of a transfer we hold no start of (we restarted, or
+            // dropped a copy that did not decode): ask for it from the beginning, or the sender
+            // would resend this chunk for as long as it leads.
+            let installing = self
+                .incoming_snapshot
+                .as_ref()
+                .is_some_and(|incoming| incoming.installed);
+            if chunk.offset != 0
+                && !installing
+                && !crate::planted::active(crate::planted::Bug::SnapshotResumeIgnored)
+            {
+                ack(self, 0);
+            }
             return;
         }
+        let incoming = self
+            .incoming_snapshot
+            .as_mut()
+            .expect("checked to be resumable");
         if chunk.offset == incoming.data.len() as u64
             && incoming.data.len() + chunk.data.len() <= incoming.total_bytes as usize
         {
@@ -216,8 +258,16 @@ impl Replica {
             .as_mut()
             .expect("a snapshot is being received");
         let Ok(decoded) = KvSnapshot::decode(incoming.data.as_slice()) else {
-            // Corrupt in transit: start over; the sender retransmits from our acknowledgement.
+            // Corrupt in transit: start over from the first byte.
+            let (from, index) = (incoming.from, incoming.meta.index);
             self.incoming_snapshot = None;
+            self.send(
+                from,
+                Body::SnapshotAck(SnapshotAck {
+                    snapshot_index: index,
+                    next_offset: 0,
+                }),
+            );
             return;
         };
         incoming.installed = true;
@@ -247,14 +297,23 @@ impl Replica {
             data,
             replaces_log: true,
         });
-        if let Some(leader) = &self.leader {
-            if let LeaderPhase::Syncing {
-                source,
-                target_last,
-                ..
-            } = leader.phase
-            {
-                self.request_log(source, target_last, meta.index + 1);
+        // Reads waiting for a revision may be satisfied by the installed state.
+        self.wake_revision_waiters();
+        self.continue_sync_after(from, meta.index);
+    }
+
+    /// A leader copying `source`'s log whose log now matches it through `index` asks for what
+    /// follows (unless its copy is already past that point).
+    fn continue_sync_after(&mut self, source: NodeId, index: u64) {
+        let Some(leader) = &self.leader else { return };
+        if let LeaderPhase::Syncing {
+            source: syncing_from,
+            target_last,
+            next_index,
+        } = leader.phase
+        {
+            if syncing_from == source && next_index <= index {
+                self.request_log(source, target_last, index + 1);
             }
         }
     }

@@ -25,12 +25,14 @@ fn replica() -> Replica {
 }
 
 fn deliver(replica: &mut Replica, from: u64, ballot: Ballot, body: Body) {
+    let now = replica.now();
     replica.step(
         NodeId(from),
         PeerMessage {
             ballot: Some(ballot),
             body: Some(body),
         },
+        now,
     );
 }
 
@@ -429,7 +431,7 @@ fn reads_wait_for_the_new_leaders_no_op_and_a_fresh_round() {
     let ballot = replica.promised();
     cycle(&mut replica);
     let (request, read) = get(1);
-    replica.read(request, read);
+    replica.read(request, read, replica.now());
     assert!(
         answered_reads(&mut replica).is_empty(),
         "the no-op is not committed yet"
@@ -500,7 +502,7 @@ fn lease_reads_hold_only_while_the_lease_does() {
         cycle(&mut replica);
         request += 1;
         let (id, read) = get(request);
-        replica.read(id, read);
+        replica.read(id, read, replica.now());
         assert_eq!(
             answered_reads(&mut replica),
             vec![request],
@@ -516,7 +518,7 @@ fn lease_reads_hold_only_while_the_lease_does() {
         .max()
         .unwrap_or(round);
     let (id, read) = get(99);
-    replica.read(id, read);
+    replica.read(id, read, replica.now());
     let sent = cycle(&mut replica);
     let confirming = heartbeat_rounds_to(&sent, 2)
         .into_iter()
@@ -566,7 +568,7 @@ fn a_rejected_accept_is_resent_from_the_followers_hint() {
                 },
             )),
         };
-        replica.propose(paxkv_core::RequestId(sequence), command);
+        replica.propose(paxkv_core::RequestId(sequence), command, replica.now());
     }
     cycle(&mut replica);
     deliver(&mut replica, 3, ballot, accepted(4));
@@ -861,7 +863,7 @@ fn every_kind_of_pending_work_makes_a_ready() {
         }
         other => other,
     };
-    replica.read(request, stale);
+    replica.read(request, stale, replica.now());
     assert!(replica.has_ready(), "an answer waits");
     numbers.push(replica.ready().number);
     replica.advance(*numbers.last().unwrap());
@@ -956,7 +958,7 @@ fn a_session_read_waits_for_the_revision_it_asks_for() {
         consistency: paxkv_proto::client::Consistency::AtLeastRevision as i32,
         min_revision: 2,
     });
-    replica.read(paxkv_core::RequestId(7), read);
+    replica.read(paxkv_core::RequestId(7), read, replica.now());
     assert!(
         answered_reads(&mut replica).is_empty(),
         "revision 2 is not here yet"
@@ -984,7 +986,7 @@ fn accept_batches_respect_their_bounds() {
                 },
             )),
         };
-        replica.propose(paxkv_core::RequestId(sequence), command);
+        replica.propose(paxkv_core::RequestId(sequence), command, replica.now());
     };
     for sequence in 1..=40 {
         propose(&mut replica, sequence, &big);
@@ -1046,4 +1048,265 @@ fn readies_say_whether_they_need_a_sync_and_the_replica_reports_its_timeout() {
         "accepted entries must be synced"
     );
     replica.advance(ready.number);
+}
+
+// --- regressions of the outside review: time, snapshots, step-down, tick entries -------------
+
+fn deliver_at(replica: &mut Replica, from: u64, ballot: Ballot, body: Body, now: u64) {
+    replica.step(
+        NodeId(from),
+        PeerMessage {
+            ballot: Some(ballot),
+            body: Some(body),
+        },
+        Time(now),
+    );
+}
+
+/// Finding 1, leader side: the lease is checked against the time the read arrives, not the
+/// time of the last tick (which lags by a tick, a sync, or a frozen loop).
+#[test]
+fn a_leader_never_serves_a_lease_read_on_a_time_older_than_the_read() {
+    let (mut replica, start) = campaign_and_win(LogState::default());
+    let ballot = replica.promised();
+    cycle(&mut replica);
+    deliver(&mut replica, 2, ballot, accepted(1));
+    cycle(&mut replica);
+    let sent_at = start + 50;
+    replica.tick(Time(sent_at));
+    let sent = cycle(&mut replica);
+    let round = *heartbeat_rounds_to(&sent, 2)
+        .last()
+        .expect("a round went out");
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
+    );
+    cycle(&mut replica);
+    let (id, read) = get(1);
+    replica.read(id, read, Time(sent_at + 1));
+    assert_eq!(answered_reads(&mut replica), vec![1], "inside the lease");
+    // No tick since: the read alone carries a time past the lease.
+    let late = sent_at + config(1).lease_duration_ms() + 5;
+    let (id, read) = get(2);
+    replica.read(id, read, Time(late));
+    assert!(
+        answered_reads(&mut replica).is_empty(),
+        "the lease ran out before the read arrived; it must be confirmed by a new round"
+    );
+}
+
+/// Finding 1, follower side: support for a leader runs from when its heartbeat arrived, so a
+/// follower never promises a new ballot while the leader's lease (counted from the send) runs.
+#[test]
+fn a_follower_supports_its_leader_from_the_arrival_of_its_heartbeat() {
+    let mut replica = replica();
+    replica.tick(Time(100));
+    cycle(&mut replica);
+    let leader = Ballot::new(1, 2);
+    let heartbeat = Body::Heartbeat(Heartbeat {
+        round: 1,
+        commit_index: 0,
+    });
+    // Arrives at 109, between two ticks.
+    deliver_at(&mut replica, 2, leader, heartbeat, 109);
+    cycle(&mut replica);
+    replica.tick(Time(100 + ELECTION_TIMEOUT_MS + 1));
+    cycle(&mut replica);
+    let prepare = Body::Prepare(Prepare { commit_index: 0 });
+    deliver(&mut replica, 3, Ballot::new(2, 3), prepare);
+    let sent = cycle(&mut replica);
+    assert!(
+        sent.iter()
+            .all(|(_, body)| !matches!(body, Body::Promise(_))),
+        "promised a new ballot before the leader's lease could have run out: {sent:?}"
+    );
+    assert_eq!(replica.promised(), leader);
+}
+
+/// Finding 4: a receiver that lost its partial copy answers a chunk from the middle with
+/// "start over", instead of staying silent while the sender resends that chunk forever.
+#[test]
+fn a_snapshot_chunk_from_the_middle_of_a_lost_transfer_asks_for_the_start() {
+    let mut replica = replica();
+    let leader = Ballot::new(1, 2);
+    let chunk = paxkv_proto::peer::SnapshotChunk {
+        meta: Some(SnapshotMeta {
+            index: 50,
+            ballot: Some(leader),
+            configuration: None,
+        }),
+        offset: 256 * 1024,
+        data: vec![0; 1024],
+        total_bytes: 600 * 1024,
+    };
+    deliver(&mut replica, 2, leader, Body::SnapshotChunk(chunk));
+    let sent = cycle(&mut replica);
+    let restarts = sent.iter().any(|(to, body)| {
+        to.0 == 2 && matches!(body, Body::SnapshotAck(ack) if ack.snapshot_index == 50 && ack.next_offset == 0)
+    });
+    assert!(restarts, "{sent:?}");
+}
+
+/// Finding 6: a new leader copying node 2's log, which answers with a snapshot whose point
+/// the new leader already holds (same ballot), goes on to ask for the entries after it.
+#[test]
+fn a_new_leader_holding_the_sources_snapshot_point_asks_for_what_follows_it() {
+    let mut replica = replica();
+    let old = Ballot::new(1, 2);
+    deliver(
+        &mut replica,
+        2,
+        old,
+        accept(0, Ballot::ZERO, entries(1, 5, old), 0),
+    );
+    cycle(&mut replica);
+    let now = campaign(&mut replica);
+    let ballot = replica.promised();
+    let log = LogState {
+        last_index: 10,
+        last_ballot: Some(old),
+        commit_index: 3,
+        snapshot_index: 3,
+    };
+    deliver_at(
+        &mut replica,
+        2,
+        ballot,
+        Body::Promise(Promise { log: Some(log) }),
+        now,
+    );
+    assert_eq!(replica.role(), Role::Leader);
+    cycle(&mut replica);
+    let response = LogResponse {
+        from_index: 1,
+        entries: vec![],
+        last_index: 10,
+        snapshot_follows: true,
+    };
+    deliver(&mut replica, 2, ballot, Body::LogResponse(response));
+    let data = KvSnapshot::default().encode_to_vec();
+    let chunk = paxkv_proto::peer::SnapshotChunk {
+        meta: Some(SnapshotMeta {
+            index: 3,
+            ballot: Some(old),
+            configuration: None,
+        }),
+        offset: 0,
+        total_bytes: data.len() as u64,
+        data,
+    };
+    deliver(&mut replica, 2, ballot, Body::SnapshotChunk(chunk));
+    let sent = cycle(&mut replica);
+    let asked = sent.iter().any(|(to, body)| {
+        to.0 == 2 && matches!(body, Body::LogRequest(request) if request.from_index == 4)
+    });
+    assert!(asked, "the copy goes on after the snapshot point: {sent:?}");
+}
+
+/// Finding 8: a read waiting for a revision is answered when a snapshot brings that revision.
+#[test]
+fn a_session_read_is_woken_by_an_installed_snapshot() {
+    let mut replica = replica();
+    let read = paxkv_core::ReadRequest::Get(paxkv_proto::client::GetRequest {
+        key: b"k".to_vec(),
+        consistency: paxkv_proto::client::Consistency::AtLeastRevision as i32,
+        min_revision: 5,
+    });
+    replica.read(paxkv_core::RequestId(7), read, replica.now());
+    assert!(answered_reads(&mut replica).is_empty());
+    let leader = Ballot::new(1, 2);
+    let data = KvSnapshot {
+        revision: 5,
+        ..KvSnapshot::default()
+    }
+    .encode_to_vec();
+    let chunk = paxkv_proto::peer::SnapshotChunk {
+        meta: Some(SnapshotMeta {
+            index: 9,
+            ballot: Some(leader),
+            configuration: None,
+        }),
+        offset: 0,
+        total_bytes: data.len() as u64,
+        data,
+    };
+    deliver(&mut replica, 2, leader, Body::SnapshotChunk(chunk));
+    assert_eq!(answered_reads(&mut replica), vec![7]);
+}
+
+/// Finding 8: a leader whose followers ping it but answer none of its messages steps down
+/// (pings prove a live peer, not a follower).
+#[test]
+fn a_leader_that_only_hears_pings_steps_down() {
+    let (mut replica, start) = campaign_and_win(LogState::default());
+    let ballot = replica.promised();
+    cycle(&mut replica);
+    let mut now = start;
+    while now < start + 3 * ELECTION_TIMEOUT_MS && replica.role() == Role::Leader {
+        now += 10;
+        for peer in [2, 3] {
+            deliver_at(&mut replica, peer, ballot, Body::Ping(Ping {}), now);
+        }
+        replica.tick(Time(now));
+        cycle(&mut replica);
+    }
+    assert_eq!(replica.role(), Role::Follower, "still leading at {now} ms");
+}
+
+/// Finding 8: an idle leader that cannot commit stops appending tick entries at the bound on
+/// uncommitted entries.
+#[test]
+fn tick_entries_respect_the_bound_on_uncommitted_entries() {
+    let mut config = config(1);
+    config.uncommitted_entries_max = 4;
+    config.log_tick_interval_ms = 10;
+    let mut replica = Replica::new(config, DurableState::default(), Time(0)).unwrap();
+    let now = campaign(&mut replica);
+    let ballot = replica.promised();
+    deliver_at(
+        &mut replica,
+        2,
+        ballot,
+        Body::Promise(Promise { log: None }),
+        now,
+    );
+    assert_eq!(replica.role(), Role::Leader);
+    cycle(&mut replica);
+    deliver(&mut replica, 2, ballot, accepted(1));
+    cycle(&mut replica);
+    let put = paxkv_proto::peer::Command {
+        client_id: 0,
+        sequence: 0,
+        op: Some(paxkv_proto::peer::command::Op::Put(
+            paxkv_proto::client::PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ttl_ms: Some(60_000),
+                ..Default::default()
+            },
+        )),
+    };
+    replica.propose(paxkv_core::RequestId(1), put, replica.now());
+    cycle(&mut replica);
+    deliver(&mut replica, 2, ballot, accepted(2));
+    cycle(&mut replica);
+    assert_eq!(replica.commit_index(), 2);
+    // From here node 2 answers heartbeats (so the leader keeps its quorum) but accepts nothing.
+    let mut now = replica.now().millis();
+    for _ in 0..100 {
+        now += 10;
+        let ack = paxkv_proto::peer::HeartbeatAck {
+            round: 0,
+            log: None,
+        };
+        deliver_at(&mut replica, 2, ballot, Body::HeartbeatAck(ack), now);
+        replica.tick(Time(now));
+        cycle(&mut replica);
+    }
+    assert_eq!(replica.role(), Role::Leader);
+    let uncommitted = replica.status().last_index - replica.commit_index();
+    assert!(uncommitted <= 4, "{uncommitted} uncommitted entries");
 }

@@ -143,7 +143,7 @@ impl Node {
             }
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
-                self.handle_ready(ready, &mut inputs).await?;
+                self.handle_ready(ready, &mut inputs, &mut ticker).await?;
             }
         }
     }
@@ -161,14 +161,16 @@ impl Node {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Peer { from, message } => self.replica.step(from, message),
+            // The clock is read for every input, not once a turn: a lease is checked against
+            // the time the read or message is handled, never an older one.
+            Input::Peer { from, message } => self.replica.step(from, message, self.clock.now()),
             Input::Propose { command, reply } => {
                 let request = self.track(reply);
-                self.replica.propose(request, command);
+                self.replica.propose(request, command, self.clock.now());
             }
             Input::Read { read, reply } => {
                 let request = self.track(reply);
-                self.replica.read(request, read);
+                self.replica.read(request, read, self.clock.now());
             }
             Input::Status {
                 reply,
@@ -210,6 +212,7 @@ impl Node {
         &mut self,
         mut ready: Ready,
         inputs: &mut mpsc::Receiver<Input>,
+        ticker: &mut tokio::time::Interval,
     ) -> Result<(), StorageError> {
         for outgoing in std::mem::take(&mut ready.messages) {
             self.peers.send(outgoing.to, outgoing.message);
@@ -232,24 +235,24 @@ impl Node {
             tokio::pin!(persisting);
             // While the sync runs, acknowledgements and requests keep being taken in: new
             // entries go to the followers and what commits is applied and answered now, not
-            // one sync later.
+            // one sync later. Timers keep running too: a slow disk must not freeze heartbeats,
+            // elections or the leader's check that it still has a quorum.
             let mut open = true;
             let (storage, result) = loop {
                 tokio::select! {
                     biased;
                     done = &mut persisting => break done,
+                    _ = ticker.tick() => self.replica.tick(self.clock.now()),
                     input = inputs.recv(), if open => match input {
-                        Some(input) => {
-                            self.take_inputs(input, inputs);
-                            let (messages, answers) = self.replica.progress_while_persisting();
-                            for outgoing in messages {
-                                self.peers.send(outgoing.to, outgoing.message);
-                            }
-                            self.answer(answers);
-                        }
+                        Some(input) => self.take_inputs(input, inputs),
                         None => open = false,
                     },
                 }
+                let (messages, answers) = self.replica.progress_while_persisting();
+                for outgoing in messages {
+                    self.peers.send(outgoing.to, outgoing.message);
+                }
+                self.answer(answers);
             };
             self.metrics
                 .syncs

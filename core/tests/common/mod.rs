@@ -402,7 +402,7 @@ impl Cluster {
                     .and_then(|node| node.replica.as_mut())
                 {
                     replica.tick(local);
-                    replica.step(from, message);
+                    replica.step(from, message, local);
                     self.drive(to);
                 }
             }
@@ -529,12 +529,13 @@ impl Cluster {
                 ..Default::default()
             })),
         };
+        let now = clock_at(self.clocks.get(&to), self.now);
         if let Some(replica) = self
             .nodes
             .get_mut(&to)
             .and_then(|node| node.replica.as_mut())
         {
-            replica.propose(request, command);
+            replica.propose(request, command, now);
             self.drive(to);
         }
         request
@@ -549,12 +550,13 @@ impl Cluster {
             sequence,
             op: Some(op),
         };
+        let now = clock_at(self.clocks.get(&to), self.now);
         if let Some(replica) = self
             .nodes
             .get_mut(&to)
             .and_then(|node| node.replica.as_mut())
         {
-            replica.propose(request, command);
+            replica.propose(request, command, now);
             self.drive(to);
         }
         request
@@ -563,12 +565,13 @@ impl Cluster {
     /// Serves any read at `to` (not recorded in the history).
     pub fn read_via(&mut self, to: NodeId, read: ReadRequest) -> RequestId {
         let request = self.new_request();
+        let now = clock_at(self.clocks.get(&to), self.now);
         if let Some(replica) = self
             .nodes
             .get_mut(&to)
             .and_then(|node| node.replica.as_mut())
         {
-            replica.read(request, read);
+            replica.read(request, read, now);
             self.drive(to);
         }
         request
@@ -607,12 +610,13 @@ impl Cluster {
             consistency: consistency as i32,
             min_revision,
         });
+        let now = clock_at(self.clocks.get(&to), self.now);
         if let Some(replica) = self
             .nodes
             .get_mut(&to)
             .and_then(|node| node.replica.as_mut())
         {
-            replica.read(request, read);
+            replica.read(request, read, now);
             self.drive(to);
         }
         request
