@@ -1,0 +1,103 @@
+//! The simulated disk: it lives outside the node, keeps synced and unsynced writes apart, and
+//! loses what was not synced when the node crashes.
+
+use super::*;
+
+/// One write the node made that is not synced yet.
+#[derive(Clone)]
+pub(super) struct PendingWrite {
+    hard_state: Option<HardState>,
+    snapshot: Option<SnapshotWrite>,
+    log_write: Option<LogWrite>,
+}
+
+#[derive(Default)]
+pub(super) struct SimDisk {
+    pub(super) synced: DurableState,
+    pub(super) unsynced: Vec<PendingWrite>,
+    pub(super) syncs: u64,
+    pub(super) fail_next_sync: bool,
+}
+
+impl SimDisk {
+    /// Makes the first `count` unsynced writes durable and forgets the rest.
+    fn keep_unsynced(&mut self, count: usize) {
+        for write in std::mem::take(&mut self.unsynced).iter().take(count) {
+            self.synced.apply_persisted(
+                write.hard_state.as_ref(),
+                write.snapshot.as_ref(),
+                write.log_write.as_ref(),
+            );
+        }
+    }
+}
+
+/// A node's disk. It lives outside the node, so it survives the node's crash; what was written
+/// but not synced is lost in a crash, all of it or a prefix (the seed decides).
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    pub(super) disk: Arc<Mutex<SimDisk>>,
+}
+
+impl SimStorage {
+    /// The node crashed: keep a random prefix of the unsynced writes (often none; none at all
+    /// in a power cut). Returns (writes kept, writes lost).
+    pub(super) fn crash(&self, power_cut: bool) -> (usize, usize) {
+        let mut disk = self.disk.lock().expect("not poisoned");
+        let pending = disk.unsynced.len();
+        let kept = if pending == 0 || power_cut || thread_rng().gen_bool(0.5) {
+            0
+        } else {
+            thread_rng().gen_range(0..=pending)
+        };
+        disk.keep_unsynced(kept);
+        disk.fail_next_sync = false;
+        (kept, pending - kept)
+    }
+
+    pub(super) fn fail_next_sync(&self) {
+        self.disk.lock().expect("not poisoned").fail_next_sync = true;
+    }
+}
+
+impl Storage for SimStorage {
+    fn load(&mut self) -> Result<DurableState, StorageError> {
+        Ok(self.disk.lock().expect("not poisoned").synced.clone())
+    }
+
+    fn write(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&SnapshotWrite>,
+        log_write: Option<&LogWrite>,
+    ) -> Result<(), StorageError> {
+        self.disk
+            .lock()
+            .expect("not poisoned")
+            .unsynced
+            .push(PendingWrite {
+                hard_state: hard_state.cloned(),
+                snapshot: snapshot.cloned(),
+                log_write: log_write.cloned(),
+            });
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let mut disk = self.disk.lock().expect("not poisoned");
+        if std::mem::take(&mut disk.fail_next_sync) {
+            return Err(StorageError::Io {
+                path: "simulated-disk".into(),
+                source: std::io::Error::other("injected fsync failure"),
+            });
+        }
+        let all = disk.unsynced.len();
+        disk.keep_unsynced(all);
+        disk.syncs += 1;
+        Ok(())
+    }
+
+    fn sync_count(&self) -> u64 {
+        self.disk.lock().expect("not poisoned").syncs
+    }
+}
