@@ -27,6 +27,9 @@ pub struct ReplicaConfig {
     /// An idle leader proposes a tick entry this often while TTLs or leases exist, so log
     /// time (and with it expiry) advances without client writes.
     pub log_tick_interval_ms: u64,
+    /// Bytes of snapshot per chunk message of a transfer (the simulator lowers it, so that
+    /// small states still travel in many chunks).
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl ReplicaConfig {
@@ -42,6 +45,7 @@ impl ReplicaConfig {
             snapshot_entries_threshold: 10_000,
             uncommitted_entries_max: 4096,
             log_tick_interval_ms: 100,
+            snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
         }
     }
 
@@ -79,9 +83,13 @@ impl ReplicaConfig {
         if self.snapshot_entries_threshold == 0
             || self.uncommitted_entries_max == 0
             || self.log_tick_interval_ms == 0
+            || self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunk_bytes > crate::SNAPSHOT_CHUNK_BYTES
         {
             return invalid(
-                "snapshot threshold, uncommitted limit and tick interval must be positive".into(),
+                "snapshot threshold, uncommitted limit, tick interval and snapshot chunk size must \
+                 be positive (chunks at most SNAPSHOT_CHUNK_BYTES)"
+                    .into(),
             );
         }
         Ok(())

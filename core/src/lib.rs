@@ -48,7 +48,7 @@ pub const ACCEPT_BATCH_ENTRIES_MAX: usize = 512;
 pub const ACCEPT_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Entries a leader sends a follower beyond what it acknowledged (the pipeline window).
 pub const PIPELINE_ENTRIES_MAX: u64 = 4096;
-/// Bytes of snapshot per chunk message.
+/// Bytes of snapshot per chunk message at most (`ReplicaConfig::snapshot_chunk_bytes`).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
 /// Linearizable and at-least-revision reads waiting at once; more get `Busy`.
 pub const PENDING_READS_MAX: usize = 10_000;

@@ -21,8 +21,9 @@ pub enum Bug {
     /// A retried write (same client and sequence) is applied again instead of answered from
     /// its session.
     RetryAppliedTwice,
-    /// The replica's clock moves only on its periodic tick, not with every input: leases and
-    /// support are judged against a time that lags the message or read they answer.
+    /// The replica's clock moves only on its periodic tick, not with every input, and the node
+    /// loop does not tick while a sync runs: leases and support are judged against a time that
+    /// lags the message or read they answer by up to a whole sync.
     StaleClock,
     /// A snapshot receiver that lost its partial copy drops later chunks without an answer,
     /// so the sender resends the same chunk forever.

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use crate::leader::LeaderPhase;
 use crate::replica::{Replica, Role, SnapshotWrite};
 use crate::types::{NodeId, Time};
-use crate::SNAPSHOT_CHUNK_BYTES;
 
 #[derive(Debug)]
 pub(crate) struct IncomingSnapshot {
@@ -76,7 +75,7 @@ impl Replica {
         transfer.sent_at = self.now;
         let data = &transfer.data;
         let offset = transfer.acked_offset as usize;
-        let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+        let end = (offset + self.config.snapshot_chunk_bytes).min(data.len());
         let chunk = SnapshotChunk {
             meta: Some(transfer.meta.clone()),
             offset: offset as u64,

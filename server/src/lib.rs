@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub heartbeat_interval_ms: u64,
     /// Snapshot and trim the log after this many applied entries.
     pub snapshot_entries_threshold: u64,
+    /// Bytes per snapshot chunk (`paxkv_core::SNAPSHOT_CHUNK_BYTES` unless testing).
+    pub snapshot_chunk_bytes: usize,
     /// Seed of the replica's random choices; None draws one from the operating system (a
     /// simulator passes its own, so a run replays exactly).
     pub seed: Option<u64>,
@@ -89,6 +91,7 @@ pub async fn start_node(
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
+    replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     let replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::Config(error.to_string()))?;
     let bind = |address: SocketAddr| async move {

@@ -108,6 +108,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         election_timeout_ms: args.election_timeout_ms,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         snapshot_entries_threshold: args.snapshot_entries,
+        snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
         seed: None,
     })
 }

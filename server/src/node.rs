@@ -20,9 +20,6 @@ use crate::storage::{Storage, StorageError};
 
 /// How often the replica's timers are driven.
 pub const TICK_MS: u64 = 10;
-/// How long a sync takes in the simulator.
-#[cfg(madsim)]
-const SIMULATED_SYNC: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// Inputs handled per turn at most, so a flood cannot starve the persist step.
 pub const INPUTS_PER_TURN_MAX: usize = 4096;
@@ -94,7 +91,8 @@ async fn persist(
         {
             return (storage, Err(error));
         }
-        tokio::time::sleep(SIMULATED_SYNC).await;
+        let delay = storage.simulated_sync_delay();
+        tokio::time::sleep(delay).await;
         let result = storage.sync();
         (storage, result)
     }
@@ -238,11 +236,13 @@ impl Node {
             // one sync later. Timers keep running too: a slow disk must not freeze heartbeats,
             // elections or the leader's check that it still has a quorum.
             let mut open = true;
+            // The planted version of the bug this prevents: no timers while a sync runs.
+            let stale_clock = paxkv_core::planted::active(paxkv_core::planted::Bug::StaleClock);
             let (storage, result) = loop {
                 tokio::select! {
                     biased;
                     done = &mut persisting => break done,
-                    _ = ticker.tick() => self.replica.tick(self.clock.now()),
+                    _ = ticker.tick(), if !stale_clock => self.replica.tick(self.clock.now()),
                     input = inputs.recv(), if open => match input {
                         Some(input) => self.take_inputs(input, inputs),
                         None => open = false,

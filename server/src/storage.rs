@@ -83,6 +83,11 @@ pub trait Storage: Send + 'static {
     }
     /// Number of syncs so far (for measuring group commit).
     fn sync_count(&self) -> u64;
+    /// How long the coming sync takes in simulated time (simulated storage only: a real disk
+    /// takes as long as it takes, inside `sync`).
+    fn simulated_sync_delay(&mut self) -> std::time::Duration {
+        std::time::Duration::from_millis(4)
+    }
 }
 
 /// The real storage: files under a data directory.

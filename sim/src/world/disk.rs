@@ -17,6 +17,8 @@ pub(super) struct SimDisk {
     pub(super) unsynced: Vec<PendingWrite>,
     pub(super) syncs: u64,
     pub(super) fail_next_sync: bool,
+    /// Until this simulated time, syncs are slow (tens of milliseconds to seconds).
+    pub(super) slow_until: Option<Instant>,
 }
 
 impl SimDisk {
@@ -53,6 +55,11 @@ impl SimStorage {
         disk.keep_unsynced(kept);
         disk.fail_next_sync = false;
         (kept, pending - kept)
+    }
+
+    /// Makes syncs slow for `length` from now.
+    pub(super) fn slow_down(&self, length: Duration) {
+        self.disk.lock().expect("not poisoned").slow_until = Some(Instant::now() + length);
     }
 
     pub(super) fn fail_next_sync(&self) {
@@ -99,5 +106,21 @@ impl Storage for SimStorage {
 
     fn sync_count(&self) -> u64 {
         self.disk.lock().expect("not poisoned").syncs
+    }
+
+    /// A healthy disk syncs in 10 us to 8 ms; a slow one in 20 ms to 2.5 s.
+    fn simulated_sync_delay(&mut self) -> Duration {
+        let slow = self
+            .disk
+            .lock()
+            .expect("not poisoned")
+            .slow_until
+            .is_some_and(|until| Instant::now() < until);
+        let micros = if slow {
+            thread_rng().gen_range(20_000..2_500_000u64)
+        } else {
+            thread_rng().gen_range(10..8_000u64)
+        };
+        Duration::from_micros(micros)
     }
 }

@@ -8,6 +8,7 @@
 
 mod disk;
 mod nemesis;
+mod options;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +34,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 pub use disk::SimStorage;
+pub use options::SeedOptions;
 use nemesis::Nemesis;
 use workload::{client_loop, convergence, sample_status, verify};
 
@@ -101,6 +103,9 @@ pub(super) struct Shared {
     served: Mutex<BTreeMap<u64, Duration>>,
     /// Nodes that stopped on their own (a failed sync), waiting to be restarted.
     stopped: Mutex<BTreeSet<usize>>,
+    /// Applied index per node, as the status samples last showed it.
+    applied: Mutex<BTreeMap<usize, u64>>,
+    options: SeedOptions,
 }
 
 impl Shared {
@@ -151,12 +156,15 @@ async fn simulate(config: RunConfig) -> RunReport {
         healed_at: Mutex::new(None),
         served: Mutex::new(BTreeMap::new()),
         stopped: Mutex::new(BTreeSet::new()),
+        applied: Mutex::new(BTreeMap::new()),
+        options: SeedOptions::draw(),
     });
     shared.trace(
         "start",
         json!({"seed": config.seed, "nodes": config.nodes, "sim_secs": config.sim_secs,
                "clients": config.clients, "bug": config.bug.map(|bug| bug.name())}),
     );
+    shared.trace("options", shared.options.to_json());
     let count = config.nodes as usize;
     let peers: BTreeMap<NodeId, SocketAddr> = (0..count)
         .map(|index| {
@@ -295,6 +303,7 @@ fn start_sim_node(
                     election_timeout_ms: ELECTION_TIMEOUT_MS,
                     heartbeat_interval_ms: 50,
                     snapshot_entries_threshold: 200,
+                    snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
                     seed: Some(seed),
                 };
                 let (stop, shutdown) = paxkv_server::shutdown::channel();

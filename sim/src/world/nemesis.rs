@@ -67,6 +67,86 @@ impl Nemesis<'_> {
         self.shared.trace("restart", json!({"node": index + 1}));
     }
 
+    /// The leader half the time (when one is known), else `other`.
+    fn leader_or(&self, other: usize) -> usize {
+        match self.leader() {
+            Some(leader) if thread_rng().gen_bool(0.5) => leader,
+            _ => other,
+        }
+    }
+
+    /// The live node the status samples show furthest behind (a snapshot may be on its way
+    /// to it, so crashing it tests a transfer's restart).
+    fn lagging(&self) -> Option<usize> {
+        let applied = self.shared.applied.lock().expect("not poisoned");
+        (0..self.nodes.len())
+            .filter(|index| !self.down[*index])
+            .min_by_key(|index| (applied.get(index).copied().unwrap_or(0), *index))
+    }
+
+    /// Freezes every task of a node for 10 ms to 3 s while its clock runs on (a SIGSTOP or a
+    /// virtual machine pause), then lets it go on where it stopped.
+    async fn pause(&mut self, node: usize) {
+        let length_ms = thread_rng().gen_range(10..3000u64);
+        self.shared
+            .trace("pause", json!({"node": node + 1, "length_ms": length_ms}));
+        self.handle.pause(self.nodes[node].id());
+        tokio::time::sleep(Duration::from_millis(length_ms)).await;
+        self.handle.resume(self.nodes[node].id());
+        self.shared.trace("resume", json!({"node": node + 1}));
+    }
+
+    /// The schedule of a lease that outlives its leader's reach: the leader and one follower
+    /// cut both ways, and the leader's messages to the other follower lost while that
+    /// follower's still arrive (so the leader keeps hearing a quorum). Held until a later move
+    /// restores the links, often longer than a lease.
+    fn cut_around_leader_for_a_lease(&self) {
+        let Some(leader) = self.leader() else { return };
+        let others: Vec<usize> = (0..self.nodes.len()).filter(|i| *i != leader).collect();
+        let pick = thread_rng().gen_range(0..others.len());
+        let one_way = others[pick];
+        for other in others.iter().copied().filter(|other| *other != one_way) {
+            self.clog_both(leader, other);
+        }
+        self.clog(leader, one_way);
+        self.shared.trace(
+            "lease_outliving_reach",
+            json!({"leader": leader + 1, "hears_from": one_way + 1}),
+        );
+    }
+
+    /// A leader whose disk stalls and whose links to its peers fail at once (a sick host):
+    /// clients still reach it, the others elect a new leader, and the old one must not go on
+    /// answering from its lease while its sync hangs.
+    fn sicken_leader(&self) {
+        let Some(leader) = self.leader() else { return };
+        let length_ms = thread_rng().gen_range(1000..5000u64);
+        self.storages[leader].slow_down(Duration::from_millis(length_ms));
+        for other in (0..self.nodes.len()).filter(|other| *other != leader) {
+            self.clog_both(leader, other);
+        }
+        self.shared.trace(
+            "sick_leader",
+            json!({"leader": leader + 1, "slow_disk_ms": length_ms}),
+        );
+    }
+
+    /// A node that crashes, comes back, and crashes again while it catches up (a crash loop):
+    /// the second crash often lands in the middle of a snapshot transfer to it.
+    async fn flap(&mut self, node: usize) {
+        let (down_ms, up_ms) = {
+            let mut rng = thread_rng();
+            (rng.gen_range(300..1500u64), rng.gen_range(10..400u64))
+        };
+        self.crash(node, false);
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        self.restart(node);
+        tokio::time::sleep(Duration::from_millis(up_ms)).await;
+        self.crash(node, false);
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        self.restart(node);
+    }
+
     fn leader(&self) -> Option<usize> {
         self.shared
             .leader
@@ -97,7 +177,7 @@ impl Nemesis<'_> {
             let (choice, a, b, pause_ms) = {
                 let mut rng = thread_rng();
                 (
-                    rng.gen_range(0..100u32),
+                    rng.gen_range(0..120u32),
                     rng.gen_range(0..count),
                     rng.gen_range(0..count),
                     rng.gen_range(50..1500u64),
@@ -205,6 +285,29 @@ impl Nemesis<'_> {
                     self.storages[a].fail_next_sync();
                     self.shared.trace("disk_fault", json!({"node": a + 1}));
                 }
+                90..=97 if self.shared.options.slow_disks => {
+                    let node = self.leader_or(a);
+                    let length_ms = thread_rng().gen_range(500..5000u64);
+                    self.storages[node].slow_down(Duration::from_millis(length_ms));
+                    self.shared.trace(
+                        "slow_disk",
+                        json!({"node": node + 1, "length_ms": length_ms}),
+                    );
+                }
+                98..=105 if self.shared.options.pauses => {
+                    let node = self.leader_or(a);
+                    if !self.down[node] {
+                        self.pause(node).await;
+                    }
+                }
+                106..=108 => self.cut_around_leader_for_a_lease(),
+                109..=110 if self.shared.options.slow_disks => self.sicken_leader(),
+                116..=119 if down < may_crash && !self.down[a] => self.flap(a).await,
+                111..=115 if down < may_crash => {
+                    if let Some(lagging) = self.lagging() {
+                        self.crash(lagging, false);
+                    }
+                }
                 _ => {}
             }
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
@@ -216,7 +319,9 @@ impl Nemesis<'_> {
         self.unclog_all();
         self.weather("calm", 0.0, (1, 5));
         for storage in self.storages {
-            storage.disk.lock().expect("not poisoned").fail_next_sync = false;
+            let mut disk = storage.disk.lock().expect("not poisoned");
+            disk.fail_next_sync = false;
+            disk.slow_until = None;
         }
         self.crash_stopped();
         for index in 0..self.nodes.len() {

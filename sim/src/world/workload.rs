@@ -16,6 +16,11 @@ pub(super) async fn sample_status(shared: Arc<Shared>, endpoints: Vec<String>, i
     loop {
         if let Ok(status) = client.status_of(&endpoints[index]).await {
             let ballot = (status.ballot_round, status.ballot_node);
+            shared
+                .applied
+                .lock()
+                .expect("not poisoned")
+                .insert(index, status.applied_index);
             if status.role == Role::Leader as i32 {
                 let mut leader = shared.leader.lock().expect("not poisoned");
                 if leader.is_none_or(|(_, known)| ballot >= known) {
@@ -35,6 +40,9 @@ pub(super) async fn sample_status(shared: Arc<Shared>, endpoints: Vec<String>, i
     }
 }
 
+/// Separates a value's name from the padding that makes it large.
+const VALUE_PADDING_MARK: u8 = b'#';
+
 /// What a client process remembers between operations.
 struct ClientState {
     process: u64,
@@ -43,6 +51,8 @@ struct ClientState {
     lease: Option<u64>,
     /// Last revision seen per key, for compare-and-set.
     revisions: BTreeMap<String, u64>,
+    /// Put values are padded up to this size (0: not padded).
+    value_bytes_max: usize,
 }
 
 /// One operation: its request and the history fields of its invocation.
@@ -56,6 +66,16 @@ fn plan(state: &mut ClientState) -> Planned {
     let mut rng = thread_rng();
     let shared_key = format!("k{}", rng.gen_range(0..SHARED_KEYS));
     let value = format!("p{}-{}", state.process, state.counter);
+    // Large values carry their name first; the history records only the name.
+    let stored_value = {
+        let mut bytes = value.clone().into_bytes();
+        if state.value_bytes_max > 0 {
+            let padding = rng.gen_range(0..state.value_bytes_max - bytes.len() - 1);
+            bytes.push(VALUE_PADDING_MARK);
+            bytes.resize(bytes.len() + padding, b'.');
+        }
+        bytes
+    };
     let own_lease_key = format!("l{}", state.process);
     let get = |key: &str, consistency: Consistency, min_revision: u64| {
         let name = match consistency {
@@ -78,7 +98,7 @@ fn plan(state: &mut ClientState) -> Planned {
             Planned {
                 request: Request::Put(PutRequest {
                     key: shared_key.clone().into_bytes(),
-                    value: value.clone().into_bytes(),
+                    value: stored_value.clone(),
                     ttl_ms,
                     ..Default::default()
                 }),
@@ -100,7 +120,7 @@ fn plan(state: &mut ClientState) -> Planned {
             Planned {
                 request: Request::Put(PutRequest {
                     key: shared_key.clone().into_bytes(),
-                    value: value.clone().into_bytes(),
+                    value: stored_value.clone(),
                     expected_revision: Some(expected),
                     ..Default::default()
                 }),
@@ -148,7 +168,7 @@ fn plan(state: &mut ClientState) -> Planned {
                 0..=3 => Planned {
                     request: Request::Put(PutRequest {
                         key: own_lease_key.clone().into_bytes(),
-                        value: value.clone().into_bytes(),
+                        value: stored_value.clone(),
                         lease_id: Some(lease_id),
                         ..Default::default()
                     }),
@@ -225,7 +245,12 @@ fn complete(
         }
         Response::Get(get) => match get.kv {
             Some(kv) => {
-                line["value"] = json!(String::from_utf8_lossy(&kv.value));
+                let name = kv
+                    .value
+                    .split(|byte| *byte == VALUE_PADDING_MARK)
+                    .next()
+                    .unwrap_or_default();
+                line["value"] = json!(String::from_utf8_lossy(name));
                 line["mod_revision"] = json!(kv.mod_revision);
                 state.revisions.insert(key, kv.mod_revision);
             }
@@ -267,13 +292,19 @@ pub(super) async fn client_loop(
     shared: Arc<Shared>,
     workload_end: Duration,
 ) {
-    let client = new_client(&endpoints);
+    let client = if shared.options.pinned_clients {
+        let index = (process as usize - 1) % endpoints.len();
+        new_client(&endpoints[index..=index])
+    } else {
+        new_client(&endpoints)
+    };
     let mut state = ClientState {
         process,
         clients,
         counter: 0,
         lease: None,
         revisions: BTreeMap::new(),
+        value_bytes_max: shared.options.value_bytes_max,
     };
     loop {
         let healed_at = *shared.healed_at.lock().expect("not poisoned");
@@ -344,6 +375,7 @@ pub(super) async fn verify(process: u64, clients: u64, endpoints: &[String], sha
         counter: 0,
         lease: None,
         revisions: BTreeMap::new(),
+        value_bytes_max: shared.options.value_bytes_max,
     };
     let keys = (0..SHARED_KEYS)
         .map(|k| format!("k{k}"))
