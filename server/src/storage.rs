@@ -3,13 +3,25 @@
 //!
 //! Layout under the data directory:
 //! - `wal/<first-sequence>.wal`: segments of records `[length u32][crc32 u32][kind u8][payload]`
-//!   (little endian; the CRC covers kind and payload);
+//!   (little endian; the length counts kind and payload, the CRC covers them). A segment opens
+//!   with a header record, synced before anything follows it; then comes one batch per append:
+//!   a marker record holding the byte length of the records after it, then those records;
 //! - `snapshot`: `[magic][crc32][meta length u32][meta][data]`, replaced atomically.
 //!
-//! Recovery replays every segment in order. A damaged record at the very end of the last
-//! segment is a write torn by a crash: it is cut off. Damage anywhere else is corruption: the
-//! node refuses to start and names the file and offset, because dropping it could lose
-//! acknowledged writes.
+//! Recovery replays every segment in order, each batch only once all of it checks out. Every
+//! append is synced before the next one starts (`persist` writes then syncs, and a new segment
+//! starts only after the old one is synced), so unsynced bytes can only be in the last batch of
+//! the last segment, and a crash may leave them in any state: missing, zeros, torn, or on disk
+//! out of order. Damage inside that batch is a write torn by a crash: the whole batch is cut
+//! off, so an append survives whole or not at all. Damage anywhere else is corruption: the node
+//! refuses to start and names the file and offset, because dropping it could lose acknowledged
+//! writes. The file cannot tell a synced last batch from an unsynced one: damage to a synced
+//! last batch is cut off too (the one loss this rule allows). A caller that writes twice
+//! between syncs gets the safe mistake instead: damage in its unsynced earlier batch is refused.
+//!
+//! Segments from before batches (records only, no header) are still read, under the rule they
+//! were written with: a damaged record that only zeros follow, or that exactly fills the rest
+//! of the file, is torn.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -21,14 +33,22 @@ use prost::Message;
 
 /// A segment is closed and a new one started once it passes this size.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Largest record accepted on recovery (a batch of entries); larger means a corrupt length.
+/// Largest record accepted on recovery; larger means a corrupt length.
 pub const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Length, CRC and kind in front of every record's payload.
 const RECORD_HEADER_BYTES: usize = 9;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"PAXKVSN1";
-
+/// Format of the segments this code writes, in their header record.
+const SEGMENT_FORMAT: u32 = 2;
+/// The header record: format u32.
+const SEGMENT_HEADER_BYTES: usize = RECORD_HEADER_BYTES + 4;
+/// The marker record in front of a batch: byte length u64 of the batch's records after it.
+const BATCH_MARKER_BYTES: usize = RECORD_HEADER_BYTES + 8;
 const KIND_HARD_STATE: u8 = 1;
 const KIND_LOG_WRITE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
+const KIND_SEGMENT_HEADER: u8 = 4;
+const KIND_BATCH_MARKER: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -195,25 +215,15 @@ impl DiskStorage {
     fn checkpoint(&mut self) -> Result<(), StorageError> {
         let old = self.segment_paths()?;
         self.open_new_segment()?;
-        let hard_state = self.mirror.hard_state.clone();
-        let entries = self.mirror.entries.clone();
-        let mut records = Vec::new();
-        encode_record(&mut records, KIND_HARD_STATE, &hard_state.encode_to_vec());
+        let mut batch = Batch::new();
+        batch.record(KIND_HARD_STATE, &self.mirror.hard_state.encode_to_vec());
         if let Some((meta, _)) = &self.mirror.snapshot {
-            encode_record(
-                &mut records,
-                KIND_SNAPSHOT,
-                &encode_snapshot_marker(meta, false),
-            );
+            batch.record(KIND_SNAPSHOT, &encode_snapshot_marker(meta, false));
         }
-        if let Some(first) = entries.first() {
-            let write = LogWrite {
-                from_index: first.index,
-                entries,
-            };
-            encode_record(&mut records, KIND_LOG_WRITE, &encode_log_write(&write));
+        if let Some(first) = self.mirror.entries.first() {
+            batch.log_write(first.index, &self.mirror.entries);
         }
-        self.append_and_sync(&records)?;
+        self.append_and_sync(batch)?;
         for (_, path) in old {
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
@@ -228,18 +238,29 @@ impl DiskStorage {
             .wal_dir
             .join(format!("{:020}.wal", self.next_segment_number));
         self.next_segment_number += 1;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
+        // Synced before any batch follows it: damage to a header with data after it is then
+        // never a torn write, and recovery can tell this format from the one before.
+        let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+        encode_record(
+            &mut header,
+            KIND_SEGMENT_HEADER,
+            &SEGMENT_FORMAT.to_le_bytes(),
+        );
+        file.write_all(&header).map_err(io_error(&path))?;
+        file.sync_data().map_err(io_error(&path))?;
+        self.sync_count += 1;
         sync_directory(&self.wal_dir)?;
-        self.segment = Some((path, file, 0));
+        self.segment = Some((path, file, header.len() as u64));
         Ok(())
     }
 
-    fn append_and_sync(&mut self, records: &[u8]) -> Result<(), StorageError> {
-        self.append(records)?;
+    fn append_and_sync(&mut self, batch: Batch) -> Result<(), StorageError> {
+        self.append(batch)?;
         self.sync_segment()
     }
 
@@ -252,7 +273,8 @@ impl DiskStorage {
         Ok(())
     }
 
-    fn append(&mut self, records: &[u8]) -> Result<(), StorageError> {
+    /// Writes one batch: the unit recovery keeps or cuts off whole.
+    fn append(&mut self, batch: Batch) -> Result<(), StorageError> {
         let rolling = self
             .segment
             .as_ref()
@@ -260,46 +282,80 @@ impl DiskStorage {
         if rolling {
             self.open_new_segment()?;
         }
+        let bytes_written = batch.finish();
         let (path, file, bytes) = self.segment.as_mut().expect("a segment is open");
-        file.write_all(records).map_err(io_error(path))?;
-        *bytes += records.len() as u64;
+        file.write_all(&bytes_written).map_err(io_error(path))?;
+        *bytes += bytes_written.len() as u64;
         self.unsynced = true;
         Ok(())
     }
 
     /// Replays one segment into the mirror. Returns the offset where a torn tail starts, if the
-    /// segment ends in a damaged record.
+    /// last segment ends in one.
     fn replay_segment(&mut self, path: &Path, is_last: bool) -> Result<Option<u64>, StorageError> {
         let mut bytes = Vec::new();
         File::open(path)
             .and_then(|mut file| file.read_to_end(&mut bytes))
             .map_err(io_error(path))?;
+        let replayed = match segment_header(&bytes) {
+            Ok(Some(first_batch)) => self.replay_batches(&bytes, first_batch),
+            Ok(None) => self.replay_records(&bytes),
+            Err(damage) => Err(damage),
+        };
+        match replayed {
+            Ok(()) => Ok(None),
+            Err(Damage {
+                torn_from: Some(cut),
+                ..
+            }) if is_last => Ok(Some(cut as u64)),
+            Err(damage) => Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                offset: damage.offset as u64,
+                reason: damage.reason,
+            }),
+        }
+    }
+
+    /// Replays the batches of a segment from `offset`, each once all of it checked out.
+    fn replay_batches(&mut self, bytes: &[u8], mut offset: usize) -> Result<(), Damage> {
+        while offset < bytes.len() {
+            let (records, end) = read_batch(bytes, offset)?;
+            for record in records {
+                self.apply_record(record.kind, record.payload)
+                    .map_err(|reason| Damage {
+                        offset: record.offset,
+                        reason,
+                        torn_from: None,
+                    })?;
+            }
+            offset = end;
+        }
+        Ok(())
+    }
+
+    /// Replays a segment written before batches: records one after another.
+    fn replay_records(&mut self, bytes: &[u8]) -> Result<(), Damage> {
         let mut offset = 0usize;
         while offset < bytes.len() {
-            match decode_record(&bytes[offset..]) {
-                Ok((kind, payload, length)) => {
-                    self.apply_record(kind, payload)
-                        .map_err(|reason| StorageError::Corrupt {
-                            path: path.to_path_buf(),
-                            offset: offset as u64,
-                            reason,
-                        })?;
-                    offset += length;
+            let (kind, payload, length) = decode_record(&bytes[offset..]).map_err(|error| {
+                let torn = match error {
+                    RecordError::Truncated => true,
+                    RecordError::Damaged(_) => is_torn_tail(&bytes[offset..]),
+                };
+                Damage {
+                    offset,
+                    reason: error.to_string(),
+                    torn_from: torn.then_some(offset),
                 }
-                Err(RecordError::Truncated) if is_last => return Ok(Some(offset as u64)),
-                Err(RecordError::Damaged(_)) if is_last && is_torn_tail(&bytes[offset..]) => {
-                    return Ok(Some(offset as u64))
-                }
-                Err(error) => {
-                    return Err(StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset: offset as u64,
-                        reason: error.to_string(),
-                    })
-                }
-            }
+            })?;
+            self.apply_record(kind, payload).map_err(|reason| Damage {
+                offset,
+                reason,
+                torn_from: None,
+            })?;
+            offset += length;
         }
-        Ok(None)
+        Ok(())
     }
 
     fn apply_record(&mut self, kind: u8, payload: &[u8]) -> Result<(), String> {
@@ -317,7 +373,7 @@ impl DiskStorage {
                 self.mirror
                     .drop_log_covered_by_snapshot(index, replaces_log);
             }
-            other => return Err(format!("unknown record kind {other}")),
+            other => return Err(format!("unexpected record kind {other}")),
         }
         Ok(())
     }
@@ -387,19 +443,19 @@ impl Storage for DiskStorage {
         if let Some(write) = snapshot {
             self.write_snapshot(write)?;
         }
-        let mut records = Vec::new();
+        let mut batch = Batch::new();
         if let Some(hard_state) = hard_state {
-            encode_record(&mut records, KIND_HARD_STATE, &hard_state.encode_to_vec());
+            batch.record(KIND_HARD_STATE, &hard_state.encode_to_vec());
         }
         if let Some(write) = snapshot {
             let marker = encode_snapshot_marker(&write.meta, write.replaces_log);
-            encode_record(&mut records, KIND_SNAPSHOT, &marker);
+            batch.record(KIND_SNAPSHOT, &marker);
         }
         if let Some(write) = log_write {
-            encode_record(&mut records, KIND_LOG_WRITE, &encode_log_write(write));
+            batch.log_write(write.from_index, &write.entries);
         }
-        if !records.is_empty() {
-            self.append(&records)?;
+        if !batch.is_empty() {
+            self.append(batch)?;
         }
         if let Some(write) = snapshot {
             self.mirror
@@ -428,6 +484,40 @@ fn sync_directory(dir: &Path) -> Result<(), StorageError> {
         .map_err(io_error(dir))
 }
 
+/// The records of one append behind room for the marker that states their length.
+struct Batch {
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bytes: vec![0; BATCH_MARKER_BYTES],
+        }
+    }
+
+    fn record(&mut self, kind: u8, payload: &[u8]) {
+        encode_record(&mut self.bytes, kind, payload);
+    }
+
+    fn log_write(&mut self, from_index: u64, entries: &[LogEntry]) {
+        self.record(KIND_LOG_WRITE, &encode_log_write(from_index, entries));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.len() == BATCH_MARKER_BYTES
+    }
+
+    /// The marker, then the records.
+    fn finish(mut self) -> Vec<u8> {
+        let records_bytes = (self.bytes.len() - BATCH_MARKER_BYTES) as u64;
+        let mut marker = Vec::with_capacity(BATCH_MARKER_BYTES);
+        encode_record(&mut marker, KIND_BATCH_MARKER, &records_bytes.to_le_bytes());
+        self.bytes[..BATCH_MARKER_BYTES].copy_from_slice(&marker);
+        self.bytes
+    }
+}
+
 fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&[kind]);
@@ -436,6 +526,150 @@ fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.extend_from_slice(&hasher.finalize().to_le_bytes());
     out.push(kind);
     out.extend_from_slice(payload);
+}
+
+/// Where and why replaying a segment stopped.
+#[derive(Debug)]
+struct Damage {
+    offset: usize,
+    reason: String,
+    /// If this is the last segment, the damage is a write torn by a crash, to cut off from
+    /// here; `None`: corruption wherever it is.
+    torn_from: Option<usize>,
+}
+
+/// Where the first batch starts if `bytes` opens with a segment header, `None` for a segment
+/// written before headers and batches.
+fn segment_header(bytes: &[u8]) -> Result<Option<usize>, Damage> {
+    let header = &bytes[..bytes.len().min(SEGMENT_HEADER_BYTES)];
+    match decode_record(header) {
+        Ok((KIND_SEGMENT_HEADER, payload, _)) => {
+            let format = u32::from_le_bytes(payload.try_into().map_err(|_| Damage {
+                offset: 0,
+                reason: "segment header of the wrong size".into(),
+                torn_from: None,
+            })?);
+            if format != SEGMENT_FORMAT {
+                return Err(Damage {
+                    offset: 0,
+                    reason: format!("unknown segment format {format}"),
+                    torn_from: None,
+                });
+            }
+            Ok(Some(SEGMENT_HEADER_BYTES))
+        }
+        // A header that was synced, so data may follow it, and is now damaged. (A header torn
+        // while the segment was created has nothing after it, and the rule for segments from
+        // before batches cuts it off.)
+        Err(error)
+            if bytes.len() > SEGMENT_HEADER_BYTES
+                && bytes.get(RECORD_HEADER_BYTES - 1) == Some(&KIND_SEGMENT_HEADER) =>
+        {
+            Err(Damage {
+                offset: 0,
+                reason: format!("damaged segment header ({error})"),
+                torn_from: None,
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A record checked in place.
+struct RecordAt<'a> {
+    offset: usize,
+    kind: u8,
+    payload: &'a [u8],
+}
+
+/// Checks the batch whose marker is at `start`: its records, and where it ends. Damage counts
+/// as torn only inside the last append: in a batch that runs past or up to the end of the file,
+/// or at a damaged marker that no intact marker follows.
+fn read_batch(bytes: &[u8], start: usize) -> Result<(Vec<RecordAt<'_>>, usize), Damage> {
+    let records_bytes = read_batch_marker(bytes, start)?;
+    let records_start = start + BATCH_MARKER_BYTES;
+    let end = records_start
+        .checked_add(records_bytes)
+        .filter(|end| *end <= bytes.len())
+        .ok_or_else(|| Damage {
+            offset: start,
+            reason: format!("a batch of {records_bytes} bytes runs past the end of the file"),
+            torn_from: Some(start),
+        })?;
+    // Bytes after this batch come from a later append, and every append is synced before the
+    // next: only a batch that reaches the end of the file can be torn.
+    let torn_from = (end == bytes.len()).then_some(start);
+    let mut records = Vec::new();
+    let mut offset = records_start;
+    while offset < end {
+        let (kind, payload, length) =
+            decode_record(&bytes[offset..end]).map_err(|error| Damage {
+                offset,
+                reason: format!("{error} in the batch at byte offset {start}"),
+                torn_from,
+            })?;
+        records.push(RecordAt {
+            offset,
+            kind,
+            payload,
+        });
+        offset += length;
+    }
+    if records.is_empty() {
+        return Err(Damage {
+            offset: start,
+            reason: "a batch without records".into(),
+            torn_from: None,
+        });
+    }
+    Ok((records, end))
+}
+
+/// The byte length of the records of the batch whose marker is at `start`.
+fn read_batch_marker(bytes: &[u8], start: usize) -> Result<usize, Damage> {
+    let Some(marker) = bytes.get(start..start + BATCH_MARKER_BYTES) else {
+        // Nothing follows a marker cut short: it is the start of the last append.
+        return Err(Damage {
+            offset: start,
+            reason: "batch marker cut short".into(),
+            torn_from: Some(start),
+        });
+    };
+    let decoded = decode_record(marker).map_err(|error| error.to_string());
+    match decoded {
+        Ok((KIND_BATCH_MARKER, payload, BATCH_MARKER_BYTES)) => {
+            let length = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+            Ok(usize::try_from(length).unwrap_or(usize::MAX))
+        }
+        other => {
+            let reason = match other {
+                Ok((kind, _, _)) => format!("a record of kind {kind} where a batch marker belongs"),
+                Err(error) => format!("damaged batch marker ({error})"),
+            };
+            // The batch's extent is unknown. An intact marker after it proves a later append,
+            // so this one was synced; without one, this is the last append.
+            let torn = !batch_marker_follows(bytes, start);
+            Err(Damage {
+                offset: start,
+                reason,
+                torn_from: torn.then_some(start),
+            })
+        }
+    }
+}
+
+/// True if an intact batch marker starts anywhere after `offset`. (A value that happens to
+/// hold one only makes recovery refuse, the safe mistake.)
+fn batch_marker_follows(bytes: &[u8], offset: usize) -> bool {
+    // A record's length field counts what follows the length and CRC fields.
+    let length_field = ((BATCH_MARKER_BYTES - 8) as u32).to_le_bytes();
+    let last_start = bytes.len().saturating_sub(BATCH_MARKER_BYTES);
+    (offset + 1..=last_start).any(|at| {
+        let candidate = &bytes[at..at + BATCH_MARKER_BYTES];
+        candidate[..4] == length_field
+            && candidate[RECORD_HEADER_BYTES - 1] == KIND_BATCH_MARKER
+            && decode_record(candidate).is_ok()
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -479,10 +713,10 @@ fn is_torn_tail(bytes: &[u8]) -> bool {
     length != 0 && length <= RECORD_BYTES_MAX && 8 + length == bytes.len()
 }
 
-fn encode_log_write(write: &LogWrite) -> Vec<u8> {
+fn encode_log_write(from_index: u64, entries: &[LogEntry]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(&write.from_index.to_le_bytes());
-    for entry in &write.entries {
+    out.extend_from_slice(&from_index.to_le_bytes());
+    for entry in entries {
         let encoded = entry.encode_to_vec();
         out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
         out.extend_from_slice(&encoded);
@@ -646,17 +880,21 @@ mod tests {
         drop(storage);
         let path = last_segment(dir.path());
         let mut bytes = fs::read(&path).unwrap();
-        // The segment starts with a 9-byte hard-state record; flip a byte in the length of the
-        // log write after it.
-        bytes[12] ^= 0xff;
+        // The segment opens with its header and a checkpoint batch (marker, 9-byte hard state);
+        // then comes the first write's batch. Flip a byte in the length of its log write.
+        let log_write = SEGMENT_HEADER_BYTES + BATCH_MARKER_BYTES + 9 + BATCH_MARKER_BYTES;
+        bytes[log_write + 3] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
         let error = reopen(dir.path()).unwrap_err();
         let message = error.to_string();
         assert!(
-            matches!(error, StorageError::Corrupt { offset: 9, .. }),
+            matches!(error, StorageError::Corrupt { offset, .. } if offset == log_write as u64),
             "{message}"
         );
-        assert!(message.contains("byte offset 9"), "{message}");
+        assert!(
+            message.contains(&format!("byte offset {log_write} ")),
+            "{message}"
+        );
         assert!(
             message.contains(path.file_name().unwrap().to_str().unwrap()),
             "{message}"
@@ -679,10 +917,192 @@ mod tests {
         drop(storage);
         let path = last_segment(dir.path());
         let mut bytes = fs::read(&path).unwrap();
-        bytes[30] ^= 0x01; // a payload byte of the first log write
+        // A payload byte of the first log write (see the test above for the layout).
+        let log_write = SEGMENT_HEADER_BYTES + BATCH_MARKER_BYTES + 9 + BATCH_MARKER_BYTES;
+        bytes[log_write + RECORD_HEADER_BYTES + 2] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
         let error = reopen(dir.path()).unwrap_err();
         assert!(error.to_string().contains("checksum mismatch"), "{error}");
+    }
+
+    /// Length of the last segment: where the next append starts.
+    fn last_segment_bytes(dir: &Path) -> usize {
+        fs::metadata(last_segment(dir)).unwrap().len() as usize
+    }
+
+    fn hard_state(commit_index: u64) -> HardState {
+        HardState {
+            promised: Some(Ballot::new(1, 1)),
+            commit_index,
+            configuration: None,
+        }
+    }
+
+    /// Damages the bytes of one append in place.
+    type Damaging = fn(&mut [u8]);
+
+    /// The unsynced last append may reach the disk out of order: a block of it missing (zeros)
+    /// or torn while later blocks of it made it. Only unsynced data is damaged, so the node
+    /// must start, without that append.
+    #[test]
+    fn a_last_append_written_out_of_order_is_cut_off_and_the_earlier_data_kept() {
+        let damages: [(&str, Damaging); 3] = [
+            ("its first bytes never written", |append| {
+                append[..12].fill(0)
+            }),
+            ("its marker torn", |append| append[5] ^= 0xff),
+            ("its first record torn", |append| {
+                append[BATCH_MARKER_BYTES + RECORD_HEADER_BYTES] ^= 0xff
+            }),
+        ];
+        for (damage, apply) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let mut storage = DiskStorage::open(dir.path()).unwrap();
+            storage.load().unwrap();
+            let first = LogWrite {
+                from_index: 1,
+                entries: entries(1, 3, 1),
+            };
+            storage
+                .persist(Some(&hard_state(2)), None, Some(&first))
+                .unwrap();
+            let last_append = last_segment_bytes(dir.path());
+            let second = LogWrite {
+                from_index: 4,
+                entries: entries(4, 6, 1),
+            };
+            storage
+                .persist(Some(&hard_state(5)), None, Some(&second))
+                .unwrap();
+            drop(storage);
+            let path = last_segment(dir.path());
+            let mut bytes = fs::read(&path).unwrap();
+            apply(&mut bytes[last_append..]);
+            fs::write(&path, &bytes).unwrap();
+            let state = reopen(dir.path()).unwrap_or_else(|error| panic!("{damage}: {error}"));
+            let indexes: Vec<u64> = state.entries.iter().map(|entry| entry.index).collect();
+            assert_eq!(indexes, vec![1, 2, 3], "{damage}");
+            assert_eq!(state.hard_state, hard_state(2), "{damage}");
+            // And the node keeps working after the cut.
+            let mut storage = DiskStorage::open(dir.path()).unwrap();
+            storage.load().unwrap();
+            write(&mut storage, 4, 4, 2);
+            assert_eq!(reopen(dir.path()).unwrap().entries.len(), 4, "{damage}");
+        }
+    }
+
+    /// Damage in an append that a later append follows is in synced data (every append is
+    /// synced before the next one): corruption, whatever follows it.
+    #[test]
+    fn damage_in_an_earlier_append_is_refused_even_with_a_valid_append_after_it() {
+        let damages: [(&str, usize, Damaging); 3] = [
+            ("its first bytes zeroed", 0, |append| append[..12].fill(0)),
+            ("its marker damaged", 0, |append| append[5] ^= 0xff),
+            ("its first record damaged", BATCH_MARKER_BYTES, |append| {
+                append[BATCH_MARKER_BYTES + RECORD_HEADER_BYTES] ^= 0xff
+            }),
+        ];
+        for (damage, offset_in_append, apply) in damages {
+            let dir = tempfile::tempdir().unwrap();
+            let mut storage = DiskStorage::open(dir.path()).unwrap();
+            storage.load().unwrap();
+            let damaged_append = last_segment_bytes(dir.path());
+            write(&mut storage, 1, 3, 1);
+            write(&mut storage, 4, 6, 1);
+            drop(storage);
+            let path = last_segment(dir.path());
+            let mut bytes = fs::read(&path).unwrap();
+            apply(&mut bytes[damaged_append..]);
+            fs::write(&path, &bytes).unwrap();
+            let error = reopen(dir.path()).unwrap_err();
+            let offset = (damaged_append + offset_in_append) as u64;
+            assert!(
+                matches!(error, StorageError::Corrupt { offset: at, .. } if at == offset),
+                "{damage}: {error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .contains(path.file_name().unwrap().to_str().unwrap()),
+                "{damage}: {error}"
+            );
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                bytes,
+                "{damage}: nothing is changed on refusal"
+            );
+        }
+    }
+
+    /// A crash while a segment was created, before its header was synced, leaves a header cut
+    /// short or zeros, and nothing after it.
+    #[test]
+    fn a_segment_torn_while_it_was_created_is_cut_off() {
+        let mut header = Vec::new();
+        encode_record(
+            &mut header,
+            KIND_SEGMENT_HEADER,
+            &SEGMENT_FORMAT.to_le_bytes(),
+        );
+        let torn_headers: [&[u8]; 3] = [&header[..5], &[0; SEGMENT_HEADER_BYTES], &[]];
+        for torn in torn_headers {
+            let dir = tempfile::tempdir().unwrap();
+            let mut storage = DiskStorage::open(dir.path()).unwrap();
+            storage.load().unwrap();
+            write(&mut storage, 1, 3, 1);
+            let next = storage.next_segment_number;
+            drop(storage);
+            fs::write(dir.path().join(format!("wal/{next:020}.wal")), torn).unwrap();
+            let state = reopen(dir.path()).unwrap_or_else(|error| panic!("{torn:?}: {error}"));
+            assert_eq!(state.entries.len(), 3, "{torn:?}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_segment_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        write(&mut storage, 1, 3, 1);
+        drop(storage);
+        let path = last_segment(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[RECORD_HEADER_BYTES] ^= 0x01; // the format
+        fs::write(&path, &bytes).unwrap();
+        let error = reopen(dir.path()).unwrap_err();
+        assert!(
+            matches!(error, StorageError::Corrupt { offset: 0, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("segment header"), "{error}");
+    }
+
+    /// Segments written before headers and batches still load, their torn tail rule included,
+    /// and the checkpoint after loading them is in the new format.
+    #[test]
+    fn a_segment_from_before_batches_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        fs::create_dir_all(&wal).unwrap();
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, KIND_HARD_STATE, &hard_state(2).encode_to_vec());
+        let first = encode_log_write(1, &entries(1, 3, 1));
+        encode_record(&mut bytes, KIND_LOG_WRITE, &first);
+        let torn = encode_log_write(4, &entries(4, 5, 1));
+        encode_record(&mut bytes, KIND_LOG_WRITE, &torn);
+        bytes.truncate(bytes.len() - 3);
+        fs::write(wal.join(format!("{:020}.wal", 1)), &bytes).unwrap();
+        for reopening in 1..=2 {
+            let state = reopen(dir.path()).unwrap();
+            let indexes: Vec<u64> = state.entries.iter().map(|entry| entry.index).collect();
+            assert_eq!(indexes, vec![1, 2, 3], "reopening {reopening}");
+            assert_eq!(state.hard_state, hard_state(2), "reopening {reopening}");
+        }
+        let rewritten = fs::read(last_segment(dir.path())).unwrap();
+        assert_eq!(
+            segment_header(&rewritten).unwrap(),
+            Some(SEGMENT_HEADER_BYTES)
+        );
     }
 
     #[test]
