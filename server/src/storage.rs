@@ -5,7 +5,8 @@
 //! - `wal/<first-sequence>.wal`: segments of records `[length u32][crc32 u32][kind u8][payload]`
 //!   (little endian; the length counts kind and payload, the CRC covers them). A segment opens
 //!   with a header record, synced before anything follows it; then comes one batch per append:
-//!   a marker record holding the byte length of the records after it, then those records;
+//!   a marker record holding the byte length of the records after it, then those records (a
+//!   log write takes several once it passes `LOG_RECORD_BYTES_TARGET`);
 //! - `snapshot`: `[magic][crc32][meta length u32][meta][data]`, replaced atomically.
 //!
 //! Recovery replays every segment in order, each batch only once all of it checks out. Every
@@ -29,12 +30,22 @@ use std::path::{Path, PathBuf};
 
 use paxkv_core::{DurableState, LogWrite, SnapshotWrite};
 use paxkv_proto::peer::{HardState, LogEntry, SnapshotMeta};
+use paxkv_proto::PEER_FRAME_BYTES_MAX;
 use prost::Message;
 
 /// A segment is closed and a new one started once it passes this size.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
-/// Largest record accepted on recovery; larger means a corrupt length.
+/// Largest record accepted on recovery; larger means a corrupt length. `encode_record` asserts
+/// it, and log writes stay far below it (`LOG_RECORD_BYTES_TARGET`).
 pub const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// A log write goes to records of contiguous entries of at most this many bytes each: a large
+/// write, or the checkpoint of a long log, becomes several records, never one over
+/// `RECORD_BYTES_MAX` that recovery would refuse. Only a single entry larger than this makes a
+/// larger record.
+pub const LOG_RECORD_BYTES_TARGET: usize = 16 * 1024 * 1024;
+// An entry reached this node in a client or peer frame, so a record stays below the target plus
+// one such frame.
+const _: () = assert!(LOG_RECORD_BYTES_TARGET + PEER_FRAME_BYTES_MAX < RECORD_BYTES_MAX);
 /// Length, CRC and kind in front of every record's payload.
 const RECORD_HEADER_BYTES: usize = 9;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"PAXKVSN1";
@@ -44,6 +55,9 @@ const SEGMENT_FORMAT: u32 = 2;
 const SEGMENT_HEADER_BYTES: usize = RECORD_HEADER_BYTES + 4;
 /// The marker record in front of a batch: byte length u64 of the batch's records after it.
 const BATCH_MARKER_BYTES: usize = RECORD_HEADER_BYTES + 8;
+/// In a log write record, the u32 length in front of each entry.
+const ENTRY_LENGTH_BYTES: usize = 4;
+
 const KIND_HARD_STATE: u8 = 1;
 const KIND_LOG_WRITE: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
@@ -500,8 +514,12 @@ impl Batch {
         encode_record(&mut self.bytes, kind, payload);
     }
 
+    /// A log write, as records of at most about `LOG_RECORD_BYTES_TARGET` bytes.
     fn log_write(&mut self, from_index: u64, entries: &[LogEntry]) {
-        self.record(KIND_LOG_WRITE, &encode_log_write(from_index, entries));
+        for (part_from_index, part) in split_log_write(from_index, entries, LOG_RECORD_BYTES_TARGET)
+        {
+            self.record(KIND_LOG_WRITE, &encode_log_write(part_from_index, part));
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -519,10 +537,17 @@ impl Batch {
 }
 
 fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    let length = 1 + payload.len();
+    // Recovery refuses a longer record as a corrupt length: writing one would leave a node that
+    // cannot restart.
+    assert!(
+        length <= RECORD_BYTES_MAX,
+        "a record of {length} bytes (kind {kind}) is over RECORD_BYTES_MAX"
+    );
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&[kind]);
     hasher.update(payload);
-    out.extend_from_slice(&((payload.len() + 1) as u32).to_le_bytes());
+    out.extend_from_slice(&(length as u32).to_le_bytes());
     out.extend_from_slice(&hasher.finalize().to_le_bytes());
     out.push(kind);
     out.extend_from_slice(payload);
@@ -713,6 +738,38 @@ fn is_torn_tail(bytes: &[u8]) -> bool {
     length != 0 && length <= RECORD_BYTES_MAX && 8 + length == bytes.len()
 }
 
+/// Splits a log write into parts of contiguous entries of at most `bytes_target` encoded bytes
+/// (a part is larger only when it is a single entry larger than that). Replayed in order with
+/// `DurableState::apply_log_write`, the parts do what the whole write does: the first replaces
+/// the log from `from_index` on, and each later part starts right after the last entry of the
+/// one before, so it replaces nothing and appends. A pure truncation (no entries) stays one part.
+fn split_log_write(
+    from_index: u64,
+    entries: &[LogEntry],
+    bytes_target: usize,
+) -> Vec<(u64, &[LogEntry])> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut part_bytes = 0;
+    for (position, entry) in entries.iter().enumerate() {
+        // What makes a part's first index its `from_index`, and recovery checks it.
+        assert_eq!(
+            entry.index,
+            from_index + position as u64,
+            "a log write's entries follow each other from its from_index"
+        );
+        let entry_bytes = ENTRY_LENGTH_BYTES + entry.encoded_len();
+        if position > start && part_bytes + entry_bytes > bytes_target {
+            parts.push((from_index + start as u64, &entries[start..position]));
+            start = position;
+            part_bytes = 0;
+        }
+        part_bytes += entry_bytes;
+    }
+    parts.push((from_index + start as u64, &entries[start..]));
+    parts
+}
+
 fn encode_log_write(from_index: u64, entries: &[LogEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&from_index.to_le_bytes());
@@ -769,7 +826,8 @@ fn decode_snapshot_marker(payload: &[u8]) -> Result<(u64, bool), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use paxkv_proto::peer::{entry::Kind, Ballot, Entry, Noop};
+    use paxkv_proto::client::PutRequest;
+    use paxkv_proto::peer::{command::Op, entry::Kind, Ballot, Command, Entry, Noop};
 
     fn entries(first: u64, last: u64, round: u64) -> Vec<LogEntry> {
         (first..=last)
@@ -923,6 +981,122 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let error = reopen(dir.path()).unwrap_err();
         assert!(error.to_string().contains("checksum mismatch"), "{error}");
+    }
+
+    /// Entries carrying a put of `value_bytes` bytes each, to one of five keys.
+    fn large_entries(first: u64, last: u64, value_bytes: usize) -> Vec<LogEntry> {
+        (first..=last)
+            .map(|index| LogEntry {
+                index,
+                ballot: Some(Ballot::new(1, 1)),
+                entry: Some(Entry {
+                    kind: Some(Kind::Command(Command {
+                        client_id: 0,
+                        sequence: 0,
+                        op: Some(Op::Put(PutRequest {
+                            key: format!("key-{}", index % 5).into_bytes(),
+                            value: vec![index as u8; value_bytes],
+                            ..PutRequest::default()
+                        })),
+                    })),
+                    log_time_ms: index,
+                }),
+            })
+            .collect()
+    }
+
+    /// Regression: a log write, and the checkpoint of the whole log since the last snapshot,
+    /// went to disk as one record each, which recovery refuses once it passes
+    /// RECORD_BYTES_MAX: the first reopen wrote such a checkpoint and the second refused it.
+    #[test]
+    fn a_log_larger_than_a_record_survives_two_reopens() {
+        const VALUE_BYTES: usize = 1024 * 1024;
+        let last = (RECORD_BYTES_MAX / VALUE_BYTES) as u64 + 4;
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        let written = large_entries(1, last, VALUE_BYTES);
+        let log = LogWrite {
+            from_index: 1,
+            entries: written.clone(),
+        };
+        storage.persist(None, None, Some(&log)).unwrap();
+        drop(storage);
+        let record_bytes_bound = LOG_RECORD_BYTES_TARGET + 2 * VALUE_BYTES;
+        assert!(largest_record_bytes(dir.path()) <= record_bytes_bound);
+        // The first reopen reads the records of `write`; the second those of the checkpoint
+        // the first one wrote.
+        for reopening in 1..=2 {
+            let state =
+                reopen(dir.path()).unwrap_or_else(|error| panic!("reopening {reopening}: {error}"));
+            assert!(state.entries == written, "reopening {reopening}");
+            assert!(largest_record_bytes(dir.path()) <= record_bytes_bound);
+        }
+    }
+
+    /// The length of the longest record in the segments of `dir`.
+    fn largest_record_bytes(dir: &Path) -> usize {
+        let storage = DiskStorage::open(dir).unwrap();
+        let mut largest = 0;
+        for (_, path) in storage.segment_paths().unwrap() {
+            let bytes = fs::read(&path).unwrap();
+            let mut offset = segment_header(&bytes).unwrap().unwrap();
+            while offset < bytes.len() {
+                let (records, end) = read_batch(&bytes, offset).unwrap();
+                for record in records {
+                    largest = largest.max(RECORD_HEADER_BYTES + record.payload.len());
+                }
+                offset = end;
+            }
+        }
+        largest
+    }
+
+    #[test]
+    fn the_parts_of_a_split_log_write_replay_like_the_whole_write() {
+        let logged = entries(1, 10, 1);
+        let written = entries(4, 12, 2); // replaces 4 to 10, appends 11 and 12
+        let entry_bytes = ENTRY_LENGTH_BYTES + written[0].encoded_len();
+        assert!(written
+            .iter()
+            .all(|entry| ENTRY_LENGTH_BYTES + entry.encoded_len() == entry_bytes));
+        let mut whole = DurableState {
+            entries: logged.clone(),
+            ..DurableState::default()
+        };
+        whole.apply_log_write(&LogWrite {
+            from_index: 4,
+            entries: written.clone(),
+        });
+        for (bytes_target, entries_per_part) in [
+            (0, 1),
+            (entry_bytes, 1),
+            (2 * entry_bytes, 2),
+            (3 * entry_bytes + 1, 3),
+            (usize::MAX, written.len()),
+        ] {
+            let parts = split_log_write(4, &written, bytes_target);
+            assert_eq!(
+                parts.len(),
+                written.len().div_ceil(entries_per_part),
+                "{bytes_target}"
+            );
+            let mut split = DurableState {
+                entries: logged.clone(),
+                ..DurableState::default()
+            };
+            for (from_index, part) in parts {
+                assert!(part.len() <= entries_per_part, "{bytes_target}");
+                assert_eq!(from_index, part[0].index, "{bytes_target}");
+                split.apply_log_write(&LogWrite {
+                    from_index,
+                    entries: part.to_vec(),
+                });
+            }
+            assert_eq!(split.entries, whole.entries, "{bytes_target}");
+        }
+        let truncation: &[LogEntry] = &[];
+        assert_eq!(split_log_write(4, truncation, 0), vec![(4, truncation)]);
     }
 
     /// Length of the last segment: where the next append starts.

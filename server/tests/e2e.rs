@@ -486,3 +486,95 @@ async fn a_torn_wal_tail_is_recovered_and_a_corrupt_middle_is_refused() {
     );
     let _ = SECRET;
 }
+
+/// Reads `key` from node `index` itself once it has applied `revision`, polling until
+/// `deadline`. Gives up at once, with the node's error, if its process has exited (a node that
+/// refuses its data directory exits at start).
+async fn read_from_node(
+    cluster: &mut LocalCluster,
+    index: usize,
+    key: &[u8],
+    revision: u64,
+    deadline: Instant,
+) -> Result<Vec<u8>, String> {
+    let mut config = ClientConfig::new(vec![cluster.endpoints()[index].clone()]);
+    config.secret = Some(SECRET.as_bytes().to_vec());
+    config.timeout = Duration::from_secs(2);
+    let local = paxkv_client::Client::new(config).unwrap();
+    loop {
+        let child = cluster.nodes[index].child.as_mut().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(cluster.log_path(index)).unwrap();
+            let error = log.rfind("Error: ").map_or(&log[..0], |at| &log[at..]);
+            let error = error.lines().next().unwrap_or("no error logged");
+            return Err(format!("node {index} exited ({status}): {error}"));
+        }
+        match local.get(key, ReadConsistency::AtLeast(revision)).await {
+            Ok(read) => return Ok(read.kv.expect("the key exists").value),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(format!("node {index} does not serve: {error}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Regression: a restart checkpoints the log since the last snapshot, and wrote it as one
+/// record; past RECORD_BYTES_MAX (256 MiB) recovery refuses such a record, so after a second
+/// restart no node would start ("impossible record length 300015368").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_large_values_restarts_twice() {
+    const VALUE_BYTES: usize = 1_000_000;
+    const PUTS: usize = 300;
+    const KEYS: usize = 5;
+    let key = |put: usize| format!("large-{}", put % KEYS).into_bytes();
+    // Every value differs, so a read shows which put it came from.
+    let value = |put: usize| {
+        let mut value = vec![(put % 251) as u8; VALUE_BYTES];
+        value[..8].copy_from_slice(&(put as u64).to_le_bytes());
+        value
+    };
+    let mut cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    let client = cluster.client();
+    let mut revision = 0;
+    for put in 0..PUTS {
+        revision = client
+            .put(&key(put), &value(put), PutOptions::default())
+            .await
+            .unwrap()
+            .revision;
+    }
+    let last_puts = PUTS - KEYS..PUTS;
+    for restart in 1..=2 {
+        for index in 0..3 {
+            cluster.kill(index);
+        }
+        for index in 0..3 {
+            cluster.spawn(index);
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for index in 0..3 {
+            for put in last_puts.clone() {
+                let read = read_from_node(&mut cluster, index, &key(put), revision, deadline)
+                    .await
+                    .unwrap_or_else(|reason| panic!("restart {restart}: {reason}"));
+                assert!(
+                    read == value(put),
+                    "restart {restart}: node {index} lost put {put}"
+                );
+            }
+        }
+        let client = cluster.client();
+        for put in last_puts.clone() {
+            let read = client
+                .get(&key(put), ReadConsistency::Linearizable)
+                .await
+                .unwrap();
+            assert!(
+                read.kv.unwrap().value == value(put),
+                "restart {restart}: a linearizable read lost put {put}"
+            );
+        }
+    }
+}
