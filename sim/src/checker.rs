@@ -570,7 +570,7 @@ fn check_relaxed_reads(operations: &[Operation]) -> Option<Violation> {
                 .push(operation);
         }
     }
-    let mut seen: HashMap<u64, (u64, &Operation)> = HashMap::new();
+    let mut seen: HashMap<u64, SessionPoint> = HashMap::new();
     // Each process runs one operation at a time, so invocation order is its program order.
     for operation in operations {
         if let (
@@ -589,14 +589,29 @@ fn check_relaxed_reads(operations: &[Operation]) -> Option<Violation> {
                 }
             }
         }
-        if let (Outcome::Ok(_), Some(revision)) = (&operation.outcome, operation.revision) {
-            let entry = seen.entry(operation.process).or_insert((0, operation));
-            if revision >= entry.0 {
-                *entry = (revision, operation);
+        if let Outcome::Ok(_) = &operation.outcome {
+            let point = seen.entry(operation.process).or_insert(SessionPoint {
+                revision: (0, operation),
+                log_time_ms: (0, operation),
+            });
+            if let Some(revision) = operation.revision.filter(|r| *r >= point.revision.0) {
+                point.revision = (revision, operation);
+            }
+            if let Some(time) = operation.log_time_ms.filter(|t| *t >= point.log_time_ms.0) {
+                point.log_time_ms = (time, operation);
             }
         }
     }
     None
+}
+
+/// What a process has seen so far: the highest revision and the highest log time any of its
+/// answers showed, each with the operation that showed it. A session read must be served at a
+/// state at least this new in both: expiry and leases change what a read returns without a
+/// revision, so a state with the same revision and an earlier log time is older.
+struct SessionPoint<'a> {
+    revision: (u64, &'a Operation),
+    log_time_ms: (u64, &'a Operation),
 }
 
 fn check_relaxed_read(
@@ -605,7 +620,7 @@ fn check_relaxed_read(
     value: &Option<String>,
     mod_revision: Option<u64>,
     writes: &HashMap<(&str, &str), Vec<&Operation>>,
-    seen: &HashMap<u64, (u64, &Operation)>,
+    seen: &HashMap<u64, SessionPoint>,
 ) -> Option<Violation> {
     let violation = |reason: String, mut operations: Vec<Operation>| {
         operations.push(read.clone());
@@ -615,17 +630,25 @@ fn check_relaxed_read(
             operations,
         })
     };
-    if kind == ReadKind::Session {
-        if let (Some(revision), Some((before, earlier))) = (read.revision, seen.get(&read.process))
-        {
-            if revision < *before {
-                return violation(
-                    format!(
-                        "a session read served at revision {revision} after its process saw revision {before}"
-                    ),
-                    vec![(*earlier).clone()],
-                );
-            }
+    if let (ReadKind::Session, Some(point)) = (kind, seen.get(&read.process)) {
+        let (before, earlier) = point.revision;
+        if let Some(revision) = read.revision.filter(|revision| *revision < before) {
+            return violation(
+                format!(
+                    "a session read served at revision {revision} after its process saw revision {before}"
+                ),
+                vec![earlier.clone()],
+            );
+        }
+        let (before, earlier) = point.log_time_ms;
+        if let Some(time) = read.log_time_ms.filter(|time| *time < before) {
+            return violation(
+                format!(
+                    "a session read served at log time {time} ms after its process saw log time \
+                     {before} ms (expiry and leases make an earlier log time an older state)"
+                ),
+                vec![earlier.clone()],
+            );
         }
     }
     let Some(value) = value else {
@@ -1040,6 +1063,28 @@ mod tests {
         assert_eq!(session(9), None);
         let violation = session(8).expect("went back in time");
         assert!(violation.reason.contains("session"), "{violation}");
+    }
+
+    /// Finding 3 of the outside review: a TTL key seen gone at the leader (same revision, later
+    /// log time) must not be read back by a session read at a node that is behind in log time.
+    #[test]
+    fn a_session_never_goes_back_in_log_time_at_the_same_revision() {
+        let session = |log_time_ms: u64| {
+            let completion = format!(
+                r#"{{"process":1,"type":"ok","f":"get","value":"a","mod_revision":3,"revision":3,"log_time_ms":{log_time_ms}}}"#
+            );
+            verdict(&[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a","ttl_ms":500}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":3,"log_time_ms":1000}"#,
+                r#"{"process":1,"type":"invoke","f":"get","key":"k"}"#,
+                r#"{"process":1,"type":"ok","f":"get","revision":3,"log_time_ms":1600}"#,
+                r#"{"process":1,"type":"invoke","f":"get","key":"k","consistency":"session"}"#,
+                &completion,
+            ])
+        };
+        assert_eq!(session(1600), None);
+        let violation = session(1200).expect("went back in log time");
+        assert!(violation.reason.contains("log time"), "{violation}");
     }
 
     #[test]
