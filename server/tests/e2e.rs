@@ -577,4 +577,177 @@ async fn a_cluster_with_large_values_restarts_twice() {
             );
         }
     }
+
+/// From a SIGSTOP of the leader to the first put acknowledged through a client that knows every
+/// node: the other two elect a leader within two election timeouts (2 x 500 ms in these tests),
+/// the client gives up on the silent node after one attempt (1 s by default), and a second of
+/// slack for a loaded two-core machine.
+const FROZEN_LEADER_FAILOVER_MAX: Duration = Duration::from_secs(3);
+
+/// Regression test for a frozen leader stalling every client for its whole timeout: a stopped
+/// process keeps its connections open, so nothing tells the client to look elsewhere but time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_resume_soon_after_the_leader_freezes() {
+    const ROUNDS: usize = 3;
+    const WRITES_PER_ROUND: usize = 5;
+    let cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    let client_with_timeout = |timeout| {
+        let mut config = ClientConfig::new(cluster.endpoints());
+        config.secret = Some(SECRET.as_bytes().to_vec());
+        config.timeout = timeout;
+        paxkv_client::Client::new(config).unwrap()
+    };
+    // Knows the leader (it wrote through it just before the freeze).
+    let informed = client_with_timeout(Duration::from_secs(10));
+    let mut windows = Vec::new();
+    for round in 0..ROUNDS {
+        let leader = cluster.settled_leader(Duration::from_secs(20)).await;
+        informed
+            .put(b"before-the-freeze", b"v", PutOptions::default())
+            .await
+            .unwrap();
+        // Has never talked to any node: it starts from the endpoints, or a follower's hint.
+        let fresh = client_with_timeout(Duration::from_secs(10));
+        let frozen = cluster.freeze(leader);
+        let frozen_at = Instant::now();
+        let writes = [("informed", informed.clone()), ("fresh", fresh)].map(|(name, client)| {
+            tokio::spawn(async move {
+                let mut first_ack = None;
+                for write in 0..WRITES_PER_ROUND {
+                    let key = format!("after-freeze-{round}-{name}-{write}");
+                    if let Err(error) = client.put(key.as_bytes(), b"v", PutOptions::default()).await
+                    {
+                        panic!(
+                            "round {round}: the {name} client's put {write} failed {} ms after the freeze: {error}",
+                            frozen_at.elapsed().as_millis()
+                        );
+                    }
+                    first_ack.get_or_insert(frozen_at.elapsed());
+                }
+                (name, first_ack.unwrap(), frozen_at.elapsed())
+            })
+        });
+        for write in writes {
+            let (name, first_ack, all_acked) = write.await.unwrap();
+            eprintln!(
+                "round {round}: node {} frozen; {name} client: first put acknowledged after {} ms, all {WRITES_PER_ROUND} after {} ms",
+                cluster.nodes[leader].id,
+                first_ack.as_millis(),
+                all_acked.as_millis()
+            );
+            windows.push(first_ack);
+        }
+        drop(frozen);
+    }
+    let slowest = windows.iter().max().unwrap();
+    assert!(
+        *slowest < FROZEN_LEADER_FAILOVER_MAX,
+        "a put took {} ms after the leader froze (bound {} ms); every window: {:?}",
+        slowest.as_millis(),
+        FROZEN_LEADER_FAILOVER_MAX.as_millis(),
+        windows
+    );
+}
+
+/// A leader frozen past its lease, then resumed, must not answer a linearizable read from its
+/// old state: by then the others may have elected a leader and acknowledged newer writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_never_serves_a_stale_linearizable_read() {
+    const ROUNDS: u64 = 20;
+    const TEST_TIME_MAX: Duration = Duration::from_secs(50);
+    let started = Instant::now();
+    let cluster = LocalCluster::start(3, &[]);
+    wait_for_leader(&cluster).await;
+    // Writers keep the leader busy, as in production: reads wait behind writes.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (client, stop) = (cluster.client(), stop.clone());
+            tokio::spawn(async move {
+                let mut sequence = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sequence += 1;
+                    let key = format!("load-{writer}-{}", sequence % 100);
+                    let _ = client
+                        .put(key.as_bytes(), b"v", PutOptions::default())
+                        .await;
+                }
+            })
+        })
+        .collect();
+    let mut stale = Vec::new();
+    let mut refused = 0;
+    let mut rounds_run = 0;
+    for round in 1..=ROUNDS {
+        if started.elapsed() > TEST_TIME_MAX {
+            break;
+        }
+        let leader = cluster.settled_leader(Duration::from_secs(20)).await;
+        let endpoints = cluster.endpoints();
+        let others: Vec<String> = (0..endpoints.len())
+            .filter(|index| *index != leader)
+            .map(|index| endpoints[index].clone())
+            .collect();
+        let writer = cluster.client_for(others);
+        let mut config = ClientConfig::new(vec![endpoints[leader].clone()]);
+        config.secret = Some(SECRET.as_bytes().to_vec());
+        config.timeout = Duration::from_secs(5);
+        let old_leader_only = paxkv_client::Client::new(config).unwrap();
+        // Connected before the freeze: a frozen node cannot finish a handshake.
+        old_leader_only
+            .get(b"p", ReadConsistency::Stale)
+            .await
+            .unwrap();
+        let frozen = cluster.freeze(leader);
+        let acknowledged = writer
+            .put(b"p", round.to_string().as_bytes(), PutOptions::default())
+            .await
+            .unwrap_or_else(|error| {
+                panic!("round {round}: the put through the other two failed: {error}")
+            });
+        let read = tokio::spawn(async move {
+            old_leader_only
+                .get(b"p", ReadConsistency::Linearizable)
+                .await
+        });
+        // The read must wait in the frozen node's socket when it resumes. The client writes it
+        // at once, but nothing outside the kernel says when it arrived: give it a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(frozen);
+        rounds_run += 1;
+        match tokio::time::timeout(Duration::from_secs(8), read).await {
+            Ok(Ok(Ok(get))) => {
+                let value: Option<u64> = get
+                    .kv
+                    .as_ref()
+                    .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok());
+                if value.is_none_or(|value| value < round) || get.revision < acknowledged.revision {
+                    stale.push(format!(
+                        "round {round}: read {value:?} at revision {} after {round} was acknowledged at revision {}",
+                        get.revision, acknowledged.revision
+                    ));
+                }
+            }
+            // Refusing, or not answering, is safe.
+            Ok(Ok(Err(_))) | Err(_) => refused += 1,
+            Ok(Err(panic)) => panic!("the read task failed: {panic}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.abort();
+    }
+    eprintln!(
+        "linearizable reads sent to a frozen old leader: {} of {rounds_run} rounds stale, {refused} refused or unanswered, {} ms",
+        stale.len(),
+        started.elapsed().as_millis()
+    );
+    assert!(rounds_run >= 5, "only {rounds_run} rounds ran in time");
+    assert!(
+        stale.is_empty(),
+        "{} of {rounds_run} linearizable reads were stale:\n{}",
+        stale.len(),
+        stale.join("\n")
+    );
 }

@@ -163,6 +163,65 @@ impl LocalCluster {
         Client::new(config).expect("client")
     }
 
+    /// SIGSTOP of a node's process (what a VM pause or a stalled disk looks like from outside:
+    /// its connections stay open, nothing answers); returns once the process is stopped. The
+    /// returned guard sends SIGCONT when dropped, on a panic too, so the cluster can stop it.
+    pub fn freeze(&self, index: usize) -> Frozen {
+        let pid = self.nodes[index]
+            .child
+            .as_ref()
+            .expect("a running node to freeze")
+            .id();
+        assert!(signal(pid, "STOP"), "kill -STOP {pid} failed");
+        let frozen = Frozen { pid };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while process_state(pid) != Some('T') {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        frozen
+    }
+
+    /// Index of the leader once every running node names the same one and it says it leads
+    /// (after a failover the old leader may still call itself leader for a moment).
+    pub async fn settled_leader(&self, within: Duration) -> usize {
+        let client = self.client();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let mut statuses = Vec::new();
+            for (index, (_, status)) in client.status_all().await.into_iter().enumerate() {
+                if self.nodes[index].child.is_some() {
+                    statuses.push((index, status.ok()));
+                }
+            }
+            let leader_id = statuses
+                .first()
+                .and_then(|(_, status)| status.as_ref())
+                .map(|status| status.leader_id);
+            let leader = self
+                .nodes
+                .iter()
+                .position(|node| Some(node.id) == leader_id);
+            let settled = statuses.iter().all(|(index, status)| {
+                status.as_ref().is_some_and(|status| {
+                    let leads = status.role == paxkv_proto::client::Role::Leader as i32;
+                    Some(status.leader_id) == leader_id && (leads == (Some(*index) == leader))
+                })
+            });
+            if let (true, Some(leader)) = (settled, leader) {
+                return leader;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the nodes did not agree on one leader within {within:?}: {statuses:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Index of the node that reports itself leader, asking every node.
     pub async fn leader_index(&self) -> Option<usize> {
         let client = self.client();
@@ -178,6 +237,40 @@ impl LocalCluster {
         }
         None
     }
+}
+
+/// A stopped process; SIGCONT when dropped.
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // No assertion here: a panic while unwinding would abort the test run.
+        let _ = signal(self.pid, "CONT");
+    }
+}
+
+/// Sends a signal by name with the `kill` command; true if it was delivered.
+pub fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The state letter of a process from /proc (R running, S sleeping, T stopped, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (name) state ...": the name may hold spaces and parentheses, so look after the last ')'.
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 impl Drop for LocalCluster {
