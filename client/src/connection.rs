@@ -29,7 +29,7 @@ pub struct Connection {
 }
 
 /// Time left until `deadline` (`timeout_at` is not available under the simulator).
-fn until(deadline: Instant) -> Duration {
+pub(crate) fn until(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
@@ -70,20 +70,19 @@ impl Connection {
         self.open.load(Ordering::Relaxed)
     }
 
-    pub async fn call(
+    /// Queues `request`; its answer arrives on the returned receiver (which fails if the
+    /// connection is lost first). Waits for room in the queue until `deadline` at most: a node
+    /// that reads nothing (a frozen process) fills it.
+    pub async fn send(
         &self,
         request: ClientRequest,
         deadline: Instant,
-    ) -> Result<Response, String> {
+    ) -> Result<oneshot::Receiver<Response>, String> {
         let (reply, answer) = oneshot::channel();
-        self.calls
-            .send((request, reply))
-            .await
-            .map_err(|_| "connection closed".to_string())?;
-        match tokio::time::timeout(until(deadline), answer).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err("connection lost before the answer".into()),
-            Err(_) => Err("no answer before the deadline".into()),
+        match tokio::time::timeout(until(deadline), self.calls.send((request, reply))).await {
+            Ok(Ok(())) => Ok(answer),
+            Ok(Err(_)) => Err("connection closed".into()),
+            Err(_) => Err("the connection's queue stayed full until the deadline".into()),
         }
     }
 }

@@ -6,10 +6,15 @@
 //! is applied once. Nodes remember one sequence per client id, so writes in flight at the same
 //! time each use a session of their own (see `Lane`). Reads are linearizable unless asked
 //! otherwise; session reads never go back in time behind anything this client has seen.
+//!
+//! Each attempt at one node has its own deadline (`ClientConfig::attempt_timeout`), so a node
+//! that stops answering without closing its connections (a frozen process) costs a call one
+//! attempt, not its whole timeout; see `silence` for how such a node is passed over.
 
 mod connection;
+mod silence;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,12 +30,24 @@ use paxkv_proto::client::{
     StatusRequest, TtlRequest,
 };
 pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::connection::Connection;
+use crate::connection::{until, Connection};
+pub use crate::silence::SILENT_NODE_AVOIDANCE;
+use crate::silence::{LateAnswer, LateAnswers, SilentNodes};
 
 /// Pause between attempts when no leader is known or the cluster is busy.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long one attempt at one node may take by default before the client tries another.
+/// kv-server elects a new leader within two election timeouts (300 ms each by default) of the
+/// old one going silent, and a healthy leader answers in milliseconds even under heavy load, so
+/// one second outlasts both: a working leader is rarely given up on, and when it is, nothing is
+/// lost (its answer still counts if it comes first, and a write keeps its sequence, so it applies
+/// once). It is short enough that a frozen leader, whose open connections give no sign, costs a
+/// call one second instead of its whole timeout. Raise it with the servers' election timeout.
+pub const ATTEMPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ClientError {
@@ -135,6 +152,9 @@ pub struct ClientConfig {
     pub secret: Option<Vec<u8>>,
     /// How long one call may take, retries included.
     pub timeout: Duration,
+    /// How long one attempt at one node may take (within `timeout`) before the client tries
+    /// the other nodes; see [`ATTEMPT_TIMEOUT_DEFAULT`].
+    pub attempt_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -143,6 +163,7 @@ impl ClientConfig {
             endpoints,
             secret: None,
             timeout: Duration::from_secs(10),
+            attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -182,9 +203,9 @@ impl ClusterArgs {
                 .map(String::into_bytes),
         };
         Ok(ClientConfig {
-            endpoints: self.endpoint_list(),
             secret,
             timeout,
+            ..ClientConfig::new(self.endpoint_list())
         })
     }
 }
@@ -208,6 +229,7 @@ struct Inner {
     endpoints: Vec<String>,
     secret: Option<ClusterSecret>,
     timeout: Duration,
+    attempt_timeout: Duration,
     /// Identifies reads (sessions matter for writes only).
     client_id: u64,
     /// Sessions not used by a write in flight right now.
@@ -216,6 +238,8 @@ struct Inner {
     /// Highest revision any answer showed (for session reads).
     revision_seen: AtomicU64,
     leader: Mutex<Option<String>>,
+    /// Nodes that let an attempt run out recently: tried only when no other is left.
+    silent: Mutex<SilentNodes>,
     rotation: AtomicUsize,
     connections: Mutex<BTreeMap<String, Arc<Connection>>>,
 }
@@ -277,9 +301,30 @@ impl Drop for LaneGuard<'_> {
     }
 }
 
+/// What stays the same across the attempts of one call.
+struct CallPlan<'body> {
+    body: &'body Request,
+    /// (client id, sequence): the same in every attempt, so a write applies once.
+    ids: (u64, u64),
+    deadline: Instant,
+    /// Only a leader may serve it.
+    to_leader: bool,
+}
+
 enum Attempt {
     Done(Response),
     Retry(String),
+    /// The node did not answer before the attempt's deadline; its answer may still come (on
+    /// this connection, which the client no longer lists).
+    Silent {
+        problem: String,
+        late: Option<(Arc<Connection>, oneshot::Receiver<Response>)>,
+    },
+    /// Not the leader, and the leader it names did not answer lately.
+    SilentHint {
+        problem: String,
+        hint: String,
+    },
     /// The node and we disagree on the cluster secret (either side may be wrong).
     AuthFailed(String),
     Fail(ClientError),
@@ -289,6 +334,11 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::InvalidArgument("no endpoints given".into()));
+        }
+        if config.attempt_timeout.is_zero() {
+            return Err(ClientError::InvalidArgument(
+                "the attempt timeout must be longer than zero".into(),
+            ));
         }
         let secret = match &config.secret {
             Some(raw) => Some(
@@ -302,11 +352,13 @@ impl Client {
                 endpoints: config.endpoints,
                 secret,
                 timeout: config.timeout,
+                attempt_timeout: config.attempt_timeout,
                 client_id: Lane::new().client_id,
                 idle_lanes: Mutex::new(Vec::new()),
                 request_id: AtomicU64::new(0),
                 revision_seen: AtomicU64::new(0),
                 leader: Mutex::new(None),
+                silent: Mutex::new(SilentNodes::default()),
                 rotation: AtomicUsize::new(0),
                 connections: Mutex::new(BTreeMap::new()),
             }),
@@ -329,14 +381,25 @@ impl Client {
         *self.inner.leader.lock().expect("not poisoned") = None;
     }
 
+    /// The known leader if asked for and not silent lately, else the next endpoint in turn
+    /// that was not silent lately, else (all of them were) the next one in turn.
     fn next_endpoint(&self, prefer_leader: bool) -> String {
+        let now = Instant::now();
+        let silent = self.inner.silent.lock().expect("not poisoned");
         if prefer_leader {
             if let Some(leader) = self.inner.leader.lock().expect("not poisoned").clone() {
-                return leader;
+                if !silent.avoids(&leader, now) {
+                    return leader;
+                }
             }
         }
+        let endpoints = &self.inner.endpoints;
         let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
-        self.inner.endpoints[turn % self.inner.endpoints.len()].clone()
+        (0..endpoints.len())
+            .map(|offset| &endpoints[(turn + offset) % endpoints.len()])
+            .find(|endpoint| !silent.avoids(endpoint, now))
+            .unwrap_or(&endpoints[turn % endpoints.len()])
+            .clone()
     }
 
     async fn connection(
@@ -378,7 +441,9 @@ impl Client {
     }
 
     /// Sends `body` until it gets an answer that is not retryable, or the timeout passes.
-    /// Writes keep one sequence number across retries, so they apply once.
+    /// Each attempt at one node has `attempt_timeout` at most; a node that lets it run out is
+    /// passed over for a while, but its answer still ends the call if it comes first. Writes
+    /// keep one sequence number across retries, so they apply once.
     async fn call(
         &self,
         body: Request,
@@ -386,20 +451,33 @@ impl Client {
         to_leader: bool,
     ) -> Result<Response, ClientError> {
         check_frame_size(&body)?;
-        let deadline = Instant::now() + self.inner.timeout;
         let lane = write.then(|| LaneGuard::take(&self.inner.idle_lanes));
-        let (client_id, sequence) = lane
-            .as_ref()
-            .map_or((self.inner.client_id, 0), |lane| lane.ids());
-        let mut last_problem = String::from("no attempt finished");
+        let plan = CallPlan {
+            body: &body,
+            ids: lane
+                .as_ref()
+                .map_or((self.inner.client_id, 0), |lane| lane.ids()),
+            deadline: Instant::now() + self.inner.timeout,
+            to_leader,
+        };
+        // The last problem of every endpoint tried, for the error if nothing works.
+        let mut problems = BTreeMap::new();
         // One node failing the secret may be an impostor; all of them means ours is wrong.
-        let mut auth_failures = std::collections::BTreeSet::new();
-        while Instant::now() < deadline {
+        let mut auth_failures = BTreeSet::new();
+        let mut late_answers = LateAnswers::default();
+        // Silent nodes a hint named that got this call's request on the side.
+        let mut asked_aside = BTreeSet::new();
+        let mut pause = false;
+        while Instant::now() < plan.deadline {
             let endpoint = self.next_endpoint(to_leader);
-            let attempt = self
-                .attempt(&endpoint, &body, (client_id, sequence), deadline)
-                .await;
-            match attempt {
+            let attempt = tokio::select! {
+                biased;
+                (answered_by, response) = late_answers.first_success() => {
+                    return Ok(self.on_success(&answered_by, response, to_leader));
+                }
+                attempt = self.attempt(&endpoint, &plan, std::mem::take(&mut pause)) => attempt,
+            };
+            let problem = match attempt {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Fail(error) => return Err(error),
                 Attempt::AuthFailed(problem) => {
@@ -409,83 +487,201 @@ impl Client {
                             "{endpoint}: {problem}"
                         )));
                     }
-                    last_problem = format!("{endpoint}: {problem}");
+                    problem
                 }
-                Attempt::Retry(problem) => {
-                    last_problem = format!("{endpoint}: {problem}");
+                Attempt::Retry(problem) => problem,
+                Attempt::Silent { problem, late } => {
+                    if let Some((connection, answer)) = late {
+                        late_answers.push(self.late_answer(&endpoint, connection, answer));
+                    }
+                    problem
                 }
-            }
+                Attempt::SilentHint { problem, hint } => {
+                    // The hint may be right (the node is back, or was only slow): one request
+                    // there on the side, while the call goes on with the others after a pause.
+                    if asked_aside.insert(hint.clone()) {
+                        late_answers.push(self.ask_aside(hint, &plan));
+                    }
+                    pause = true;
+                    problem
+                }
+            };
+            problems.insert(endpoint, problem);
         }
-        if write {
-            Err(ClientError::Timeout(format!(
-                "no answer within {:?} (last: {last_problem}); the write may or may not have taken effect",
-                self.inner.timeout
-            )))
+        Err(self.gave_up(write, &problems))
+    }
+
+    /// The error of a call that ran out of time, naming every endpoint tried.
+    fn gave_up(&self, write: bool, problems: &BTreeMap<String, String>) -> ClientError {
+        let tried = if problems.is_empty() {
+            String::from("no attempt finished")
         } else {
-            Err(ClientError::Unavailable(format!(
-                "no answer within {:?} (last: {last_problem})",
-                self.inner.timeout
-            )))
+            let each: Vec<String> = problems
+                .iter()
+                .map(|(endpoint, problem)| format!("{endpoint}: {problem}"))
+                .collect();
+            format!("tried {}", each.join("; "))
+        };
+        let timeout = self.inner.timeout;
+        if write {
+            ClientError::Timeout(format!(
+                "no answer within {timeout:?} ({tried}); the write may or may not have taken effect"
+            ))
+        } else {
+            ClientError::Unavailable(format!("no answer within {timeout:?} ({tried})"))
         }
     }
 
-    async fn attempt(
-        &self,
-        endpoint: &str,
-        body: &Request,
-        (client_id, sequence): (u64, u64),
-        deadline: Instant,
-    ) -> Attempt {
+    /// One try at one node (after a pause if asked), for `attempt_timeout` at most. A node
+    /// that lets the whole of it pass is avoided for a while; an attempt cut short by the end
+    /// of the call says little about a node when calls are short, so it does not count.
+    async fn attempt(&self, endpoint: &str, plan: &CallPlan<'_>, pause: bool) -> Attempt {
+        if pause {
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        let started = Instant::now();
+        let deadline = plan.deadline.min(started + self.inner.attempt_timeout);
+        let silent = |problem, late| {
+            self.forget(endpoint);
+            if deadline < plan.deadline {
+                let mut silent = self.inner.silent.lock().expect("not poisoned");
+                silent.went_silent(endpoint, Instant::now());
+            }
+            Attempt::Silent { problem, late }
+        };
         let connection = match self.connection(endpoint, deadline).await {
             Ok(connection) => connection,
             Err(problem) if problem.contains("cluster secret") => {
                 self.forget(endpoint);
                 return Attempt::AuthFailed(problem);
             }
+            // A frozen process's kernel still accepts connections; the handshake goes unanswered.
+            Err(problem) if Instant::now() >= deadline => return silent(problem, None),
             Err(problem) => {
                 self.forget(endpoint);
                 tokio::time::sleep(RETRY_PAUSE).await;
                 return Attempt::Retry(problem);
             }
         };
-        let request_id = self.inner.request_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let request = paxkv_proto::client::ClientRequest {
-            request_id,
-            client_id,
-            sequence,
-            body: Some(body.clone()),
-        };
-        let response = match connection.call(request, deadline).await {
-            Ok(response) => response,
+        let mut answer = match connection.send(self.request_frame(plan), deadline).await {
+            Ok(answer) => answer,
+            Err(problem) if Instant::now() >= deadline => return silent(problem, None),
             Err(problem) => {
                 self.forget(endpoint);
                 return Attempt::Retry(problem);
             }
         };
-        match response {
-            Response::Error(error) => self.on_error(endpoint, error).await,
-            response => {
-                if let Some(revision) = revision_of(&response) {
-                    self.inner
-                        .revision_seen
-                        .fetch_max(revision, Ordering::Relaxed);
-                }
-                Attempt::Done(response)
+        match tokio::time::timeout(until(deadline), &mut answer).await {
+            Ok(Ok(Response::Error(error))) => {
+                self.mark_answered(endpoint);
+                self.on_error(endpoint, error).await
             }
+            Ok(Ok(response)) => Attempt::Done(self.on_success(endpoint, response, plan.to_leader)),
+            Ok(Err(_)) => {
+                self.forget(endpoint);
+                Attempt::Retry("connection lost before the answer".into())
+            }
+            // The connection leaves the client's list (a frozen node's queue only grows) but
+            // stays open for the answer.
+            Err(_) => silent(
+                format!("no answer in {} ms", started.elapsed().as_millis()),
+                Some((connection, answer)),
+            ),
         }
+    }
+
+    fn request_frame(&self, plan: &CallPlan<'_>) -> paxkv_proto::client::ClientRequest {
+        let (client_id, sequence) = plan.ids;
+        paxkv_proto::client::ClientRequest {
+            request_id: self.inner.request_id.fetch_add(1, Ordering::Relaxed) + 1,
+            client_id,
+            sequence,
+            body: Some(plan.body.clone()),
+        }
+    }
+
+    /// The answer of an attempt that ran out of time, should it still come.
+    fn late_answer<'call>(
+        &'call self,
+        endpoint: &str,
+        connection: Arc<Connection>,
+        answer: oneshot::Receiver<Response>,
+    ) -> LateAnswer<'call> {
+        let endpoint = endpoint.to_string();
+        Box::pin(async move {
+            // Keeps the connection open: the answer comes back on it.
+            let _connection = connection;
+            let response = answer.await.ok()?;
+            self.take_late_answer(endpoint, response)
+        })
+    }
+
+    /// Sends the call's request to `endpoint` without waiting for it; its answer counts if it
+    /// comes before the call ends.
+    fn ask_aside<'call>(&'call self, endpoint: String, plan: &CallPlan<'_>) -> LateAnswer<'call> {
+        let (request, deadline) = (self.request_frame(plan), plan.deadline);
+        Box::pin(async move {
+            let connection = self.connection(&endpoint, deadline).await.ok()?;
+            let answer = connection.send(request, deadline).await.ok()?;
+            let response = tokio::time::timeout(until(deadline), answer)
+                .await
+                .ok()?
+                .ok()?;
+            self.take_late_answer(endpoint, response)
+        })
+    }
+
+    /// A late answer shows its node is alive; only one that is not an error ends the call.
+    fn take_late_answer(&self, endpoint: String, response: Response) -> Option<(String, Response)> {
+        self.mark_answered(&endpoint);
+        (!matches!(response, Response::Error(_))).then_some((endpoint, response))
+    }
+
+    /// `endpoint` answered something: it is not silent.
+    fn mark_answered(&self, endpoint: &str) {
+        let mut silent = self.inner.silent.lock().expect("not poisoned");
+        silent.answered(endpoint);
+    }
+
+    /// Takes in an answer that is not an error: `endpoint` is alive, and (for a request only a
+    /// leader serves) the leader.
+    fn on_success(&self, endpoint: &str, response: Response, to_leader: bool) -> Response {
+        self.mark_answered(endpoint);
+        if to_leader {
+            *self.inner.leader.lock().expect("not poisoned") = Some(endpoint.to_string());
+        }
+        if let Some(revision) = revision_of(&response) {
+            self.inner
+                .revision_seen
+                .fetch_max(revision, Ordering::Relaxed);
+        }
+        response
     }
 
     async fn on_error(&self, endpoint: &str, error: paxkv_proto::client::Error) -> Attempt {
         let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
         match code {
             ErrorCode::NotLeader => {
-                let hint = (!error.leader_address.is_empty()).then(|| error.leader_address.clone());
-                let known = hint.is_some();
-                *self.inner.leader.lock().expect("not poisoned") = hint;
-                if !known {
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                let hint = (!error.leader_address.is_empty()).then_some(error.leader_address);
+                let silent_hint = hint.as_ref().is_some_and(|hint| {
+                    let silent = self.inner.silent.lock().expect("not poisoned");
+                    silent.avoids(hint, Instant::now())
+                });
+                // Followers name the old leader until they elect another: following a hint at a
+                // node that just went silent would lead back into it (see `call`).
+                *self.inner.leader.lock().expect("not poisoned") =
+                    hint.clone().filter(|_| !silent_hint);
+                match hint {
+                    Some(hint) if silent_hint => Attempt::SilentHint {
+                        problem: format!("{} ({hint} did not answer lately)", error.message),
+                        hint,
+                    },
+                    Some(_) => Attempt::Retry(error.message),
+                    None => {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        Attempt::Retry(error.message)
+                    }
                 }
-                Attempt::Retry(error.message)
             }
             ErrorCode::NoQuorum
             | ErrorCode::Busy
@@ -786,19 +982,23 @@ impl Client {
         endpoint: &str,
         with_state_hash: bool,
     ) -> Result<StatusResponse, ClientError> {
-        let deadline = Instant::now() + self.inner.timeout.min(Duration::from_secs(2));
         let body = Request::Status(StatusRequest { with_state_hash });
-        match self
-            .attempt(endpoint, &body, (self.inner.client_id, 0), deadline)
-            .await
-        {
+        let plan = CallPlan {
+            body: &body,
+            ids: (self.inner.client_id, 0),
+            deadline: Instant::now() + self.inner.timeout.min(Duration::from_secs(2)),
+            to_leader: false,
+        };
+        match self.attempt(endpoint, &plan, false).await {
             Attempt::Done(Response::Status(status)) => Ok(status),
             Attempt::Done(other) => Err(unexpected(other)),
             Attempt::Fail(error) => Err(error),
             Attempt::AuthFailed(problem) => Err(ClientError::Authentication(format!(
                 "{endpoint}: {problem}"
             ))),
-            Attempt::Retry(problem) => {
+            Attempt::Retry(problem)
+            | Attempt::Silent { problem, .. }
+            | Attempt::SilentHint { problem, .. } => {
                 Err(ClientError::Unavailable(format!("{endpoint}: {problem}")))
             }
         }
@@ -858,6 +1058,9 @@ pub fn header_of(response: &Response) -> Option<&ResponseHeader> {
 fn unexpected(response: Response) -> ClientError {
     ClientError::Server(format!("unexpected answer {response:?}"))
 }
+
+#[cfg(test)]
+mod failover_tests;
 
 #[cfg(test)]
 mod tests {

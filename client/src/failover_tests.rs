@@ -1,0 +1,279 @@
+//! The client against nodes played by the test: silent ones (a frozen process keeps its
+//! connections open and answers nothing), slow ones, and followers whose hints name them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paxkv_proto::client::{
+    AuthOk, ClientRequest, ClientResponse, Error as ErrorAnswer, PutResponse,
+};
+use paxkv_proto::io::{write_frame, FrameReader};
+use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use super::*;
+
+/// What a played node does with the n-th request it gets (counting from 0).
+enum Reply {
+    Silent,
+    Now(Response),
+    After(Duration, Response),
+}
+
+struct PlayedNode {
+    endpoint: String,
+    requests: Arc<Mutex<Vec<ClientRequest>>>,
+}
+
+impl PlayedNode {
+    async fn start(behaviour: impl Fn(usize) -> Reply + Send + Sync + 'static) -> PlayedNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (behaviour, seen) = (Arc::new(behaviour), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve(stream, behaviour.clone(), seen.clone()));
+            }
+        });
+        PlayedNode { endpoint, requests }
+    }
+
+    fn requests(&self) -> Vec<(u64, u64)> {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .map(|request| (request.client_id, request.sequence))
+            .collect()
+    }
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    behaviour: Arc<impl Fn(usize) -> Reply + Send + Sync + 'static>,
+    seen: Arc<Mutex<Vec<ClientRequest>>>,
+) {
+    let codec = FrameCodec::new(CLIENT_FRAME_BYTES_MAX);
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(read_half, codec);
+    let writer = Arc::new(tokio::sync::Mutex::new(write_half));
+    while let Ok(request) = reader.read::<ClientRequest>().await {
+        let reply = match &request.body {
+            Some(Request::AuthHello(_)) => Reply::Now(Response::AuthOk(AuthOk {})),
+            _ => {
+                let mut seen = seen.lock().unwrap();
+                seen.push(request.clone());
+                behaviour(seen.len() - 1)
+            }
+        };
+        let (delay, body) = match reply {
+            Reply::Silent => continue,
+            Reply::Now(body) => (Duration::ZERO, body),
+            Reply::After(delay, body) => (delay, body),
+        };
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let answer = ClientResponse {
+                request_id: request.request_id,
+                body: Some(body),
+            };
+            let _ = write_frame(&mut *writer.lock().await, &codec, &answer).await;
+        });
+    }
+}
+
+fn put_served_by(node: u64) -> Response {
+    Response::Put(PutResponse {
+        header: Some(ResponseHeader {
+            revision: 7,
+            served_by: node,
+            log_time_ms: 0,
+        }),
+        succeeded: true,
+        previous: None,
+    })
+}
+
+fn not_leader(hint: &str) -> Response {
+    Response::Error(ErrorAnswer {
+        code: ErrorCode::NotLeader as i32,
+        message: "not the leader".into(),
+        leader_id: 1,
+        leader_address: hint.to_string(),
+    })
+}
+
+fn client(endpoints: &[&PlayedNode], timeout: Duration) -> Client {
+    let mut config =
+        ClientConfig::new(endpoints.iter().map(|node| node.endpoint.clone()).collect());
+    config.timeout = timeout;
+    config.attempt_timeout = Duration::from_millis(200);
+    Client::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_leader_costs_one_attempt_and_the_retry_keeps_the_sequence() {
+    let frozen = PlayedNode::start(|_| Reply::Silent).await;
+    let serving = PlayedNode::start(|_| Reply::Now(put_served_by(2))).await;
+    let client = client(&[&frozen, &serving], Duration::from_secs(10));
+    let started = Instant::now();
+    let put = client.put(b"k", b"v", PutOptions::default()).await.unwrap();
+    assert_eq!(put.revision, 7);
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(frozen.requests().len(), 1);
+    assert_eq!(
+        frozen.requests(),
+        serving.requests(),
+        "the retry carries the same (client id, sequence), so the write applies once"
+    );
+    // The node that answered is the leader now; the silent one is not asked again.
+    let started = Instant::now();
+    client.put(b"k", b"v", PutOptions::default()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(150));
+    assert_eq!(frozen.requests().len(), 1);
+    assert_eq!(serving.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_hint_naming_a_node_that_just_went_silent_is_not_followed_back_into_it() {
+    const ELECTED_AFTER: Duration = Duration::from_millis(600);
+    let frozen = PlayedNode::start(|_| Reply::Silent).await;
+    let hint = frozen.endpoint.clone();
+    let started = Instant::now();
+    // A follower that names the frozen leader until it has been elected itself.
+    let follower = PlayedNode::start(move |_| {
+        if started.elapsed() < ELECTED_AFTER {
+            Reply::Now(not_leader(&hint))
+        } else {
+            Reply::Now(put_served_by(2))
+        }
+    })
+    .await;
+    let client = client(&[&follower], Duration::from_secs(10));
+    client.put(b"k", b"v", PutOptions::default()).await.unwrap();
+    assert_eq!(
+        frozen.requests().len(),
+        2,
+        "one attempt at the silent node and one request on the side, not one per hint"
+    );
+    // Meanwhile the client asks the follower again after a pause each time, not in a busy loop.
+    let asked = follower.requests().len();
+    let pauses_max = (ELECTED_AFTER.as_millis() / RETRY_PAUSE.as_millis()) as usize;
+    assert!((2..=pauses_max + 2).contains(&asked), "{asked} requests");
+    assert!(
+        started.elapsed() < ELECTED_AFTER + Duration::from_millis(300),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_late_answer_from_a_slow_leader_still_ends_the_call() {
+    let slow =
+        PlayedNode::start(|_| Reply::After(Duration::from_millis(500), put_served_by(1))).await;
+    let hint = slow.endpoint.clone();
+    let follower = PlayedNode::start(move |_| Reply::Now(not_leader(&hint))).await;
+    let client = client(&[&slow, &follower], Duration::from_secs(10));
+    let started = Instant::now();
+    let put = client
+        .request(Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        header_of(&put).unwrap().served_by,
+        1,
+        "answered by the slow node"
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(900),
+        "the first attempt's answer at 500 ms ends the call: took {took:?}"
+    );
+    assert_eq!(
+        slow.requests().len(),
+        2,
+        "one attempt and one request on the side, not one per hint"
+    );
+    let silent = client.inner.silent.lock().unwrap();
+    assert!(
+        !silent.avoids(&slow.endpoint, Instant::now()),
+        "a node that answers is trusted again at once"
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_went_silent_and_came_back_serves_as_soon_as_a_hint_names_it() {
+    // Silent for its first request (a pause), then the leader again.
+    let paused = PlayedNode::start(|index| match index {
+        0 => Reply::Silent,
+        _ => Reply::Now(put_served_by(1)),
+    })
+    .await;
+    let hint = paused.endpoint.clone();
+    let follower = PlayedNode::start(move |_| Reply::Now(not_leader(&hint))).await;
+    let client = client(&[&paused, &follower], Duration::from_secs(10));
+    let started = Instant::now();
+    client.put(b"k", b"v", PutOptions::default()).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "one attempt (200 ms), then the follower's hint; not the whole avoidance ({:?}): took {:?}",
+        SILENT_NODE_AVOIDANCE,
+        started.elapsed()
+    );
+    assert_eq!(paused.requests().len(), 2);
+    assert_eq!(follower.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn when_no_node_answers_the_error_names_each_and_says_the_write_may_have_applied() {
+    let first = PlayedNode::start(|_| Reply::Silent).await;
+    let second = PlayedNode::start(|_| Reply::Silent).await;
+    let client = client(&[&first, &second], Duration::from_secs(1));
+    let started = Instant::now();
+    let error = client
+        .put(b"k", b"v", PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    let ClientError::Timeout(message) = &error else {
+        panic!("{error:?}")
+    };
+    assert!(message.contains(&first.endpoint), "{message}");
+    assert!(message.contains(&second.endpoint), "{message}");
+    assert!(message.contains("no answer in"), "{message}");
+    assert!(
+        message.contains("may or may not have taken effect"),
+        "{message}"
+    );
+    // Every attempt carried the same session and sequence.
+    let mut sent = first.requests();
+    sent.extend(second.requests());
+    sent.dedup();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_call_shorter_than_an_attempt_does_not_mark_the_node_silent() {
+    let slow = PlayedNode::start(|_| Reply::Silent).await;
+    let mut config = ClientConfig::new(vec![slow.endpoint.clone()]);
+    config.timeout = Duration::from_millis(300);
+    let client = Client::new(config).unwrap();
+    let error = client
+        .get(b"k", ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Unavailable(_)), "{error:?}");
+    let silent = client.inner.silent.lock().unwrap();
+    assert!(!silent.avoids(&slow.endpoint, Instant::now()));
+}
