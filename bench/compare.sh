@@ -7,7 +7,8 @@
 #
 # Settings (environment): ROUNDS (3), DURATION (10s per workload and round), WARMUP (2s),
 # CONCURRENCY (64 requests in flight), CONNECTIONS (1), KEYS (10000), WORKLOADS
-# (put,get,get-stale,mixed,ttl-churn,lease), FAILOVERS (5), MEMORY_KEYS (1000000), RESTARTS (3),
+# (put,get,get-stale,mixed,ttl-churn,lease), FAILOVERS (5 tries of each: kill and freeze of the
+# leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
 # WORK (the directory for data and results; default a new one under /var/tmp; KEEP=1 keeps it).
 # Results: a table on standard output, and $WORK/results.md with the same table.
 set -euo pipefail
@@ -185,14 +186,20 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- failover
-# Kill -9 of the leader while 16 workers put; time to the first put sent after the kill that
-# succeeds. Twice: with each client giving a request up to 10 s (what an application without its
-# own deadline sees; etcd holds a proposal made to a follower that still believes in the dead
-# leader for 7 s), and with both giving up after 300 ms and sending a new one (the servers'
-# election alone). The killed node comes back before the next try.
-cat >"$WORK/kill-leader" <<EOF
+# The leader fails while 16 workers put; time to the first put sent after the failure that
+# succeeds. Two failures: kill -9 (the kernel resets the leader's connections, so clients learn
+# at once) and SIGSTOP (a frozen process, a VM pause or a stalled disk: its connections stay
+# open and nothing answers, so clients learn only from their own deadlines; it gets SIGCONT once
+# the measurement is done). Each twice: with each client giving a request up to 10 s (what an
+# application without its own deadline sees; etcd holds a proposal made to a follower that still
+# believes in the dead leader for 7 s), and with both giving up after 300 ms and sending a new
+# one (the servers' election alone). A killed node comes back, and a thawed one catches up,
+# before the next try.
+# signal-leader SIGNAL ENDPOINT: sends SIGNAL to the node serving ENDPOINT and writes the name of
+# its pid file to $WORK/signalled.
+cat >"$WORK/signal-leader" <<EOF
 #!/bin/sh
-port=\${1##*:}
+port=\${2##*:}
 for file in "$WORK"/pids/*; do
     name=\${file##*/}
     node=\${name##*-}
@@ -201,25 +208,35 @@ for file in "$WORK"/pids/*; do
         etcd-*) [ "\$port" = \$((12377 + 2 * node)) ] || continue ;;
         *) continue ;;
     esac
-    kill -KILL "\$(cat "\$file")" && echo "\$file" > "$WORK/killed" && exit 0
+    kill -"\$1" "\$(cat "\$file")" && echo "\$file" > "$WORK/signalled" && exit 0
 done
-echo "no process serves \$1" >&2
+echo "no process serves \$2" >&2
 exit 1
 EOF
-chmod +x "$WORK/kill-leader"
-for timeout in 10s 300ms; do
-  for attempt in $(seq "$FAILOVERS"); do
-    for store in paxkv etcd; do
-        log "failover $attempt/$FAILOVERS, requests time out after $timeout: $store"
-        bench "$store" failover --request-timeout "$timeout" --kill-command "$WORK/kill-leader \"\$1\"" \
-            --json "$RESULTS/failover-$timeout-$attempt-$store.json" >&2
-        killed=$(cat "$WORK/killed")
-        node=${killed##*-}
-        pid=$(cat "$killed")
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-        rm -f "$killed"
-        start_node "$store" "$node"
+chmod +x "$WORK/signal-leader"
+for mode in kill freeze; do
+  for timeout in 10s 300ms; do
+    for attempt in $(seq "$FAILOVERS"); do
+      for store in paxkv etcd; do
+        log "failover ($mode) $attempt/$FAILOVERS, requests time out after $timeout: $store"
+        if [ "$mode" = kill ]; then
+            how=(--kill-command "$WORK/signal-leader KILL \"\$1\"")
+        else
+            how=(--freeze-command "$WORK/signal-leader STOP \"\$1\""
+                 --thaw-command "$WORK/signal-leader CONT \"\$1\"")
+        fi
+        bench "$store" failover --mode "$mode" --request-timeout "$timeout" "${how[@]}" \
+            --json "$RESULTS/failover-$mode-$timeout-$attempt-$store.json" >&2
+        signalled=$(cat "$WORK/signalled")
+        rm -f "$WORK/signalled"
+        node=${signalled##*-}
+        if [ "$mode" = kill ]; then
+            pid=$(cat "$signalled")
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+            start_node "$store" "$node"
+        fi
         ready "$store" "$node" k000000000000000 >/dev/null
+      done
     done
   done
 done

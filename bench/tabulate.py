@@ -63,18 +63,26 @@ def main(results):
     failover = {}
     for path in sorted(results.glob("failover-*.json")):
         result = load(path)
-        timeout = result.get("request_timeout_ms", 0)
-        failover.setdefault(timeout, {}).setdefault(result["backend"], []).append(result["failover_ms"])
+        case = (result.get("mode", "kill"), result.get("request_timeout_ms", 0))
+        times = failover.setdefault(case, {}).setdefault(result["backend"], [])
+        times.append(result["failover_ms"])
     memory = {}
     for path in sorted(results.glob("memory-*.json")):
         result = load(path)
         memory[result["backend"]] = result
     extra = []
-    for timeout, stores in sorted(failover.items(), reverse=True):
+    failures = {
+        "kill": "kill -9 of the leader",
+        "freeze": "SIGSTOP of the leader (frozen, its connections open)",
+    }
+    # kill before freeze, the longer request timeout first
+    order = sorted(failover, key=lambda case: (case[0] != "kill", -case[1]))
+    for mode, timeout in order:
+        stores = failover[(mode, timeout)]
         pax, etc = stores.get("paxkv", []), stores.get("etcd", [])
         tries = max(len(pax), len(etc))
         extra.append(
-            f"| failover: kill -9 of the leader to the first put, ms, requests time out after "
+            f"| failover: {failures.get(mode, mode)} to the first put, ms, requests time out after "
             f"{timeout / 1000:g} s (median of {tries}) | {fmt_median(pax)} | {fmt_median(etc)} "
             f"| {ratio_of(pax, etc)} |"
         )

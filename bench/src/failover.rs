@@ -1,4 +1,5 @@
-//! The failover window: the time from killing the leader to the first put that succeeds.
+//! The failover window: the time from the leader's failure (killed, or frozen with its
+//! connections left open) to the first put that succeeds.
 
 use std::time::{Duration, Instant};
 
@@ -6,9 +7,31 @@ use anyhow::{bail, Context};
 
 use crate::backend::Conn;
 
+/// How the leader fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The process dies (kill -9): the kernel resets its connections, so clients learn at once.
+    Kill,
+    /// The process stops (SIGSTOP, a VM pause, a stalled disk): its connections stay open and
+    /// nothing answers, so clients learn only from their own deadlines.
+    Freeze,
+}
+
+impl Mode {
+    /// What happened to the leader, for messages.
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            Mode::Kill => "killed",
+            Mode::Freeze => "frozen",
+        }
+    }
+}
+
 /// Runs `command` through `sh -c` with the leader's endpoint as `$1`; returns when it was run.
-pub async fn kill(command: &str, leader: &str) -> anyhow::Result<Instant> {
-    let killed_at = Instant::now();
+/// `purpose` names the command in errors (kill, freeze, thaw).
+pub async fn run_command(purpose: &str, command: &str, leader: &str) -> anyhow::Result<Instant> {
+    let run_at = Instant::now();
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -16,11 +39,11 @@ pub async fn kill(command: &str, leader: &str) -> anyhow::Result<Instant> {
         .arg(leader)
         .status()
         .await
-        .with_context(|| format!("running the kill command {command:?}"))?;
+        .with_context(|| format!("running the {purpose} command {command:?}"))?;
     if !status.success() {
-        bail!("the kill command {command:?} failed ({status}) for leader {leader}");
+        bail!("the {purpose} command {command:?} failed ({status}) for leader {leader}");
     }
-    Ok(killed_at)
+    Ok(run_at)
 }
 
 /// `workers` put in a loop; returns how long after `since` the first put that was sent at or
@@ -60,6 +83,6 @@ pub async fn first_success_after(
     match outcome {
         Ok(Some(at)) => Ok(at.saturating_duration_since(since)),
         Ok(None) => bail!("every put worker stopped"),
-        Err(_) => bail!("no put succeeded within {give_up:?} of the kill"),
+        Err(_) => bail!("no put succeeded within {give_up:?} of the leader's failure"),
     }
 }

@@ -33,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Kill the leader with a command and measure how long puts fail (kill to first success).
+    /// Kill or freeze the leader with a command and measure how long puts fail (from the
+    /// failure to the first put that succeeds).
     Failover(FailoverArgs),
     /// Wait until one node answers a local read of a key; print how long that took.
     Ready(ReadyArgs),
@@ -107,16 +108,27 @@ struct RunArgs {
 struct FailoverArgs {
     #[command(flatten)]
     target: Target,
-    /// Shell command that kills the leader; it gets the leader's endpoint as $1.
+    /// How the leader fails: killed, or frozen with its connections left open.
+    #[arg(long, value_enum, default_value = "kill")]
+    mode: failover::Mode,
+    /// Shell command that kills the leader (mode kill); it gets the leader's endpoint as $1.
     #[arg(long)]
-    kill_command: String,
-    /// Workers putting while the leader dies.
+    kill_command: Option<String>,
+    /// Shell command that freezes the leader (mode freeze), e.g. sends its process SIGSTOP;
+    /// it gets the leader's endpoint as $1.
+    #[arg(long, required_if_eq("mode", "freeze"))]
+    freeze_command: Option<String>,
+    /// Shell command that lets the frozen leader go on (mode freeze), e.g. sends it SIGCONT;
+    /// it gets the leader's endpoint as $1. Run after the measurement, also when it failed.
+    #[arg(long, required_if_eq("mode", "freeze"))]
+    thaw_command: Option<String>,
+    /// Workers putting while the leader fails.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Puts before the kill, to be sure the cluster is serving.
+    /// Puts before the failure, to be sure the cluster is serving.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     warmup: Duration,
-    /// Give up if no put succeeds this long after the kill.
+    /// Give up if no put succeeds this long after the leader's failure.
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     give_up: Duration,
     /// Also write the result as JSON to this file.
@@ -243,9 +255,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Puts from many workers; kills the leader; reports the time from the kill to the first put
-/// that was sent after the kill and succeeded.
+/// Puts from many workers; kills or freezes the leader; reports the time from then to the
+/// first put that was sent after it and succeeded. A frozen leader is thawed at the end.
 async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
+    let (purpose, command) = match args.mode {
+        failover::Mode::Kill => ("kill", &args.kill_command),
+        failover::Mode::Freeze => ("freeze", &args.freeze_command),
+    };
+    let Some(command) = command else {
+        bail!("--mode {purpose} needs --{purpose}-command");
+    };
     let endpoints = args.target.cluster.endpoint_list();
     let mut conns = connect(&args.target, 1).await?;
     let shape = Shape {
@@ -266,24 +285,28 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
     let before = load::run(&conns, warm).await?;
     if before.ops == 0 {
         bail!(
-            "no put succeeded before the kill: {}",
+            "no put succeeded before the failure: {}",
             before.first_error.unwrap_or_default()
         );
     }
     let leader = conns[0].leader_endpoint(&endpoints).await?;
-    let killed_at = failover::kill(&args.kill_command, &leader).await?;
+    let failed_at = failover::run_command(purpose, command, &leader).await?;
     let window =
-        failover::first_success_after(&conns[0], killed_at, args.concurrency, args.give_up)
-            .await
-            .with_context(|| format!("after killing the leader at {leader}"))?;
+        failover::first_success_after(&conns[0], failed_at, args.concurrency, args.give_up).await;
+    if let Some(thaw) = &args.thaw_command {
+        failover::run_command("thaw", thaw, &leader).await?;
+    }
+    let what = args.mode.past_tense();
+    let window = window.with_context(|| format!("after the leader at {leader} was {what}"))?;
     let millis = window.as_secs_f64() * 1000.0;
     println!(
-        "{} failover: leader {leader} killed; first put after it succeeded {millis:.0} ms later",
+        "{} failover: leader {leader} {what}; first put after it succeeded {millis:.0} ms later",
         args.target.backend.name()
     );
     if let Some(path) = args.json {
         let json = serde_json::json!({
             "backend": args.target.backend,
+            "mode": args.mode,
             "leader": leader,
             "failover_ms": millis,
             "request_timeout_ms": args.target.request_timeout.as_millis() as u64,
