@@ -382,7 +382,7 @@ impl Client {
     }
 
     /// The known leader if asked for and not silent lately, else the next endpoint in turn
-    /// that was not silent lately, else (all of them were) the next one in turn.
+    /// that was not silent lately, else (all of them were) the one silent longest ago.
     fn next_endpoint(&self, prefer_leader: bool) -> String {
         let now = Instant::now();
         let silent = self.inner.silent.lock().expect("not poisoned");
@@ -395,11 +395,10 @@ impl Client {
         }
         let endpoints = &self.inner.endpoints;
         let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed);
-        (0..endpoints.len())
+        let in_turn: Vec<&String> = (0..endpoints.len())
             .map(|offset| &endpoints[(turn + offset) % endpoints.len()])
-            .find(|endpoint| !silent.avoids(endpoint, now))
-            .unwrap_or(&endpoints[turn % endpoints.len()])
-            .clone()
+            .collect();
+        silent.pick(&in_turn, now).clone()
     }
 
     async fn connection(

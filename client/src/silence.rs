@@ -65,6 +65,27 @@ impl SilentNodes {
             .get(endpoint)
             .is_some_and(|until| *until > now)
     }
+
+    /// The first of `candidates` not avoided; if every one is, the one that went silent
+    /// longest ago (the likeliest to be back), the first of those on a tie.
+    pub fn pick<'a>(&self, candidates: &[&'a String], now: Instant) -> &'a String {
+        assert!(!candidates.is_empty(), "a client has at least one endpoint");
+        let avoided_until = |endpoint: &String| {
+            self.avoid_until
+                .get(endpoint.as_str())
+                .copied()
+                .filter(|until| *until > now)
+        };
+        let mut best = candidates[0];
+        for candidate in candidates {
+            match (avoided_until(candidate), avoided_until(best)) {
+                (None, _) => return candidate,
+                (Some(until), Some(best_until)) if until < best_until => best = candidate,
+                _ => {}
+            }
+        }
+        best
+    }
 }
 
 /// An answer a call no longer waits on alone but still takes: from an attempt that ran out of
@@ -131,6 +152,21 @@ mod tests {
         silent.went_silent("a:1", start);
         silent.answered("a:1");
         assert!(!silent.avoids("a:1", start));
+    }
+
+    #[test]
+    fn the_pick_is_a_node_not_silent_else_the_one_silent_longest_ago() {
+        let start = Instant::now();
+        let (a, b, c) = ("a:1".to_string(), "b:1".to_string(), "c:1".to_string());
+        let mut silent = SilentNodes::default();
+        assert_eq!(silent.pick(&[&a, &b, &c], start), &a);
+        silent.went_silent(&a, start + Duration::from_millis(10));
+        assert_eq!(silent.pick(&[&a, &b, &c], start), &b);
+        silent.went_silent(&c, start);
+        silent.went_silent(&b, start + Duration::from_millis(20));
+        let now = start + Duration::from_millis(30);
+        assert_eq!(silent.pick(&[&a, &b, &c], now), &c, "c went silent first");
+        assert_eq!(silent.pick(&[&b, &a], now), &a);
     }
 
     #[test]
