@@ -577,6 +577,7 @@ async fn a_cluster_with_large_values_restarts_twice() {
             );
         }
     }
+}
 
 /// From a SIGSTOP of the leader to the first put acknowledged through a client that knows every
 /// node: the other two elect a leader within two election timeouts (2 x 500 ms in these tests),
