@@ -91,6 +91,7 @@ fn put_served_by(node: u64) -> Response {
             revision: 7,
             served_by: node,
             log_time_ms: 0,
+            applied_index: 7,
         }),
         succeeded: true,
         previous: None,

@@ -237,6 +237,8 @@ struct Inner {
     request_id: AtomicU64,
     /// Highest revision any answer showed (for session reads).
     revision_seen: AtomicU64,
+    /// Highest log position any answer was served at (for session reads).
+    applied_index_seen: AtomicU64,
     leader: Mutex<Option<String>>,
     /// Nodes that let an attempt run out recently: tried only when no other is left.
     silent: Mutex<SilentNodes>,
@@ -357,6 +359,7 @@ impl Client {
                 idle_lanes: Mutex::new(Vec::new()),
                 request_id: AtomicU64::new(0),
                 revision_seen: AtomicU64::new(0),
+                applied_index_seen: AtomicU64::new(0),
                 leader: Mutex::new(None),
                 silent: Mutex::new(SilentNodes::default()),
                 rotation: AtomicUsize::new(0),
@@ -372,6 +375,13 @@ impl Client {
     /// Highest revision this client has seen in any answer.
     pub fn revision_seen(&self) -> u64 {
         self.inner.revision_seen.load(Ordering::Relaxed)
+    }
+
+    /// Highest log position any answer this client has seen was served at: with the revision,
+    /// the point a session read must not go back from (expiry and leases change what is read
+    /// without a new revision).
+    pub fn applied_index_seen(&self) -> u64 {
+        self.inner.applied_index_seen.load(Ordering::Relaxed)
     }
 
     /// Closes every connection this client holds (calls in flight on them fail and are
@@ -649,10 +659,13 @@ impl Client {
         if to_leader {
             *self.inner.leader.lock().expect("not poisoned") = Some(endpoint.to_string());
         }
-        if let Some(revision) = revision_of(&response) {
+        if let Some(header) = header_of(&response) {
             self.inner
                 .revision_seen
-                .fetch_max(revision, Ordering::Relaxed);
+                .fetch_max(header.revision, Ordering::Relaxed);
+            self.inner
+                .applied_index_seen
+                .fetch_max(header.applied_index, Ordering::Relaxed);
         }
         response
     }
@@ -706,12 +719,17 @@ impl Client {
         }
     }
 
-    fn read_consistency(&self, consistency: ReadConsistency) -> (Consistency, u64) {
+    /// The consistency level, minimum revision and minimum log position a read asks for.
+    fn read_consistency(&self, consistency: ReadConsistency) -> (Consistency, u64, u64) {
         match consistency {
-            ReadConsistency::Linearizable => (Consistency::Linearizable, 0),
-            ReadConsistency::Stale => (Consistency::Stale, 0),
-            ReadConsistency::Session => (Consistency::AtLeastRevision, self.revision_seen()),
-            ReadConsistency::AtLeast(revision) => (Consistency::AtLeastRevision, revision),
+            ReadConsistency::Linearizable => (Consistency::Linearizable, 0, 0),
+            ReadConsistency::Stale => (Consistency::Stale, 0, 0),
+            ReadConsistency::Session => (
+                Consistency::AtLeastRevision,
+                self.revision_seen(),
+                self.applied_index_seen(),
+            ),
+            ReadConsistency::AtLeast(revision) => (Consistency::AtLeastRevision, revision, 0),
         }
     }
 
@@ -771,11 +789,12 @@ impl Client {
         key: &[u8],
         consistency: ReadConsistency,
     ) -> Result<GetResult, ClientError> {
-        let (consistency, min_revision) = self.read_consistency(consistency);
+        let (consistency, min_revision, min_applied_index) = self.read_consistency(consistency);
         let body = Request::Get(GetRequest {
             key: key.to_vec(),
             consistency: consistency as i32,
             min_revision,
+            min_applied_index,
         });
         match self.request(body).await? {
             Response::Get(get) => Ok(GetResult {
@@ -809,13 +828,14 @@ impl Client {
         limit: u32,
         consistency: ReadConsistency,
     ) -> Result<ScanPage, ClientError> {
-        let (consistency, min_revision) = self.read_consistency(consistency);
+        let (consistency, min_revision, min_applied_index) = self.read_consistency(consistency);
         let body = Request::Scan(ScanRequest {
             prefix: prefix.to_vec(),
             limit,
             start_after: start_after.to_vec(),
             consistency: consistency as i32,
             min_revision,
+            min_applied_index,
         });
         match self.request(body).await? {
             Response::Scan(scan) => Ok(ScanPage {
@@ -833,6 +853,7 @@ impl Client {
             key: key.to_vec(),
             consistency: Consistency::Linearizable as i32,
             min_revision: 0,
+            min_applied_index: 0,
         });
         match self.request(body).await? {
             Response::Ttl(ttl) => Ok(TtlResult {
@@ -910,6 +931,7 @@ impl Client {
             keys,
             consistency: Consistency::Linearizable as i32,
             min_revision: 0,
+            min_applied_index: 0,
         });
         match self.request(body).await? {
             Response::LeaseTimeToLive(lease) => Ok(LeaseInfo {
@@ -1028,10 +1050,6 @@ fn header_revision(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 
 
 fn header_log_time(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 {
     header.as_ref().map_or(0, |header| header.log_time_ms)
-}
-
-fn revision_of(response: &Response) -> Option<u64> {
-    header_of(response).map(|header| header.revision)
 }
 
 /// The header of an answer: revision, serving node and log time of the state it was served at

@@ -31,10 +31,13 @@ pub enum Bug {
     /// A new leader copying a log whose snapshot point it already holds acknowledges the
     /// snapshot but never asks for the entries after it.
     SyncStuckOnOwnSnapshotPoint,
+    /// A session read waits for the revision its client saw, not for the log position, so it
+    /// can be served at an earlier log time (a key the client saw expire comes back).
+    SessionPointRevisionOnly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -44,6 +47,7 @@ impl Bug {
         Bug::StaleClock,
         Bug::SnapshotResumeIgnored,
         Bug::SyncStuckOnOwnSnapshotPoint,
+        Bug::SessionPointRevisionOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Bug {
             Bug::StaleClock => "stale-clock",
             Bug::SnapshotResumeIgnored => "snapshot-resume-ignored",
             Bug::SyncStuckOnOwnSnapshotPoint => "sync-stuck-on-own-snapshot-point",
+            Bug::SessionPointRevisionOnly => "session-point-revision-only",
         }
     }
 }

@@ -151,6 +151,29 @@ pub struct ReplicaStatus {
     pub peers: Vec<(NodeId, Option<u64>, Option<u64>)>,
 }
 
+/// What a session read has already seen: the state it reads must be at least this new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SessionPoint {
+    pub(crate) revision: u64,
+    /// Revisions alone miss expiry and leases, which change what a read returns without one;
+    /// the log position covers everything visible.
+    pub(crate) applied_index: u64,
+}
+
+/// A session read waiting for its session point, given up after `SESSION_READ_WAIT_MS_MAX`.
+#[derive(Debug)]
+pub(crate) struct SessionWaiter {
+    point: SessionPoint,
+    since: Time,
+    request: RequestId,
+    read: ReadRequest,
+}
+
+/// A session read waits at most this long (in election timeouts) for the replica to reach its
+/// session point, then is refused with `Timeout` so the client tries another node: a node cut
+/// off from its leader, or asked for a point it will never reach, must not hold reads forever.
+const SESSION_READ_WAIT_ELECTION_TIMEOUTS: u64 = 2;
+
 /// What an outstanding ready asked the caller to persist.
 #[derive(Debug)]
 pub(crate) struct InFlight {
@@ -208,8 +231,8 @@ pub struct Replica {
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
 
-    /// At-least-revision reads waiting for the state machine to catch up.
-    pub(crate) revision_waiters: Vec<(u64, RequestId, ReadRequest)>,
+    /// Session reads waiting for the state machine to reach their session point.
+    pub(crate) revision_waiters: Vec<SessionWaiter>,
 
     // Output buffers of the current turn.
     pub(crate) messages: Vec<Outgoing>,
@@ -238,7 +261,9 @@ impl Replica {
                 let log = Log::recovered(meta.index, ballot_or_zero(meta.ballot), durable.entries);
                 // The bytes are not kept: a transfer encodes the state it has then.
                 drop(data);
-                (KvStore::from_snapshot(decoded), log, members, None)
+                let mut kv = KvStore::from_snapshot(decoded);
+                kv.set_applied_index(meta.index);
+                (kv, log, members, None)
             }
             None => {
                 let log = Log::recovered(0, Ballot::ZERO, durable.entries);
@@ -516,6 +541,7 @@ impl Replica {
             }
         }
         self.retransmit_snapshots();
+        self.expire_revision_waiters();
     }
 
     /// Handles one message from a peer that arrived by `now` on the caller's clock.
@@ -564,16 +590,28 @@ impl Replica {
     /// Serves a read that arrived by `now`, at the consistency level it asks for.
     pub fn read(&mut self, request: RequestId, read: ReadRequest, now: Time) {
         self.observe_time(now);
-        let (consistency, min_revision) = match &read {
-            ReadRequest::Get(get) => (get.consistency(), get.min_revision),
-            ReadRequest::Scan(scan) => (scan.consistency(), scan.min_revision),
-            ReadRequest::Ttl(ttl) => (ttl.consistency(), ttl.min_revision),
-            ReadRequest::LeaseTimeToLive(lease) => (lease.consistency(), lease.min_revision),
+        let (consistency, revision, applied_index) = match &read {
+            ReadRequest::Get(get) => (get.consistency(), get.min_revision, get.min_applied_index),
+            ReadRequest::Scan(scan) => (
+                scan.consistency(),
+                scan.min_revision,
+                scan.min_applied_index,
+            ),
+            ReadRequest::Ttl(ttl) => (ttl.consistency(), ttl.min_revision, ttl.min_applied_index),
+            ReadRequest::LeaseTimeToLive(lease) => (
+                lease.consistency(),
+                lease.min_revision,
+                lease.min_applied_index,
+            ),
+        };
+        let point = SessionPoint {
+            revision,
+            applied_index,
         };
         match consistency {
             Consistency::Stale => self.answer_read(request, &read),
             Consistency::AtLeastRevision => {
-                if self.kv.revision() >= min_revision {
+                if self.reached(point) {
                     self.answer_read(request, &read);
                 } else if self.revision_waiters.len() >= PENDING_READS_MAX {
                     self.respond(
@@ -581,7 +619,12 @@ impl Replica {
                         error_response(ErrorCode::Busy, "too many reads waiting; retry shortly"),
                     );
                 } else {
-                    self.revision_waiters.push((min_revision, request, read));
+                    self.revision_waiters.push(SessionWaiter {
+                        point,
+                        since: self.now,
+                        request,
+                        read,
+                    });
                 }
             }
             Consistency::Linearizable => {
@@ -756,14 +799,39 @@ impl Replica {
         committed
     }
 
+    /// Whether the applied state is at least as new as a session point.
+    fn reached(&self, point: SessionPoint) -> bool {
+        let index_reached = self.kv.applied_index() >= point.applied_index
+            || crate::planted::active(crate::planted::Bug::SessionPointRevisionOnly);
+        self.kv.revision() >= point.revision && index_reached
+    }
+
+    /// Answers the session reads whose point the state machine has reached.
     pub(crate) fn wake_revision_waiters(&mut self) {
-        let revision = self.kv.revision();
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revision_waiters)
             .into_iter()
-            .partition(|(min_revision, _, _)| *min_revision <= revision);
+            .partition(|waiter| self.reached(waiter.point));
         self.revision_waiters = waiting;
-        for (_, request, read) in ready {
-            self.answer_read(request, &read);
+        for waiter in ready {
+            self.answer_read(waiter.request, &waiter.read);
+        }
+    }
+
+    /// Refuses the session reads that waited too long (the client then asks another node).
+    fn expire_revision_waiters(&mut self) {
+        let wait_ms_max = SESSION_READ_WAIT_ELECTION_TIMEOUTS * self.config.election_timeout_ms;
+        let now = self.now;
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revision_waiters)
+            .into_iter()
+            .partition(|waiter| now.millis_since(waiter.since) >= wait_ms_max);
+        self.revision_waiters = waiting;
+        for waiter in expired {
+            let message = format!(
+                "{} has not caught up with this session (revision {}, log index {}) within \
+                 {wait_ms_max} ms; try another node",
+                self.id, waiter.point.revision, waiter.point.applied_index
+            );
+            self.respond(waiter.request, error_response(ErrorCode::Timeout, message));
         }
     }
 

@@ -279,6 +279,7 @@ impl Replica {
             "an installed snapshot moves the commit point forward"
         );
         self.kv = crate::KvStore::from_snapshot(decoded);
+        self.kv.set_applied_index(meta.index);
         self.log.reset_to_snapshot(&meta);
         self.commit_index = meta.index;
         self.applied_index = meta.index;

@@ -368,6 +368,7 @@ fn get(request: u64) -> (paxkv_core::RequestId, paxkv_core::ReadRequest) {
         key: b"k".to_vec(),
         consistency: paxkv_proto::client::Consistency::Linearizable as i32,
         min_revision: 0,
+        min_applied_index: 0,
     });
     (paxkv_core::RequestId(request), read)
 }
@@ -957,6 +958,7 @@ fn a_session_read_waits_for_the_revision_it_asks_for() {
         key: b"k".to_vec(),
         consistency: paxkv_proto::client::Consistency::AtLeastRevision as i32,
         min_revision: 2,
+        min_applied_index: 0,
     });
     replica.read(paxkv_core::RequestId(7), read, replica.now());
     assert!(
@@ -1214,6 +1216,7 @@ fn a_session_read_is_woken_by_an_installed_snapshot() {
         key: b"k".to_vec(),
         consistency: paxkv_proto::client::Consistency::AtLeastRevision as i32,
         min_revision: 5,
+        min_applied_index: 0,
     });
     replica.read(paxkv_core::RequestId(7), read, replica.now());
     assert!(answered_reads(&mut replica).is_empty());

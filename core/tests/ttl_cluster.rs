@@ -79,6 +79,7 @@ fn visible_on(cluster: &mut Cluster, node: NodeId, key: &[u8]) -> Option<bool> {
         key: key.to_vec(),
         consistency: Consistency::Stale as i32,
         min_revision: 0,
+        min_applied_index: 0,
     });
     let request = cluster.read_via(node, read);
     match cluster.wait_for(request, 20)? {

@@ -405,6 +405,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
             key: b"kept".to_vec(),
             consistency: 1,
             min_revision: 0,
+            min_applied_index: 0,
         })),
     };
     let mut frame = (request.encoded_len() as u32).to_be_bytes().to_vec();

@@ -57,6 +57,9 @@ pub struct KvStore {
     revision: u64,
     /// Log time of the last applied entry.
     log_time_ms: u64,
+    /// Log index of the last applied entry (or of the snapshot the store was built from): the
+    /// position every answer is served at. Not part of the snapshot's bytes or the state hash.
+    applied_index: u64,
     /// (deadline, key) of every key with a TTL.
     key_deadlines: BTreeSet<(u64, Vec<u8>)>,
     leases: BTreeMap<u64, Lease>,
@@ -78,6 +81,15 @@ impl KvStore {
 
     pub fn log_time_ms(&self) -> u64 {
         self.log_time_ms
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The position of a store built from a snapshot: the snapshot's index.
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.applied_index = index;
     }
 
     /// Keys physically stored (including expired ones not yet removed).
@@ -102,11 +114,18 @@ impl KvStore {
             revision: self.revision,
             served_by: 0,
             log_time_ms: self.log_time_ms,
+            applied_index: self.applied_index,
         })
     }
 
     /// Applies one committed entry at `index`; returns the answer for the writer, if any.
     pub fn apply(&mut self, index: u64, entry: &Entry) -> Option<Response> {
+        assert!(
+            index > self.applied_index,
+            "entries apply in log order: {index} after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
         self.advance_time(entry.log_time_ms);
         match &entry.kind {
             Some(Kind::Command(command)) => Some(self.apply_command(index, command)),
@@ -620,8 +639,8 @@ mod tests {
     fn oversized_and_empty_keys_are_refused_without_changing_state() {
         let mut store = KvStore::new();
         let big = "x".repeat(paxkv_proto::KEY_BYTES_MAX + 1);
-        for key in [big.as_str(), ""] {
-            match store.apply(1, &put_entry(0, 0, key, "v", None)) {
+        for (index, key) in [big.as_str(), ""].into_iter().enumerate() {
+            match store.apply(index as u64 + 1, &put_entry(0, 0, key, "v", None)) {
                 Some(Response::Error(_)) => {}
                 other => panic!("{other:?}"),
             }

@@ -609,6 +609,7 @@ impl Cluster {
             key: key.to_vec(),
             consistency: consistency as i32,
             min_revision,
+            min_applied_index: 0,
         });
         let now = clock_at(self.clocks.get(&to), self.now);
         if let Some(replica) = self

@@ -34,8 +34,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 pub use disk::SimStorage;
-pub use options::SeedOptions;
 use nemesis::Nemesis;
+pub use options::SeedOptions;
 use workload::{client_loop, convergence, sample_status, verify};
 
 const SECRET: &[u8] = b"simulated-cluster-secret-0123456789";

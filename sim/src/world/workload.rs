@@ -88,6 +88,7 @@ fn plan(state: &mut ClientState) -> Planned {
                 key: key.as_bytes().to_vec(),
                 consistency: consistency as i32,
                 min_revision,
+                min_applied_index: 0,
             }),
             invoke: json!({"f": "get", "key": key, "consistency": name}),
         }
@@ -144,6 +145,7 @@ fn plan(state: &mut ClientState) -> Planned {
                 key: shared_key.clone().into_bytes(),
                 consistency: Consistency::Linearizable as i32,
                 min_revision: 0,
+                min_applied_index: 0,
             }),
             invoke: json!({"f": "ttl", "key": shared_key}),
         },
@@ -323,6 +325,7 @@ pub(super) async fn client_loop(
         if let Request::Get(get) = &mut planned.request {
             if get.consistency == Consistency::AtLeastRevision as i32 {
                 get.min_revision = client.revision_seen();
+                get.min_applied_index = client.applied_index_seen();
             }
         }
         // Served again: an operation completed after the heal.
@@ -386,6 +389,7 @@ pub(super) async fn verify(process: u64, clients: u64, endpoints: &[String], sha
                 key: key.clone().into_bytes(),
                 consistency: Consistency::Linearizable as i32,
                 min_revision: 0,
+                min_applied_index: 0,
             }),
             invoke: json!({"f": "get", "key": key}),
         };
@@ -435,4 +439,3 @@ pub(super) async fn convergence(endpoints: &[String], shared: &Shared) -> Result
         CONVERGE_BOUND.as_secs()
     ))
 }
-
