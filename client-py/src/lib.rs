@@ -115,6 +115,10 @@ fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
             ),
         ),
         ClientError::NotFound(problem) => ("NotFound", problem),
+        ClientError::SessionExpired(problem) => (
+            "SessionExpired",
+            format!("{problem}. Read the key to find out before you write it again"),
+        ),
         ClientError::Server(problem) => ("Error", format!("the server failed: {problem}")),
     };
     let made = py

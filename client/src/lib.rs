@@ -26,8 +26,8 @@ pub use paxkv_proto::client::{
 };
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest, ScanRequest,
-    StatusRequest, TtlRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest,
+    RegisterSessionRequest, ScanRequest, StatusRequest, TtlRequest,
 };
 pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use tokio::sync::oneshot;
@@ -51,12 +51,19 @@ pub const ATTEMPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ClientError {
-    /// No leader with a quorum answered in time; the cluster may be down or partitioned.
+    /// No leader with a quorum answered in time; the cluster may be down or partitioned. A
+    /// write that fails with this was not applied (a write that may have been fails with
+    /// `Timeout` or `SessionExpired`).
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
     /// The call did not finish in time; a write may or may not have taken effect.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The write's session was forgotten by the cluster (it keeps a bounded number) after an
+    /// earlier attempt of this write was sent: that attempt may or may not have been applied,
+    /// and the write was not applied again. Read the key to find out.
+    #[error("session expired, outcome unknown: {0}")]
+    SessionExpired(String),
     /// The request is invalid (too large, empty key, bad TTL) and was not applied.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -246,22 +253,21 @@ struct Inner {
     connections: Mutex<BTreeMap<String, Arc<Connection>>>,
 }
 
-/// A write session: a client id and the sequence of its next write. Nodes remember the last
-/// sequence applied per client id and refuse an older one, so a session carries one write at a
-/// time; a client with many writes in flight uses as many sessions, each kept for later writes.
+/// A write session: a client id the cluster registered and the sequence of its next write.
+/// Nodes remember the last sequence applied per client id and refuse an older one, so a
+/// session carries one write at a time; a client with many writes in flight uses as many
+/// sessions, each kept for later writes. A new lane has no id until its first write registers
+/// one (a write of an unknown id is refused, never applied as new).
 struct Lane {
+    /// 0 until registered.
     client_id: u64,
     next_sequence: u64,
 }
 
 impl Lane {
     fn new() -> Lane {
-        let random = paxkv_proto::auth::nonce();
-        let id: [u8; 8] = random[..8]
-            .try_into()
-            .expect("nonces are longer than 8 bytes");
         Lane {
-            client_id: u64::from_le_bytes(id) | 1,
+            client_id: 0,
             next_sequence: 1,
         }
     }
@@ -292,6 +298,24 @@ impl<'a> LaneGuard<'a> {
         let lane = self.lane.as_ref().expect("held until dropped");
         (lane.client_id, lane.next_sequence)
     }
+
+    fn registered(&self) -> bool {
+        self.ids().0 != 0
+    }
+
+    /// The cluster forgot the lane's session: the next write registers a new one.
+    fn forget_session(&mut self) {
+        let lane = self.lane.as_mut().expect("held until dropped");
+        lane.client_id = 0;
+    }
+
+    /// Starts the lane over under a newly registered session.
+    fn register(&mut self, client_id: u64) {
+        assert_ne!(client_id, 0, "registered sessions have an id");
+        let lane = self.lane.as_mut().expect("held until dropped");
+        lane.client_id = client_id;
+        lane.next_sequence = 1;
+    }
 }
 
 impl Drop for LaneGuard<'_> {
@@ -301,6 +325,16 @@ impl Drop for LaneGuard<'_> {
             self.idle.lock().expect("not poisoned").push(lane);
         }
     }
+}
+
+/// Times a write registers a new session because the cluster had already forgotten the last
+/// one before the write's first attempt reached it.
+const SESSION_REGISTRATIONS_PER_WRITE_MAX: usize = 3;
+
+/// A call that failed, and how many attempts it made (sent or not).
+struct CallFailed {
+    error: ClientError,
+    attempts: u64,
 }
 
 /// What stays the same across the attempts of one call.
@@ -460,15 +494,72 @@ impl Client {
         to_leader: bool,
     ) -> Result<Response, ClientError> {
         check_frame_size(&body)?;
-        let lane = write.then(|| LaneGuard::take(&self.inner.idle_lanes));
+        let deadline = Instant::now() + self.inner.timeout;
+        if !write {
+            let ids = (self.inner.client_id, 0);
+            return self
+                .call_with(&body, ids, deadline, false, to_leader)
+                .await
+                .map_err(|failed| failed.error);
+        }
+        let mut lane = LaneGuard::take(&self.inner.idle_lanes);
+        for _ in 0..SESSION_REGISTRATIONS_PER_WRITE_MAX {
+            if !lane.registered() {
+                let client_id = self.register_session(deadline).await?;
+                lane.register(client_id);
+            }
+            match self
+                .call_with(&body, lane.ids(), deadline, true, to_leader)
+                .await
+            {
+                Ok(response) => return Ok(response),
+                // Refused before any earlier attempt went out: nothing of this write was
+                // applied, so it is safe to send it again under a new session.
+                Err(CallFailed {
+                    error: ClientError::SessionExpired(_),
+                    attempts: 1,
+                }) => lane.forget_session(),
+                Err(failed) => return Err(failed.error),
+            }
+        }
+        // Every session was refused at the first attempt: nothing of this write was applied.
+        Err(ClientError::Unavailable(format!(
+            "the cluster forgot {SESSION_REGISTRATIONS_PER_WRITE_MAX} new sessions in a row \
+             before this write reached it (it keeps too few for this many writers); the write \
+             was not applied"
+        )))
+    }
+
+    /// Registers a new write session (a replicated entry); returns its id.
+    async fn register_session(&self, deadline: Instant) -> Result<u64, ClientError> {
+        let body = Request::RegisterSession(RegisterSessionRequest {});
+        let response = self
+            .call_with(&body, (0, 0), deadline, true, true)
+            .await
+            .map_err(|failed| failed.error)?;
+        match response {
+            Response::RegisterSession(session) if session.client_id != 0 => Ok(session.client_id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `body` with the same ids in every attempt until an answer that is not retryable,
+    /// or the deadline.
+    async fn call_with(
+        &self,
+        body: &Request,
+        ids: (u64, u64),
+        deadline: Instant,
+        write: bool,
+        to_leader: bool,
+    ) -> Result<Response, CallFailed> {
         let plan = CallPlan {
-            body: &body,
-            ids: lane
-                .as_ref()
-                .map_or((self.inner.client_id, 0), |lane| lane.ids()),
-            deadline: Instant::now() + self.inner.timeout,
+            body,
+            ids,
+            deadline,
             to_leader,
         };
+        let mut attempts = 0u64;
         // The last problem of every endpoint tried, for the error if nothing works.
         let mut problems = BTreeMap::new();
         // One node failing the secret may be an impostor; all of them means ours is wrong.
@@ -477,7 +568,9 @@ impl Client {
         // Silent nodes a hint named that got this call's request on the side.
         let mut asked_aside = BTreeSet::new();
         let mut pause = false;
+        let failed = |error: ClientError, attempts: u64| CallFailed { error, attempts };
         while Instant::now() < plan.deadline {
+            attempts += 1;
             let endpoint = self.next_endpoint(to_leader);
             let attempt = tokio::select! {
                 biased;
@@ -488,13 +581,12 @@ impl Client {
             };
             let problem = match attempt {
                 Attempt::Done(response) => return Ok(response),
-                Attempt::Fail(error) => return Err(error),
+                Attempt::Fail(error) => return Err(failed(error, attempts)),
                 Attempt::AuthFailed(problem) => {
                     auth_failures.insert(endpoint.clone());
                     if auth_failures.len() >= self.inner.endpoints.len() {
-                        return Err(ClientError::Authentication(format!(
-                            "{endpoint}: {problem}"
-                        )));
+                        let error = ClientError::Authentication(format!("{endpoint}: {problem}"));
+                        return Err(failed(error, attempts));
                     }
                     problem
                 }
@@ -517,7 +609,7 @@ impl Client {
             };
             problems.insert(endpoint, problem);
         }
-        Err(self.gave_up(write, &problems))
+        Err(failed(self.gave_up(write, &problems), attempts))
     }
 
     /// The error of a call that ran out of time, naming every endpoint tried.
@@ -713,6 +805,7 @@ impl Client {
             }
             ErrorCode::Unauthenticated => Attempt::AuthFailed(error.message),
             ErrorCode::NotFound => Attempt::Fail(ClientError::NotFound(error.message)),
+            ErrorCode::SessionExpired => Attempt::Fail(ClientError::SessionExpired(error.message)),
             ErrorCode::StaleSequence | ErrorCode::Unspecified => {
                 Attempt::Fail(ClientError::Server(error.message))
             }
@@ -1067,6 +1160,7 @@ pub fn header_of(response: &Response) -> Option<&ResponseHeader> {
         Response::LeaseKeepAlive(keep_alive) => &keep_alive.header,
         Response::LeaseRevoke(revoke) => &revoke.header,
         Response::LeaseTimeToLive(lease) => &lease.header,
+        Response::RegisterSession(session) => &session.header,
         _ => return None,
     };
     header.as_ref()

@@ -30,6 +30,9 @@ pub struct ReplicaConfig {
     /// Bytes of snapshot per chunk message of a transfer (the simulator lowers it, so that
     /// small states still travel in many chunks).
     pub snapshot_chunk_bytes: usize,
+    /// Client sessions the state machine keeps (least recently used forgotten first). Every
+    /// replica of a cluster must use the same value.
+    pub sessions_max: usize,
 }
 
 impl ReplicaConfig {
@@ -46,6 +49,7 @@ impl ReplicaConfig {
             uncommitted_entries_max: 4096,
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
+            sessions_max: crate::kv::SESSIONS_MAX,
         }
     }
 
@@ -84,10 +88,12 @@ impl ReplicaConfig {
             || self.uncommitted_entries_max == 0
             || self.log_tick_interval_ms == 0
             || self.snapshot_chunk_bytes == 0
+            || self.sessions_max == 0
             || self.snapshot_chunk_bytes > crate::SNAPSHOT_CHUNK_BYTES
         {
             return invalid(
-                "snapshot threshold, uncommitted limit, tick interval and snapshot chunk size must \
+                "snapshot threshold, uncommitted limit, tick interval, snapshot chunk size and \
+                 sessions kept must \
                  be positive (chunks at most SNAPSHOT_CHUNK_BYTES)"
                     .into(),
             );

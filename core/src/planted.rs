@@ -34,10 +34,14 @@ pub enum Bug {
     /// A session read waits for the revision its client saw, not for the log position, so it
     /// can be served at an earlier log time (a key the client saw expire comes back).
     SessionPointRevisionOnly,
+    /// A write of a session the state machine does not know (forgotten to keep sessions
+    /// bounded) is applied as new: a retry of a write that was applied before its session was
+    /// forgotten applies again.
+    UnknownSessionApplied,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -48,6 +52,7 @@ impl Bug {
         Bug::SnapshotResumeIgnored,
         Bug::SyncStuckOnOwnSnapshotPoint,
         Bug::SessionPointRevisionOnly,
+        Bug::UnknownSessionApplied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +67,7 @@ impl Bug {
             Bug::SnapshotResumeIgnored => "snapshot-resume-ignored",
             Bug::SyncStuckOnOwnSnapshotPoint => "sync-stuck-on-own-snapshot-point",
             Bug::SessionPointRevisionOnly => "session-point-revision-only",
+            Bug::UnknownSessionApplied => "unknown-session-applied",
         }
     }
 }

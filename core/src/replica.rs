@@ -289,6 +289,8 @@ impl Replica {
             .hard_state
             .commit_index
             .clamp(snapshot_index, log.last_index());
+        let mut kv = kv;
+        kv.set_sessions_max(config.sessions_max);
         let mut replica = Replica {
             rng: SeededRng::new(config.seed ^ id.0.rotate_left(32)),
             id,
@@ -426,6 +428,7 @@ impl Replica {
             Response::LeaseKeepAlive(keep_alive) => keep_alive.header.as_mut(),
             Response::LeaseRevoke(revoke) => revoke.header.as_mut(),
             Response::LeaseTimeToLive(time_to_live) => time_to_live.header.as_mut(),
+            Response::RegisterSession(session) => session.header.as_mut(),
             Response::Status(_)
             | Response::Error(_)
             | Response::AuthChallenge(_)

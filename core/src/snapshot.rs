@@ -280,6 +280,7 @@ impl Replica {
         );
         self.kv = crate::KvStore::from_snapshot(decoded);
         self.kv.set_applied_index(meta.index);
+        self.kv.set_sessions_max(self.config.sessions_max);
         self.log.reset_to_snapshot(&meta);
         self.commit_index = meta.index;
         self.applied_index = meta.index;

@@ -193,6 +193,7 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pend
         Some(Request::LeaseGrant(grant)) => Work::Write(Op::LeaseGrant(grant)),
         Some(Request::LeaseKeepAlive(keep_alive)) => Work::Write(Op::LeaseKeepAlive(keep_alive)),
         Some(Request::LeaseRevoke(revoke)) => Work::Write(Op::LeaseRevoke(revoke)),
+        Some(Request::RegisterSession(register)) => Work::Write(Op::RegisterSession(register)),
         Some(Request::Get(get)) => {
             validate_key(&get.key)?;
             Work::Read(ReadRequest::Get(get))

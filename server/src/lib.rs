@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub snapshot_entries_threshold: u64,
     /// Bytes per snapshot chunk (`paxkv_core::SNAPSHOT_CHUNK_BYTES` unless testing).
     pub snapshot_chunk_bytes: usize,
+    /// Client sessions kept (`paxkv_core::kv::SESSIONS_MAX` unless testing); the same on every
+    /// node of a cluster.
+    pub sessions_max: usize,
     /// Seed of the replica's random choices; None draws one from the operating system (a
     /// simulator passes its own, so a run replays exactly).
     pub seed: Option<u64>,
@@ -92,6 +95,7 @@ pub async fn start_node(
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
+    replica_config.sessions_max = config.sessions_max;
     let replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::Config(error.to_string()))?;
     let bind = |address: SocketAddr| async move {

@@ -21,6 +21,7 @@ from ._errors import (
     Error,
     InvalidArgument,
     NotFound,
+    SessionExpired,
     Timeout,
     Unavailable,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "LeaseStatus",
     "NotFound",
     "SCAN_LIMIT_MAX",
+    "SessionExpired",
     "Timeout",
     "Unavailable",
     "VALUE_BYTES_MAX",

@@ -17,6 +17,12 @@ class Timeout(Error, TimeoutError):
     key to find out before you write it again."""
 
 
+class SessionExpired(Timeout):
+    """The cluster forgot this write's session (it keeps a bounded number) after an earlier
+    attempt of the write was sent: that attempt may or may not have taken effect, and the write
+    was not applied again. Like a ``Timeout``, read the key to find out."""
+
+
 class InvalidArgument(Error, ValueError):
     """The request is invalid (empty or oversized key, oversized value, TTL out of range, bad
     option) and was not applied."""

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::client::{
     client_response::Body as Response, ClientResponse, DeleteRequest, DeleteResponse, ErrorCode,
-    KeyValue, PutRequest, PutResponse, ResponseHeader,
+    KeyValue, PutRequest, PutResponse, RegisterSessionResponse, ResponseHeader,
 };
 use paxkv_proto::peer::{
     command::Op, entry::Kind, Command, Entry, KvSnapshot, LeaseRecord, SessionRecord,
@@ -26,8 +26,9 @@ use prost::Message;
 pub use expiry::EXPIRED_KEYS_PER_ENTRY_MAX;
 pub use validate::{error_response, validate_command, validate_key, TTL_MS_MAX};
 
-/// Client sessions remembered for exactly-once writes; the least recently used one is forgotten
-/// beyond this (its next retry of an old write would then apply again).
+/// Client sessions remembered for exactly-once writes by default; the least recently used one
+/// is forgotten beyond this, and its next write is refused as of an expired session (never
+/// applied as new, which could apply a retried write twice).
 pub const SESSIONS_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +69,24 @@ pub struct KvStore {
     sessions: BTreeMap<u64, SessionRecord>,
     /// (last_index, client_id) of every session, oldest first, for eviction.
     sessions_by_age: BTreeMap<(u64, u64), ()>,
+    /// Sessions kept at most (`SESSIONS_MAX` unless configured). Every replica must use the
+    /// same bound, or they would forget different sessions and answer a write differently.
+    sessions_max: usize,
 }
 
 impl KvStore {
     pub fn new() -> KvStore {
-        KvStore::default()
+        KvStore {
+            sessions_max: SESSIONS_MAX,
+            ..KvStore::default()
+        }
+    }
+
+    /// Sets how many sessions are kept (the simulator lowers it to exercise forgetting).
+    pub fn set_sessions_max(&mut self, sessions_max: usize) {
+        assert!(sessions_max > 0, "at least one session is kept");
+        self.sessions_max = sessions_max;
+        self.evict_sessions();
     }
 
     pub fn revision(&self) -> u64 {
@@ -134,7 +148,22 @@ impl KvStore {
     }
 
     fn apply_command(&mut self, index: u64, command: &Command) -> Response {
+        if let Some(Op::RegisterSession(_)) = &command.op {
+            return self.register_session(index, command);
+        }
         if command.client_id != 0 {
+            let known = self.sessions.contains_key(&command.client_id);
+            if !known && !crate::planted::active(crate::planted::Bug::UnknownSessionApplied) {
+                return error_response(
+                    ErrorCode::SessionExpired,
+                    format!(
+                        "session {} is not known (never registered, or forgotten among the \
+                         {} most recently used); the write was not applied now, but if it was \
+                         sent before, an earlier attempt may have been: its outcome is unknown",
+                        command.client_id, self.sessions_max
+                    ),
+                );
+            }
             if let Some(session) = self.sessions.get(&command.client_id) {
                 if command.sequence == session.last_sequence
                     && !crate::planted::active(crate::planted::Bug::RetryAppliedTwice)
@@ -164,11 +193,29 @@ impl KvStore {
                 Op::LeaseGrant(grant) => self.lease_grant(index, grant),
                 Op::LeaseKeepAlive(keep_alive) => self.lease_keep_alive(keep_alive),
                 Op::LeaseRevoke(revoke) => self.lease_revoke(revoke),
+                Op::RegisterSession(_) => {
+                    unreachable!("registrations are applied before sessions are looked up")
+                }
             },
         };
         if command.client_id != 0 {
             self.remember_session(index, command, &response);
         }
+        response
+    }
+
+    /// Opens a session whose id is the log index of its registration (unique, never 0).
+    fn register_session(&mut self, index: u64, command: &Command) -> Response {
+        let response = Response::RegisterSession(RegisterSessionResponse {
+            header: self.header(),
+            client_id: index,
+        });
+        let record = Command {
+            client_id: index,
+            sequence: 0,
+            op: command.op.clone(),
+        };
+        self.remember_session(index, &record, &response);
         response
     }
 
@@ -192,7 +239,12 @@ impl KvStore {
             },
         );
         self.sessions_by_age.insert((index, command.client_id), ());
-        while self.sessions.len() > SESSIONS_MAX {
+        self.evict_sessions();
+    }
+
+    /// Forgets the least recently used sessions beyond the bound.
+    fn evict_sessions(&mut self) {
+        while self.sessions.len() > self.sessions_max {
             let (&(_, oldest), _) = self
                 .sessions_by_age
                 .iter()
@@ -411,6 +463,8 @@ impl KvStore {
         self.map = std::mem::take(&mut self.map).into_iter().collect();
     }
 
+    /// The store a snapshot describes, keeping at most `SESSIONS_MAX` sessions (call
+    /// `set_sessions_max` for another bound).
     pub fn from_snapshot(snapshot: KvSnapshot) -> KvStore {
         let mut store = KvStore::new();
         store.revision = snapshot.revision;
@@ -523,6 +577,22 @@ mod tests {
         }
     }
 
+    /// Applies a session registration at `index`; returns the new session's id.
+    fn register(store: &mut KvStore, index: u64) -> u64 {
+        let entry = Entry {
+            log_time_ms: 0,
+            kind: Some(Kind::Command(Command {
+                client_id: 0,
+                sequence: 0,
+                op: Some(Op::RegisterSession(Default::default())),
+            })),
+        };
+        match store.apply(index, &entry) {
+            Some(Response::RegisterSession(session)) => session.client_id,
+            other => panic!("expected a session, got {other:?}"),
+        }
+    }
+
     fn put_succeeded(response: Option<Response>) -> (bool, u64) {
         match response {
             Some(Response::Put(put)) => (put.succeeded, put.header.unwrap().revision),
@@ -591,13 +661,14 @@ mod tests {
     #[test]
     fn retried_write_applies_once_and_old_sequence_is_refused() {
         let mut store = KvStore::new();
-        let first = store.apply(1, &put_entry(9, 1, "k", "v1", None));
-        let retry = store.apply(2, &put_entry(9, 1, "k", "v-retry", None));
+        let client = register(&mut store, 1);
+        let first = store.apply(2, &put_entry(client, 1, "k", "v1", None));
+        let retry = store.apply(3, &put_entry(client, 1, "k", "v-retry", None));
         assert_eq!(first, retry);
         assert_eq!(store.get(b"k").unwrap().value, b"v1");
         assert_eq!(store.revision(), 1);
-        store.apply(3, &put_entry(9, 2, "k", "v2", None));
-        match store.apply(4, &put_entry(9, 1, "k", "v-old", None)) {
+        store.apply(4, &put_entry(client, 2, "k", "v2", None));
+        match store.apply(5, &put_entry(client, 1, "k", "v-old", None)) {
             Some(Response::Error(error)) => assert_eq!(error.code, ErrorCode::StaleSequence as i32),
             other => panic!("{other:?}"),
         }
@@ -607,15 +678,57 @@ mod tests {
     #[test]
     fn sessions_are_bounded_least_recently_used_first() {
         let mut store = KvStore::new();
-        for client in 1..=(SESSIONS_MAX as u64 + 1) {
-            store.apply(client, &put_entry(client, 1, "k", "v", None));
+        let mut index = 0;
+        let mut clients = Vec::new();
+        for _ in 0..=SESSIONS_MAX {
+            index += 1;
+            let client = register(&mut store, index);
+            index += 1;
+            store.apply(index, &put_entry(client, 1, "k", "v", None));
+            clients.push(client);
         }
         assert_eq!(store.sessions.len(), SESSIONS_MAX);
         assert!(
-            !store.sessions.contains_key(&1),
+            !store.sessions.contains_key(&clients[0]),
             "the oldest session is forgotten"
         );
-        assert!(store.sessions.contains_key(&2));
+        assert!(store.sessions.contains_key(&clients[1]));
+    }
+
+    /// Finding 2 of the outside review: a write whose session was forgotten is refused with
+    /// "session expired", never applied as new, so a retry of a write applied before the
+    /// session was forgotten cannot apply a second time after later writes.
+    #[test]
+    fn a_write_of_a_forgotten_session_is_refused_not_applied_again() {
+        let mut store = KvStore::new();
+        store.set_sessions_max(2);
+        let writer = register(&mut store, 1);
+        store.apply(2, &put_entry(writer, 1, "k", "v1", None));
+        // Two other clients write after it, and the writer's session is forgotten.
+        let second = register(&mut store, 3);
+        store.apply(4, &put_entry(second, 1, "k", "v2", None));
+        let third = register(&mut store, 5);
+        store.apply(6, &put_entry(third, 1, "k", "v3", None));
+        assert!(!store.sessions.contains_key(&writer));
+        // The writer's answer was lost; it retries the same sequence.
+        match store.apply(7, &put_entry(writer, 1, "k", "v1", None)) {
+            Some(Response::Error(error)) => {
+                assert_eq!(error.code, ErrorCode::SessionExpired as i32, "{error:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store.get(b"k").unwrap().value,
+            b"v3",
+            "the retry applied again"
+        );
+        // A session never registered is refused the same way.
+        match store.apply(8, &put_entry(12345, 1, "k", "x", None)) {
+            Some(Response::Error(error)) => {
+                assert_eq!(error.code, ErrorCode::SessionExpired as i32)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -653,9 +766,11 @@ mod tests {
     fn encoding_a_snapshot_key_by_key_gives_the_bytes_of_the_whole_message() {
         let mut store = KvStore::new();
         assert_eq!(store.encode_snapshot(), store.to_snapshot().encode_to_vec());
-        store.apply(1, &put_entry(5, 1, "a", "1", None));
-        store.apply(2, &put_entry(0, 0, "b", "2", None));
-        store.apply(3, &put_entry(7, 1, "c", "", None));
+        let five = register(&mut store, 1);
+        let seven = register(&mut store, 2);
+        store.apply(3, &put_entry(five, 1, "a", "1", None));
+        store.apply(4, &put_entry(0, 0, "b", "2", None));
+        store.apply(5, &put_entry(seven, 1, "c", "", None));
         assert!(store.to_snapshot().kvs.len() == 3 && !store.to_snapshot().sessions.is_empty());
         assert_eq!(store.encode_snapshot(), store.to_snapshot().encode_to_vec());
     }

@@ -91,6 +91,10 @@ pub fn validate_command(command: &Command) -> Result<(), Response> {
         Some(Op::LeaseGrant(grant)) => validate_ttl(grant.ttl_ms, "a lease time to live"),
         Some(Op::LeaseKeepAlive(keep_alive)) => validate_lease_id(keep_alive.lease_id),
         Some(Op::LeaseRevoke(revoke)) => validate_lease_id(revoke.lease_id),
+        Some(Op::RegisterSession(_)) if command.client_id != 0 => Err(bad_request(
+            "a session is registered with client id 0 (it has none yet)",
+        )),
+        Some(Op::RegisterSession(_)) => Ok(()),
         None => Err(bad_request("the command has no operation")),
     }
 }

@@ -174,6 +174,47 @@ fn clock_at(clock: Option<&NodeClock>, real: Time) -> Time {
     Time(u64::try_from(local).expect("clocks stay positive"))
 }
 
+/// Client ids the harness's clusters are born with as registered sessions, so tests can use
+/// ids 1 ..= this for exactly-once writes without registering first (a write of an unknown
+/// session is refused).
+pub const PREREGISTERED_SESSIONS: u64 = 1000;
+
+/// What every node of a new test cluster starts from: an empty store at index 0 that already
+/// knows the sessions 1 ..= `PREREGISTERED_SESSIONS`.
+pub fn initial_state() -> DurableState {
+    use paxkv_proto::client::{ClientResponse, RegisterSessionResponse};
+    use paxkv_proto::peer::{KvSnapshot, SessionRecord, SnapshotMeta};
+    use prost::Message;
+    let sessions = (1..=PREREGISTERED_SESSIONS)
+        .map(|client_id| SessionRecord {
+            client_id,
+            last_sequence: 0,
+            last_response: ClientResponse {
+                request_id: 0,
+                body: Some(Response::RegisterSession(RegisterSessionResponse {
+                    header: None,
+                    client_id,
+                })),
+            }
+            .encode_to_vec(),
+            last_index: 0,
+        })
+        .collect();
+    let snapshot = KvSnapshot {
+        sessions,
+        ..KvSnapshot::default()
+    };
+    let meta = SnapshotMeta {
+        index: 0,
+        ballot: None,
+        configuration: None,
+    };
+    DurableState {
+        snapshot: Some((meta, snapshot.encode_to_vec())),
+        ..DurableState::default()
+    }
+}
+
 impl Cluster {
     pub fn new(size: u64, seed: u64) -> Cluster {
         Cluster::with_config(size, seed, |_| {})
@@ -206,13 +247,15 @@ impl Cluster {
             state_hash_at: BTreeMap::new(),
         };
         for id in members {
-            let replica = Replica::new(cluster.node_config(id), DurableState::default(), Time(0))
+            let replica = Replica::new(cluster.node_config(id), initial_state(), Time(0))
                 .expect("test configuration is valid");
             cluster.nodes.insert(
                 id,
                 Node {
                     replica: Some(replica),
-                    disk: Disk::default(),
+                    disk: Disk {
+                        state: initial_state(),
+                    },
                     incarnation: 0,
                     persisting: false,
                 },
@@ -689,7 +732,12 @@ impl Cluster {
 
     /// Value of every key after each revision, replaying the chosen log in order.
     fn states_by_revision(&self) -> Vec<BTreeMap<Vec<u8>, Vec<u8>>> {
-        let mut store = paxkv_core::KvStore::new();
+        let (_, snapshot) = initial_state()
+            .snapshot
+            .expect("the initial state is a snapshot");
+        let snapshot = <paxkv_proto::peer::KvSnapshot as prost::Message>::decode(&snapshot[..])
+            .expect("the initial snapshot decodes");
+        let mut store = paxkv_core::KvStore::from_snapshot(snapshot);
         let mut states = vec![BTreeMap::new()];
         let mut current = BTreeMap::new();
         for (index, entry) in &self.chosen {

@@ -304,6 +304,7 @@ fn start_sim_node(
                     heartbeat_interval_ms: 50,
                     snapshot_entries_threshold: 200,
                     snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
+                    sessions_max: shared.options.sessions_max,
                     seed: Some(seed),
                 };
                 let (stop, shutdown) = paxkv_server::shutdown::channel();

@@ -21,6 +21,9 @@ pub struct SeedOptions {
     /// Bytes per snapshot chunk: small chunks make even a small state travel in many, so a
     /// crash lands in the middle of a transfer.
     pub snapshot_chunk_bytes: usize,
+    /// Client sessions the nodes keep: a few, fewer than the clients, make the state machine
+    /// forget sessions all the time (a write must then be refused, never applied as new).
+    pub sessions_max: usize,
 }
 
 impl SeedOptions {
@@ -39,6 +42,11 @@ impl SeedOptions {
             slow_disks: rng.gen_bool(0.5),
             value_bytes_max,
             pinned_clients: rng.gen_bool(0.5),
+            sessions_max: if rng.gen_bool(0.4) {
+                rng.gen_range(2..=6)
+            } else {
+                paxkv_core::kv::SESSIONS_MAX
+            },
             // Large values already make many chunks of the full size.
             snapshot_chunk_bytes: if value_bytes_max == 0 && rng.gen_bool(0.5) {
                 rng.gen_range(16..=512)
@@ -51,6 +59,7 @@ impl SeedOptions {
     pub fn to_json(&self) -> Value {
         json!({"pauses": self.pauses, "slow_disks": self.slow_disks,
                "value_bytes_max": self.value_bytes_max, "pinned_clients": self.pinned_clients,
-               "snapshot_chunk_bytes": self.snapshot_chunk_bytes})
+               "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
+               "sessions_max": self.sessions_max})
     }
 }

@@ -218,7 +218,13 @@ fn complete(
                 _ => json!({"type": "fail", "f": f, "error": message}),
             };
         }
-        Err(error @ (ClientError::InvalidArgument(_) | ClientError::Authentication(_))) => {
+        // Definite refusals: nothing was applied (a write the cluster may have applied fails
+        // with Timeout or SessionExpired instead).
+        Err(
+            error @ (ClientError::InvalidArgument(_)
+            | ClientError::Authentication(_)
+            | ClientError::Unavailable(_)),
+        ) => {
             return json!({"type": "fail", "f": f, "error": error.to_string()});
         }
         Err(error) if is_read => {
