@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use paxkv_proto::client::ErrorCode;
 use paxkv_proto::peer::{
-    command::Op, entry::Kind, peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Command,
-    Entry, Heartbeat, HeartbeatAck, LogEntry, LogState, Noop,
+    entry::Kind, peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Command, Entry,
+    Heartbeat, HeartbeatAck, LogEntry, LogState, Noop,
 };
 
 use crate::kv::error_response;
@@ -58,8 +58,6 @@ pub(crate) struct LeaderState {
     pub(crate) lease_until: Time,
     /// Requests answered by the entry at an index (several when keep-alives share one).
     pub(crate) pending_writes: BTreeMap<u64, Vec<RequestId>>,
-    /// Index of the latest keep-alive entry proposed per lease.
-    pub(crate) keep_alives_in_flight: BTreeMap<u64, u64>,
     /// Log time of the newest entry in our log when we took over.
     pub(crate) takeover_log_time_ms: u64,
     /// Our clock when we took over.
@@ -101,7 +99,6 @@ impl LeaderState {
             round_acked: BTreeMap::new(),
             lease_until: Time(0),
             pending_writes: BTreeMap::new(),
-            keep_alives_in_flight: BTreeMap::new(),
             takeover_log_time_ms: 0,
             takeover_at: now,
             last_log_time_ms: 0,
@@ -241,25 +238,10 @@ impl Replica {
             );
             return;
         }
-        // Many keep-alives of one lease in flight at once share one log entry.
-        let keep_alive_of = match &command.op {
-            Some(Op::LeaseKeepAlive(keep_alive)) => Some(keep_alive.lease_id),
-            _ => None,
-        };
-        if let Some(lease_id) = keep_alive_of {
-            let commit_index = self.commit_index;
-            let leader = self.leader_mut();
-            if let Some(index) = leader.keep_alives_in_flight.get(&lease_id).copied() {
-                if index > commit_index {
-                    leader
-                        .pending_writes
-                        .entry(index)
-                        .or_default()
-                        .push(request);
-                    return;
-                }
-            }
-        }
+        // Every keep-alive gets an entry of its own, stamped when it arrived. Sharing the
+        // entry of an earlier one still in flight would answer a later request with a lease
+        // extended from an older time (or not at all, if that entry is a retry answered from
+        // its session).
         let index = self.leader_append(Kind::Command(command));
         let leader = self.leader_mut();
         leader
@@ -267,9 +249,6 @@ impl Replica {
             .entry(index)
             .or_default()
             .push(request);
-        if let Some(lease_id) = keep_alive_of {
-            leader.keep_alives_in_flight.insert(lease_id, index);
-        }
     }
 
     /// Appends an entry of our ballot stamped with the log time:

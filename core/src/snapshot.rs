@@ -25,6 +25,10 @@ pub(crate) struct IncomingSnapshot {
 
 #[derive(Debug)]
 pub(crate) struct OutgoingSnapshot {
+    /// The ballot the transfer serves: ours as leader, or the new leader's that asked us for
+    /// its log. A transfer outlives neither.
+    ballot: Ballot,
+    as_leader: bool,
     index: u64,
     /// The snapshot this transfer sends; a newer one taken meanwhile does not restart it.
     meta: SnapshotMeta,
@@ -57,6 +61,8 @@ impl Replica {
         self.outgoing_snapshots.insert(
             to,
             OutgoingSnapshot {
+                ballot: self.promised,
+                as_leader: self.role == Role::Leader,
                 index: meta.index,
                 meta,
                 data,
@@ -88,6 +94,12 @@ impl Replica {
     /// Resends the current chunk of any transfer whose acknowledgement is overdue.
     pub(crate) fn retransmit_snapshots(&mut self) {
         let overdue_ms = self.config.election_timeout_ms / 2;
+        // A transfer for a ballot that is over is dropped, not resent: its receiver ignores
+        // it (say, it leads now itself), and the encoded state would stay in memory.
+        let leading = self.role == Role::Leader;
+        let promised = self.promised;
+        self.outgoing_snapshots
+            .retain(|_, transfer| transfer.ballot == promised && transfer.as_leader == leading);
         let overdue: Vec<NodeId> = self
             .outgoing_snapshots
             .iter()
@@ -95,12 +107,7 @@ impl Replica {
             .map(|(to, _)| *to)
             .collect();
         for to in overdue {
-            let still_useful = self.role == Role::Leader || self.promised.node == to.0;
-            if still_useful {
-                self.send_snapshot_chunk(to);
-            } else {
-                self.outgoing_snapshots.remove(&to);
-            }
+            self.send_snapshot_chunk(to);
         }
         self.drop_snapshot_if_unused();
     }
@@ -112,11 +119,12 @@ impl Replica {
         }
     }
 
-    pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, _ballot: Ballot, ack: SnapshotAck) {
+    pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, ballot: Ballot, ack: SnapshotAck) {
         let now = self.now;
         if let Some(progress) = self
             .leader
             .as_mut()
+            .filter(|leader| leader.ballot == ballot)
             .and_then(|leader| leader.progress.get_mut(&from))
         {
             progress.answered_at = now;

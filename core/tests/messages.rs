@@ -1313,3 +1313,45 @@ fn tick_entries_respect_the_bound_on_uncommitted_entries() {
     let uncommitted = replica.status().last_index - replica.commit_index();
     assert!(uncommitted <= 4, "{uncommitted} uncommitted entries");
 }
+
+/// Found by the second review: a keep-alive that arrives while an earlier one of the same
+/// lease is still uncommitted gets an entry of its own, stamped when it arrived; sharing the
+/// earlier entry answered it with a lease extended from the earlier time (already over if
+/// the log stalled between them).
+#[test]
+fn every_keep_alive_is_stamped_when_it_arrives() {
+    let (mut replica, start) = campaign_and_win(LogState::default());
+    let ballot = replica.promised();
+    cycle(&mut replica);
+    deliver(&mut replica, 2, ballot, accepted(1));
+    cycle(&mut replica);
+    let keep_alive = |sequence: u64| paxkv_proto::peer::Command {
+        client_id: 0,
+        sequence,
+        op: Some(paxkv_proto::peer::command::Op::LeaseKeepAlive(
+            paxkv_proto::client::LeaseKeepAliveRequest { lease_id: 7 },
+        )),
+    };
+    replica.propose(paxkv_core::RequestId(1), keep_alive(1), Time(start + 10));
+    cycle(&mut replica);
+    let first = replica.status().last_index;
+    // The first is not committed yet when the second arrives 1.9 s later.
+    replica.propose(paxkv_core::RequestId(2), keep_alive(2), Time(start + 1910));
+    let sent = cycle(&mut replica);
+    assert_eq!(
+        replica.status().last_index,
+        first + 1,
+        "an entry of its own"
+    );
+    let stamped = sent.iter().find_map(|(_, body)| match body {
+        Body::Accept(accept) => accept
+            .entries
+            .iter()
+            .find(|entry| entry.index == first + 1)
+            .map(|entry| entry.entry.as_ref().unwrap().log_time_ms),
+        _ => None,
+    });
+    // Log time runs from the takeover at `start` with the leader's clock.
+    let stamped = stamped.expect("the new entry is sent");
+    assert!(stamped >= 1900, "stamped at log time {stamped}");
+}
