@@ -6,10 +6,11 @@
 //! each other do not keep pre-empting each other; a leader that stops hearing from a quorum
 //! steps down, so its followers' support runs out and a quorum-connected node takes over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::peer::{
-    peer_message::Body, Ballot, LogRequest, LogResponse, LogState, Nack, Prepare, Promise,
+    peer_message::Body, Ballot, LogRequest, LogResponse, LogState, Nack, PreVote, PreVoteAnswer,
+    Prepare, Promise,
 };
 
 use crate::leader::{LeaderPhase, LeaderState};
@@ -17,6 +18,13 @@ use crate::replica::{Replica, Role};
 use crate::types::{ballot_or_zero, log_state_or_empty, NodeId};
 use crate::ACCEPT_BATCH_BYTES_MAX;
 use crate::ACCEPT_BATCH_ENTRIES_MAX;
+
+/// A pre-vote in progress: the round we would campaign with and who would promise it.
+#[derive(Debug)]
+pub(crate) struct PreVoteState {
+    pub(crate) round: u64,
+    pub(crate) granted: std::collections::BTreeSet<NodeId>,
+}
 
 #[derive(Debug)]
 pub(crate) struct CandidateState {
@@ -34,12 +42,72 @@ fn log_rank(log: &LogState) -> (Ballot, u64) {
 impl Replica {
     pub(crate) fn on_election_timeout(&mut self) {
         if self.quorum_connected() {
-            self.campaign();
+            self.start_pre_vote();
         } else {
             if self.role == Role::Candidate {
                 self.become_follower(None);
             }
             self.reset_election_deadline();
+        }
+    }
+
+    /// Asks the peers whether they would promise our next ballot, without raising our own
+    /// promise; the campaign starts once a quorum would.
+    fn start_pre_vote(&mut self) {
+        let round = self.round_seen_max.max(self.promised.round) + 1;
+        self.reset_election_deadline();
+        if crate::planted::active(crate::planted::Bug::NoPreVote) {
+            self.campaign();
+            return;
+        }
+        self.pre_vote = Some(PreVoteState {
+            round,
+            granted: BTreeSet::new(),
+        });
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, Body::PreVote(PreVote { round }));
+        }
+        self.check_pre_vote_quorum();
+    }
+
+    /// Would we promise `from` a ballot of `round` now? The same rule as for a real prepare.
+    pub(crate) fn handle_pre_vote(&mut self, from: NodeId, _ballot: Ballot, pre_vote: PreVote) {
+        let ballot = Ballot::new(pre_vote.round, from.0);
+        let supporting_someone = self.role == Role::Leader
+            || (self.now < self.support_until && self.leader_id != Some(from));
+        let granted = ballot > self.promised && !supporting_someone;
+        self.send(
+            from,
+            Body::PreVoteAnswer(PreVoteAnswer {
+                round: pre_vote.round,
+                granted,
+            }),
+        );
+    }
+
+    pub(crate) fn handle_pre_vote_answer(
+        &mut self,
+        from: NodeId,
+        _ballot: Ballot,
+        answer: PreVoteAnswer,
+    ) {
+        let Some(pre_vote) = self.pre_vote.as_mut() else {
+            return;
+        };
+        if answer.round == pre_vote.round && answer.granted {
+            pre_vote.granted.insert(from);
+            self.check_pre_vote_quorum();
+        }
+    }
+
+    fn check_pre_vote_quorum(&mut self) {
+        let Some(pre_vote) = &self.pre_vote else {
+            return;
+        };
+        if pre_vote.granted.len() + 1 >= self.quorum() && self.role != Role::Leader {
+            self.pre_vote = None;
+            self.campaign();
         }
     }
 

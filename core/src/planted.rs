@@ -38,10 +38,13 @@ pub enum Bug {
     /// bounded) is applied as new: a retry of a write that was applied before its session was
     /// forgotten applies again.
     UnknownSessionApplied,
+    /// A node campaigns without asking first whether it could win, so one cut off from the
+    /// leader alone raises its ballot and deposes the healthy leader when it comes back.
+    NoPreVote,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -53,6 +56,7 @@ impl Bug {
         Bug::SyncStuckOnOwnSnapshotPoint,
         Bug::SessionPointRevisionOnly,
         Bug::UnknownSessionApplied,
+        Bug::NoPreVote,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Bug {
             Bug::SyncStuckOnOwnSnapshotPoint => "sync-stuck-on-own-snapshot-point",
             Bug::SessionPointRevisionOnly => "session-point-revision-only",
             Bug::UnknownSessionApplied => "unknown-session-applied",
+            Bug::NoPreVote => "no-pre-vote",
         }
     }
 }

@@ -15,7 +15,7 @@ use paxkv_proto::peer::{
 use prost::Message;
 
 use crate::config::ReplicaConfig;
-use crate::election::CandidateState;
+use crate::election::{CandidateState, PreVoteState};
 use crate::kv::{error_response, KvStore};
 use crate::leader::LeaderState;
 use crate::log::{Log, LogWrite};
@@ -212,6 +212,8 @@ pub struct Replica {
     /// An Accepted owed to (leader, ballot) for entries up to an index, sent once durable.
     pub(crate) pending_accepted: Option<(NodeId, Ballot, u64)>,
     pub(crate) candidate: Option<CandidateState>,
+    /// A pre-vote in progress (followers and candidates whose election timer ran out).
+    pub(crate) pre_vote: Option<PreVoteState>,
     pub(crate) leader: Option<LeaderState>,
 
     // Timers and connectivity.
@@ -310,6 +312,7 @@ impl Replica {
             leader_commit_seen: 0,
             pending_accepted: None,
             candidate: None,
+            pre_vote: None,
             leader: None,
             last_heard: BTreeMap::new(),
             // After a restart we may have supported a leader's lease just before crashing.
@@ -571,6 +574,8 @@ impl Replica {
             Body::LogResponse(response) => self.handle_log_response(from, ballot, response),
             Body::SnapshotChunk(chunk) => self.handle_snapshot_chunk(from, ballot, chunk),
             Body::SnapshotAck(ack) => self.handle_snapshot_ack(from, ballot, ack),
+            Body::PreVote(pre_vote) => self.handle_pre_vote(from, ballot, pre_vote),
+            Body::PreVoteAnswer(answer) => self.handle_pre_vote_answer(from, ballot, answer),
         }
     }
 
@@ -888,6 +893,7 @@ impl Replica {
             state.fail_pending(self);
         }
         self.candidate = None;
+        self.pre_vote = None;
         self.role = Role::Follower;
         if self.leader_id != leader {
             self.leader_match_index = 0;

@@ -205,17 +205,29 @@ fn log_requests_are_answered_only_for_the_promised_ballot() {
     );
 }
 
-/// Lets replica 1 hear its peers until its election timer makes it campaign; returns the time.
+/// Lets replica 1 hear its peers until its election timer makes it campaign (node 2 grants its
+/// pre-vote); returns the time.
 fn campaign(replica: &mut Replica) -> u64 {
-    let mut now = 0;
+    let mut now = replica.now().millis();
+    let start = now;
     while replica.role() != Role::Candidate {
         now += 10;
         for peer in [2, 3] {
             deliver(replica, peer, Ballot::ZERO, Body::Ping(Ping {}));
         }
         replica.tick(Time(now));
-        cycle(replica);
-        assert!(now < 10 * ELECTION_TIMEOUT_MS, "never campaigned");
+        for (to, body) in cycle(replica) {
+            if let (2, Body::PreVote(pre_vote)) = (to.0, body) {
+                let answer = paxkv_proto::peer::PreVoteAnswer {
+                    round: pre_vote.round,
+                    granted: true,
+                };
+                deliver(replica, 2, Ballot::ZERO, Body::PreVoteAnswer(answer));
+                // The campaign starts: its promise is persisted like any other.
+                cycle(replica);
+            }
+        }
+        assert!(now < start + 10 * ELECTION_TIMEOUT_MS, "never campaigned");
     }
     now
 }

@@ -449,32 +449,42 @@ fn partial_connectivity_chain_from_a_cold_start() {
     settle_and_check(&mut cluster);
 }
 
-/// A candidate that loses its quorum stops campaigning and waits as a follower.
+/// Finding 8 of the outside review (pre-vote): a node that loses the leader but still hears
+/// the third node asks first whether it could win; refused (the third node still hears the
+/// leader), it never raises its ballot, so when its link comes back it does not depose the
+/// healthy leader. (Without pre-vote it campaigned, raised its promise, and its higher ballot
+/// deposed the leader on reconnect.)
 #[test]
-fn a_candidate_cut_off_from_its_quorum_gives_up() {
+fn a_node_cut_off_from_the_leader_alone_neither_campaigns_nor_deposes_it() {
     let mut cluster = Cluster::new(3, 13);
     let leader = elect(&mut cluster);
+    let ballot = cluster.replica(leader).unwrap().promised();
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    // The follower loses the leader but still hears the third node: it campaigns, refused.
+    let follower_ballot = cluster.replica(follower).unwrap().promised();
     cluster.cut_both_ways(leader, follower);
     let mut campaigned = false;
     for _ in 0..(4 * ELECTION_TIMEOUT_MS / STEP_MS) {
         cluster.run_for(STEP_MS);
         campaigned |= cluster.replica(follower).unwrap().role() == Role::Candidate;
     }
-    assert!(
-        campaigned,
-        "a node that sees a quorum but not the leader campaigns"
-    );
+    assert!(!campaigned, "it campaigned although it could not win");
     assert_eq!(
-        cluster.leader(),
-        Some(leader),
-        "the sticky quorum keeps the live leader"
+        cluster.replica(follower).unwrap().promised(),
+        follower_ballot,
+        "its promise rose"
     );
-    // Now it loses everyone: once its campaign times out it must settle as a follower.
+    // Isolated for good it settles as a follower; healed, the leader is still the leader.
     cluster.isolate(follower);
     cluster.run_for(6 * ELECTION_TIMEOUT_MS);
     assert_eq!(cluster.replica(follower).unwrap().role(), Role::Follower);
+    cluster.heal();
+    cluster.run_for(4 * ELECTION_TIMEOUT_MS);
+    assert_eq!(cluster.leader(), Some(leader), "leadership moved");
+    assert_eq!(
+        cluster.replica(leader).unwrap().promised(),
+        ballot,
+        "the healthy leader was deposed"
+    );
     settle_and_check(&mut cluster);
 }
 

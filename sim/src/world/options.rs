@@ -12,8 +12,8 @@ pub struct SeedOptions {
     pub pauses: bool,
     /// A node's disk may turn slow for a while: syncs of tens of milliseconds to seconds.
     pub slow_disks: bool,
-    /// Put values are padded to a random size up to this many bytes (0: short values), so that
-    /// snapshots span many chunks and log records grow large.
+    /// A quarter of the puts pad their value to a random size up to this many bytes (16 KiB to
+    /// 1 MiB; 0: short values), so that snapshots span many chunks and log records grow large.
     pub value_bytes_max: usize,
     /// Each client process knows one node only (as an application configured with one
     /// address does), so it keeps asking a deposed leader that still believes it leads.
@@ -32,8 +32,11 @@ impl SeedOptions {
 
     pub fn draw() -> SeedOptions {
         let mut rng = thread_rng();
-        let value_bytes_max = if rng.gen_bool(0.3) {
-            rng.gen_range(64 * 1024..=Self::LARGE_VALUE_BYTES_MAX)
+        // Large values cost memory in every copy the simulation holds (logs, disks, messages
+        // in flight): the largest sizes are drawn rarely.
+        let value_bytes_max = if rng.gen_bool(0.25) {
+            let exponent = rng.gen_range(14..=20u32);
+            (1usize << exponent).min(Self::LARGE_VALUE_BYTES_MAX)
         } else {
             0
         };

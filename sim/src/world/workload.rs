@@ -69,7 +69,7 @@ fn plan(state: &mut ClientState) -> Planned {
     // Large values carry their name first; the history records only the name.
     let stored_value = {
         let mut bytes = value.clone().into_bytes();
-        if state.value_bytes_max > 0 {
+        if state.value_bytes_max > 0 && rng.gen_bool(0.25) {
             let padding = rng.gen_range(0..state.value_bytes_max - bytes.len() - 1);
             bytes.push(VALUE_PADDING_MARK);
             bytes.resize(bytes.len() + padding, b'.');
