@@ -38,6 +38,8 @@ impl SimDisk {
 /// but not synced is lost in a crash, all of it or a prefix (the seed decides).
 #[derive(Clone, Default)]
 pub struct SimStorage {
+    /// A fast disk (flash with a write cache that survives power loss) syncs in microseconds.
+    pub(super) fast: bool,
     pub(super) disk: Arc<Mutex<SimDisk>>,
 }
 
@@ -108,7 +110,7 @@ impl Storage for SimStorage {
         self.disk.lock().expect("not poisoned").syncs
     }
 
-    /// A healthy disk syncs in 10 us to 8 ms; a slow one in 20 ms to 2.5 s.
+    /// A healthy disk syncs in 10 us to 1 ms (fast) or 1 to 8 ms, a slow one in 20 ms to 2.5 s.
     fn simulated_sync_delay(&mut self) -> Duration {
         let slow = self
             .disk
@@ -118,8 +120,10 @@ impl Storage for SimStorage {
             .is_some_and(|until| Instant::now() < until);
         let micros = if slow {
             thread_rng().gen_range(20_000..2_500_000u64)
+        } else if self.fast {
+            thread_rng().gen_range(10..1_000u64)
         } else {
-            thread_rng().gen_range(10..8_000u64)
+            thread_rng().gen_range(1_000..8_000u64)
         };
         Duration::from_micros(micros)
     }

@@ -174,7 +174,12 @@ async fn simulate(config: RunConfig) -> RunReport {
             )
         })
         .collect();
-    let storages: Vec<SimStorage> = (0..count).map(|_| SimStorage::default()).collect();
+    let storages: Vec<SimStorage> = (0..count)
+        .map(|_| SimStorage {
+            fast: shared.options.fast_disks,
+            ..SimStorage::default()
+        })
+        .collect();
     let nodes: Vec<NodeHandle> = (0..count)
         .map(|index| start_sim_node(&handle, index, &peers, &storages[index], &shared))
         .collect();

@@ -12,6 +12,8 @@ pub struct SeedOptions {
     pub pauses: bool,
     /// A node's disk may turn slow for a while: syncs of tens of milliseconds to seconds.
     pub slow_disks: bool,
+    /// Healthy syncs take 10 us to 1 ms (else 1 to 8 ms).
+    pub fast_disks: bool,
     /// A quarter of the puts pad their value to a random size up to this many bytes (16 KiB to
     /// 1 MiB; 0: short values), so that snapshots span many chunks and log records grow large.
     pub value_bytes_max: usize,
@@ -43,6 +45,7 @@ impl SeedOptions {
         SeedOptions {
             pauses: rng.gen_bool(0.5),
             slow_disks: rng.gen_bool(0.5),
+            fast_disks: rng.gen_bool(0.3),
             value_bytes_max,
             pinned_clients: rng.gen_bool(0.5),
             sessions_max: if rng.gen_bool(0.4) {
@@ -60,7 +63,7 @@ impl SeedOptions {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({"pauses": self.pauses, "slow_disks": self.slow_disks,
+        json!({"pauses": self.pauses, "slow_disks": self.slow_disks, "fast_disks": self.fast_disks,
                "value_bytes_max": self.value_bytes_max, "pinned_clients": self.pinned_clients,
                "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
                "sessions_max": self.sessions_max})
