@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use paxkv_proto::client::{
     AuthOk, ClientRequest, ClientResponse, Error as ErrorAnswer, PutResponse,
+    RegisterSessionResponse,
 };
 use paxkv_proto::io::{write_frame, FrameReader};
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
@@ -13,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use super::*;
+
+/// The session id every played node hands out.
+const PLAYED_SESSION: u64 = 42;
 
 /// What a played node does with the n-th request it gets (counting from 0).
 enum Reply {
@@ -62,6 +66,14 @@ async fn serve(
     while let Ok(request) = reader.read::<ClientRequest>().await {
         let reply = match &request.body {
             Some(Request::AuthHello(_)) => Reply::Now(Response::AuthOk(AuthOk {})),
+            // Every played node registers sessions at once, whatever it does with the writes
+            // the tests are about.
+            Some(Request::RegisterSession(_)) => {
+                Reply::Now(Response::RegisterSession(RegisterSessionResponse {
+                    header: None,
+                    client_id: PLAYED_SESSION,
+                }))
+            }
             _ => {
                 let mut seen = seen.lock().unwrap();
                 seen.push(request.clone());
@@ -277,4 +289,45 @@ async fn a_call_shorter_than_an_attempt_does_not_mark_the_node_silent() {
     assert!(matches!(error, ClientError::Unavailable(_)), "{error:?}");
     let silent = client.inner.silent.lock().unwrap();
     assert!(!silent.avoids(&slow.endpoint, Instant::now()));
+}
+
+fn session_expired() -> Response {
+    Response::Error(ErrorAnswer {
+        code: ErrorCode::SessionExpired as i32,
+        message: "session 42 is not known".into(),
+        leader_id: 0,
+        leader_address: String::new(),
+    })
+}
+
+/// A write refused at its very first attempt for a forgotten session was not applied: the
+/// client registers a new session and sends it again, and the caller sees only the success.
+#[tokio::test]
+async fn a_write_refused_at_once_for_a_forgotten_session_is_sent_again_under_a_new_one() {
+    let node = PlayedNode::start(|n| match n {
+        0 => Reply::Now(session_expired()),
+        _ => Reply::Now(put_served_by(1)),
+    })
+    .await;
+    let client = client(&[&node], Duration::from_secs(5));
+    client
+        .put(b"k", b"v", PutOptions::default())
+        .await
+        .expect("sent again under a new session");
+    assert_eq!(node.requests().len(), 2, "{:?}", node.requests());
+}
+
+/// After an attempt that may have reached a node, a refusal for a forgotten session means the
+/// outcome is unknown: the client says so instead of sending the write again as new.
+#[tokio::test]
+async fn a_forgotten_session_after_an_earlier_attempt_is_an_unknown_outcome() {
+    let frozen = PlayedNode::start(|_| Reply::Silent).await;
+    let forgetful = PlayedNode::start(|_| Reply::Now(session_expired())).await;
+    let client = client(&[&frozen, &forgetful], Duration::from_secs(5));
+    let error = client
+        .put(b"k", b"v", PutOptions::default())
+        .await
+        .expect_err("the outcome is unknown");
+    assert!(matches!(error, ClientError::SessionExpired(_)), "{error:?}");
+    assert_eq!(forgetful.requests().len(), 1, "not sent again as new");
 }
