@@ -256,8 +256,18 @@ async fn simulate(config: RunConfig) -> RunReport {
         json!({"problems": problems, "served_after_ms": served_after.map(|d| d.as_millis() as u64),
                "converged_after_ms": converged_after.map(|d| d.as_millis() as u64)}),
     );
-    let trace = shared.trace.lock().expect("not poisoned").clone();
-    let history = shared.history.lock().expect("not poisoned").clone();
+    let trace = std::mem::take(&mut *shared.trace.lock().expect("not poisoned"));
+    let history = std::mem::take(&mut *shared.history.lock().expect("not poisoned"));
+    // The runtime does not free every task it still holds when it is dropped, and a node's
+    // replica and disk can hold hundreds of megabytes of large values: stop every node (which
+    // drops its tasks) and empty the disks before returning, or each seed leaks its state.
+    for node in &nodes {
+        handle.kill(node.id());
+    }
+    handle.kill(client_node.id());
+    for storage in &storages {
+        *storage.disk.lock().expect("not poisoned") = Default::default();
+    }
     RunReport {
         trace_hash: trace_hash(&trace),
         history,
