@@ -136,14 +136,14 @@ impl Replica {
         if ack.snapshot_index != transfer.index {
             return;
         }
-        if ack.next_offset == 0 && transfer.acked_offset > 0 {
-            // The receiver lost its partial copy (a restart, or bytes that did not decode):
-            // start over, or the same chunk would be resent for as long as we lead.
-            transfer.acked_offset = 0;
-            self.send_snapshot_chunk(from);
-            return;
-        }
         if ack.next_offset < transfer.acked_offset {
+            // The receiver holds less than we thought (it restarted, dropped bytes that did
+            // not decode, or this acknowledgement is old): go on from what it says it has, or
+            // the chunk it cannot take would be resent for as long as we lead. An old
+            // acknowledgement only costs a chunk it already has, which it answers with its
+            // real offset.
+            transfer.acked_offset = ack.next_offset;
+            self.send_snapshot_chunk(from);
             return;
         }
         if ack.next_offset < total {
@@ -213,7 +213,12 @@ impl Replica {
             }
             return;
         }
-        if chunk.offset == 0 {
+        // A first chunk starts a copy, unless it is a late duplicate of the copy under way
+        // (restarting that would leave the sender, past it, resending a chunk we cannot take).
+        let same_copy = self.incoming_snapshot.as_ref().is_some_and(|incoming| {
+            incoming.from == from && incoming.meta.index == meta.index && !incoming.installed
+        });
+        if chunk.offset == 0 && !same_copy {
             self.incoming_snapshot = Some(IncomingSnapshot {
                 from,
                 meta: meta.clone(),

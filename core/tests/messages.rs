@@ -1367,3 +1367,39 @@ fn every_keep_alive_is_stamped_when_it_arrives() {
     let stamped = stamped.expect("the new entry is sent");
     assert!(stamped >= 1900, "stamped at log time {stamped}");
 }
+
+/// Found by a simulator seed (small chunks on a slow network): a late duplicate of a
+/// transfer's first chunk restarted the receiver's copy, while the sender, already past it,
+/// kept resending a chunk from the middle the receiver could no longer take. A duplicate of the
+/// first chunk now leaves the copy as it is.
+#[test]
+fn a_late_duplicate_of_the_first_chunk_does_not_restart_the_copy() {
+    let mut replica = replica();
+    let leader = Ballot::new(1, 2);
+    let data = vec![7u8; 300];
+    let chunk = |offset: usize, length: usize| {
+        Body::SnapshotChunk(paxkv_proto::peer::SnapshotChunk {
+            meta: Some(SnapshotMeta {
+                index: 50,
+                ballot: Some(leader),
+                configuration: None,
+            }),
+            offset: offset as u64,
+            data: data[offset..offset + length].to_vec(),
+            total_bytes: data.len() as u64,
+        })
+    };
+    deliver(&mut replica, 2, leader, chunk(0, 100));
+    deliver(&mut replica, 2, leader, chunk(100, 100));
+    cycle(&mut replica);
+    deliver(&mut replica, 2, leader, chunk(0, 100));
+    let sent = cycle(&mut replica);
+    let acked: Vec<u64> = sent
+        .iter()
+        .filter_map(|(_, body)| match body {
+            Body::SnapshotAck(ack) => Some(ack.next_offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![200], "the copy keeps the 200 bytes it has");
+}
