@@ -480,16 +480,14 @@ fn reads_wait_for_the_new_leaders_no_op_and_a_fresh_round() {
     assert_eq!(answered_reads(&mut replica), vec![1]);
 }
 
-/// With a lease the leader answers at once; once the lease runs out it needs a new round,
-/// and an acknowledgement of a round sent before the read does not do.
-#[test]
-fn lease_reads_hold_only_while_the_lease_does() {
+/// Replica 1 leading, its no-op committed, and a heartbeat round sent at the returned time and
+/// acknowledged by node 2: its lease runs from that send time. Returns the round too.
+fn leader_with_a_lease() -> (Replica, u64, u64) {
     let (mut replica, start) = campaign_and_win(LogState::default());
     let ballot = replica.promised();
     cycle(&mut replica);
     deliver(&mut replica, 2, ballot, accepted(1));
     cycle(&mut replica);
-    // A heartbeat round at `sent_at`, acknowledged by node 2: the lease runs from `sent_at`.
     let sent_at = start + 50;
     replica.tick(Time(sent_at));
     let sent = cycle(&mut replica);
@@ -503,6 +501,15 @@ fn lease_reads_hold_only_while_the_lease_does() {
         Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
     );
     cycle(&mut replica);
+    (replica, sent_at, round)
+}
+
+/// With a lease the leader answers at once; once the lease runs out it needs a new round,
+/// and an acknowledgement of a round sent before the read does not do.
+#[test]
+fn lease_reads_hold_only_while_the_lease_does() {
+    let (mut replica, sent_at, round) = leader_with_a_lease();
+    let ballot = replica.promised();
     let lease_ms = config(1).lease_duration_ms();
     // Keep hearing from node 3 so the leader keeps its quorum connectivity, but let node 2's
     // acknowledgements stop: no later round is acknowledged.
@@ -1081,24 +1088,7 @@ fn deliver_at(replica: &mut Replica, from: u64, ballot: Ballot, body: Body, now:
 /// time of the last tick (which lags by a tick, a sync, or a frozen loop).
 #[test]
 fn a_leader_never_serves_a_lease_read_on_a_time_older_than_the_read() {
-    let (mut replica, start) = campaign_and_win(LogState::default());
-    let ballot = replica.promised();
-    cycle(&mut replica);
-    deliver(&mut replica, 2, ballot, accepted(1));
-    cycle(&mut replica);
-    let sent_at = start + 50;
-    replica.tick(Time(sent_at));
-    let sent = cycle(&mut replica);
-    let round = *heartbeat_rounds_to(&sent, 2)
-        .last()
-        .expect("a round went out");
-    deliver(
-        &mut replica,
-        2,
-        ballot,
-        Body::HeartbeatAck(paxkv_proto::peer::HeartbeatAck { round, log: None }),
-    );
-    cycle(&mut replica);
+    let (mut replica, sent_at, _) = leader_with_a_lease();
     let (id, read) = get(1);
     replica.read(id, read, Time(sent_at + 1));
     assert_eq!(answered_reads(&mut replica), vec![1], "inside the lease");
