@@ -23,7 +23,7 @@ use crate::ACCEPT_BATCH_ENTRIES_MAX;
 #[derive(Debug)]
 pub(crate) struct PreVoteState {
     pub(crate) round: u64,
-    pub(crate) granted: std::collections::BTreeSet<NodeId>,
+    pub(crate) granted: BTreeSet<NodeId>,
 }
 
 #[derive(Debug)]
@@ -74,9 +74,7 @@ impl Replica {
     /// Would we promise `from` a ballot of `round` now? The same rule as for a real prepare.
     pub(crate) fn handle_pre_vote(&mut self, from: NodeId, _ballot: Ballot, pre_vote: PreVote) {
         let ballot = Ballot::new(pre_vote.round, from.0);
-        let supporting_someone = self.role == Role::Leader
-            || (self.now < self.support_until && self.leader_id != Some(from));
-        let granted = ballot > self.promised && !supporting_someone;
+        let granted = ballot > self.promised && !self.supports_another_than(from);
         self.send(
             from,
             Body::PreVoteAnswer(PreVoteAnswer {
@@ -149,15 +147,20 @@ impl Replica {
         self.broadcast_prepare(&answered);
     }
 
+    /// Whether this node still supports a live leader other than `candidate` (or leads
+    /// itself): the stickiness rule, the same for a prepare and for a pre-vote.
+    fn supports_another_than(&self, candidate: NodeId) -> bool {
+        self.role == Role::Leader
+            || (self.now < self.support_until && self.leader_id != Some(candidate))
+    }
+
     pub(crate) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, _prepare: Prepare) {
         if ballot < self.promised {
             self.nack_stale_ballot(from);
             return;
         }
         if ballot > self.promised {
-            let supporting_someone = self.role == Role::Leader
-                || (self.now < self.support_until && self.leader_id != Some(from));
-            if supporting_someone {
+            if self.supports_another_than(from) {
                 self.send(from, Body::Nack(Nack { leader_alive: true }));
                 return;
             }

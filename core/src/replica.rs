@@ -829,10 +829,12 @@ impl Replica {
     fn expire_revision_waiters(&mut self) {
         let wait_ms_max = SESSION_READ_WAIT_ELECTION_TIMEOUTS * self.config.election_timeout_ms;
         let now = self.now;
-        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revision_waiters)
-            .into_iter()
-            .partition(|waiter| now.millis_since(waiter.since) >= wait_ms_max);
-        self.revision_waiters = waiting;
+        // Waiters are kept in arrival order, so the expired ones are a prefix (no work per tick
+        // while none has waited that long).
+        let expired = self
+            .revision_waiters
+            .partition_point(|waiter| now.millis_since(waiter.since) >= wait_ms_max);
+        let expired: Vec<SessionWaiter> = self.revision_waiters.drain(..expired).collect();
         for waiter in expired {
             let message = format!(
                 "{} has not caught up with this session (revision {}, log index {}) within \

@@ -1393,3 +1393,32 @@ fn a_late_duplicate_of_the_first_chunk_does_not_restart_the_copy() {
         .collect();
     assert_eq!(acked, vec![200], "the copy keeps the 200 bytes it has");
 }
+
+/// Found by the second review: a session read for a point this node never reaches is refused
+/// with `Timeout` after two election timeouts (the client asks another node), instead of
+/// holding one of the bounded waiting slots for good.
+#[test]
+fn a_session_read_that_cannot_be_served_gives_up_after_two_election_timeouts() {
+    let mut replica = replica();
+    let read = paxkv_core::ReadRequest::Get(paxkv_proto::client::GetRequest {
+        key: b"k".to_vec(),
+        consistency: paxkv_proto::client::Consistency::AtLeastRevision as i32,
+        min_revision: 0,
+        min_applied_index: 99,
+    });
+    replica.read(paxkv_core::RequestId(7), read, Time(10));
+    replica.tick(Time(10 + 2 * ELECTION_TIMEOUT_MS - 1));
+    let refused = |replica: &mut Replica| {
+        let ready = replica.ready();
+        let timed_out = ready.responses.iter().any(|(request, response)| {
+            request.0 == 7
+                && matches!(response, paxkv_proto::client::client_response::Body::Error(error)
+                    if error.code == paxkv_proto::client::ErrorCode::Timeout as i32)
+        });
+        replica.advance(ready.number);
+        timed_out
+    };
+    assert!(!refused(&mut replica), "gave up early");
+    replica.tick(Time(10 + 2 * ELECTION_TIMEOUT_MS));
+    assert!(refused(&mut replica), "still waiting");
+}

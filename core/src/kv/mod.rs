@@ -51,7 +51,7 @@ struct Lease {
     keys: BTreeSet<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KvStore {
     map: BTreeMap<Box<[u8]>, StoredValue>,
     /// Revision of the last write that changed some key; starts at 0.
@@ -74,11 +74,26 @@ pub struct KvStore {
     sessions_max: usize,
 }
 
+/// An empty store; the same as [`KvStore::new`] (a derived default would keep no sessions).
+impl Default for KvStore {
+    fn default() -> KvStore {
+        KvStore::new()
+    }
+}
+
 impl KvStore {
     pub fn new() -> KvStore {
         KvStore {
+            map: BTreeMap::new(),
+            revision: 0,
+            log_time_ms: 0,
+            applied_index: 0,
+            key_deadlines: BTreeSet::new(),
+            leases: BTreeMap::new(),
+            lease_deadlines: BTreeSet::new(),
+            sessions: BTreeMap::new(),
+            sessions_by_age: BTreeMap::new(),
             sessions_max: SESSIONS_MAX,
-            ..KvStore::default()
         }
     }
 
