@@ -14,7 +14,8 @@ use paxkv_proto::peer::{
 };
 
 use crate::leader::{LeaderPhase, LeaderState};
-use crate::replica::{Replica, Role};
+use crate::replica::Replica;
+use crate::role::RoleState;
 use crate::types::{ballot_or_zero, log_state_or_empty, NodeId};
 use crate::ACCEPT_BATCH_BYTES_MAX;
 use crate::ACCEPT_BATCH_ENTRIES_MAX;
@@ -44,7 +45,7 @@ impl Replica {
         if self.quorum_connected() {
             self.start_pre_vote();
         } else {
-            if self.role == Role::Candidate {
+            if matches!(self.role, RoleState::Candidate(_)) {
                 self.become_follower(None);
             }
             self.reset_election_deadline();
@@ -103,7 +104,10 @@ impl Replica {
         let Some(pre_vote) = &self.pre_vote else {
             return;
         };
-        if pre_vote.granted.len() + 1 >= self.quorum() && self.role != Role::Leader {
+        let granted = self
+            .quorum()
+            .is_reached_by(|node| node == self.id || pre_vote.granted.contains(&node));
+        if granted && !self.role.is_leader() {
             self.pre_vote = None;
             self.campaign();
         }
@@ -113,16 +117,12 @@ impl Replica {
         let round = self.round_seen_max.max(self.promised.round) + 1;
         let ballot = Ballot::new(round, self.id.0);
         self.set_promised(ballot);
-        if let Some(mut state) = self.leader.take() {
-            state.fail_pending(self);
-        }
-        self.role = Role::Candidate;
-        self.leader_id = None;
-        self.candidate = Some(CandidateState {
+        let candidate = RoleState::Candidate(CandidateState {
             ballot,
             promises: BTreeMap::new(),
             self_promise_durable: false,
         });
+        self.change_role(candidate);
         self.reset_election_deadline();
         self.broadcast_prepare(&[]);
     }
@@ -140,9 +140,9 @@ impl Replica {
     }
 
     pub(crate) fn resend_prepares(&mut self) {
-        let answered: Vec<NodeId> = match &self.candidate {
-            Some(candidate) => candidate.promises.keys().copied().collect(),
-            None => return,
+        let answered: Vec<NodeId> = match &self.role {
+            RoleState::Candidate(candidate) => candidate.promises.keys().copied().collect(),
+            _ => return,
         };
         self.broadcast_prepare(&answered);
     }
@@ -150,8 +150,7 @@ impl Replica {
     /// Whether this node still supports a live leader other than `candidate` (or leads
     /// itself): the stickiness rule, the same for a prepare and for a pre-vote.
     fn supports_another_than(&self, candidate: NodeId) -> bool {
-        self.role == Role::Leader
-            || (self.now < self.support_until && self.leader_id != Some(candidate))
+        self.role.is_leader() || (self.now < self.support_until && self.leader() != Some(candidate))
     }
 
     pub(crate) fn handle_prepare(&mut self, from: NodeId, ballot: Ballot, _prepare: Prepare) {
@@ -165,11 +164,12 @@ impl Replica {
                 return;
             }
             self.set_promised(ballot);
-            if self.role != Role::Follower {
-                self.become_follower(None);
-            } else {
-                self.leader_id = None;
-                self.reset_election_deadline();
+            match self.role.follower_mut() {
+                Some(follower) => {
+                    follower.leader = None;
+                    self.reset_election_deadline();
+                }
+                None => self.become_follower(None),
             }
         }
         if ballot.node != from.0 {
@@ -191,20 +191,16 @@ impl Replica {
 
     pub(crate) fn handle_promise(&mut self, from: NodeId, ballot: Ballot, promise: Promise) {
         let log = log_state_or_empty(promise.log);
-        if let Some(leader) = &self.leader {
-            if leader.ballot == ballot {
+        match &mut self.role {
+            RoleState::Leader(leader) if leader.ballot == ballot => {
                 self.leader_handle_late_promise(from, log);
             }
-            return;
+            RoleState::Candidate(candidate) if candidate.ballot == ballot => {
+                candidate.promises.insert(from, log);
+                self.check_promise_quorum();
+            }
+            _ => {}
         }
-        let Some(candidate) = self.candidate.as_mut() else {
-            return;
-        };
-        if candidate.ballot != ballot {
-            return;
-        }
-        candidate.promises.insert(from, log);
-        self.check_promise_quorum();
     }
 
     pub(crate) fn handle_nack(&mut self, _from: NodeId, ballot: Ballot, nack: Nack) {
@@ -212,14 +208,14 @@ impl Replica {
             // A sticky refusal changes nothing: the campaign times out and retries if it must.
             return;
         }
-        if self.role != Role::Follower {
+        if !matches!(self.role, RoleState::Follower(_)) {
             self.become_follower(None);
         }
     }
 
     pub(crate) fn on_candidate_persisted(&mut self) {
         let durable = self.durable_promised;
-        if let Some(candidate) = self.candidate.as_mut() {
+        if let Some(candidate) = self.role.candidate_mut() {
             if candidate.ballot == durable {
                 candidate.self_promise_durable = true;
             }
@@ -228,35 +224,37 @@ impl Replica {
     }
 
     fn check_promise_quorum(&mut self) {
-        let Some(candidate) = &self.candidate else {
+        let RoleState::Candidate(candidate) = &self.role else {
             return;
         };
-        let votes = candidate.promises.len() + usize::from(candidate.self_promise_durable);
-        if votes >= self.quorum() {
-            self.become_leader();
+        let elected = self.quorum().is_reached_by(|node| {
+            if node == self.id {
+                candidate.self_promise_durable
+            } else {
+                candidate.promises.contains_key(&node)
+            }
+        });
+        if elected {
+            match self.take_role() {
+                RoleState::Candidate(candidate) => self.become_leader(candidate),
+                other => self.role = other,
+            }
         }
     }
 
-    fn become_leader(&mut self) {
-        let candidate = self
-            .candidate
-            .take()
-            .expect("only a candidate becomes leader");
+    fn become_leader(&mut self, candidate: CandidateState) {
         assert_eq!(
             candidate.ballot, self.promised,
             "a leader leads with the ballot it promised"
         );
-        self.role = Role::Leader;
-        self.leader_id = Some(self.id);
         let own = self.log_state();
         let best = candidate
             .promises
             .iter()
             .max_by_key(|(node, log)| (log_rank(log), std::cmp::Reverse(**node)))
             .map(|(node, log)| (*node, *log));
-        let mut leader = LeaderState::new(candidate.ballot, self.peers(), self.now);
-        leader.promises = candidate.promises;
-        self.leader = Some(leader);
+        let leader = LeaderState::new(candidate.ballot, self.peers(), candidate.promises, self.now);
+        self.role = RoleState::Leader(Box::new(leader));
         match best {
             Some((source, log))
                 if log_rank(&log) > log_rank(&own)
@@ -312,7 +310,9 @@ impl Replica {
         ballot: Ballot,
         response: LogResponse,
     ) {
-        let Some(leader) = &self.leader else { return };
+        let Some(leader) = self.role.leader() else {
+            return;
+        };
         let LeaderPhase::Syncing {
             source,
             target_last,
@@ -342,7 +342,10 @@ impl Replica {
 
     /// Asks `source` for its log from `next_index`, remembering where the copy stands.
     pub(crate) fn request_log(&mut self, source: NodeId, target_last: u64, next_index: u64) {
-        self.leader_mut().phase = LeaderPhase::Syncing {
+        let Some(leader) = self.role.leader_mut() else {
+            return;
+        };
+        leader.phase = LeaderPhase::Syncing {
             source,
             target_last,
             next_index,

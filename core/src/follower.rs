@@ -5,7 +5,8 @@ use paxkv_proto::peer::{
     peer_message::Body, Accept, AcceptReject, Accepted, Ballot, Heartbeat, HeartbeatAck, LogEntry,
 };
 
-use crate::replica::{Replica, Role};
+use crate::replica::Replica;
+use crate::role::{FollowerState, RoleState};
 use crate::types::{ballot_or_zero, NodeId};
 
 impl Replica {
@@ -18,10 +19,15 @@ impl Replica {
         if ballot.node != from.0 {
             return false;
         }
-        if self.role != Role::Follower || self.leader_id != Some(from) || ballot > self.promised {
-            self.become_follower(Some(from));
-            self.leader_match_index = 0;
-            self.leader_commit_seen = 0;
+        let following =
+            matches!(&self.role, RoleState::Follower(follower) if follower.leader == Some(from));
+        if !following || ballot > self.promised {
+            // What we knew of an earlier leader's log says nothing about this one's.
+            self.change_role(RoleState::Follower(FollowerState {
+                leader: Some(from),
+                ..FollowerState::default()
+            }));
+            self.reset_election_deadline();
         }
         // Accepting from a higher ballot implies promising it: its leader passed phase 1.
         self.set_promised(ballot);
@@ -60,9 +66,7 @@ impl Replica {
         }
         self.accept_entries(prev_index, entries);
         let matched = end_index.max(snapshot_index);
-        self.leader_match_index = self.leader_match_index.max(matched);
-        self.leader_commit_seen = self.leader_commit_seen.max(accept.commit_index);
-        self.follower_update_commit();
+        self.learn_from_leader(matched, accept.commit_index);
         // Acknowledged once durable, and only if we still follow this ballot then: entries
         // accepted now may be replaced by a newer leader before the next sync.
         let match_index = match self.pending_accepted {
@@ -148,8 +152,7 @@ impl Replica {
         if !self.accept_leader_contact(from, ballot) {
             return;
         }
-        self.leader_commit_seen = self.leader_commit_seen.max(heartbeat.commit_index);
-        self.follower_update_commit();
+        self.learn_from_leader(0, heartbeat.commit_index);
         let log = self.log_state();
         self.send(
             from,
@@ -163,16 +166,26 @@ impl Replica {
     /// A follower commits what the leader committed, as far as its log is known to match the
     /// leader's and is durable: commit never passes what is durably accepted.
     pub(crate) fn follower_update_commit(&mut self) {
-        if self.role != Role::Follower {
+        let RoleState::Follower(follower) = &self.role else {
             return;
-        }
-        let commit = self
+        };
+        let commit = follower
             .leader_commit_seen
-            .min(self.leader_match_index)
+            .min(follower.leader_match_index)
             .min(self.log.stable_last());
         if commit > self.commit_index {
             self.commit_index = commit;
             self.hard_state_dirty = true;
         }
+    }
+
+    /// The leader showed that our log matches its own through `matched` and that it committed
+    /// through `commit_index`: commit what both allow.
+    pub(crate) fn learn_from_leader(&mut self, matched: u64, commit_index: u64) {
+        if let Some(follower) = self.role.follower_mut() {
+            follower.leader_match_index = follower.leader_match_index.max(matched);
+            follower.leader_commit_seen = follower.leader_commit_seen.max(commit_index);
+        }
+        self.follower_update_commit();
     }
 }

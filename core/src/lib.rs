@@ -1,17 +1,12 @@
 //! paxkv-core: a sans-IO Multi-Paxos replica and the key-value state machine it drives.
 //!
-//! The caller (a node loop, a simulator, or the in-memory test cluster) owns all IO. It feeds
-//! the replica with `tick(now)`, `step(from, message)`, `propose(..)` and `read(..)`, then takes
-//! a [`Ready`] and handles it in this fixed order:
+//! The caller owns all IO: it feeds the replica inputs with the time they arrived and carries
+//! out the effects the replica hands back in a [`Ready`]. The order those effects must follow
+//! (what may leave before the sync, what only after) is documented once, in [`ready`].
 //!
-//! 1. persist `hard_state`, `snapshot` and `log_write`, and sync them;
-//! 2. send `messages` (these may also be sent before the sync) and then
-//!    `messages_after_persist` (these promise durability and must never leave before the sync);
-//! 3. deliver `responses` to clients (the replica has already applied `committed`);
-//! 4. call [`Replica::advance`] with the ready's number.
-//!
-//! Inputs that arrive while a ready is being persisted are gathered into the next one, which is
-//! how group commit falls out: one sync covers everything that arrived during the previous one.
+//! Where things live: `quorum` says which acceptors make a quorum; `role` holds the state
+//! only one role has; `election`, `leader/` and `follower` hold the handlers of each role;
+//! [`kv`] is the state machine, one file per command under `kv/cmd/`.
 
 mod config;
 mod election;
@@ -20,17 +15,22 @@ pub mod kv;
 mod leader;
 mod log;
 pub mod planted;
+mod quorum;
+pub mod ready;
 mod replica;
 mod rng;
+mod role;
 mod snapshot;
 mod types;
 
 pub use config::ReplicaConfig;
 pub use kv::KvStore;
 pub use log::LogWrite;
-pub use replica::{
-    DurableState, Outgoing, ReadRequest, Ready, Replica, ReplicaStatus, Role, SnapshotWrite,
+pub use ready::{
+    AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotWrite, WhilePersisting,
 };
+pub use replica::{ReadRequest, Replica, ReplicaStatus};
+pub use role::Role;
 pub use types::{NodeId, RequestId, Time};
 
 /// Errors of the replica's API. Protocol-level refusals are answers, not errors.

@@ -1,6 +1,7 @@
 //! The replica: its state, the public API, and the ready / advance cycle that hands effects to
-//! the caller. Role-specific handlers live in `election.rs`, `leader.rs`, `follower.rs` and
-//! `snapshot.rs`, all on this one struct.
+//! the caller (the order is documented once, in `ready.rs`). Role-specific handlers live in
+//! `election.rs`, `leader/`, `follower.rs` and `snapshot.rs`, all on this one struct; what only
+//! one role has lives in that role's variant of `role::RoleState`.
 
 use std::collections::BTreeMap;
 
@@ -15,109 +16,18 @@ use paxkv_proto::peer::{
 use prost::Message;
 
 use crate::config::ReplicaConfig;
-use crate::election::{CandidateState, PreVoteState};
+use crate::election::PreVoteState;
 use crate::kv::{error_response, KvStore};
-use crate::leader::LeaderState;
-use crate::log::{Log, LogWrite};
+use crate::log::Log;
+use crate::quorum::Quorum;
+use crate::ready::{
+    AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotWrite, WhilePersisting,
+};
 use crate::rng::SeededRng;
+use crate::role::{FollowerState, Role, RoleState};
 use crate::snapshot::{IncomingSnapshot, OutgoingSnapshot};
 use crate::types::{ballot_or_zero, NodeId, RequestId, Time};
 use crate::{Error, PENDING_READS_MAX};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Follower,
-    Candidate,
-    Leader,
-}
-
-/// A message for one peer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
-    pub to: NodeId,
-    pub message: PeerMessage,
-}
-
-/// A snapshot to persist. `replaces_log`: it was installed from a peer and replaces the whole
-/// log; otherwise it was taken locally and the log up to `meta.index` may be dropped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SnapshotWrite {
-    pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
-    pub replaces_log: bool,
-}
-
-/// Everything the caller must do after the last turn; see the crate documentation for the order.
-#[derive(Debug, Default)]
-pub struct Ready {
-    pub number: u64,
-    pub hard_state: Option<HardState>,
-    pub snapshot: Option<SnapshotWrite>,
-    pub log_write: Option<LogWrite>,
-    pub messages: Vec<Outgoing>,
-    pub messages_after_persist: Vec<Outgoing>,
-    /// Entries applied to the state machine in this turn, in log order.
-    pub committed: Vec<LogEntry>,
-    pub responses: Vec<(RequestId, Response)>,
-}
-
-impl Ready {
-    pub fn needs_persist(&self) -> bool {
-        self.hard_state.is_some() || self.snapshot.is_some() || self.log_write.is_some()
-    }
-}
-
-/// What the caller recovered from durable storage.
-#[derive(Debug, Clone, Default)]
-pub struct DurableState {
-    pub hard_state: HardState,
-    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
-    /// Contiguous entries after the snapshot point.
-    pub entries: Vec<LogEntry>,
-}
-
-impl DurableState {
-    /// Applies a log write as storage must: the durable suffix from `from_index` is replaced.
-    pub fn apply_log_write(&mut self, write: &LogWrite) {
-        // Entries are in index order: cut at the first one the write replaces.
-        let keep = self
-            .entries
-            .partition_point(|entry| entry.index < write.from_index);
-        self.entries.truncate(keep);
-        self.entries.extend(write.entries.iter().cloned());
-    }
-
-    /// Drops the log a snapshot at `index` covers: all of it when the snapshot was installed
-    /// from a peer (`replaces_log`), else the entries up to `index`.
-    pub fn drop_log_covered_by_snapshot(&mut self, index: u64, replaces_log: bool) {
-        if replaces_log {
-            self.entries.clear();
-        } else {
-            let covered = self.entries.partition_point(|entry| entry.index <= index);
-            self.entries.drain(..covered);
-        }
-    }
-
-    /// Applies everything one `Ready` asked to persist, in the order storage must:
-    /// snapshot, hard state, log write.
-    pub fn apply_persisted(
-        &mut self,
-        hard_state: Option<&HardState>,
-        snapshot: Option<&SnapshotWrite>,
-        log_write: Option<&LogWrite>,
-    ) {
-        if let Some(write) = snapshot {
-            self.drop_log_covered_by_snapshot(write.meta.index, write.replaces_log);
-            self.snapshot = Some((write.meta.clone(), write.data.clone()));
-        }
-        if let Some(hard_state) = hard_state {
-            self.hard_state = hard_state.clone();
-        }
-        if let Some(write) = log_write {
-            self.apply_log_write(write);
-        }
-    }
-}
 
 /// A read request as the client sent it (the consistency level is inside).
 #[derive(Debug, Clone, PartialEq)]
@@ -203,18 +113,12 @@ pub struct Replica {
     pub(crate) round_seen_max: u64,
 
     // Roles.
-    pub(crate) role: Role,
-    pub(crate) leader_id: Option<NodeId>,
-    /// Highest index known to match the current leader's log (followers).
-    pub(crate) leader_match_index: u64,
-    /// Highest commit index the current leader announced (followers).
-    pub(crate) leader_commit_seen: u64,
-    /// An Accepted owed to (leader, ballot) for entries up to an index, sent once durable.
+    pub(crate) role: RoleState,
+    /// An Accepted owed to (leader, ballot) for entries up to an index, sent once durable
+    /// (and dropped if the promise moved on by then, whatever the role).
     pub(crate) pending_accepted: Option<(NodeId, Ballot, u64)>,
-    pub(crate) candidate: Option<CandidateState>,
     /// A pre-vote in progress (followers and candidates whose election timer ran out).
     pub(crate) pre_vote: Option<PreVoteState>,
-    pub(crate) leader: Option<LeaderState>,
 
     // Timers and connectivity.
     pub(crate) last_heard: BTreeMap<NodeId, Time>,
@@ -306,14 +210,9 @@ impl Replica {
             applied_index: snapshot_index,
             kv,
             round_seen_max: promised.round,
-            role: Role::Follower,
-            leader_id: None,
-            leader_match_index: 0,
-            leader_commit_seen: 0,
+            role: RoleState::Follower(FollowerState::default()),
             pending_accepted: None,
-            candidate: None,
             pre_vote: None,
-            leader: None,
             last_heard: BTreeMap::new(),
             // After a restart we may have supported a leader's lease just before crashing.
             support_until: now.plus_millis(config.election_timeout_ms),
@@ -341,11 +240,16 @@ impl Replica {
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.role.role()
     }
 
+    /// The leader this node knows of: itself when leading, the one it follows, or none.
     pub fn leader(&self) -> Option<NodeId> {
-        self.leader_id
+        match &self.role {
+            RoleState::Leader(_) => Some(self.id),
+            RoleState::Candidate(_) => None,
+            RoleState::Follower(follower) => follower.leader,
+        }
     }
 
     pub fn commit_index(&self) -> u64 {
@@ -373,11 +277,9 @@ impl Replica {
         self.config.election_timeout_ms
     }
 
-    pub(crate) fn quorum(&self) -> usize {
-        if crate::planted::active(crate::planted::Bug::CommitOnMinority) {
-            return self.members.len() / 2;
-        }
-        self.members.len() / 2 + 1
+    /// Which acceptors make a quorum now: the one thing every count of votes asks.
+    pub(crate) fn quorum(&self) -> Quorum<'_> {
+        Quorum::of(&self.members)
     }
 
     pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -446,7 +348,7 @@ impl Replica {
     pub(crate) fn not_leader_error(&self) -> Response {
         let mut response = error_response(
             ErrorCode::NotLeader,
-            match self.leader_id {
+            match self.leader() {
                 Some(leader) => format!("{} is not the leader; send this to {leader}", self.id),
                 None => format!(
                     "{} is not the leader and knows of none yet; retry shortly",
@@ -455,7 +357,7 @@ impl Replica {
             },
         );
         if let Response::Error(error) = &mut response {
-            error.leader_id = self.leader_id.map_or(0, |leader| leader.0);
+            error.leader_id = self.leader().map_or(0, |leader| leader.0);
         }
         response
     }
@@ -484,15 +386,13 @@ impl Replica {
     /// True if this node heard from a quorum (counting itself) within an election timeout.
     pub(crate) fn quorum_connected(&self) -> bool {
         let window = self.config.election_timeout_ms;
-        let heard = self
-            .peers()
-            .filter(|peer| {
-                self.last_heard
-                    .get(peer)
+        self.quorum().is_reached_by(|node| {
+            node == self.id
+                || self
+                    .last_heard
+                    .get(&node)
                     .is_some_and(|at| self.now.millis_since(*at) < window)
-            })
-            .count();
-        heard + 1 >= self.quorum()
+        })
     }
 
     // --- inputs -------------------------------------------------------------------------------
@@ -530,17 +430,12 @@ impl Replica {
             self.next_ping_at = now.plus_millis(self.config.heartbeat_interval_ms);
             self.on_heartbeat_timeout();
         }
-        match self.role {
+        match self.role.role() {
             Role::Leader => {
                 self.check_leader_quorum();
                 self.maybe_propose_tick();
             }
-            Role::Candidate => {
-                if now >= self.election_deadline {
-                    self.on_election_timeout();
-                }
-            }
-            Role::Follower => {
+            Role::Candidate | Role::Follower => {
                 if now >= self.election_deadline {
                     self.on_election_timeout();
                 }
@@ -550,7 +445,29 @@ impl Replica {
         self.expire_revision_waiters();
     }
 
-    /// Handles one message from a peer that arrived by `now` on the caller's clock.
+    /// The heartbeat timer: a leader's round (or take-over request), a candidate's repeated
+    /// prepares, and everyone's pings, which keep `last_heard` fresh for the quorum checks.
+    fn on_heartbeat_timeout(&mut self) {
+        match self.role.role() {
+            Role::Leader => self.on_leader_heartbeat_timeout(),
+            Role::Candidate => {
+                self.resend_prepares();
+                self.ping_peers();
+            }
+            Role::Follower => self.ping_peers(),
+        }
+    }
+
+    fn ping_peers(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, Body::Ping(paxkv_proto::peer::Ping {}));
+        }
+    }
+
+    /// Handles one message from a peer that arrived by `now` on the caller's clock. Messages
+    /// to the acceptor go to their handler whatever the role; answers go to one `match` per
+    /// role.
     pub fn step(&mut self, from: NodeId, message: PeerMessage, now: Time) {
         self.observe_time(now);
         if from == self.id || !self.members.contains(&from) {
@@ -561,21 +478,52 @@ impl Replica {
         self.round_seen_max = self.round_seen_max.max(ballot.round);
         let Some(body) = message.body else { return };
         match body {
+            // Every node is an acceptor whatever its role: these are handled the same by all.
             Body::Ping(_) => {}
+            Body::PreVote(pre_vote) => self.handle_pre_vote(from, ballot, pre_vote),
             Body::Prepare(prepare) => self.handle_prepare(from, ballot, prepare),
-            Body::Promise(promise) => self.handle_promise(from, ballot, promise),
-            Body::Nack(nack) => self.handle_nack(from, ballot, nack),
             Body::Accept(accept) => self.handle_accept(from, ballot, accept),
+            Body::Heartbeat(heartbeat) => self.handle_heartbeat(from, ballot, heartbeat),
+            Body::LogRequest(request) => self.handle_log_request(from, ballot, request),
+            Body::SnapshotChunk(chunk) => self.handle_snapshot_chunk(from, ballot, chunk),
+            // Any node may be sending a snapshot (a leader, or the source of a new leader's
+            // take-over copy).
+            Body::SnapshotAck(ack) => self.handle_snapshot_ack(from, ballot, ack),
+            // Answers to a proposer: only the role that asked has a use for them.
+            answer => match self.role.role() {
+                Role::Leader => self.step_leader(from, ballot, answer),
+                Role::Candidate => self.step_candidate(from, ballot, answer),
+                Role::Follower => self.step_follower(from, ballot, answer),
+            },
+        }
+    }
+
+    fn step_leader(&mut self, from: NodeId, ballot: Ballot, answer: Body) {
+        match answer {
             Body::Accepted(accepted) => self.handle_accepted(from, ballot, accepted),
             Body::AcceptReject(reject) => self.handle_accept_reject(from, ballot, reject),
-            Body::Heartbeat(heartbeat) => self.handle_heartbeat(from, ballot, heartbeat),
             Body::HeartbeatAck(ack) => self.handle_heartbeat_ack(from, ballot, ack),
-            Body::LogRequest(request) => self.handle_log_request(from, ballot, request),
             Body::LogResponse(response) => self.handle_log_response(from, ballot, response),
-            Body::SnapshotChunk(chunk) => self.handle_snapshot_chunk(from, ballot, chunk),
-            Body::SnapshotAck(ack) => self.handle_snapshot_ack(from, ballot, ack),
-            Body::PreVote(pre_vote) => self.handle_pre_vote(from, ballot, pre_vote),
+            Body::Promise(promise) => self.handle_promise(from, ballot, promise),
+            Body::Nack(nack) => self.handle_nack(from, ballot, nack),
+            _ => {}
+        }
+    }
+
+    fn step_candidate(&mut self, from: NodeId, ballot: Ballot, answer: Body) {
+        match answer {
+            Body::Promise(promise) => self.handle_promise(from, ballot, promise),
+            Body::Nack(nack) => self.handle_nack(from, ballot, nack),
             Body::PreVoteAnswer(answer) => self.handle_pre_vote_answer(from, ballot, answer),
+            _ => {}
+        }
+    }
+
+    fn step_follower(&mut self, from: NodeId, ballot: Ballot, answer: Body) {
+        // A follower's only question is its pre-vote; a refusal of a campaign it already gave
+        // up, or an answer to a ballot it no longer leads, changes nothing.
+        if let Body::PreVoteAnswer(answer) = answer {
+            self.handle_pre_vote_answer(from, ballot, answer);
         }
     }
 
@@ -584,11 +532,6 @@ impl Replica {
     pub fn propose(&mut self, request: RequestId, command: Command, now: Time) {
         self.observe_time(now);
         if let Err(error) = crate::kv::validate_command(&command) {
-            self.respond(request, error);
-            return;
-        }
-        if self.role != Role::Leader {
-            let error = self.not_leader_error();
             self.respond(request, error);
             return;
         }
@@ -635,14 +578,7 @@ impl Replica {
                     });
                 }
             }
-            Consistency::Linearizable => {
-                if self.role != Role::Leader {
-                    let error = self.not_leader_error();
-                    self.respond(request, error);
-                } else {
-                    self.leader_read(request, read);
-                }
-            }
+            Consistency::Linearizable => self.leader_read(request, read),
         }
     }
 
@@ -685,15 +621,15 @@ impl Replica {
                 || !self.responses.is_empty()
                 || self.pending_accepted.is_some()
                 || self
-                    .leader
-                    .as_ref()
-                    .is_some_and(|leader| leader.heartbeat_requested)
+                    .role
+                    .leader()
+                    .is_some_and(|leader| leader.lease.heartbeat_requested)
                 || self.applied_index < self.commit_index
                 || self.log.stable_last() < self.log.last_index())
     }
 
-    /// Takes everything the caller must do. Call `advance` with its number once it is done;
-    /// only one ready is outstanding at a time.
+    /// Takes everything the caller must do, in the order `ready.rs` documents. Hand it back to
+    /// `advance` once done; only one ready is outstanding at a time.
     pub fn ready(&mut self) -> Ready {
         assert!(
             self.in_flight.is_none(),
@@ -710,25 +646,27 @@ impl Replica {
             configuration: Some(self.configuration()),
         });
         self.hard_state_dirty = false;
-        let snapshot = self.snapshot_write.take();
-        let log_write = self.log.take_unstable();
+        let persist = Persist {
+            snapshot: self.snapshot_write.take(),
+            hard_state,
+            log_write: self.log.take_unstable(),
+        };
         self.in_flight = Some(InFlight {
             number: self.ready_number,
-            promised: hard_state
+            promised: persist
+                .hard_state
                 .as_ref()
                 .map(|state| ballot_or_zero(state.promised)),
-            snapshot: snapshot.as_ref().map(|write| write.meta.clone()),
+            snapshot: persist.snapshot.as_ref().map(|write| write.meta.clone()),
         });
-        Ready {
-            number: self.ready_number,
-            hard_state,
-            snapshot,
-            log_write,
-            messages: std::mem::take(&mut self.messages),
-            messages_after_persist: std::mem::take(&mut self.messages_after_persist),
+        Ready::new(
+            self.ready_number,
+            persist,
+            std::mem::take(&mut self.messages),
+            std::mem::take(&mut self.messages_after_persist),
             committed,
-            responses: std::mem::take(&mut self.responses),
-        }
+            std::mem::take(&mut self.responses),
+        )
     }
 
     /// While a ready is being persisted: replicates what was proposed since, applies what has
@@ -736,18 +674,20 @@ impl Replica {
     /// persist), and returns the messages that may leave at once and every answer that is
     /// ready, so that neither waits for the sync. The entries applied here are reported in the
     /// next ready's `committed`; messages that promise durability wait for the next ready.
-    pub fn progress_while_persisting(&mut self) -> (Vec<Outgoing>, Vec<(RequestId, Response)>) {
+    pub fn progress_while_persisting(&mut self) -> WhilePersisting {
         self.flush_replication();
         let committed = self.apply_committed();
         self.committed_early.extend(committed);
-        (
+        WhilePersisting::new(
             std::mem::take(&mut self.messages),
             std::mem::take(&mut self.responses),
         )
     }
 
-    /// The caller has persisted and synced ready `number` and sent its messages.
-    pub fn advance(&mut self, number: u64) {
+    /// The caller has persisted and synced what `ready` asked and sent its other output.
+    /// Returns the messages that promise durability, which may leave now.
+    pub fn advance(&mut self, ready: Ready) -> AfterPersist {
+        let (number, after_persist) = ready.finish();
         let in_flight = self
             .in_flight
             .take()
@@ -764,7 +704,7 @@ impl Replica {
             self.on_snapshot_persisted(meta);
         }
         self.flush_pending_accepted();
-        match self.role {
+        match self.role.role() {
             Role::Candidate => self.on_candidate_persisted(),
             Role::Leader => self.leader_maybe_commit(),
             Role::Follower => self.follower_update_commit(),
@@ -773,6 +713,7 @@ impl Replica {
             self.durable_promised <= self.promised,
             "durable promise ahead of memory"
         );
+        after_persist
     }
 
     /// Applies committed entries to the state machine and answers waiting requests.
@@ -791,7 +732,7 @@ impl Replica {
                 .clone();
             let payload = entry.entry.as_mut().expect("log entries have a payload");
             if crate::planted::active(crate::planted::Bug::FollowerExpiryByOwnClock)
-                && self.role != Role::Leader
+                && !self.role.is_leader()
             {
                 payload.log_time_ms = self.now.0;
             }
@@ -889,20 +830,37 @@ impl Replica {
         self.on_installed_snapshot_persisted(&meta);
     }
 
-    /// Abandons leadership or candidacy and follows (`leader` if known).
+    /// Abandons leadership or candidacy and follows (`leader` if known). Following the same
+    /// leader as before keeps what we learnt of its log.
     pub(crate) fn become_follower(&mut self, leader: Option<NodeId>) {
-        if let Some(mut state) = self.leader.take() {
-            state.fail_pending(self);
+        let same = matches!(&self.role, RoleState::Follower(follower) if follower.leader == leader);
+        if same {
+            self.pre_vote = None;
+        } else {
+            self.change_role(RoleState::Follower(FollowerState {
+                leader,
+                ..FollowerState::default()
+            }));
         }
-        self.candidate = None;
-        self.pre_vote = None;
-        self.role = Role::Follower;
-        if self.leader_id != leader {
-            self.leader_match_index = 0;
-            self.leader_commit_seen = 0;
-        }
-        self.leader_id = leader;
         self.reset_election_deadline();
+    }
+
+    /// Every role change goes through here: a pre-vote ends, and a leader's waiting requests
+    /// are answered (it can no longer answer them itself).
+    pub(crate) fn change_role(&mut self, next: RoleState) {
+        let previous = std::mem::replace(&mut self.role, next);
+        self.pre_vote = None;
+        if let RoleState::Leader(leader) = previous {
+            leader.fail_pending(self);
+        }
+    }
+
+    /// Takes the role out to move its state into the next one (the caller puts a role back).
+    pub(crate) fn take_role(&mut self) -> RoleState {
+        std::mem::replace(
+            &mut self.role,
+            RoleState::Follower(FollowerState::default()),
+        )
     }
 
     /// Digest of the applied state: equal on replicas that applied the same log prefix.
@@ -913,9 +871,9 @@ impl Replica {
     pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {
             node_id: self.id,
-            role: self.role,
+            role: self.role.role(),
             ballot: self.promised,
-            leader: self.leader_id,
+            leader: self.leader(),
             commit_index: self.commit_index,
             applied_index: self.applied_index,
             last_index: self.log.last_index(),
@@ -932,8 +890,8 @@ impl Replica {
                         .get(&peer)
                         .map(|at| self.now.millis_since(*at));
                     let matched = self
-                        .leader
-                        .as_ref()
+                        .role
+                        .leader()
                         .and_then(|leader| leader.match_index(peer));
                     (peer, heard, matched)
                 })

@@ -10,7 +10,8 @@ use prost::Message;
 use std::sync::Arc;
 
 use crate::leader::LeaderPhase;
-use crate::replica::{Replica, Role, SnapshotWrite};
+use crate::ready::SnapshotWrite;
+use crate::replica::Replica;
 use crate::types::{NodeId, Time};
 
 #[derive(Debug)]
@@ -62,7 +63,7 @@ impl Replica {
             to,
             OutgoingSnapshot {
                 ballot: self.promised,
-                as_leader: self.role == Role::Leader,
+                as_leader: self.role.is_leader(),
                 index: meta.index,
                 meta,
                 data,
@@ -96,7 +97,7 @@ impl Replica {
         let overdue_ms = self.config.election_timeout_ms / 2;
         // A transfer for a ballot that is over is dropped, not resent: its receiver ignores
         // it (say, it leads now itself), and the encoded state would stay in memory.
-        let leading = self.role == Role::Leader;
+        let leading = self.role.is_leader();
         let promised = self.promised;
         self.outgoing_snapshots
             .retain(|_, transfer| transfer.ballot == promised && transfer.as_leader == leading);
@@ -121,12 +122,7 @@ impl Replica {
 
     pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, ballot: Ballot, ack: SnapshotAck) {
         let now = self.now;
-        if let Some(progress) = self
-            .leader
-            .as_mut()
-            .filter(|leader| leader.ballot == ballot)
-            .and_then(|leader| leader.progress.get_mut(&from))
-        {
+        if let Some(progress) = self.progress_in_ballot(from, ballot) {
             progress.answered_at = now;
         }
         let Some(transfer) = self.outgoing_snapshots.get_mut(&from) else {
@@ -154,13 +150,9 @@ impl Replica {
         let index = transfer.index;
         self.outgoing_snapshots.remove(&from);
         self.drop_snapshot_if_unused();
-        let now = self.now;
-        if let Some(leader) = self.leader.as_mut() {
-            if let Some(progress) = leader.progress.get_mut(&from) {
-                progress.match_index = progress.match_index.max(index);
-                progress.next_index = progress.next_index.max(index + 1);
-                progress.last_ack_at = now;
-                progress.answered_at = now;
+        if let Some(leader) = self.role.leader_mut() {
+            if let Some(progress) = leader.followers.get_mut(&from) {
+                progress.matched(index, now);
             }
             self.send_accepts(from);
         }
@@ -173,7 +165,7 @@ impl Replica {
         chunk: SnapshotChunk,
     ) {
         let syncing_from_sender = matches!(
-            &self.leader,
+            self.role.leader(),
             Some(leader) if leader.ballot == ballot
                 && matches!(leader.phase, LeaderPhase::Syncing { source, .. } if source == from)
         );
@@ -203,10 +195,8 @@ impl Replica {
                 // A new leader copying the sender's log needs only what follows the point.
                 self.continue_sync_after(from, meta.index);
             }
-            if self.leader_id == Some(from) {
-                self.leader_match_index = self.leader_match_index.max(meta.index);
-                self.leader_commit_seen = self.leader_commit_seen.max(meta.index);
-                self.follower_update_commit();
+            if self.leader() == Some(from) {
+                self.learn_from_leader(meta.index, meta.index);
             }
             if self.log.stable_last() >= meta.index {
                 ack(self, chunk.total_bytes);
@@ -303,8 +293,10 @@ impl Replica {
                 self.members = configuration.members.iter().map(|id| NodeId(*id)).collect();
             }
         }
-        if self.leader_id == Some(from) {
-            self.leader_match_index = self.leader_match_index.max(meta.index);
+        if let Some(follower) = self.role.follower_mut() {
+            if follower.leader == Some(from) {
+                follower.leader_match_index = follower.leader_match_index.max(meta.index);
+            }
         }
         self.snapshot_write = Some(SnapshotWrite {
             meta: meta.clone(),
@@ -319,7 +311,9 @@ impl Replica {
     /// A leader copying `source`'s log whose log now matches it through `index` asks for what
     /// follows (unless its copy is already past that point).
     fn continue_sync_after(&mut self, source: NodeId, index: u64) {
-        let Some(leader) = &self.leader else { return };
+        let Some(leader) = self.role.leader() else {
+            return;
+        };
         if let LeaderPhase::Syncing {
             source: syncing_from,
             target_last,

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
-use paxkv_core::{DurableState, NodeId, Ready, Replica, ReplicaConfig, Role, Time};
+use paxkv_core::{DurableState, NodeId, Outgoing, Ready, Replica, ReplicaConfig, Role, Time};
 use paxkv_proto::peer::{
     peer_message::Body, Accept, Ballot, Entry, Heartbeat, KvSnapshot, LogEntry, LogRequest,
     LogResponse, LogState, Noop, PeerMessage, Ping, Prepare, Promise, SnapshotMeta,
@@ -36,6 +36,12 @@ fn deliver(replica: &mut Replica, from: u64, ballot: Ballot, body: Body) {
     );
 }
 
+/// Persists (by fiat) what `ready` asks, advances, and returns the messages released by the sync.
+fn persist_and_advance(replica: &mut Replica, mut ready: Ready) -> Vec<Outgoing> {
+    ready.take_persist();
+    replica.advance(ready).take_messages()
+}
+
 /// Persists (by fiat) and advances; returns every message released, in order.
 fn cycle(replica: &mut Replica) -> Vec<(NodeId, Body)> {
     let mut sent = Vec::new();
@@ -43,16 +49,12 @@ fn cycle(replica: &mut Replica) -> Vec<(NodeId, Body)> {
         if !replica.has_ready() {
             break;
         }
-        let ready: Ready = replica.ready();
-        let number = ready.number;
-        for outgoing in ready
-            .messages
-            .into_iter()
-            .chain(ready.messages_after_persist)
-        {
+        let mut ready: Ready = replica.ready();
+        let messages = ready.take_messages();
+        let after_persist = persist_and_advance(replica, ready);
+        for outgoing in messages.into_iter().chain(after_persist) {
             sent.push((outgoing.to, outgoing.message.body.unwrap()));
         }
-        replica.advance(number);
     }
     sent
 }
@@ -341,12 +343,12 @@ fn accepts_reaching_into_an_installed_snapshot_skip_the_covered_entries() {
 #[test]
 fn the_configuration_is_persisted_and_wins_over_the_callers_on_restart() {
     let mut replica = replica();
-    let ready = replica.ready();
+    let mut ready = replica.ready();
     let hard_state = ready
+        .take_persist()
         .hard_state
-        .clone()
         .expect("the first ready persists the configuration");
-    replica.advance(ready.number);
+    replica.advance(ready);
     let members = hard_state.configuration.as_ref().unwrap().members.clone();
     assert_eq!(members, vec![1, 2, 3]);
     // Restarted with different flags, the replica keeps the membership it persisted.
@@ -393,13 +395,13 @@ fn answered_reads(replica: &mut Replica) -> Vec<u64> {
         if !replica.has_ready() {
             break;
         }
-        let ready = replica.ready();
-        for (request, response) in &ready.responses {
+        let mut ready = replica.ready();
+        for (request, response) in &ready.take_responses() {
             if matches!(response, paxkv_proto::client::client_response::Body::Get(_)) {
                 answered.push(request.0);
             }
         }
-        replica.advance(ready.number);
+        persist_and_advance(replica, ready);
     }
     answered
 }
@@ -871,8 +873,8 @@ fn every_kind_of_pending_work_makes_a_ready() {
     let mut numbers = Vec::new();
     while replica.has_ready() {
         let ready = replica.ready();
-        numbers.push(ready.number);
-        replica.advance(ready.number);
+        numbers.push(ready.number());
+        persist_and_advance(&mut replica, ready);
     }
     // An answer to give.
     let (request, read) = get(1);
@@ -885,8 +887,9 @@ fn every_kind_of_pending_work_makes_a_ready() {
     };
     replica.read(request, stale, replica.now());
     assert!(replica.has_ready(), "an answer waits");
-    numbers.push(replica.ready().number);
-    replica.advance(*numbers.last().unwrap());
+    let ready = replica.ready();
+    numbers.push(ready.number());
+    persist_and_advance(&mut replica, ready);
     // An acknowledgement owed for entries already durable.
     let leader = Ballot::new(1, 2);
     deliver(
@@ -913,8 +916,8 @@ fn every_kind_of_pending_work_makes_a_ready() {
     replica.tick(Time(1_000));
     assert!(replica.has_ready(), "pings wait to be sent");
     let ready = replica.ready();
-    numbers.push(ready.number);
-    replica.advance(ready.number);
+    numbers.push(ready.number());
+    persist_and_advance(&mut replica, ready);
     assert!(
         numbers.windows(2).all(|pair| pair[0] < pair[1]),
         "ready numbers grow: {numbers:?}"
@@ -1048,14 +1051,14 @@ fn readies_say_whether_they_need_a_sync_and_the_replica_reports_its_timeout() {
     assert_eq!(replica.config_election_timeout_ms(), ELECTION_TIMEOUT_MS);
     let ready = replica.ready();
     assert!(ready.needs_persist(), "the configuration must be synced");
-    replica.advance(ready.number);
+    persist_and_advance(&mut replica, ready);
     replica.tick(Time(1_000));
-    let ready = replica.ready();
+    let mut ready = replica.ready();
     assert!(
-        !ready.messages.is_empty() && !ready.needs_persist(),
+        !ready.take_messages().is_empty() && !ready.needs_persist(),
         "pings need no sync"
     );
-    replica.advance(ready.number);
+    persist_and_advance(&mut replica, ready);
     let leader = Ballot::new(1, 2);
     deliver(
         &mut replica,
@@ -1063,12 +1066,12 @@ fn readies_say_whether_they_need_a_sync_and_the_replica_reports_its_timeout() {
         leader,
         accept(0, Ballot::ZERO, entries(1, 1, leader), 0),
     );
-    let ready = replica.ready();
+    let mut ready = replica.ready();
     assert!(
-        ready.log_write.is_some() && ready.needs_persist(),
+        ready.needs_persist() && ready.take_persist().log_write.is_some(),
         "accepted entries must be synced"
     );
-    replica.advance(ready.number);
+    persist_and_advance(&mut replica, ready);
 }
 
 // --- regressions of the outside review: time, snapshots, step-down, tick entries -------------
@@ -1409,13 +1412,13 @@ fn a_session_read_that_cannot_be_served_gives_up_after_two_election_timeouts() {
     replica.read(paxkv_core::RequestId(7), read, Time(10));
     replica.tick(Time(10 + 2 * ELECTION_TIMEOUT_MS - 1));
     let refused = |replica: &mut Replica| {
-        let ready = replica.ready();
-        let timed_out = ready.responses.iter().any(|(request, response)| {
+        let mut ready = replica.ready();
+        let timed_out = ready.take_responses().iter().any(|(request, response)| {
             request.0 == 7
                 && matches!(response, paxkv_proto::client::client_response::Body::Error(error)
                     if error.code == paxkv_proto::client::ErrorCode::Timeout as i32)
         });
-        replica.advance(ready.number);
+        persist_and_advance(replica, ready);
         timed_out
     };
     assert!(!refused(&mut replica), "gave up early");

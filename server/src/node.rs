@@ -1,7 +1,6 @@
 //! The node loop: the one task that owns the replica. Each turn it feeds the replica what
-//! arrived, takes a `Ready`, and handles it in the fixed order: send what may go at once,
-//! answer clients (answers come from committed state only), persist and sync, send what
-//! promises durability, `advance`.
+//! arrived, takes a `Ready`, and handles it in the order `paxkv_core::ready` documents (the
+//! one description of it; this loop follows it step by step in `handle_ready`).
 //!
 //! Group commit: while a sync runs, inputs queue in the channel; the next turn takes them all,
 //! so one sync covers everything that arrived during the previous one.
@@ -212,23 +211,21 @@ impl Node {
         inputs: &mut mpsc::Receiver<Input>,
         ticker: &mut tokio::time::Interval,
     ) -> Result<(), StorageError> {
-        for outgoing in std::mem::take(&mut ready.messages) {
+        for outgoing in ready.take_messages() {
             self.peers.send(outgoing.to, outgoing.message);
         }
-        // Answers come from committed entries (durable on a quorum, this node's part
-        // counted only once synced) and from reads of them: none depends on what this ready
-        // persists, so they leave before its sync instead of waiting a sync more.
-        self.answer(std::mem::take(&mut ready.responses));
-        if ready.needs_persist() {
+        self.answer(ready.take_responses());
+        let to_persist = ready.take_persist();
+        if !to_persist.is_empty() {
             let storage = self
                 .storage
                 .take()
                 .expect("storage is present between turns");
             let persisting = persist(
                 storage,
-                ready.hard_state.take(),
-                ready.snapshot.take(),
-                ready.log_write.take(),
+                to_persist.hard_state,
+                to_persist.snapshot,
+                to_persist.log_write,
             );
             tokio::pin!(persisting);
             // While the sync runs, acknowledgements and requests keep being taken in: new
@@ -248,11 +245,11 @@ impl Node {
                         None => open = false,
                     },
                 }
-                let (messages, answers) = self.replica.progress_while_persisting();
-                for outgoing in messages {
+                let mut early = self.replica.progress_while_persisting();
+                for outgoing in early.take_messages() {
                     self.peers.send(outgoing.to, outgoing.message);
                 }
-                self.answer(answers);
+                self.answer(early.take_responses());
             };
             self.metrics
                 .syncs
@@ -260,14 +257,13 @@ impl Node {
             self.storage = Some(storage);
             result?;
         }
-        for outgoing in std::mem::take(&mut ready.messages_after_persist) {
-            self.peers.send(outgoing.to, outgoing.message);
-        }
         self.metrics.committed_entries.fetch_add(
-            ready.committed.len() as u64,
+            ready.committed().len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.replica.advance(ready.number);
+        for outgoing in self.replica.advance(ready).take_messages() {
+            self.peers.send(outgoing.to, outgoing.message);
+        }
         Ok(())
     }
 

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_core::{
-    DurableState, NodeId, ReadRequest, Ready, Replica, ReplicaConfig, RequestId, Role, Time,
+    DurableState, NodeId, Persist, ReadRequest, Ready, Replica, ReplicaConfig, RequestId, Role,
+    Time,
 };
 use paxkv_proto::client::{
     client_response::Body as Response, Consistency, ErrorCode, GetRequest, PutRequest,
@@ -48,11 +49,11 @@ pub struct Disk {
 }
 
 impl Disk {
-    fn persist(&mut self, ready: &Ready) {
+    fn persist(&mut self, persist: &Persist) {
         self.state.apply_persisted(
-            ready.hard_state.as_ref(),
-            ready.snapshot.as_ref(),
-            ready.log_write.as_ref(),
+            persist.hard_state.as_ref(),
+            persist.snapshot.as_ref(),
+            persist.log_write.as_ref(),
         );
     }
 
@@ -318,11 +319,11 @@ impl Cluster {
         let mut ready = replica.ready();
         let incarnation = node.incarnation;
         node.persisting = true;
-        for outgoing in std::mem::take(&mut ready.messages) {
+        for outgoing in ready.take_messages() {
             self.send(id, outgoing.to, outgoing.message);
         }
-        self.record_committed(id, &ready.committed);
-        if self.check_state_hashes && !ready.committed.is_empty() {
+        self.record_committed(id, ready.committed());
+        if self.check_state_hashes && !ready.committed().is_empty() {
             let replica = self.nodes[&id].replica.as_ref().expect("checked above");
             let (applied, hash) = (replica.applied_index(), replica.kv().state_hash());
             let expected = *self.state_hash_at.entry(applied).or_insert(hash);
@@ -331,7 +332,7 @@ impl Cluster {
                 "{id} disagrees on the state at log position {applied}"
             );
         }
-        for (request, response) in std::mem::take(&mut ready.responses) {
+        for (request, response) in ready.take_responses() {
             self.record_response(request, response);
         }
         let at = self.now.plus_millis(self.persist_ms);
@@ -395,14 +396,14 @@ impl Cluster {
         if node.incarnation != incarnation || node.replica.is_none() {
             return; // crashed meanwhile: the write never reached the disk
         }
-        node.disk.persist(&ready);
+        node.disk.persist(&ready.take_persist());
         node.persisting = false;
-        let number = ready.number;
-        node.replica
+        let mut after_persist = node
+            .replica
             .as_mut()
             .expect("checked above")
-            .advance(number);
-        for outgoing in std::mem::take(&mut ready.messages_after_persist) {
+            .advance(*ready);
+        for outgoing in after_persist.take_messages() {
             self.send(id, outgoing.to, outgoing.message);
         }
         self.drive(id);

@@ -1,0 +1,235 @@
+//! What the replica hands its caller, as types whose use follows the one order that keeps the
+//! replica's promises. This is the only description of that order; the crate page and the
+//! server's node loop point here.
+//!
+//! The caller (a node loop, a simulator, or the in-memory test cluster) owns all IO. It feeds
+//! the replica with `tick`, `step`, `propose` and `read`, each with the time the input arrived,
+//! and then, while [`Replica::has_ready`](crate::Replica::has_ready):
+//!
+//! 1. takes a [`Ready`] with [`Replica::ready`](crate::Replica::ready);
+//! 2. sends [`Ready::take_messages`] (they promise nothing durable, so they may leave before the
+//!    sync) and delivers [`Ready::take_responses`] to clients (answers come from committed
+//!    entries, durable on a quorum, and from reads of them: none depends on this ready's sync);
+//! 3. writes [`Ready::take_persist`] (snapshot, then hard state, then log write) and syncs it.
+//!    While the sync runs it may keep feeding inputs and take
+//!    [`Replica::progress_while_persisting`](crate::Replica::progress_while_persisting), whose
+//!    messages and answers may leave at once;
+//! 4. hands the ready back with [`Replica::advance`](crate::Replica::advance), which returns
+//!    [`AfterPersist`]: the messages that promise durability (promises, acknowledgements of
+//!    accepted entries, the last snapshot acknowledgement). They must never leave before step 3's
+//!    sync returned, and `advance` is the only way to get them.
+//!
+//! Inputs that arrive while a ready is being persisted are gathered into the next one, which is
+//! how group commit falls out: one sync covers everything that arrived during the previous one.
+//! Only one ready is outstanding at a time.
+
+use paxkv_proto::client::client_response::Body as Response;
+use paxkv_proto::peer::{HardState, LogEntry, PeerMessage, SnapshotMeta};
+
+use crate::log::LogWrite;
+use crate::types::{NodeId, RequestId};
+
+/// A message for one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub to: NodeId,
+    pub message: PeerMessage,
+}
+
+/// A snapshot to persist. `replaces_log`: it was installed from a peer and replaces the whole
+/// log; otherwise it was taken locally and the log up to `meta.index` may be dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotWrite {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+    pub replaces_log: bool,
+}
+
+/// What one ready asks the caller to write and sync, applied by storage in field order:
+/// the snapshot, then the hard state, then the log write.
+#[derive(Debug, Default)]
+pub struct Persist {
+    pub snapshot: Option<SnapshotWrite>,
+    pub hard_state: Option<HardState>,
+    pub log_write: Option<LogWrite>,
+}
+
+impl Persist {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none() && self.snapshot.is_none() && self.log_write.is_none()
+    }
+}
+
+/// Everything the caller must do after the last turn, in the order the module page gives.
+#[derive(Debug)]
+pub struct Ready {
+    number: u64,
+    persist: Persist,
+    persist_taken: bool,
+    messages: Vec<Outgoing>,
+    /// Leave only through `Replica::advance`, after the sync.
+    messages_after_persist: Vec<Outgoing>,
+    committed: Vec<LogEntry>,
+    responses: Vec<(RequestId, Response)>,
+}
+
+impl Ready {
+    pub(crate) fn new(
+        number: u64,
+        persist: Persist,
+        messages: Vec<Outgoing>,
+        messages_after_persist: Vec<Outgoing>,
+        committed: Vec<LogEntry>,
+        responses: Vec<(RequestId, Response)>,
+    ) -> Ready {
+        Ready {
+            number,
+            persist,
+            persist_taken: false,
+            messages,
+            messages_after_persist,
+            committed,
+            responses,
+        }
+    }
+
+    /// Which ready this is (they are numbered from 1 in the order they were taken).
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Whether anything must be written and synced before `advance`.
+    pub fn needs_persist(&self) -> bool {
+        !self.persist.is_empty()
+    }
+
+    /// Messages that may leave at once.
+    pub fn take_messages(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.messages)
+    }
+
+    /// Answers for clients, each under the request id the caller gave its input.
+    pub fn take_responses(&mut self) -> Vec<(RequestId, Response)> {
+        std::mem::take(&mut self.responses)
+    }
+
+    /// What must be written and synced before the ready is handed back to `advance`.
+    pub fn take_persist(&mut self) -> Persist {
+        self.persist_taken = true;
+        std::mem::take(&mut self.persist)
+    }
+
+    /// Entries applied to the state machine for this ready, in log order.
+    pub fn committed(&self) -> &[LogEntry] {
+        &self.committed
+    }
+
+    pub fn take_committed(&mut self) -> Vec<LogEntry> {
+        std::mem::take(&mut self.committed)
+    }
+
+    /// Consumed by `Replica::advance`: what may leave only now that the sync is done.
+    pub(crate) fn finish(self) -> (u64, AfterPersist) {
+        assert!(
+            self.persist_taken || self.persist.is_empty(),
+            "ready {} handed back to advance() without taking what it asked to persist",
+            self.number
+        );
+        let after = AfterPersist {
+            messages: self.messages_after_persist,
+        };
+        (self.number, after)
+    }
+}
+
+/// What `Replica::advance` gives back: messages that promise durability, now free to leave.
+#[derive(Debug, Default)]
+pub struct AfterPersist {
+    messages: Vec<Outgoing>,
+}
+
+impl AfterPersist {
+    pub fn take_messages(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.messages)
+    }
+}
+
+/// What `Replica::progress_while_persisting` gives back: output that depends on nothing the
+/// running sync writes, so it leaves at once.
+#[derive(Debug, Default)]
+pub struct WhilePersisting {
+    messages: Vec<Outgoing>,
+    responses: Vec<(RequestId, Response)>,
+}
+
+impl WhilePersisting {
+    pub(crate) fn new(
+        messages: Vec<Outgoing>,
+        responses: Vec<(RequestId, Response)>,
+    ) -> WhilePersisting {
+        WhilePersisting {
+            messages,
+            responses,
+        }
+    }
+
+    pub fn take_messages(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.messages)
+    }
+
+    pub fn take_responses(&mut self) -> Vec<(RequestId, Response)> {
+        std::mem::take(&mut self.responses)
+    }
+}
+
+/// What the caller recovered from durable storage.
+#[derive(Debug, Clone, Default)]
+pub struct DurableState {
+    pub hard_state: HardState,
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Contiguous entries after the snapshot point.
+    pub entries: Vec<LogEntry>,
+}
+
+impl DurableState {
+    /// Applies a log write as storage must: the durable suffix from `from_index` is replaced.
+    pub fn apply_log_write(&mut self, write: &LogWrite) {
+        // Entries are in index order: cut at the first one the write replaces.
+        let keep = self
+            .entries
+            .partition_point(|entry| entry.index < write.from_index);
+        self.entries.truncate(keep);
+        self.entries.extend(write.entries.iter().cloned());
+    }
+
+    /// Drops the log a snapshot at `index` covers: all of it when the snapshot was installed
+    /// from a peer (`replaces_log`), else the entries up to `index`.
+    pub fn drop_log_covered_by_snapshot(&mut self, index: u64, replaces_log: bool) {
+        if replaces_log {
+            self.entries.clear();
+        } else {
+            let covered = self.entries.partition_point(|entry| entry.index <= index);
+            self.entries.drain(..covered);
+        }
+    }
+
+    /// Applies everything one ready asked to persist (`Persist`'s parts), in the order
+    /// storage must: snapshot, hard state, log write.
+    pub fn apply_persisted(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&SnapshotWrite>,
+        log_write: Option<&LogWrite>,
+    ) {
+        if let Some(write) = snapshot {
+            self.drop_log_covered_by_snapshot(write.meta.index, write.replaces_log);
+            self.snapshot = Some((write.meta.clone(), write.data.clone()));
+        }
+        if let Some(hard_state) = hard_state {
+            self.hard_state = hard_state.clone();
+        }
+        if let Some(write) = log_write {
+            self.apply_log_write(write);
+        }
+    }
+}
