@@ -1148,22 +1148,7 @@ fn header_log_time(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 
 /// The header of an answer: revision, serving node and log time of the state it was served at
 /// (None for answers without one, such as status).
 pub fn header_of(response: &Response) -> Option<&ResponseHeader> {
-    let header = match response {
-        Response::Put(put) => &put.header,
-        Response::Get(get) => &get.header,
-        Response::Delete(delete) => &delete.header,
-        Response::Scan(scan) => &scan.header,
-        Response::Expire(expire) => &expire.header,
-        Response::Persist(persist) => &persist.header,
-        Response::Ttl(ttl) => &ttl.header,
-        Response::LeaseGrant(grant) => &grant.header,
-        Response::LeaseKeepAlive(keep_alive) => &keep_alive.header,
-        Response::LeaseRevoke(revoke) => &revoke.header,
-        Response::LeaseTimeToLive(lease) => &lease.header,
-        Response::RegisterSession(session) => &session.header,
-        _ => return None,
-    };
-    header.as_ref()
+    response.header()
 }
 
 fn unexpected(response: Response) -> ClientError {

@@ -16,6 +16,7 @@ mod leader;
 mod log;
 pub mod planted;
 mod quorum;
+mod reads;
 pub mod ready;
 mod replica;
 mod rng;
@@ -25,11 +26,12 @@ mod types;
 
 pub use config::ReplicaConfig;
 pub use kv::KvStore;
+pub use kv::ReadRequest;
 pub use log::LogWrite;
 pub use ready::{
     AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotWrite, WhilePersisting,
 };
-pub use replica::{ReadRequest, Replica, ReplicaStatus};
+pub use replica::{Replica, ReplicaStatus};
 pub use role::Role;
 pub use types::{NodeId, RequestId, Time};
 

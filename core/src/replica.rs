@@ -5,10 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use paxkv_proto::client::{
-    client_response::Body as Response, Consistency, ErrorCode, GetRequest, GetResponse,
-    LeaseTimeToLiveRequest, ScanRequest, ScanResponse, TtlRequest,
-};
+use paxkv_proto::client::{client_response::Body as Response, ErrorCode};
 use paxkv_proto::peer::{
     peer_message::Body, Ballot, Command, Configuration, HardState, KvSnapshot, LogEntry, LogState,
     PeerMessage, SnapshotMeta,
@@ -27,16 +24,7 @@ use crate::rng::SeededRng;
 use crate::role::{FollowerState, Role, RoleState};
 use crate::snapshot::{IncomingSnapshot, OutgoingSnapshot};
 use crate::types::{ballot_or_zero, NodeId, RequestId, Time};
-use crate::{Error, PENDING_READS_MAX};
-
-/// A read request as the client sent it (the consistency level is inside).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReadRequest {
-    Get(GetRequest),
-    Scan(ScanRequest),
-    Ttl(TtlRequest),
-    LeaseTimeToLive(LeaseTimeToLiveRequest),
-}
+use crate::Error;
 
 fn members_of(configuration: &Configuration) -> Vec<NodeId> {
     configuration.members.iter().map(|id| NodeId(*id)).collect()
@@ -60,29 +48,6 @@ pub struct ReplicaStatus {
     /// Per peer: milliseconds since last heard (None: never), and the leader's match index.
     pub peers: Vec<(NodeId, Option<u64>, Option<u64>)>,
 }
-
-/// What a session read has already seen: the state it reads must be at least this new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SessionPoint {
-    pub(crate) revision: u64,
-    /// Revisions alone miss expiry and leases, which change what a read returns without one;
-    /// the log position covers everything visible.
-    pub(crate) applied_index: u64,
-}
-
-/// A session read waiting for its session point, given up after `SESSION_READ_WAIT_MS_MAX`.
-#[derive(Debug)]
-pub(crate) struct SessionWaiter {
-    point: SessionPoint,
-    since: Time,
-    request: RequestId,
-    read: ReadRequest,
-}
-
-/// A session read waits at most this long (in election timeouts) for the replica to reach its
-/// session point, then is refused with `Timeout` so the client tries another node: a node cut
-/// off from its leader, or asked for a point it will never reach, must not hold reads forever.
-const SESSION_READ_WAIT_ELECTION_TIMEOUTS: u64 = 2;
 
 /// What an outstanding ready asked the caller to persist.
 #[derive(Debug)]
@@ -138,7 +103,7 @@ pub struct Replica {
     pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
 
     /// Session reads waiting for the state machine to reach their session point.
-    pub(crate) revision_waiters: Vec<SessionWaiter>,
+    pub(crate) revision_waiters: Vec<crate::reads::SessionWaiter>,
 
     // Output buffers of the current turn.
     pub(crate) messages: Vec<Outgoing>,
@@ -320,26 +285,9 @@ impl Replica {
         self.messages_after_persist.push(Outgoing { to, message });
     }
 
+    /// Queues an answer for a client, marked with this node as the one that served it.
     pub(crate) fn respond(&mut self, request: RequestId, mut response: Response) {
-        let header = match &mut response {
-            Response::Put(put) => put.header.as_mut(),
-            Response::Get(get) => get.header.as_mut(),
-            Response::Delete(delete) => delete.header.as_mut(),
-            Response::Scan(scan) => scan.header.as_mut(),
-            Response::Expire(expire) => expire.header.as_mut(),
-            Response::Persist(persist) => persist.header.as_mut(),
-            Response::Ttl(ttl) => ttl.header.as_mut(),
-            Response::LeaseGrant(grant) => grant.header.as_mut(),
-            Response::LeaseKeepAlive(keep_alive) => keep_alive.header.as_mut(),
-            Response::LeaseRevoke(revoke) => revoke.header.as_mut(),
-            Response::LeaseTimeToLive(time_to_live) => time_to_live.header.as_mut(),
-            Response::RegisterSession(session) => session.header.as_mut(),
-            Response::Status(_)
-            | Response::Error(_)
-            | Response::AuthChallenge(_)
-            | Response::AuthOk(_) => None,
-        };
-        if let Some(header) = header {
+        if let Some(header) = response.header_mut() {
             header.served_by = self.id.0;
         }
         self.responses.push((request, response));
@@ -401,7 +349,7 @@ impl Replica {
     /// lease is only as good as the clock it is checked against: a cached time that lags the
     /// input by one tick, a sync or a frozen loop would let a deposed leader serve a stale read
     /// and a follower promise a new leader while the old lease still runs.
-    fn observe_time(&mut self, now: Time) {
+    pub(crate) fn observe_time(&mut self, now: Time) {
         if crate::planted::active(crate::planted::Bug::StaleClock) {
             return;
         }
@@ -536,78 +484,6 @@ impl Replica {
             return;
         }
         self.leader_propose(request, command);
-    }
-
-    /// Serves a read that arrived by `now`, at the consistency level it asks for.
-    pub fn read(&mut self, request: RequestId, read: ReadRequest, now: Time) {
-        self.observe_time(now);
-        let (consistency, revision, applied_index) = match &read {
-            ReadRequest::Get(get) => (get.consistency(), get.min_revision, get.min_applied_index),
-            ReadRequest::Scan(scan) => (
-                scan.consistency(),
-                scan.min_revision,
-                scan.min_applied_index,
-            ),
-            ReadRequest::Ttl(ttl) => (ttl.consistency(), ttl.min_revision, ttl.min_applied_index),
-            ReadRequest::LeaseTimeToLive(lease) => (
-                lease.consistency(),
-                lease.min_revision,
-                lease.min_applied_index,
-            ),
-        };
-        let point = SessionPoint {
-            revision,
-            applied_index,
-        };
-        match consistency {
-            Consistency::Stale => self.answer_read(request, &read),
-            Consistency::AtLeastRevision => {
-                if self.reached(point) {
-                    self.answer_read(request, &read);
-                } else if self.revision_waiters.len() >= PENDING_READS_MAX {
-                    self.respond(
-                        request,
-                        error_response(ErrorCode::Busy, "too many reads waiting; retry shortly"),
-                    );
-                } else {
-                    self.revision_waiters.push(SessionWaiter {
-                        point,
-                        since: self.now,
-                        request,
-                        read,
-                    });
-                }
-            }
-            Consistency::Linearizable => self.leader_read(request, read),
-        }
-    }
-
-    pub(crate) fn answer_read(&mut self, request: RequestId, read: &ReadRequest) {
-        let response = match read {
-            ReadRequest::Get(get) => Response::Get(GetResponse {
-                header: self.kv.header(),
-                kv: self.kv.get(&get.key),
-            }),
-            ReadRequest::Scan(scan) => {
-                let (kvs, more) = self.kv.scan(&scan.prefix, &scan.start_after, scan.limit);
-                Response::Scan(ScanResponse {
-                    header: self.kv.header(),
-                    kvs,
-                    more,
-                })
-            }
-            ReadRequest::Ttl(ttl) => {
-                if let Err(error) = crate::kv::validate_key(&ttl.key) {
-                    error
-                } else {
-                    self.kv.ttl(&ttl.key)
-                }
-            }
-            ReadRequest::LeaseTimeToLive(lease) => {
-                self.kv.lease_time_to_live(lease.lease_id, lease.keys)
-            }
-        };
-        self.respond(request, response);
     }
 
     // --- ready / advance ---------------------------------------------------------------------
@@ -746,44 +622,6 @@ impl Replica {
         }
         self.serve_confirmed_reads();
         committed
-    }
-
-    /// Whether the applied state is at least as new as a session point.
-    fn reached(&self, point: SessionPoint) -> bool {
-        let index_reached = self.kv.applied_index() >= point.applied_index
-            || crate::planted::active(crate::planted::Bug::SessionPointRevisionOnly);
-        self.kv.revision() >= point.revision && index_reached
-    }
-
-    /// Answers the session reads whose point the state machine has reached.
-    pub(crate) fn wake_revision_waiters(&mut self) {
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.revision_waiters)
-            .into_iter()
-            .partition(|waiter| self.reached(waiter.point));
-        self.revision_waiters = waiting;
-        for waiter in ready {
-            self.answer_read(waiter.request, &waiter.read);
-        }
-    }
-
-    /// Refuses the session reads that waited too long (the client then asks another node).
-    fn expire_revision_waiters(&mut self) {
-        let wait_ms_max = SESSION_READ_WAIT_ELECTION_TIMEOUTS * self.config.election_timeout_ms;
-        let now = self.now;
-        // Waiters are kept in arrival order, so the expired ones are a prefix (no work per tick
-        // while none has waited that long).
-        let expired = self
-            .revision_waiters
-            .partition_point(|waiter| now.millis_since(waiter.since) >= wait_ms_max);
-        let expired: Vec<SessionWaiter> = self.revision_waiters.drain(..expired).collect();
-        for waiter in expired {
-            let message = format!(
-                "{} has not caught up with this session (revision {}, log index {}) within \
-                 {wait_ms_max} ms; try another node",
-                self.id, waiter.point.revision, waiter.point.applied_index
-            );
-            self.respond(waiter.request, error_response(ErrorCode::Timeout, message));
-        }
     }
 
     /// Takes a snapshot once enough applied entries are outside the last one.

@@ -4,6 +4,7 @@
 #[cfg(feature = "auth")]
 pub mod auth;
 pub mod frame;
+mod header;
 #[cfg(feature = "io")]
 pub mod io;
 

@@ -3,16 +3,15 @@
 
 use std::time::Duration;
 
-use paxkv_core::kv::{error_response, validate_key};
-use paxkv_core::ReadRequest;
+use paxkv_core::kv::{error_response, route, Routed};
 use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, AuthChallenge, AuthOk,
     ClientRequest, ClientResponse, ErrorCode,
 };
 use paxkv_proto::frame::FrameError;
 use paxkv_proto::io::{write_frames, FrameReader, IoError};
-use paxkv_proto::peer::{command::Op, Command};
-use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX, KEY_BYTES_MAX};
+use paxkv_proto::peer::Command;
+use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -161,64 +160,18 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
 /// An input for the node loop and where its answer will arrive.
 type Pending = (Input, oneshot::Receiver<Response>);
 
-/// Turns a request into an input for the node loop, or an immediate error answer.
+/// Turns a request into an input for the node loop, or an immediate error answer. Which
+/// requests are writes and which are reads, and what is refused at once, is the commands'
+/// business (`paxkv_core::kv::cmd`).
 #[allow(clippy::result_large_err)] // the error is the answer itself
 fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pending, Response> {
-    enum Work {
-        Write(Op),
-        Read(ReadRequest),
-    }
-    let work = match body {
-        None => {
-            return Err(error_response(
-                ErrorCode::BadRequest,
-                "the request has no body",
-            ));
-        }
-        Some(Request::Status(status)) => {
-            let (reply, receiver) = oneshot::channel();
-            let with_state_hash = status.with_state_hash;
-            return Ok((
-                Input::Status {
-                    reply,
-                    with_state_hash,
-                },
-                receiver,
-            ));
-        }
-        Some(Request::Put(put)) => Work::Write(Op::Put(put)),
-        Some(Request::Delete(delete)) => Work::Write(Op::Delete(delete)),
-        Some(Request::Expire(expire)) => Work::Write(Op::Expire(expire)),
-        Some(Request::Persist(persist)) => Work::Write(Op::Persist(persist)),
-        Some(Request::LeaseGrant(grant)) => Work::Write(Op::LeaseGrant(grant)),
-        Some(Request::LeaseKeepAlive(keep_alive)) => Work::Write(Op::LeaseKeepAlive(keep_alive)),
-        Some(Request::LeaseRevoke(revoke)) => Work::Write(Op::LeaseRevoke(revoke)),
-        Some(Request::RegisterSession(register)) => Work::Write(Op::RegisterSession(register)),
-        Some(Request::Get(get)) => {
-            validate_key(&get.key)?;
-            Work::Read(ReadRequest::Get(get))
-        }
-        Some(Request::Scan(scan)) => {
-            if scan.prefix.len() > KEY_BYTES_MAX || scan.start_after.len() > KEY_BYTES_MAX {
-                return Err(error_response(
-                    ErrorCode::KeyTooLarge,
-                    format!("scan prefix and start key are limited to {KEY_BYTES_MAX} bytes"),
-                ));
-            }
-            Work::Read(ReadRequest::Scan(scan))
-        }
-        Some(Request::Ttl(ttl)) => {
-            validate_key(&ttl.key)?;
-            Work::Read(ReadRequest::Ttl(ttl))
-        }
-        Some(Request::LeaseTimeToLive(lease)) => Work::Read(ReadRequest::LeaseTimeToLive(lease)),
-        Some(Request::AuthHello(_)) | Some(Request::AuthProof(_)) => {
-            unreachable!("authentication requests are handled by the connection")
-        }
-    };
     let (reply, receiver) = oneshot::channel();
-    let input = match work {
-        Work::Write(op) => Input::Propose {
+    let input = match route(body)? {
+        Routed::Status(status) => Input::Status {
+            reply,
+            with_state_hash: status.with_state_hash,
+        },
+        Routed::Write(op) => Input::Propose {
             command: Command {
                 client_id,
                 sequence,
@@ -226,7 +179,7 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pend
             },
             reply,
         },
-        Work::Read(read) => Input::Read { read, reply },
+        Routed::Read(read) => Input::Read { read, reply },
     };
     Ok((input, receiver))
 }

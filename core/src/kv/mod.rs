@@ -2,34 +2,35 @@
 //! revisions, compare-and-set, prefix scans, TTLs and leases judged by log time, and the client
 //! sessions that make writes apply once.
 //!
+//! Where things live: each command in `cmd/` (one file each: check, apply or answer);
+//! `sessions.rs` (exactly-once writes), `leases.rs`, `expiry.rs` (log time and removal of what
+//! expired), `snapshot_codec.rs`, `errors.rs` (error answers and shared checks). This file
+//! holds the store itself, the order in which an entry is applied, and the key indexes.
+//!
 //! Time: every entry carries the log time its leader stamped. Applying an entry first moves the
 //! store's log time forward, then removes what expired (a bounded amount per entry, oldest
 //! deadline first), then applies the command. A key exists at log time t iff its own deadline
 //! (if any) is after t and its lease (if any) is live at t; keys past their deadline but not yet
 //! removed are already invisible, so the bound on removal work never changes an answer.
 
+pub mod cmd;
+mod errors;
 mod expiry;
-mod validate;
+mod leases;
+mod sessions;
+mod snapshot_codec;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use paxkv_proto::client::{
-    client_response::Body as Response, ClientResponse, DeleteRequest, DeleteResponse, ErrorCode,
-    KeyValue, PutRequest, PutResponse, RegisterSessionResponse, ResponseHeader,
-};
-use paxkv_proto::peer::{
-    command::Op, entry::Kind, Command, Entry, KvSnapshot, LeaseRecord, SessionRecord,
-};
-use paxkv_proto::{SCAN_LIMIT_DEFAULT, SCAN_LIMIT_MAX};
-use prost::Message;
+use paxkv_proto::client::{client_response::Body as Response, KeyValue, ResponseHeader};
+use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, SessionRecord};
 
+pub use cmd::{route, validate_command, ReadPoint, ReadRequest, Routed};
+pub use errors::{error_response, validate_key, TTL_MS_MAX};
 pub use expiry::EXPIRED_KEYS_PER_ENTRY_MAX;
-pub use validate::{error_response, validate_command, validate_key, TTL_MS_MAX};
+pub use sessions::SESSIONS_MAX;
 
-/// Client sessions remembered for exactly-once writes by default; the least recently used one
-/// is forgotten beyond this, and its next write is refused as of an expired session (never
-/// applied as new, which could apply a retried write twice).
-pub const SESSIONS_MAX: usize = 10_000;
+use leases::Lease;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredValue {
@@ -43,14 +44,6 @@ struct StoredValue {
     /// Log time the key's own TTL ends; 0: no TTL.
     expires_at_ms: u64,
 }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Lease {
-    granted_ttl_ms: u64,
-    expires_at_ms: u64,
-    keys: BTreeSet<Vec<u8>>,
-}
-
 #[derive(Debug, Clone)]
 pub struct KvStore {
     map: BTreeMap<Box<[u8]>, StoredValue>,
@@ -95,13 +88,6 @@ impl KvStore {
             sessions_by_age: BTreeMap::new(),
             sessions_max: SESSIONS_MAX,
         }
-    }
-
-    /// Sets how many sessions are kept (the simulator lowers it to exercise forgetting).
-    pub fn set_sessions_max(&mut self, sessions_max: usize) {
-        assert!(sessions_max > 0, "at least one session is kept");
-        self.sessions_max = sessions_max;
-        self.evict_sessions();
     }
 
     pub fn revision(&self) -> u64 {
@@ -162,118 +148,23 @@ impl KvStore {
         }
     }
 
+    /// A command passes its session (a retry is answered as the first time), then its checks,
+    /// then changes the state; its session remembers the answer.
     fn apply_command(&mut self, index: u64, command: &Command) -> Response {
         if let Some(Op::RegisterSession(_)) = &command.op {
             return self.register_session(index, command);
         }
-        if command.client_id != 0 {
-            let known = self.sessions.contains_key(&command.client_id);
-            if !known && !crate::planted::active(crate::planted::Bug::UnknownSessionApplied) {
-                return error_response(
-                    ErrorCode::SessionExpired,
-                    format!(
-                        "session {} is not known (never registered, or forgotten among the \
-                         {} most recently used); the write was not applied now, but if it was \
-                         sent before, an earlier attempt may have been: its outcome is unknown",
-                        command.client_id, self.sessions_max
-                    ),
-                );
-            }
-            if let Some(session) = self.sessions.get(&command.client_id) {
-                if command.sequence == session.last_sequence
-                    && !crate::planted::active(crate::planted::Bug::RetryAppliedTwice)
-                {
-                    let cached = ClientResponse::decode(session.last_response.as_slice())
-                        .expect("session answers are encoded by this state machine");
-                    return cached.body.expect("session answers always have a body");
-                }
-                if command.sequence < session.last_sequence {
-                    return error_response(
-                        ErrorCode::StaleSequence,
-                        format!(
-                            "sequence {} of client {} is older than its last applied write {}",
-                            command.sequence, command.client_id, session.last_sequence
-                        ),
-                    );
-                }
-            }
+        if let Some(answer) = self.session_answer(command) {
+            return answer;
         }
         let response = match validate_command(command) {
             Err(error) => error,
-            Ok(()) => match command.op.as_ref().expect("validated commands have an op") {
-                Op::Put(put) => self.put(put),
-                Op::Delete(delete) => self.delete(delete),
-                Op::Expire(expire) => self.expire(expire),
-                Op::Persist(persist) => self.persist(persist),
-                Op::LeaseGrant(grant) => self.lease_grant(index, grant),
-                Op::LeaseKeepAlive(keep_alive) => self.lease_keep_alive(keep_alive),
-                Op::LeaseRevoke(revoke) => self.lease_revoke(revoke),
-                Op::RegisterSession(_) => {
-                    unreachable!("registrations are applied before sessions are looked up")
-                }
-            },
+            Ok(()) => self.apply_op(index, command),
         };
         if command.client_id != 0 {
             self.remember_session(index, command, &response);
         }
         response
-    }
-
-    /// Opens a session whose id is the log index of its registration (unique, never 0).
-    fn register_session(&mut self, index: u64, command: &Command) -> Response {
-        let response = Response::RegisterSession(RegisterSessionResponse {
-            header: self.header(),
-            client_id: index,
-        });
-        let record = Command {
-            client_id: index,
-            sequence: 0,
-            op: command.op.clone(),
-        };
-        self.remember_session(index, &record, &response);
-        response
-    }
-
-    fn remember_session(&mut self, index: u64, command: &Command, response: &Response) {
-        if let Some(old) = self.sessions.get(&command.client_id) {
-            self.sessions_by_age
-                .remove(&(old.last_index, command.client_id));
-        }
-        let encoded = ClientResponse {
-            request_id: 0,
-            body: Some(response.clone()),
-        }
-        .encode_to_vec();
-        self.sessions.insert(
-            command.client_id,
-            SessionRecord {
-                client_id: command.client_id,
-                last_sequence: command.sequence,
-                last_response: encoded,
-                last_index: index,
-            },
-        );
-        self.sessions_by_age.insert((index, command.client_id), ());
-        self.evict_sessions();
-    }
-
-    /// Forgets the least recently used sessions beyond the bound.
-    fn evict_sessions(&mut self) {
-        while self.sessions.len() > self.sessions_max {
-            let (&(_, oldest), _) = self
-                .sessions_by_age
-                .iter()
-                .next()
-                .expect("sessions are not empty");
-            self.sessions_by_age
-                .remove(&(self.sessions[&oldest].last_index, oldest));
-            self.sessions.remove(&oldest);
-        }
-        assert_eq!(
-            self.sessions.len(),
-            self.sessions_by_age.len(),
-            "session index out of step"
-        );
     }
 
     fn key_value(key: &[u8], stored: &StoredValue) -> KeyValue {
@@ -329,219 +220,6 @@ impl KvStore {
         }
         Some(stored)
     }
-
-    fn put(&mut self, put: &PutRequest) -> Response {
-        if let Some(lease_id) = put.lease_id {
-            if self.live_lease(lease_id).is_none() {
-                return error_response(
-                    ErrorCode::NotFound,
-                    format!("lease {lease_id} does not exist or has expired; grant a new one"),
-                );
-            }
-        }
-        self.purge_if_expired(&put.key);
-        let current = self.map.get(put.key.as_slice());
-        let previous = current.map(|stored| Self::key_value(&put.key, stored));
-        if !Self::revision_matches(current, put.expected_revision) {
-            return Response::Put(PutResponse {
-                header: self.header(),
-                succeeded: false,
-                previous,
-            });
-        }
-        let expires_at_ms = match (put.ttl_ms, put.keep_ttl) {
-            (Some(ttl_ms), _) => self.log_time_ms.saturating_add(ttl_ms),
-            (None, true) => current.map_or(0, |stored| stored.expires_at_ms),
-            (None, false) => 0,
-        };
-        self.revision += 1;
-        let stored = StoredValue {
-            value: Box::from(put.value.as_slice()),
-            create_revision: current.map_or(self.revision, |stored| stored.create_revision),
-            mod_revision: self.revision,
-            version: current.map_or(1, |stored| stored.version + 1),
-            lease_id: put.lease_id.unwrap_or(0),
-            expires_at_ms,
-        };
-        self.insert_key(put.key.clone(), stored);
-        Response::Put(PutResponse {
-            header: self.header(),
-            succeeded: true,
-            previous,
-        })
-    }
-
-    fn delete(&mut self, delete: &DeleteRequest) -> Response {
-        self.purge_if_expired(&delete.key);
-        let current = self.map.get(delete.key.as_slice());
-        let previous = current.map(|stored| Self::key_value(&delete.key, stored));
-        if current.is_none() || !Self::revision_matches(current, delete.expected_revision) {
-            return Response::Delete(DeleteResponse {
-                header: self.header(),
-                deleted: false,
-                previous,
-            });
-        }
-        self.revision += 1;
-        self.remove_key(&delete.key);
-        Response::Delete(DeleteResponse {
-            header: self.header(),
-            deleted: true,
-            previous,
-        })
-    }
-
-    pub fn get(&self, key: &[u8]) -> Option<KeyValue> {
-        self.live(key).map(|stored| Self::key_value(key, stored))
-    }
-
-    /// Live keys with `prefix` strictly after `start_after`, at most `limit` (0: the default);
-    /// returns the page and whether more keys follow.
-    pub fn scan(&self, prefix: &[u8], start_after: &[u8], limit: u32) -> (Vec<KeyValue>, bool) {
-        let limit = match limit {
-            0 => SCAN_LIMIT_DEFAULT,
-            limit => limit.min(SCAN_LIMIT_MAX),
-        } as usize;
-        let start = if start_after.is_empty() || start_after < prefix {
-            std::ops::Bound::Included(prefix)
-        } else {
-            std::ops::Bound::Excluded(start_after)
-        };
-        let mut matching = self
-            .map
-            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .filter(|(_, stored)| self.is_live(stored));
-        let page: Vec<KeyValue> = matching
-            .by_ref()
-            .take(limit)
-            .map(|(key, stored)| Self::key_value(key, stored))
-            .collect();
-        let more = matching.next().is_some();
-        (page, more)
-    }
-
-    pub fn to_snapshot(&self) -> KvSnapshot {
-        KvSnapshot {
-            revision: self.revision,
-            kvs: self
-                .map
-                .iter()
-                .map(|(key, stored)| Self::key_value(key, stored))
-                .collect(),
-            sessions: self.sessions.values().cloned().collect(),
-            log_time_ms: self.log_time_ms,
-            leases: self
-                .leases
-                .iter()
-                .map(|(id, lease)| LeaseRecord {
-                    lease_id: *id,
-                    granted_ttl_ms: lease.granted_ttl_ms,
-                    expires_at_ms: lease.expires_at_ms,
-                })
-                .collect(),
-        }
-    }
-
-    /// The bytes of [`KvStore::to_snapshot`], written one key at a time: the state is never held
-    /// twice (a store of a million keys would otherwise copy all of them first).
-    pub fn encode_snapshot(&self) -> Vec<u8> {
-        use prost::encoding::{message, uint64};
-        let mut out = Vec::with_capacity(self.map.len() * 48);
-        if self.revision != 0 {
-            uint64::encode(1, &self.revision, &mut out);
-        }
-        for (key, stored) in &self.map {
-            message::encode(2, &Self::key_value(key, stored), &mut out);
-        }
-        for session in self.sessions.values() {
-            message::encode(3, session, &mut out);
-        }
-        if self.log_time_ms != 0 {
-            uint64::encode(4, &self.log_time_ms, &mut out);
-        }
-        for (id, lease) in &self.leases {
-            let record = LeaseRecord {
-                lease_id: *id,
-                granted_ttl_ms: lease.granted_ttl_ms,
-                expires_at_ms: lease.expires_at_ms,
-            };
-            message::encode(5, &record, &mut out);
-        }
-        out
-    }
-
-    /// Rebuilds the key map in one pass. Keys inserted one at a time in rising order (the
-    /// common way to fill a store) leave the tree's nodes about half empty; rebuilt from the
-    /// sorted keys they come out full. Moves the entries, copies no key or value.
-    pub fn compact_memory(&mut self) {
-        self.map = std::mem::take(&mut self.map).into_iter().collect();
-    }
-
-    /// The store a snapshot describes, keeping at most `SESSIONS_MAX` sessions (call
-    /// `set_sessions_max` for another bound).
-    pub fn from_snapshot(snapshot: KvSnapshot) -> KvStore {
-        let mut store = KvStore::new();
-        store.revision = snapshot.revision;
-        store.log_time_ms = snapshot.log_time_ms;
-        for lease in snapshot.leases {
-            store
-                .lease_deadlines
-                .insert((lease.expires_at_ms, lease.lease_id));
-            store.leases.insert(
-                lease.lease_id,
-                Lease {
-                    granted_ttl_ms: lease.granted_ttl_ms,
-                    expires_at_ms: lease.expires_at_ms,
-                    keys: BTreeSet::new(),
-                },
-            );
-        }
-        let mut entries = Vec::with_capacity(snapshot.kvs.len());
-        for kv in snapshot.kvs {
-            let stored = StoredValue {
-                value: kv.value.into_boxed_slice(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                lease_id: kv.lease_id,
-                expires_at_ms: kv.expires_at_ms,
-            };
-            assert!(
-                stored.mod_revision <= store.revision,
-                "snapshot key newer than its revision"
-            );
-            if stored.expires_at_ms != 0 {
-                store
-                    .key_deadlines
-                    .insert((stored.expires_at_ms, kv.key.clone()));
-            }
-            if stored.lease_id != 0 {
-                let lease = store
-                    .leases
-                    .get_mut(&stored.lease_id)
-                    .expect("a snapshot's keys attach only to its leases");
-                lease.keys.insert(kv.key.clone());
-            }
-            entries.push((kv.key.into_boxed_slice(), stored));
-        }
-        // Built in one pass from keys in order (a snapshot lists them sorted): the tree's nodes
-        // come out full, where inserting one key at a time leaves them about half empty.
-        store.map = entries.into_iter().collect();
-        for session in snapshot.sessions {
-            store
-                .sessions_by_age
-                .insert((session.last_index, session.client_id), ());
-            store.sessions.insert(session.client_id, session);
-        }
-        store
-    }
-
-    /// A deterministic digest of the whole state (keys, values, revisions, TTLs, leases, log
-    /// time, sessions): equal on two replicas exactly when they applied the same log prefix.
-    pub fn state_hash(&self) -> u64 {
-        fnv1a(&self.encode_snapshot())
-    }
 }
 
 /// 64-bit FNV-1a; stable across runs and platforms, unlike `std`'s randomly keyed hasher.
@@ -554,7 +232,9 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paxkv_proto::client::{DeleteRequest, ErrorCode, PutRequest};
     use paxkv_proto::peer::Noop;
+    use prost::Message;
 
     fn put_entry(
         client_id: u64,

@@ -5,7 +5,8 @@
 use paxkv_proto::client::ErrorCode;
 
 use crate::kv::error_response;
-use crate::replica::{ReadRequest, Replica};
+use crate::kv::ReadRequest;
+use crate::replica::Replica;
 use crate::types::RequestId;
 use crate::PENDING_READS_MAX;
 

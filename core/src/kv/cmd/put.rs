@@ -1,0 +1,71 @@
+//! `put`: stores a value under a key; optionally only if the key's revision is as expected
+//! (compare-and-set), with a TTL, keeping the key's TTL, or attached to a lease.
+
+use paxkv_proto::client::{client_response::Body as Response, ErrorCode, PutRequest, PutResponse};
+use paxkv_proto::VALUE_BYTES_MAX;
+
+use crate::kv::errors::{
+    error_response, lease_not_found, validate_key, validate_lease_id, validate_ttl,
+};
+use crate::kv::{KvStore, StoredValue};
+
+#[allow(clippy::result_large_err)]
+pub(super) fn validate(put: &PutRequest) -> Result<(), Response> {
+    validate_key(&put.key)?;
+    if put.value.len() > VALUE_BYTES_MAX {
+        return Err(error_response(
+            ErrorCode::ValueTooLarge,
+            format!(
+                "the value has {} bytes; the limit is {VALUE_BYTES_MAX}",
+                put.value.len()
+            ),
+        ));
+    }
+    if let Some(ttl_ms) = put.ttl_ms {
+        validate_ttl(ttl_ms, "a TTL")?;
+    }
+    if let Some(lease_id) = put.lease_id {
+        validate_lease_id(lease_id)?;
+    }
+    Ok(())
+}
+
+impl KvStore {
+    pub(super) fn put(&mut self, put: &PutRequest) -> Response {
+        if let Some(lease_id) = put.lease_id {
+            if self.live_lease(lease_id).is_none() {
+                return lease_not_found(lease_id);
+            }
+        }
+        self.purge_if_expired(&put.key);
+        let current = self.map.get(put.key.as_slice());
+        let previous = current.map(|stored| Self::key_value(&put.key, stored));
+        if !Self::revision_matches(current, put.expected_revision) {
+            return Response::Put(PutResponse {
+                header: self.header(),
+                succeeded: false,
+                previous,
+            });
+        }
+        let expires_at_ms = match (put.ttl_ms, put.keep_ttl) {
+            (Some(ttl_ms), _) => self.log_time_ms.saturating_add(ttl_ms),
+            (None, true) => current.map_or(0, |stored| stored.expires_at_ms),
+            (None, false) => 0,
+        };
+        self.revision += 1;
+        let stored = StoredValue {
+            value: Box::from(put.value.as_slice()),
+            create_revision: current.map_or(self.revision, |stored| stored.create_revision),
+            mod_revision: self.revision,
+            version: current.map_or(1, |stored| stored.version + 1),
+            lease_id: put.lease_id.unwrap_or(0),
+            expires_at_ms,
+        };
+        self.insert_key(put.key.clone(), stored);
+        Response::Put(PutResponse {
+            header: self.header(),
+            succeeded: true,
+            previous,
+        })
+    }
+}
