@@ -35,17 +35,25 @@ pub struct ReplicaConfig {
     pub sessions_max: usize,
 }
 
+/// Election timeout of `kv-server` unless configured: short enough for failover within a
+/// second, long enough for loaded machines on one network.
+pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 300;
+/// Heartbeat interval of `kv-server` unless configured (at most half the election timeout).
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
+/// Applied entries outside a snapshot before `kv-server` takes one, unless configured.
+pub const SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT: u64 = 10_000;
+
 impl ReplicaConfig {
-    /// A configuration with the defaults used by `kv-server`.
+    /// A configuration with the defaults `kv-server` uses when no flag says otherwise.
     pub fn new(node_id: NodeId, members: Vec<NodeId>, seed: u64) -> ReplicaConfig {
         ReplicaConfig {
             node_id,
             members,
-            election_timeout_ms: 1000,
-            heartbeat_interval_ms: 100,
+            election_timeout_ms: ELECTION_TIMEOUT_MS_DEFAULT,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
             clock_drift_ppm_max: 10_000,
             seed,
-            snapshot_entries_threshold: 10_000,
+            snapshot_entries_threshold: SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT,
             uncommitted_entries_max: 4096,
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,

@@ -24,7 +24,10 @@ mod role;
 mod snapshot;
 mod types;
 
-pub use config::ReplicaConfig;
+pub use config::{
+    ReplicaConfig, ELECTION_TIMEOUT_MS_DEFAULT, HEARTBEAT_INTERVAL_MS_DEFAULT,
+    SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT,
+};
 pub use kv::KvStore;
 pub use kv::ReadRequest;
 pub use log::LogWrite;

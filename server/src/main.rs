@@ -51,13 +51,13 @@ struct Args {
     /// Election timeout in milliseconds: a follower that hears nothing from the leader for
     /// 1 to 2 times this long takes over, and a leader's read lease lasts a bit less. Raise it
     /// (with the heartbeat) on networks or disks that can stall for longer.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = paxkv_core::ELECTION_TIMEOUT_MS_DEFAULT)]
     election_timeout_ms: u64,
     /// Heartbeat interval in milliseconds (at most half the election timeout).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = paxkv_core::HEARTBEAT_INTERVAL_MS_DEFAULT)]
     heartbeat_interval_ms: u64,
     /// Snapshot the state and trim the log after this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = paxkv_core::SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT)]
     snapshot_entries: u64,
 }
 
