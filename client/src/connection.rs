@@ -10,7 +10,7 @@ use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, AuthHello, AuthProof,
     ClientRequest, ClientResponse,
 };
-use paxkv_proto::io::{write_frame, write_frames, FrameReader};
+use paxkv_proto::io::{write_frame, write_frames, FrameReader, IoError};
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +22,59 @@ const QUEUE_MAX: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Call = (ClientRequest, oneshot::Sender<Response>);
+
+/// Why a connection to one node could not be opened. The messages are the ones callers show.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No TCP connection within `CONNECT_TIMEOUT` (or the call's deadline).
+    #[error("connect timed out")]
+    ConnectTimedOut,
+    /// The operating system could not connect (refused, unreachable, bad address).
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    /// The connected socket could not be set up.
+    #[error("{0}")]
+    Socket(std::io::Error),
+    /// The node did not finish the handshake in time (a frozen process still accepts).
+    #[error("authentication timed out")]
+    HandshakeTimedOut,
+    /// Reading or writing a handshake frame failed.
+    #[error("{0}")]
+    Transport(IoError),
+    /// The node answered the handshake with something else than the handshake (shown).
+    #[error("unexpected answer to the handshake: {0}")]
+    Protocol(String),
+    /// The node asks for the cluster secret and this client has none.
+    #[error(
+        "the cluster requires the cluster secret; pass --cluster-secret-file or set \
+         PAXKV_CLUSTER_SECRET"
+    )]
+    SecretRequired,
+    /// The node's proof does not match our secret: one of the two is wrong.
+    #[error("the node could not prove the cluster secret: wrong cluster secret (ours or theirs)")]
+    WrongSecret,
+    /// The node refused our proof, with its message.
+    #[error("refused: {0} (wrong cluster secret?)")]
+    ProofRefused(String),
+}
+
+impl ConnectError {
+    /// True if the node and this client do not share the cluster secret (either side may be
+    /// wrong), as opposed to a node that cannot be reached right now.
+    pub fn is_authentication(&self) -> bool {
+        match self {
+            ConnectError::SecretRequired
+            | ConnectError::WrongSecret
+            | ConnectError::ProofRefused(_) => true,
+            ConnectError::ConnectTimedOut
+            | ConnectError::Connect(_)
+            | ConnectError::Socket(_)
+            | ConnectError::HandshakeTimedOut
+            | ConnectError::Transport(_)
+            | ConnectError::Protocol(_) => false,
+        }
+    }
+}
 
 pub struct Connection {
     calls: mpsc::Sender<Call>,
@@ -43,15 +96,13 @@ impl Connection {
         endpoint: &str,
         secret: Option<&ClusterSecret>,
         deadline: Instant,
-    ) -> Result<Connection, String> {
+    ) -> Result<Connection, ConnectError> {
         let limit = deadline.min(Instant::now() + CONNECT_TIMEOUT);
         let stream = tokio::time::timeout(until(limit), TcpStream::connect(endpoint))
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|error| format!("cannot connect: {error}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| ConnectError::ConnectTimedOut)?
+            .map_err(ConnectError::Connect)?;
+        stream.set_nodelay(true).map_err(ConnectError::Socket)?;
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FrameReader::new(read_half, codec());
         tokio::time::timeout(
@@ -59,7 +110,7 @@ impl Connection {
             authenticate(&mut reader, &mut write_half, secret),
         )
         .await
-        .map_err(|_| "authentication timed out".to_string())??;
+        .map_err(|_| ConnectError::HandshakeTimedOut)??;
         let (calls, receiver) = mpsc::channel(QUEUE_MAX);
         let open = Arc::new(AtomicBool::new(true));
         tokio::spawn(run(reader, write_half, receiver, open.clone()));
@@ -91,7 +142,7 @@ async fn authenticate<R, W>(
     reader: &mut FrameReader<R>,
     writer: &mut W,
     secret: Option<&ClusterSecret>,
-) -> Result<(), String>
+) -> Result<(), ConnectError>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -109,21 +160,18 @@ where
     };
     write_frame(writer, &codec(), &hello)
         .await
-        .map_err(|error| error.to_string())?;
-    let answer: ClientResponse = reader.read().await.map_err(|error| error.to_string())?;
+        .map_err(ConnectError::Transport)?;
+    let answer: ClientResponse = reader.read().await.map_err(ConnectError::Transport)?;
     let challenge = match answer.body {
         Some(Response::AuthOk(_)) => return Ok(()),
         Some(Response::AuthChallenge(challenge)) => challenge,
-        other => return Err(format!("unexpected answer to the handshake: {other:?}")),
+        other => return Err(ConnectError::Protocol(format!("{other:?}"))),
     };
     let Some(secret) = secret else {
-        return Err("the cluster requires the cluster secret; pass --cluster-secret-file or set PAXKV_CLUSTER_SECRET".into());
+        return Err(ConnectError::SecretRequired);
     };
     if !secret.verify_accept_proof(&hello_nonce, &challenge.nonce, &challenge.proof) {
-        return Err(
-            "the node could not prove the cluster secret: wrong cluster secret (ours or theirs)"
-                .into(),
-        );
+        return Err(ConnectError::WrongSecret);
     }
     let proof = ClientRequest {
         request_id: 0,
@@ -135,15 +183,12 @@ where
     };
     write_frame(writer, &codec(), &proof)
         .await
-        .map_err(|error| error.to_string())?;
-    let answer: ClientResponse = reader.read().await.map_err(|error| error.to_string())?;
+        .map_err(ConnectError::Transport)?;
+    let answer: ClientResponse = reader.read().await.map_err(ConnectError::Transport)?;
     match answer.body {
         Some(Response::AuthOk(_)) => Ok(()),
-        Some(Response::Error(error)) => Err(format!(
-            "refused: {} (wrong cluster secret?)",
-            error.message
-        )),
-        other => Err(format!("unexpected answer to the handshake: {other:?}")),
+        Some(Response::Error(error)) => Err(ConnectError::ProofRefused(error.message)),
+        other => Err(ConnectError::Protocol(format!("{other:?}"))),
     }
 }
 
@@ -187,4 +232,49 @@ async fn run<R, W>(
         }
     }
     open.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers show these messages (and tests of the servers and the Python client match on
+    /// them): the enum must keep them as they were when they were strings.
+    #[test]
+    fn connect_errors_keep_their_messages_and_only_secret_mismatches_are_authentication() {
+        let cases = [
+            (ConnectError::ConnectTimedOut, "connect timed out", false),
+            (
+                ConnectError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
+                "cannot connect: connection refused",
+                false,
+            ),
+            (ConnectError::HandshakeTimedOut, "authentication timed out", false),
+            (
+                ConnectError::Protocol("None".into()),
+                "unexpected answer to the handshake: None",
+                false,
+            ),
+            (
+                ConnectError::SecretRequired,
+                "the cluster requires the cluster secret; pass --cluster-secret-file or set \
+                 PAXKV_CLUSTER_SECRET",
+                true,
+            ),
+            (
+                ConnectError::WrongSecret,
+                "the node could not prove the cluster secret: wrong cluster secret (ours or theirs)",
+                true,
+            ),
+            (
+                ConnectError::ProofRefused("bad proof".into()),
+                "refused: bad proof (wrong cluster secret?)",
+                true,
+            ),
+        ];
+        for (error, message, authentication) in cases {
+            assert_eq!(error.to_string(), message);
+            assert_eq!(error.is_authentication(), authentication, "{message}");
+        }
+    }
 }

@@ -33,7 +33,7 @@ pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::connection::{until, Connection};
+use crate::connection::{until, ConnectError, Connection};
 pub use crate::silence::SILENT_NODE_AVOIDANCE;
 use crate::silence::{LateAnswer, LateAnswers, SilentNodes};
 
@@ -449,7 +449,7 @@ impl Client {
         &self,
         endpoint: &str,
         deadline: Instant,
-    ) -> Result<Arc<Connection>, String> {
+    ) -> Result<Arc<Connection>, ConnectError> {
         if let Some(connection) = self
             .inner
             .connections
@@ -652,16 +652,16 @@ impl Client {
         };
         let connection = match self.connection(endpoint, deadline).await {
             Ok(connection) => connection,
-            Err(problem) if problem.contains("cluster secret") => {
+            Err(error) if error.is_authentication() => {
                 self.forget(endpoint);
-                return Attempt::AuthFailed(problem);
+                return Attempt::AuthFailed(error.to_string());
             }
             // A frozen process's kernel still accepts connections; the handshake goes unanswered.
-            Err(problem) if Instant::now() >= deadline => return silent(problem, None),
-            Err(problem) => {
+            Err(error) if Instant::now() >= deadline => return silent(error.to_string(), None),
+            Err(error) => {
                 self.forget(endpoint);
                 tokio::time::sleep(RETRY_PAUSE).await;
-                return Attempt::Retry(problem);
+                return Attempt::Retry(error.to_string());
             }
         };
         let mut answer = match connection.send(self.request_frame(plan), deadline).await {

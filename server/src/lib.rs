@@ -63,6 +63,27 @@ pub enum ServerError {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Storage loaded, but what it holds cannot start a replica (a snapshot whose state does
+    /// not decode, a node missing from its own persisted configuration).
+    #[error(
+        "{data_dir}: the persisted state is inconsistent ({reason}); refusing to start. Restore \
+         this node's data directory from a backup, or remove it so the node catches up from its \
+         peers"
+    )]
+    CorruptState { data_dir: PathBuf, reason: String },
+}
+
+impl ServerError {
+    /// Why `Replica::new` refused what was recovered from `data_dir`.
+    fn from_replica(error: paxkv_core::Error, data_dir: &std::path::Path) -> ServerError {
+        match error {
+            paxkv_core::Error::InvalidConfig(_) => ServerError::Config(error.to_string()),
+            paxkv_core::Error::CorruptState(reason) => ServerError::CorruptState {
+                data_dir: data_dir.to_path_buf(),
+                reason,
+            },
+        }
+    }
 }
 
 /// A started node: its metrics, and the task that ends when the node stops.
@@ -97,7 +118,7 @@ pub async fn start_node(
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     replica_config.sessions_max = config.sessions_max;
     let replica = Replica::new(replica_config, durable, clock.now())
-        .map_err(|error| ServerError::Config(error.to_string()))?;
+        .map_err(|error| ServerError::from_replica(error, &config.data_dir))?;
     let bind = |address: SocketAddr| async move {
         TcpListener::bind(address)
             .await
@@ -228,6 +249,76 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paxkv_core::{DurableState, LogWrite, SnapshotWrite};
+    use paxkv_proto::peer::{HardState, SnapshotMeta};
+
+    /// Storage that hands back fixed recovered state and keeps nothing.
+    struct Recovered(DurableState);
+
+    impl Storage for Recovered {
+        fn load(&mut self) -> Result<DurableState, StorageError> {
+            Ok(std::mem::take(&mut self.0))
+        }
+        fn write(
+            &mut self,
+            _: Option<&HardState>,
+            _: Option<&SnapshotWrite>,
+            _: Option<&LogWrite>,
+        ) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn sync_count(&self) -> u64 {
+            0
+        }
+    }
+
+    /// Regression: a snapshot whose state does not decode was reported as "invalid
+    /// configuration", sending the operator to check flags instead of the data directory.
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_decode_is_corrupt_state_naming_the_data_directory() {
+        let address: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = NodeConfig {
+            id: NodeId(1),
+            client_addr: address,
+            peer_addr: address,
+            peers: BTreeMap::from([(NodeId(1), address)]),
+            data_dir: PathBuf::from("data/node-1"),
+            secret: ClusterSecret::new(&[7; 32]).unwrap(),
+            allow_unauthenticated_clients: false,
+            election_timeout_ms: 300,
+            heartbeat_interval_ms: 50,
+            snapshot_entries_threshold: 10_000,
+            snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
+            sessions_max: paxkv_core::kv::SESSIONS_MAX,
+            seed: Some(1),
+        };
+        let durable = DurableState {
+            snapshot: Some((SnapshotMeta::default(), vec![0xff; 8])),
+            ..DurableState::default()
+        };
+        let (_stop, shutdown) = crate::shutdown::channel();
+        let started = start_node(
+            config,
+            Box::new(Recovered(durable)),
+            NodeClock::real(),
+            shutdown,
+        )
+        .await;
+        let Err(error) = started else {
+            panic!("a node started from a snapshot that does not decode");
+        };
+        let message = error.to_string();
+        assert!(
+            matches!(&error, ServerError::CorruptState { data_dir, .. } if data_dir.ends_with("node-1")),
+            "{error:?}"
+        );
+        assert!(message.contains("snapshot does not decode"), "{message}");
+        assert!(message.contains("data/node-1"), "{message}");
+        assert!(!message.contains("invalid configuration"), "{message}");
+    }
 
     #[test]
     fn peers_parse_with_ipv6_and_ipv4_and_bad_input_is_explained() {

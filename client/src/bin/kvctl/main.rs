@@ -1,0 +1,218 @@
+//! kvctl: the paxkv command line. Parses the command, runs it into an `Outcome`, and hands
+//! that to the one renderer (`render`), which also picks the exit code (listed there).
+
+mod outcome;
+mod render;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use paxkv_client::{
+    Client, ClientError, ClusterArgs, ExpireCondition, PutOptions, ReadConsistency,
+};
+
+use crate::outcome::Outcome;
+use crate::render::{render, Format};
+
+/// Talk to a paxkv cluster.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Give up after this many milliseconds (retries included).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a value.
+    Put {
+        key: String,
+        value: String,
+        /// Time to live in seconds.
+        #[arg(long)]
+        ttl: Option<f64>,
+        /// Attach the key to this lease.
+        #[arg(long)]
+        lease: Option<u64>,
+    },
+    /// Read a value (linearizable unless --stale).
+    Get {
+        key: String,
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete a key.
+    Del { key: String },
+    /// Write only if the key's revision is EXPECTED_REV (0: only if absent).
+    Cas {
+        key: String,
+        expected_rev: u64,
+        value: String,
+    },
+    /// List keys starting with PREFIX.
+    Scan {
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Remaining time to live of a key.
+    Ttl { key: String },
+    /// Set a key's time to live in seconds.
+    Expire { key: String, seconds: f64 },
+    /// Remove a key's time to live.
+    Persist { key: String },
+    /// Leases: grant, keep-alive, revoke, ttl.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Status of every node.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+enum LeaseCommand {
+    /// Create a lease living SECONDS unless kept alive; prints its id.
+    Grant {
+        seconds: f64,
+    },
+    KeepAlive {
+        id: u64,
+    },
+    Revoke {
+        id: u64,
+    },
+    /// Remaining time and attached keys.
+    Ttl {
+        id: u64,
+    },
+}
+
+fn millis(seconds: f64) -> Result<u64, ClientError> {
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(ClientError::InvalidArgument(format!(
+            "{seconds} is not a positive number of seconds"
+        )));
+    }
+    Ok((seconds * 1000.0).round().max(1.0) as u64)
+}
+
+/// Runs the command against the cluster.
+async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> {
+    let outcome = match command {
+        Command::Put {
+            key,
+            value,
+            ttl,
+            lease,
+        } => {
+            let options = PutOptions {
+                ttl_ms: ttl.map(millis).transpose()?,
+                lease_id: lease,
+                keep_ttl: false,
+            };
+            let put = client
+                .put(key.as_bytes(), value.as_bytes(), options)
+                .await?;
+            Outcome::Written {
+                revision: put.revision,
+            }
+        }
+        Command::Get { key, stale } => {
+            let consistency = if stale {
+                ReadConsistency::Stale
+            } else {
+                ReadConsistency::Linearizable
+            };
+            let kv = client.get(key.as_bytes(), consistency).await?.kv;
+            Outcome::Value { key, kv }
+        }
+        Command::Del { key } => {
+            let delete = client.delete(key.as_bytes()).await?;
+            Outcome::Deleted {
+                key,
+                deleted: delete.deleted,
+                revision: delete.revision,
+            }
+        }
+        Command::Cas {
+            key,
+            expected_rev,
+            value,
+        } => {
+            let cas = client
+                .compare_and_set(key.as_bytes(), expected_rev, value.as_bytes())
+                .await?;
+            Outcome::CompareAndSet {
+                key,
+                expected_revision: expected_rev,
+                cas,
+            }
+        }
+        Command::Scan { prefix, limit } => {
+            let page = client
+                .scan(prefix.as_bytes(), b"", limit, ReadConsistency::Linearizable)
+                .await?;
+            Outcome::Rows { page, limit }
+        }
+        Command::Ttl { key } => Outcome::Ttl(client.ttl(key.as_bytes()).await?),
+        Command::Expire { key, seconds } => {
+            let applied = client
+                .expire(key.as_bytes(), millis(seconds)?, ExpireCondition::Always)
+                .await?;
+            Outcome::Expired { key, applied }
+        }
+        Command::Persist { key } => Outcome::Persisted {
+            removed: client.persist(key.as_bytes()).await?,
+        },
+        Command::Lease { command } => run_lease(client, command).await?,
+        Command::Status => Outcome::Status(client.status_all().await),
+    };
+    Ok(outcome)
+}
+
+async fn run_lease(client: &Client, command: LeaseCommand) -> Result<Outcome, ClientError> {
+    let outcome = match command {
+        LeaseCommand::Grant { seconds } => Outcome::LeaseGranted {
+            lease_id: client.lease_grant(millis(seconds)?).await?,
+        },
+        LeaseCommand::KeepAlive { id } => Outcome::LeaseKeptAlive {
+            ttl_ms: client.lease_keep_alive(id).await?,
+        },
+        LeaseCommand::Revoke { id } => Outcome::LeaseRevoked {
+            deleted_keys: client.lease_revoke(id).await?,
+        },
+        LeaseCommand::Ttl { id } => Outcome::LeaseTtl(client.lease_time_to_live(id, true).await?),
+    };
+    Ok(outcome)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let client = args
+        .cluster
+        .config(Duration::from_millis(args.timeout_ms))
+        .and_then(Client::new);
+    let result = match client {
+        Ok(client) => run(&client, args.command).await,
+        Err(error) => Err(error),
+    };
+    let rendered = render(&result, format);
+    rendered.print();
+    ExitCode::from(rendered.exit_code)
+}

@@ -1,0 +1,45 @@
+//! What a kvctl command produced, before it is shown: one variant per kind of answer, so the
+//! renderer (`render`) alone decides the text, the JSON and the exit code.
+
+use paxkv_client::{
+    CasResult, ClientError, KeyValue, LeaseInfo, ScanPage, StatusResponse, TtlResult,
+};
+
+/// The answer of one command that reached the cluster (failures are `ClientError`s).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `put`: the write's revision.
+    Written { revision: u64 },
+    /// `get`: the key asked for and what it holds (`None`: no such key).
+    Value { key: String, kv: Option<KeyValue> },
+    /// `del`: whether the key existed, and the revision after the call.
+    Deleted {
+        key: String,
+        deleted: bool,
+        revision: u64,
+    },
+    /// `cas`: the key, the revision the write expected, and the answer.
+    CompareAndSet {
+        key: String,
+        expected_revision: u64,
+        cas: CasResult,
+    },
+    /// `scan`: one page of keys, and the limit asked for (named when there are more).
+    Rows { page: ScanPage, limit: u32 },
+    /// `ttl`: a key's time to live.
+    Ttl(TtlResult),
+    /// `expire`: whether the key existed to take the new time to live.
+    Expired { key: String, applied: bool },
+    /// `persist`: whether there was a time to live to remove.
+    Persisted { removed: bool },
+    /// `lease grant`: the new lease's id.
+    LeaseGranted { lease_id: u64 },
+    /// `lease keep-alive`: the lease's time to live from now.
+    LeaseKeptAlive { ttl_ms: u64 },
+    /// `lease revoke`: how many keys went with the lease.
+    LeaseRevoked { deleted_keys: u64 },
+    /// `lease ttl`: time left, time granted and attached keys.
+    LeaseTtl(LeaseInfo),
+    /// `status`: every endpoint, with its status or why it did not answer.
+    Status(Vec<(String, Result<StatusResponse, ClientError>)>),
+}

@@ -1,0 +1,95 @@
+//! The snapshot file: the last snapshot of the state machine, next to the WAL, replaced
+//! atomically (written to a temporary file, synced, renamed, directory synced).
+//!
+//! Layout: `[magic "PAXKVSN1"][crc32 u32][meta length u32][SnapshotMeta][state bytes]`, little
+//! endian; the CRC covers everything after it.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use paxkv_core::SnapshotWrite;
+use paxkv_proto::peer::SnapshotMeta;
+use prost::Message;
+
+use super::{io_error, sync_directory, StorageError};
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"PAXKVSN1";
+/// Magic, CRC and metadata length in front of the metadata.
+const SNAPSHOT_HEADER_BYTES: usize = 16;
+
+/// Where the snapshot of the data directory `dir` lives.
+fn snapshot_path(dir: &Path) -> PathBuf {
+    dir.join("snapshot")
+}
+
+/// The snapshot in `dir`, if there is one: its metadata and the state machine's bytes.
+pub(super) fn read(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let path = snapshot_path(dir);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(&path)(error)),
+    };
+    let corrupt = |reason: &str| StorageError::CorruptSnapshot {
+        path: path.clone(),
+        reason: reason.to_string(),
+    };
+    if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("not a paxkv snapshot"));
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[12..]) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let meta_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
+    if SNAPSHOT_HEADER_BYTES + meta_len > bytes.len() {
+        return Err(corrupt("metadata length beyond the file"));
+    }
+    let meta_end = SNAPSHOT_HEADER_BYTES + meta_len;
+    let meta = SnapshotMeta::decode(&bytes[SNAPSHOT_HEADER_BYTES..meta_end])
+        .map_err(|_| corrupt("metadata does not decode"))?;
+    Ok(Some((meta, bytes[meta_end..].to_vec())))
+}
+
+/// Replaces the snapshot in `dir` with `write`; durable when this returns. One sync of the file,
+/// one of the directory.
+pub(super) fn write(dir: &Path, write: &SnapshotWrite) -> Result<(), StorageError> {
+    let path = snapshot_path(dir);
+    let temporary = dir.join("snapshot.tmp");
+    let meta = write.meta.encode_to_vec();
+    let mut body = Vec::with_capacity(4 + meta.len() + write.data.len());
+    body.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    body.extend_from_slice(&meta);
+    body.extend_from_slice(&write.data);
+    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+    file.write_all(SNAPSHOT_MAGIC)
+        .map_err(io_error(&temporary))?;
+    file.write_all(&crc32fast::hash(&body).to_le_bytes())
+        .map_err(io_error(&temporary))?;
+    file.write_all(&body).map_err(io_error(&temporary))?;
+    file.sync_data().map_err(io_error(&temporary))?;
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    sync_directory(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use crate::storage::test_support::reopen;
+    use crate::storage::StorageError;
+
+    #[test]
+    fn a_corrupt_snapshot_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("snapshot"), b"PAXKVSN1garbage-garbage").unwrap();
+        let error = reopen(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("snapshot"), "{error}");
+        assert!(
+            matches!(error, StorageError::CorruptSnapshot { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("refusing to start"), "{error}");
+    }
+}

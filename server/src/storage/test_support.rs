@@ -1,0 +1,38 @@
+//! Helpers the storage tests share: noop entries, writes, reopening a data directory.
+
+use std::path::{Path, PathBuf};
+
+use paxkv_core::{DurableState, LogWrite};
+use paxkv_proto::peer::{entry::Kind, Ballot, Entry, LogEntry, Noop};
+
+use super::{DiskStorage, Storage, StorageError};
+
+pub(super) fn entries(first: u64, last: u64, round: u64) -> Vec<LogEntry> {
+    (first..=last)
+        .map(|index| LogEntry {
+            index,
+            ballot: Some(Ballot::new(round, 1)),
+            entry: Some(Entry {
+                kind: Some(Kind::Noop(Noop {})),
+                log_time_ms: index,
+            }),
+        })
+        .collect()
+}
+
+pub(super) fn write(storage: &mut DiskStorage, first: u64, last: u64, round: u64) {
+    let log = LogWrite {
+        from_index: first,
+        entries: entries(first, last, round),
+    };
+    storage.persist(None, None, Some(&log)).unwrap();
+}
+
+pub(super) fn reopen(dir: &Path) -> Result<DurableState, StorageError> {
+    DiskStorage::open(dir).unwrap().load()
+}
+
+pub(super) fn last_segment(dir: &Path) -> PathBuf {
+    let storage = DiskStorage::open(dir).unwrap();
+    storage.segment_paths().unwrap().pop().unwrap().1
+}
