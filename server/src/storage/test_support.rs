@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use paxkv_core::{DurableState, LogWrite};
-use paxkv_proto::peer::{entry::Kind, Ballot, Entry, LogEntry, Noop};
+use paxkv_core::{DurableState, LogWrite, SnapshotWrite};
+use paxkv_proto::peer::{entry::Kind, Ballot, Entry, LogEntry, Noop, SnapshotMeta};
 
 use super::{DiskStorage, Storage, StorageError};
 
@@ -35,4 +35,17 @@ pub(super) fn reopen(dir: &Path) -> Result<DurableState, StorageError> {
 pub(super) fn last_segment(dir: &Path) -> PathBuf {
     let storage = DiskStorage::open(dir).unwrap();
     storage.segment_paths().unwrap().pop().unwrap().1
+}
+
+/// A snapshot taken locally at `index` (of round 1's entries), which trims the log up to it.
+pub(super) fn local_snapshot(index: u64) -> SnapshotWrite {
+    SnapshotWrite {
+        meta: SnapshotMeta {
+            index,
+            ballot: Some(Ballot::new(1, 1)),
+            configuration: None,
+        },
+        data: b"state".to_vec(),
+        replaces_log: false,
+    }
 }

@@ -345,14 +345,12 @@ mod tests {
     use std::fs;
 
     use paxkv_proto::client::PutRequest;
-    use paxkv_proto::peer::{
-        command::Op, entry::Kind, Ballot, Command, Entry, LogEntry, SnapshotMeta,
-    };
+    use paxkv_proto::peer::{command::Op, entry::Kind, Ballot, Command, Entry, LogEntry};
 
     use super::*;
     use crate::storage::payload::{encode_log_write, LOG_RECORD_BYTES_TARGET};
     use crate::storage::record::{BATCH_MARKER_BYTES, RECORD_BYTES_MAX, RECORD_HEADER_BYTES};
-    use crate::storage::test_support::{entries, last_segment, reopen, write};
+    use crate::storage::test_support::{entries, last_segment, local_snapshot, reopen, write};
 
     #[test]
     fn writes_truncations_and_hard_state_survive_a_reopen() {
@@ -380,16 +378,9 @@ mod tests {
         let mut storage = DiskStorage::open(dir.path()).unwrap();
         storage.load().unwrap();
         write(&mut storage, 1, 10, 1);
-        let snapshot = SnapshotWrite {
-            meta: SnapshotMeta {
-                index: 7,
-                ballot: Some(Ballot::new(1, 1)),
-                configuration: None,
-            },
-            data: b"state".to_vec(),
-            replaces_log: false,
-        };
-        storage.persist(None, Some(&snapshot), None).unwrap();
+        storage
+            .persist(None, Some(&local_snapshot(7)), None)
+            .unwrap();
         assert_eq!(
             storage.segment_paths().unwrap().len(),
             1,
@@ -735,16 +726,9 @@ mod tests {
         let mut storage = DiskStorage::open(dir.path()).unwrap();
         storage.load().unwrap();
         write(&mut storage, 1, 10, 1);
-        let snapshot = SnapshotWrite {
-            meta: SnapshotMeta {
-                index: 7,
-                ballot: Some(Ballot::new(1, 1)),
-                configuration: None,
-            },
-            data: b"state".to_vec(),
-            replaces_log: false,
-        };
-        storage.persist(None, Some(&snapshot), None).unwrap();
+        storage
+            .persist(None, Some(&local_snapshot(7)), None)
+            .unwrap();
         drop(storage);
         fs::remove_file(dir.path().join("snapshot")).unwrap();
         let error = reopen(dir.path()).unwrap_err();
