@@ -21,7 +21,7 @@ usage:
   kv-sim regressions FILE [--jobs J]
       runs the pinned seeds listed in FILE (lines: SEED NODES SIM_SECS [# why])
   kv-sim teeth [--bug NAME] [--max-seeds N] [--sim-secs N] [--jobs J]
-      runs each planted bug (or one) until a seed catches it (needs --features teeth); fails if one
+      runs each planted bug (or one) until a seed catches it (needs --features planted-bugs); fails if one
       survives N seeds (default 200). Bugs no run can show (they only delay) are pinned by a named
       test instead and skipped unless named with --bug
 Without --nodes, each seed picks 3 or 5 nodes itself. Defaults: --sim-secs 30, --jobs 2.
@@ -269,7 +269,7 @@ mod simulator {
 
         fn replay_command(self, bug: Option<Bug>) -> String {
             let features = if bug.is_some() {
-                " --features teeth"
+                " --features planted-bugs"
             } else {
                 ""
             };
@@ -484,8 +484,8 @@ mod simulator {
                 return ExitCode::from(2);
             }
         };
-        if bug.is_some() && !cfg!(feature = "teeth") {
-            eprintln!("kv-sim: --bug needs a build with --features teeth");
+        if bug.is_some() && !cfg!(feature = "planted-bugs") {
+            eprintln!("kv-sim: --bug needs a build with --features planted-bugs");
             return ExitCode::from(2);
         }
         let judged = judge(seed, bug);
@@ -600,8 +600,8 @@ mod simulator {
 
     /// Runs each planted bug on seeds 0, 1, 2, ... until one is caught.
     pub fn teeth(options: &Options) -> ExitCode {
-        if !cfg!(feature = "teeth") {
-            eprintln!("kv-sim: teeth needs a build with --features teeth");
+        if !cfg!(feature = "planted-bugs") {
+            eprintln!("kv-sim: teeth needs a build with --features planted-bugs");
             return ExitCode::from(2);
         }
         let bugs: Vec<Bug> = match options.bug.as_deref().map(bug_named).transpose() {

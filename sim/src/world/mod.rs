@@ -57,7 +57,7 @@ pub struct RunConfig {
     pub nodes: u64,
     pub sim_secs: u64,
     pub clients: u64,
-    /// A planted bug to turn on (simulator builds with the `teeth` feature only).
+    /// A planted bug to turn on (simulator builds with the `planted-bugs` feature only).
     pub bug: Option<Bug>,
 }
 
@@ -135,12 +135,12 @@ impl Shared {
 
 /// Runs one seed on the calling thread (use a fresh thread per seed).
 pub fn run(config: RunConfig) -> RunReport {
-    #[cfg(feature = "teeth")]
+    #[cfg(feature = "planted-bugs")]
     paxkv_core::planted::plant(config.bug);
-    #[cfg(not(feature = "teeth"))]
+    #[cfg(not(feature = "planted-bugs"))]
     assert!(
         config.bug.is_none(),
-        "planted bugs need a build with the `teeth` feature"
+        "planted bugs need a build with the `planted-bugs` feature"
     );
     let runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     runtime.block_on(simulate(config))
