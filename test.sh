@@ -24,7 +24,7 @@ PAXKV_SERVER=target/release/kv-server target/py-venv/bin/python -m pytest -q cli
 # build intact; release, because seeds run several times faster).
 sim() {
     RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target/madsim \
-        cargo run --locked --quiet --release -p paxkv-sim --features teeth --bin kv-sim -- "$@"
+        cargo run --locked --quiet --release -p paxkv-sim --features planted-bugs --bin kv-sim -- "$@"
 }
 # Every seed that ever failed.
 sim regressions sim/regression-seeds.txt

@@ -3,12 +3,17 @@
 //! a clock per node with its own offset and drift, a nemesis, and clients that record a
 //! history. Every choice is drawn from the seed, so a seed replays exactly.
 //!
-//! `disk.rs` is the simulated disk, `nemesis.rs` the faults, `workload.rs` the clients and the
-//! checks after the heal; this file builds the world from a seed and runs it.
+//! One file per concern: `options.rs` what a seed decides once, `node.rs` a simulated node and
+//! its clock, `disk.rs` the simulated disk, `nemesis.rs` the faults, `workload.rs` the clients,
+//! `checks.rs` the checks after the heal, `trace.rs` what a run records. This file builds the
+//! world from a seed and runs it: a fault phase, then a heal after which it must recover.
 
+mod checks;
 mod disk;
 mod nemesis;
+mod node;
 mod options;
+mod trace;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,15 +39,18 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 pub use disk::SimStorage;
+pub use nemesis::Fault;
 use nemesis::Nemesis;
-pub use options::SeedOptions;
-use workload::{client_loop, convergence, sample_status, verify};
+use node::{node_ip, start_sim_node};
+pub use options::SimOptions;
+use trace::sample_status;
+pub use trace::trace_hash;
+use workload::client_loop;
+pub use workload::OperationKind;
 
 const SECRET: &[u8] = b"simulated-cluster-secret-0123456789";
 const CLIENT_PORT: u16 = 7000;
 const PEER_PORT: u16 = 7100;
-/// Keys every client writes, so operations collide.
-const SHARED_KEYS: u32 = 4;
 /// After the heal, every client must complete an operation within this time.
 pub const SERVE_BOUND: Duration = Duration::from_secs(15);
 /// After the heal, every replica must reach the same applied index and state within this time.
@@ -50,20 +58,22 @@ pub const CONVERGE_BOUND: Duration = Duration::from_secs(30);
 /// The election timeout of the simulated nodes.
 const ELECTION_TIMEOUT_MS: u64 = 500;
 
-/// What one seed runs.
+/// What one seed runs; everything else the seed decides (`SimOptions`).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub seed: u64,
-    pub nodes: u64,
+    /// A cluster size (3 or 5) that overrides the seed's.
+    pub nodes: Option<u64>,
     pub sim_secs: u64,
-    pub clients: u64,
-    /// A planted bug to turn on (simulator builds with the `teeth` feature only).
+    /// A planted bug to turn on (simulator builds with the `planted-bugs` feature only).
     pub bug: Option<Bug>,
 }
 
 /// What one seed produced.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// What the seed decided.
+    pub options: SimOptions,
     /// The clients' history, JSON lines (format: sim/HISTORY.md).
     pub history: Vec<String>,
     /// Everything that happened, JSON lines with simulated time: faults, node starts and
@@ -77,18 +87,6 @@ pub struct RunReport {
     /// Simulated time from the clients' last operation until every replica had the same
     /// applied state.
     pub converged_after: Option<Duration>,
-}
-
-/// The digest of a trace (its lines, each ended by a newline): equal for equal traces, on any
-/// machine.
-pub fn trace_hash(lines: &[String]) -> u64 {
-    paxkv_core::kv::fnv1a((lines.join("\n") + "\n").as_bytes())
-}
-
-fn node_ip(index: usize) -> IpAddr {
-    format!("fd00::{}", index + 1)
-        .parse()
-        .expect("a valid IPv6 address")
 }
 
 /// State the nemesis, the clients and the nodes share.
@@ -105,45 +103,27 @@ pub(super) struct Shared {
     stopped: Mutex<BTreeSet<usize>>,
     /// Applied index per node, as the status samples last showed it.
     applied: Mutex<BTreeMap<usize, u64>>,
-    options: SeedOptions,
-}
-
-impl Shared {
-    fn now_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
-    fn trace(&self, event: &str, mut fields: Value) {
-        fields["t_ms"] = json!(self.now_ms());
-        fields["event"] = json!(event);
-        self.trace
-            .lock()
-            .expect("not poisoned")
-            .push(fields.to_string());
-    }
-
-    /// One history line, also traced.
-    fn record(&self, line: Value) {
-        let text = line.to_string();
-        self.history
-            .lock()
-            .expect("not poisoned")
-            .push(text.clone());
-        self.trace("client", line);
-    }
+    options: SimOptions,
 }
 
 /// Runs one seed on the calling thread (use a fresh thread per seed).
 pub fn run(config: RunConfig) -> RunReport {
-    #[cfg(feature = "teeth")]
+    #[cfg(feature = "planted-bugs")]
     paxkv_core::planted::plant(config.bug);
-    #[cfg(not(feature = "teeth"))]
+    #[cfg(not(feature = "planted-bugs"))]
     assert!(
         config.bug.is_none(),
-        "planted bugs need a build with the `teeth` feature"
+        "planted bugs need a build with the `planted-bugs` feature"
     );
     let runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     runtime.block_on(simulate(config))
+}
+
+/// The options `seed` draws, without running it (for a run that panicked before it could
+/// report them): they are the first thing a run draws, so a fresh runtime draws them again.
+pub fn options_of(seed: u64, nodes: Option<u64>) -> SimOptions {
+    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    runtime.block_on(async move { SimOptions::from_seed(seed, nodes) })
 }
 
 async fn simulate(config: RunConfig) -> RunReport {
@@ -157,15 +137,14 @@ async fn simulate(config: RunConfig) -> RunReport {
         served: Mutex::new(BTreeMap::new()),
         stopped: Mutex::new(BTreeSet::new()),
         applied: Mutex::new(BTreeMap::new()),
-        options: SeedOptions::draw(),
+        options: SimOptions::from_seed(config.seed, config.nodes),
     });
-    shared.trace(
-        "start",
-        json!({"seed": config.seed, "nodes": config.nodes, "sim_secs": config.sim_secs,
-               "clients": config.clients, "bug": config.bug.map(|bug| bug.name())}),
-    );
-    shared.trace("options", shared.options.to_json());
-    let count = config.nodes as usize;
+    // The first line: the run and everything its seed decided.
+    let mut start = shared.options.to_json();
+    start["sim_secs"] = json!(config.sim_secs);
+    start["bug"] = json!(config.bug.map(|bug| bug.name()));
+    shared.trace("start", start);
+    let count = shared.options.nodes as usize;
     let peers: BTreeMap<NodeId, SocketAddr> = (0..count)
         .map(|index| {
             (
@@ -191,31 +170,8 @@ async fn simulate(config: RunConfig) -> RunReport {
         .name("clients")
         .ip("fd00::100".parse().expect("ip"))
         .build();
-    let fault_phase = Duration::from_millis(config.sim_secs * 1000 * 2 / 3);
     let workload_end = Duration::from_secs(config.sim_secs);
-    let workload = {
-        let (shared, endpoints, clients) = (shared.clone(), endpoints.clone(), config.clients);
-        client_node.spawn(async move {
-            for index in 0..endpoints.len() {
-                tokio::spawn(sample_status(shared.clone(), endpoints.clone(), index));
-            }
-            let mut tasks = Vec::new();
-            for process in 1..=clients {
-                tasks.push(tokio::spawn(client_loop(
-                    process,
-                    clients,
-                    endpoints.clone(),
-                    shared.clone(),
-                    workload_end,
-                )));
-            }
-            for task in tasks {
-                let _ = task.await;
-            }
-            verify(clients + 1, clients, &endpoints, &shared).await;
-            convergence(&endpoints, &shared).await
-        })
-    };
+    let workload = client_node.spawn(clients(endpoints, shared.clone(), workload_end));
     let net = madsim::net::NetSim::current();
     let mut nemesis = Nemesis {
         handle: &handle,
@@ -225,39 +181,23 @@ async fn simulate(config: RunConfig) -> RunReport {
         down: vec![false; count],
         shared: &shared,
     };
-    nemesis.fault_phase(fault_phase).await;
+    nemesis
+        .fault_phase(Duration::from_millis(config.sim_secs * 1000 * 2 / 3))
+        .await;
     nemesis.heal();
-    let mut problems = Vec::new();
-    let converged_after = match workload.await {
-        Ok(Ok(after)) => Some(after),
-        Ok(Err(problem)) => {
-            problems.push(problem);
-            None
-        }
-        Err(_) => {
-            problems.push("the client node's task failed".to_string());
-            None
-        }
+    let (mut problems, converged_after) = match workload.await {
+        Ok(Ok(after)) => (Vec::new(), Some(after)),
+        Ok(Err(problem)) => (vec![problem], None),
+        Err(_) => (vec!["the client node's task failed".to_string()], None),
     };
-    let served: BTreeMap<u64, Duration> = shared.served.lock().expect("not poisoned").clone();
-    for process in 1..=config.clients {
-        if !served.contains_key(&process) {
-            problems.push(format!(
-                "client {process} completed no operation within {} s of the heal",
-                SERVE_BOUND.as_secs()
-            ));
-        }
-    }
-    let served_after = (served.len() == config.clients as usize)
-        .then(|| served.values().max().copied())
-        .flatten();
+    let (not_served, served_after) = checks::service(&shared);
+    problems.extend(not_served);
     shared.trace(
         "end",
         json!({"problems": problems, "served_after_ms": served_after.map(|d| d.as_millis() as u64),
                "converged_after_ms": converged_after.map(|d| d.as_millis() as u64)}),
     );
-    let trace = std::mem::take(&mut *shared.trace.lock().expect("not poisoned"));
-    let history = std::mem::take(&mut *shared.history.lock().expect("not poisoned"));
+    let (trace, history) = shared.take_records();
     // The runtime does not free every task it still holds when it is dropped, and a node's
     // replica and disk can hold hundreds of megabytes of large values: stop every node (which
     // drops its tasks) and empty the disks before returning, or each seed leaks its state.
@@ -269,6 +209,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         *storage.disk.lock().expect("not poisoned") = Default::default();
     }
     RunReport {
+        options: shared.options.clone(),
         trace_hash: trace_hash(&trace),
         history,
         trace,
@@ -278,65 +219,30 @@ async fn simulate(config: RunConfig) -> RunReport {
     }
 }
 
-fn start_sim_node(
-    handle: &Handle,
-    index: usize,
-    peers: &BTreeMap<NodeId, SocketAddr>,
-    storage: &SimStorage,
-    shared: &Arc<Shared>,
-) -> NodeHandle {
-    let (storage, peers, shared) = (storage.clone(), peers.clone(), shared.clone());
-    let seed = thread_rng().gen::<u64>();
-    handle
-        .create_node()
-        .name(format!("node-{}", index + 1))
-        .ip(node_ip(index))
-        .init(move || {
-            let (storage, peers, shared) = (storage.clone(), peers.clone(), shared.clone());
-            async move {
-                // Every start draws a new clock: minutes apart, drifting up to the bound the
-                // replicas assume (1%).
-                let (offset_ms, drift_ppm) = {
-                    let mut rng = thread_rng();
-                    (
-                        rng.gen_range(0..1_200_000u64),
-                        rng.gen_range(-10_000i64..=10_000),
-                    )
-                };
-                shared.trace(
-                    "node_start",
-                    json!({"node": index + 1, "clock_offset_ms": offset_ms, "drift_ppm": drift_ppm}),
-                );
-                let config = NodeConfig {
-                    id: NodeId(index as u64 + 1),
-                    client_addr: SocketAddr::new(node_ip(index), CLIENT_PORT),
-                    peer_addr: SocketAddr::new(node_ip(index), PEER_PORT),
-                    peers,
-                    data_dir: format!("sim/node-{}", index + 1).into(),
-                    secret: ClusterSecret::new(SECRET).expect("a long enough secret"),
-                    allow_unauthenticated_clients: false,
-                    election_timeout_ms: ELECTION_TIMEOUT_MS,
-                    heartbeat_interval_ms: 50,
-                    snapshot_entries_threshold: 200,
-                    snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
-                    sessions_max: shared.options.sessions_max,
-                    seed: Some(seed),
-                };
-                let (stop, shutdown) = paxkv_server::shutdown::channel();
-                let clock = NodeClock::skewed(offset_ms, drift_ppm);
-                let running = start_node(config, Box::new(storage), clock, shutdown)
-                    .await
-                    .expect("a simulated node starts");
-                if let Ok(Err(error)) = running.node.await {
-                    // A real node exits here; the nemesis restarts it like a crashed one.
-                    shared.trace(
-                        "node_stopped",
-                        json!({"node": index + 1, "error": error.to_string()}),
-                    );
-                    stop.stop();
-                    shared.stopped.lock().expect("not poisoned").insert(index);
-                }
-            }
+/// Everything on the client node: status samples, the client processes until the workload
+/// ends, then the read-back of every key and the wait for convergence (its result).
+async fn clients(
+    endpoints: Vec<String>,
+    shared: Arc<Shared>,
+    workload_end: Duration,
+) -> Result<Duration, String> {
+    for index in 0..endpoints.len() {
+        tokio::spawn(sample_status(shared.clone(), endpoints.clone(), index));
+    }
+    let clients = shared.options.clients;
+    let tasks: Vec<_> = (1..=clients)
+        .map(|process| {
+            tokio::spawn(client_loop(
+                process,
+                endpoints.clone(),
+                shared.clone(),
+                workload_end,
+            ))
         })
-        .build()
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+    checks::verify(clients + 1, &endpoints, &shared).await;
+    checks::convergence(&endpoints, &shared).await
 }

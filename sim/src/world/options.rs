@@ -1,23 +1,60 @@
-//! What a seed decides once, before anything runs: which fault models and which workload shape
-//! it uses. Drawn from the seed, so a seed replays exactly; traced at the start of the run.
+//! What a seed decides once, before anything runs: the cluster, the clocks, which faults the
+//! nemesis uses and how often, and the workload's shape. Drawn from the seed, so a seed replays
+//! exactly; traced as the run's first line after the start.
+//!
+//! Swarm testing: a seed does not run every fault and every operation at its usual rate. Each
+//! fault and each optional operation is switched off in some seeds, and each fault weighs
+//! three times its usual weight in half of the seeds that make it, so that some moves run far
+//! more often than others and reach states that the full mix dilutes. Some seeds are calm
+//! (up to 5 s between moves), which gives a long fault such as a sick leader room to play out.
+
+use std::collections::BTreeMap;
 
 use madsim::rand::{thread_rng, Rng};
+use paxkv_core::{NodeId, ReplicaConfig};
 use serde_json::{json, Value};
+
+use super::nemesis::Fault;
+use super::workload::OperationKind;
+
+/// Client processes of every run (more than the smallest session bound a seed draws).
+const CLIENTS: u64 = 4;
+/// The clock drift bound the replicas assume (`ReplicaConfig`'s default): the simulated clocks
+/// never drift faster.
+const CLOCK_DRIFT_PPM_MAX: i64 = 10_000;
+/// Node clocks start up to 20 minutes apart.
+const CLOCK_OFFSET_MS_MAX: u64 = 1_200_000;
+/// The shortest time between two moves of the nemesis.
+const FAULT_INTERVAL_MS_MIN: u64 = 50;
 
 /// The shape of one seed's run.
 #[derive(Debug, Clone)]
-pub struct SeedOptions {
-    /// Nodes may be frozen (every task paused while time and the node's clock run on), as by
-    /// SIGSTOP or a virtual machine pause.
-    pub pauses: bool,
-    /// A node's disk may turn slow for a while: syncs of tens of milliseconds to seconds.
-    pub slow_disks: bool,
+pub struct SimOptions {
+    /// The seed the run's random generator was seeded with.
+    pub seed: u64,
+    /// Replicas in the cluster: 3 or 5 (a third of seeds draw 5; `--nodes` overrides).
+    pub nodes: u64,
+    /// Client processes recording the history.
+    pub clients: u64,
+    /// A node's clock starts up to this far from the others (drawn again at every start).
+    pub clock_offset_ms_max: u64,
+    /// A node's clock drifts up to this fast or slow (drawn again at every start); never above
+    /// the bound the replicas assume.
+    pub clock_drift_ppm_max: i64,
     /// Healthy syncs take 10 us to 1 ms (else 1 to 8 ms).
     pub fast_disks: bool,
+    /// The weight of each move of the nemesis (0: this seed never makes it).
+    pub fault_weights: BTreeMap<Fault, u32>,
+    /// The nemesis waits 50 ms up to this long (0.3 to 5 s) between two moves.
+    pub fault_interval_ms_max: u64,
+    /// The weight of each kind of client operation (0: this seed never asks it).
+    pub operation_weights: BTreeMap<OperationKind, u32>,
+    /// Keys every client writes, so operations collide.
+    pub shared_keys: u32,
     /// A quarter of the puts pad their value to a random size up to this many bytes (16 KiB to
     /// 1 MiB; 0: short values), so that snapshots span many chunks and log records grow large.
     pub value_bytes_max: usize,
-    /// Each client process knows one node only (as an application configured with one
+    /// Each client process (in 70% of seeds) knows one node only (as an application configured with one
     /// address does), so it keeps asking a deposed leader that still believes it leads.
     pub pinned_clients: bool,
     /// Bytes per snapshot chunk: small chunks make even a small state travel in many, so a
@@ -28,12 +65,65 @@ pub struct SeedOptions {
     pub sessions_max: usize,
 }
 
-impl SeedOptions {
+impl SimOptions {
     /// Chunks of a snapshot transfer are 256 KiB: a few large values make a transfer of many.
     const LARGE_VALUE_BYTES_MAX: usize = paxkv_proto::VALUE_BYTES_MAX;
 
-    pub fn draw() -> SeedOptions {
+    /// Draws a run's options from the simulator's random generator, which must be the one of a
+    /// runtime seeded with `seed` (call it first thing in the run). `nodes` overrides the drawn
+    /// cluster size; it is drawn anyway, so the rest of the run is the same either way.
+    pub fn from_seed(seed: u64, nodes: Option<u64>) -> SimOptions {
+        assert_eq!(
+            madsim::runtime::Handle::current().seed(),
+            seed,
+            "options are drawn inside the runtime of their seed"
+        );
+        let assumed_drift_ppm_max =
+            ReplicaConfig::new(NodeId(1), vec![NodeId(1)], 0).clock_drift_ppm_max as i64;
+        assert_eq!(
+            CLOCK_DRIFT_PPM_MAX, assumed_drift_ppm_max,
+            "the simulated clocks drift within what the replicas assume"
+        );
         let mut rng = thread_rng();
+        let drawn_nodes = if rng.gen_ratio(1, 3) { 5 } else { 3 };
+        let nodes = nodes.unwrap_or(drawn_nodes);
+        assert!(nodes == 3 || nodes == 5, "a cluster of 3 or 5 nodes");
+        // Most seeds use the full ranges; some keep the clocks close or steady, where a bug
+        // that needs only a little skew is not hidden behind a large one.
+        let clock_offset_ms_max = if rng.gen_bool(0.8) {
+            CLOCK_OFFSET_MS_MAX
+        } else {
+            rng.gen_range(0..=1000)
+        };
+        let clock_drift_ppm_max = if rng.gen_bool(0.7) {
+            CLOCK_DRIFT_PPM_MAX
+        } else {
+            rng.gen_range(0..=1000)
+        };
+        let fault_weights = Fault::ALL
+            .into_iter()
+            .map(|fault| {
+                let on = rng.gen_bool(fault.enabled_probability());
+                let emphasis = if rng.gen_bool(0.5) { 1 } else { 3 };
+                (
+                    fault,
+                    if on {
+                        fault.base_weight() * emphasis
+                    } else {
+                        0
+                    },
+                )
+            })
+            .collect();
+        let fault_interval_ms_max = rng.gen_range(300..=5000);
+        let operation_weights = OperationKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let on = kind.always() || rng.gen_bool(0.85);
+                (kind, if on { kind.base_weight() } else { 0 })
+            })
+            .collect();
+        let shared_keys = rng.gen_range(3..=6);
         // Large values cost memory in every copy the simulation holds (logs, disks, messages
         // in flight): the largest sizes are drawn rarely.
         let value_bytes_max = if rng.gen_bool(0.25) {
@@ -42,30 +132,77 @@ impl SeedOptions {
         } else {
             0
         };
-        SeedOptions {
-            pauses: rng.gen_bool(0.5),
-            slow_disks: rng.gen_bool(0.5),
-            fast_disks: rng.gen_bool(0.3),
+        let fast_disks = rng.gen_bool(0.3);
+        let pinned_clients = rng.gen_bool(0.7);
+        let sessions_max = if rng.gen_bool(0.4) {
+            rng.gen_range(2..=6)
+        } else {
+            paxkv_core::kv::SESSIONS_MAX
+        };
+        // Large values already make many chunks of the full size.
+        let snapshot_chunk_bytes = if value_bytes_max == 0 && rng.gen_bool(0.5) {
+            rng.gen_range(16..=512)
+        } else {
+            paxkv_core::SNAPSHOT_CHUNK_BYTES
+        };
+        SimOptions {
+            seed,
+            nodes,
+            clients: CLIENTS,
+            clock_offset_ms_max,
+            clock_drift_ppm_max,
+            fast_disks,
+            fault_weights,
+            fault_interval_ms_max,
+            operation_weights,
+            shared_keys,
             value_bytes_max,
-            pinned_clients: rng.gen_bool(0.5),
-            sessions_max: if rng.gen_bool(0.4) {
-                rng.gen_range(2..=6)
-            } else {
-                paxkv_core::kv::SESSIONS_MAX
-            },
-            // Large values already make many chunks of the full size.
-            snapshot_chunk_bytes: if value_bytes_max == 0 && rng.gen_bool(0.5) {
-                rng.gen_range(16..=512)
-            } else {
-                paxkv_core::SNAPSHOT_CHUNK_BYTES
-            },
+            pinned_clients,
+            snapshot_chunk_bytes,
+            sessions_max,
         }
     }
 
+    /// How long the nemesis waits before its next move.
+    pub fn fault_interval_ms(&self) -> std::ops::Range<u64> {
+        FAULT_INTERVAL_MS_MIN..self.fault_interval_ms_max
+    }
+
     pub fn to_json(&self) -> Value {
-        json!({"pauses": self.pauses, "slow_disks": self.slow_disks, "fast_disks": self.fast_disks,
+        let faults: BTreeMap<&str, u32> = self
+            .fault_weights
+            .iter()
+            .map(|(fault, weight)| (fault.name(), *weight))
+            .collect();
+        let operations: BTreeMap<&str, u32> = self
+            .operation_weights
+            .iter()
+            .map(|(kind, weight)| (kind.name(), *weight))
+            .collect();
+        json!({"seed": self.seed, "nodes": self.nodes, "clients": self.clients,
+               "clock_offset_ms_max": self.clock_offset_ms_max,
+               "clock_drift_ppm_max": self.clock_drift_ppm_max,
+               "fast_disks": self.fast_disks, "fault_weights": faults,
+               "fault_interval_ms": [FAULT_INTERVAL_MS_MIN, self.fault_interval_ms_max],
+               "operation_weights": operations, "shared_keys": self.shared_keys,
                "value_bytes_max": self.value_bytes_max, "pinned_clients": self.pinned_clients,
                "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
                "sessions_max": self.sessions_max})
     }
+}
+
+/// Picks one of `weights` with probability proportional to its weight (None if all are 0).
+pub(super) fn pick_weighted<T: Copy>(weights: &BTreeMap<T, u32>, rng: &mut impl Rng) -> Option<T> {
+    let total: u32 = weights.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let mut remaining = rng.gen_range(0..total);
+    for (choice, weight) in weights {
+        if remaining < *weight {
+            return Some(*choice);
+        }
+        remaining -= weight;
+    }
+    unreachable!("the draw is below the total weight")
 }

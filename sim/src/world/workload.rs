@@ -1,6 +1,7 @@
-//! The clients: what each one asks, how its answers become history lines, and the checks after
-//! the heal (every key read back, every replica converged).
+//! The clients: what each one asks (in the proportions the seed drew) and how its answers
+//! become history lines.
 
+use super::options::pick_weighted;
 use super::*;
 
 pub(super) fn new_client(endpoints: &[String]) -> Client {
@@ -10,118 +11,171 @@ pub(super) fn new_client(endpoints: &[String]) -> Client {
     Client::new(config).expect("a valid client configuration")
 }
 
-/// Samples one node's status every 250 ms for the trace (and the nemesis's idea of the leader).
-pub(super) async fn sample_status(shared: Arc<Shared>, endpoints: Vec<String>, index: usize) {
-    let client = new_client(&endpoints);
-    loop {
-        if let Ok(status) = client.status_of(&endpoints[index]).await {
-            let ballot = (status.ballot_round, status.ballot_node);
-            shared
-                .applied
-                .lock()
-                .expect("not poisoned")
-                .insert(index, status.applied_index);
-            if status.role == Role::Leader as i32 {
-                let mut leader = shared.leader.lock().expect("not poisoned");
-                if leader.is_none_or(|(_, known)| ballot >= known) {
-                    *leader = Some((index, ballot));
-                }
-            }
-            shared.trace(
-                "status",
-                json!({"node": index + 1, "role": status.role().as_str_name(),
-                       "ballot": [ballot.0, ballot.1], "leader": status.leader_id,
-                       "commit_index": status.commit_index, "applied_index": status.applied_index,
-                       "revision": status.revision, "keys": status.key_count,
-                       "log_time_ms": status.log_time_ms}),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// Separates a value's name from the padding that makes it large.
 const VALUE_PADDING_MARK: u8 = b'#';
 
+/// A kind of client operation; a seed weighs each (`SimOptions::operation_weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OperationKind {
+    /// A put on a shared key, a quarter of them with a TTL.
+    Put,
+    LinearizableGet,
+    StaleGet,
+    /// A get that must see at least what its client saw (a session read).
+    SessionGet,
+    Delete,
+    /// A put on the last revision the client saw of the key.
+    CompareAndSet,
+    Expire,
+    Ttl,
+    /// A get of another client's lease key.
+    GetLeaseKey,
+    /// On the client's own lease: grant, put with it, keep-alive, revoke, read its key.
+    Lease,
+}
+
+impl OperationKind {
+    pub const ALL: [OperationKind; 10] = [
+        OperationKind::Put,
+        OperationKind::LinearizableGet,
+        OperationKind::StaleGet,
+        OperationKind::SessionGet,
+        OperationKind::Delete,
+        OperationKind::CompareAndSet,
+        OperationKind::Expire,
+        OperationKind::Ttl,
+        OperationKind::GetLeaseKey,
+        OperationKind::Lease,
+    ];
+
+    /// The kind's weight in a seed that asks it (out of 100 when a seed asks every kind).
+    pub fn base_weight(self) -> u32 {
+        match self {
+            OperationKind::Put | OperationKind::LinearizableGet => 22,
+            OperationKind::Lease => 17,
+            OperationKind::CompareAndSet => 10,
+            OperationKind::StaleGet | OperationKind::SessionGet => 6,
+            OperationKind::Delete => 5,
+            OperationKind::Expire | OperationKind::Ttl | OperationKind::GetLeaseKey => 4,
+        }
+    }
+
+    /// Every seed writes and reads linearizably: a history without them shows nothing.
+    pub fn always(self) -> bool {
+        matches!(self, OperationKind::Put | OperationKind::LinearizableGet)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OperationKind::Put => "put",
+            OperationKind::LinearizableGet => "linearizable_get",
+            OperationKind::StaleGet => "stale_get",
+            OperationKind::SessionGet => "session_get",
+            OperationKind::Delete => "delete",
+            OperationKind::CompareAndSet => "cas",
+            OperationKind::Expire => "expire",
+            OperationKind::Ttl => "ttl",
+            OperationKind::GetLeaseKey => "get_lease_key",
+            OperationKind::Lease => "lease",
+        }
+    }
+}
+
 /// What a client process remembers between operations.
-struct ClientState {
+pub(super) struct ClientState {
     process: u64,
-    clients: u64,
     counter: u64,
     lease: Option<u64>,
     /// Last revision seen per key, for compare-and-set.
     revisions: BTreeMap<String, u64>,
-    /// Put values are padded up to this size (0: not padded).
-    value_bytes_max: usize,
+}
+
+impl ClientState {
+    pub(super) fn new(process: u64) -> ClientState {
+        ClientState {
+            process,
+            counter: 0,
+            lease: None,
+            revisions: BTreeMap::new(),
+        }
+    }
 }
 
 /// One operation: its request and the history fields of its invocation.
-struct Planned {
-    request: Request,
-    invoke: Value,
+pub(super) struct Planned {
+    pub(super) request: Request,
+    pub(super) invoke: Value,
 }
 
-fn plan(state: &mut ClientState) -> Planned {
+/// A get of `key`; a session read's minimum is filled in just before it is sent.
+fn planned_get(key: &str, consistency: Consistency) -> Planned {
+    let name = match consistency {
+        Consistency::Stale => "stale",
+        Consistency::AtLeastRevision => "session",
+        _ => "linearizable",
+    };
+    Planned {
+        request: Request::Get(GetRequest {
+            key: key.as_bytes().to_vec(),
+            consistency: consistency as i32,
+            min_revision: 0,
+            min_applied_index: 0,
+        }),
+        invoke: json!({"f": "get", "key": key, "consistency": name}),
+    }
+}
+
+/// The value of a new write: its name (`p<process>-<counter>`), and the bytes stored, the name
+/// padded to a large size in a quarter of the seeds' puts that pad.
+fn new_value(state: &mut ClientState, options: &SimOptions) -> (String, Vec<u8>) {
     state.counter += 1;
-    let mut rng = thread_rng();
-    let shared_key = format!("k{}", rng.gen_range(0..SHARED_KEYS));
     let value = format!("p{}-{}", state.process, state.counter);
     // Large values carry their name first; the history records only the name.
-    let stored_value = {
-        let mut bytes = value.clone().into_bytes();
-        if state.value_bytes_max > 0 && rng.gen_bool(0.25) {
-            let padding = rng.gen_range(0..state.value_bytes_max - bytes.len() - 1);
-            bytes.push(VALUE_PADDING_MARK);
-            bytes.resize(bytes.len() + padding, b'.');
-        }
-        bytes
-    };
-    let own_lease_key = format!("l{}", state.process);
-    let get = |key: &str, consistency: Consistency, min_revision: u64| {
-        let name = match consistency {
-            Consistency::Stale => "stale",
-            Consistency::AtLeastRevision => "session",
-            _ => "linearizable",
-        };
-        Planned {
-            request: Request::Get(GetRequest {
-                key: key.as_bytes().to_vec(),
-                consistency: consistency as i32,
-                min_revision,
-                min_applied_index: 0,
-            }),
-            invoke: json!({"f": "get", "key": key, "consistency": name}),
-        }
-    };
-    match rng.gen_range(0..100u32) {
-        0..=21 => {
+    let mut bytes = value.clone().into_bytes();
+    let mut rng = thread_rng();
+    if options.value_bytes_max > 0 && rng.gen_bool(0.25) {
+        let padding = rng.gen_range(0..options.value_bytes_max - bytes.len() - 1);
+        bytes.push(VALUE_PADDING_MARK);
+        bytes.resize(bytes.len() + padding, b'.');
+    }
+    (value, bytes)
+}
+
+fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
+    let (value, stored_value) = new_value(state, options);
+    let mut rng = thread_rng();
+    let shared_key = format!("k{}", rng.gen_range(0..options.shared_keys));
+    let kind = pick_weighted(&options.operation_weights, &mut rng)
+        .expect("every seed asks puts and linearizable gets");
+    match kind {
+        OperationKind::Put => {
             let ttl_ms = rng.gen_bool(0.25).then(|| rng.gen_range(300..3000u64));
             Planned {
                 request: Request::Put(PutRequest {
                     key: shared_key.clone().into_bytes(),
-                    value: stored_value.clone(),
+                    value: stored_value,
                     ttl_ms,
                     ..Default::default()
                 }),
                 invoke: json!({"f": "put", "key": shared_key, "value": value, "ttl_ms": ttl_ms}),
             }
         }
-        22..=43 => get(&shared_key, Consistency::Linearizable, 0),
-        44..=49 => get(&shared_key, Consistency::Stale, 0),
-        50..=55 => get(&shared_key, Consistency::AtLeastRevision, 0),
-        56..=60 => Planned {
+        OperationKind::LinearizableGet => planned_get(&shared_key, Consistency::Linearizable),
+        OperationKind::StaleGet => planned_get(&shared_key, Consistency::Stale),
+        OperationKind::SessionGet => planned_get(&shared_key, Consistency::AtLeastRevision),
+        OperationKind::Delete => Planned {
             request: Request::Delete(DeleteRequest {
                 key: shared_key.clone().into_bytes(),
                 expected_revision: None,
             }),
             invoke: json!({"f": "delete", "key": shared_key}),
         },
-        61..=70 => {
+        OperationKind::CompareAndSet => {
             let expected = state.revisions.get(&shared_key).copied().unwrap_or(0);
             Planned {
                 request: Request::Put(PutRequest {
                     key: shared_key.clone().into_bytes(),
-                    value: stored_value.clone(),
+                    value: stored_value,
                     expected_revision: Some(expected),
                     ..Default::default()
                 }),
@@ -129,7 +183,7 @@ fn plan(state: &mut ClientState) -> Planned {
                                "expected_revision": expected}),
             }
         }
-        71..=74 => {
+        OperationKind::Expire => {
             let ttl_ms = rng.gen_range(300..3000u64);
             Planned {
                 request: Request::Expire(ExpireRequest {
@@ -140,7 +194,7 @@ fn plan(state: &mut ClientState) -> Planned {
                 invoke: json!({"f": "expire", "key": shared_key, "ttl_ms": ttl_ms}),
             }
         }
-        75..=78 => Planned {
+        OperationKind::Ttl => Planned {
             request: Request::Ttl(TtlRequest {
                 key: shared_key.clone().into_bytes(),
                 consistency: Consistency::Linearizable as i32,
@@ -149,47 +203,51 @@ fn plan(state: &mut ClientState) -> Planned {
             }),
             invoke: json!({"f": "ttl", "key": shared_key}),
         },
-        79..=82 => {
-            let other = format!("l{}", rng.gen_range(1..=state.clients));
+        OperationKind::GetLeaseKey => {
+            let other = format!("l{}", rng.gen_range(1..=options.clients));
             let consistency = if rng.gen_bool(0.5) {
                 Consistency::Linearizable
             } else {
                 Consistency::Stale
             };
-            get(&other, consistency, 0)
+            planned_get(&other, consistency)
         }
-        _ => match state.lease {
-            None => {
-                let ttl_ms = rng.gen_range(500..2500u64);
-                Planned {
-                    request: Request::LeaseGrant(LeaseGrantRequest { ttl_ms }),
-                    invoke: json!({"f": "lease_grant", "key": own_lease_key, "ttl_ms": ttl_ms}),
-                }
-            }
-            Some(lease_id) => match rng.gen_range(0..10u32) {
-                0..=3 => Planned {
-                    request: Request::Put(PutRequest {
-                        key: own_lease_key.clone().into_bytes(),
-                        value: stored_value.clone(),
-                        lease_id: Some(lease_id),
-                        ..Default::default()
-                    }),
-                    invoke: json!({"f": "put", "key": own_lease_key, "value": value,
-                                   "lease_id": lease_id}),
-                },
-                4..=6 => Planned {
-                    request: Request::LeaseKeepAlive(LeaseKeepAliveRequest { lease_id }),
-                    invoke: json!({"f": "lease_keepalive", "key": own_lease_key,
-                                   "lease_id": lease_id}),
-                },
-                7 => Planned {
-                    request: Request::LeaseRevoke(LeaseRevokeRequest { lease_id }),
-                    invoke: json!({"f": "lease_revoke", "key": own_lease_key,
-                                   "lease_id": lease_id}),
-                },
-                _ => get(&own_lease_key, Consistency::Linearizable, 0),
-            },
+        OperationKind::Lease => plan_lease(state, value, stored_value),
+    }
+}
+
+/// An operation on the client's own lease: a grant while it has none, else a put with it, a
+/// keep-alive, a revoke or a read of its key.
+fn plan_lease(state: &ClientState, value: String, stored_value: Vec<u8>) -> Planned {
+    let own_lease_key = format!("l{}", state.process);
+    let mut rng = thread_rng();
+    let Some(lease_id) = state.lease else {
+        let ttl_ms = rng.gen_range(500..2500u64);
+        return Planned {
+            request: Request::LeaseGrant(LeaseGrantRequest { ttl_ms }),
+            invoke: json!({"f": "lease_grant", "key": own_lease_key, "ttl_ms": ttl_ms}),
+        };
+    };
+    match rng.gen_range(0..10u32) {
+        0..=3 => Planned {
+            request: Request::Put(PutRequest {
+                key: own_lease_key.clone().into_bytes(),
+                value: stored_value,
+                lease_id: Some(lease_id),
+                ..Default::default()
+            }),
+            invoke: json!({"f": "put", "key": own_lease_key, "value": value,
+                           "lease_id": lease_id}),
         },
+        4..=6 => Planned {
+            request: Request::LeaseKeepAlive(LeaseKeepAliveRequest { lease_id }),
+            invoke: json!({"f": "lease_keepalive", "key": own_lease_key, "lease_id": lease_id}),
+        },
+        7 => Planned {
+            request: Request::LeaseRevoke(LeaseRevokeRequest { lease_id }),
+            invoke: json!({"f": "lease_revoke", "key": own_lease_key, "lease_id": lease_id}),
+        },
+        _ => planned_get(&own_lease_key, Consistency::Linearizable),
     }
 }
 
@@ -293,9 +351,10 @@ fn complete(
     line
 }
 
+/// One client process: operations until the workload's end, and on until it is served after
+/// the heal (or the bound for that passes).
 pub(super) async fn client_loop(
     process: u64,
-    clients: u64,
     endpoints: Vec<String>,
     shared: Arc<Shared>,
     workload_end: Duration,
@@ -306,14 +365,7 @@ pub(super) async fn client_loop(
     } else {
         new_client(&endpoints)
     };
-    let mut state = ClientState {
-        process,
-        clients,
-        counter: 0,
-        lease: None,
-        revisions: BTreeMap::new(),
-        value_bytes_max: shared.options.value_bytes_max,
-    };
+    let mut state = ClientState::new(process);
     loop {
         let healed_at = *shared.healed_at.lock().expect("not poisoned");
         let served = shared
@@ -327,7 +379,7 @@ pub(super) async fn client_loop(
         if past_bound || (past_end && served) {
             break;
         }
-        let mut planned = plan(&mut state);
+        let mut planned = plan(&mut state, &shared.options);
         if let Request::Get(get) = &mut planned.request {
             if get.consistency == Consistency::AtLeastRevision as i32 {
                 get.min_revision = client.revision_seen();
@@ -349,7 +401,7 @@ pub(super) async fn client_loop(
 }
 
 /// Runs one operation and records its invocation and completion; true if it completed.
-async fn perform(
+pub(super) async fn perform(
     client: &Client,
     state: &mut ClientState,
     planned: &Planned,
@@ -372,76 +424,4 @@ fn strip_nulls(mut value: Value) -> Value {
         map.retain(|_, field| !field.is_null());
     }
     value
-}
-
-/// After the workload: one more process reads every key linearizably, so any acknowledged
-/// write that the faults lost shows up in the history.
-pub(super) async fn verify(process: u64, clients: u64, endpoints: &[String], shared: &Shared) {
-    let client = new_client(endpoints);
-    let mut state = ClientState {
-        process,
-        clients,
-        counter: 0,
-        lease: None,
-        revisions: BTreeMap::new(),
-        value_bytes_max: shared.options.value_bytes_max,
-    };
-    let keys = (0..SHARED_KEYS)
-        .map(|k| format!("k{k}"))
-        .chain((1..=clients).map(|p| format!("l{p}")));
-    for key in keys {
-        let planned = Planned {
-            request: Request::Get(GetRequest {
-                key: key.clone().into_bytes(),
-                consistency: Consistency::Linearizable as i32,
-                min_revision: 0,
-                min_applied_index: 0,
-            }),
-            invoke: json!({"f": "get", "key": key}),
-        };
-        for _ in 0..5 {
-            if perform(&client, &mut state, &planned, shared).await {
-                break;
-            }
-        }
-    }
-}
-
-/// Waits until every replica reports the same applied index and state digest.
-pub(super) async fn convergence(endpoints: &[String], shared: &Shared) -> Result<Duration, String> {
-    let client = new_client(endpoints);
-    let healed_at = shared
-        .healed_at
-        .lock()
-        .expect("not poisoned")
-        .expect("convergence is checked after the heal");
-    let quiet_at = Instant::now();
-    let mut last = Vec::new();
-    while healed_at.elapsed() < CONVERGE_BOUND {
-        let mut states = Vec::new();
-        for endpoint in endpoints {
-            let state = client
-                .status_with(endpoint, true)
-                .await
-                .map(|status| (status.applied_index, status.state_hash));
-            states.push(state.ok());
-        }
-        let first = states[0];
-        if first.is_some() && states.iter().all(|state| *state == first) {
-            let after = quiet_at.elapsed();
-            shared.trace(
-                "converged",
-                json!({"applied_index": first.map(|s| s.0),
-                       "after_heal_ms": healed_at.elapsed().as_millis() as u64,
-                       "after_clients_stopped_ms": after.as_millis() as u64}),
-            );
-            return Ok(after);
-        }
-        last = states;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!(
-        "replicas did not converge within {} s of the heal; last (applied index, state hash) per node: {last:?}",
-        CONVERGE_BOUND.as_secs()
-    ))
 }

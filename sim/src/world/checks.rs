@@ -1,0 +1,90 @@
+//! The checks after the heal: every key read back (so a lost acknowledged write shows in the
+//! history), every client served again, every replica converged, each within its bound.
+
+use super::workload::{new_client, perform, ClientState, Planned};
+use super::*;
+
+/// After the workload: one more process reads every key linearizably, so any acknowledged
+/// write that the faults lost shows up in the history.
+pub(super) async fn verify(process: u64, endpoints: &[String], shared: &Shared) {
+    let client = new_client(endpoints);
+    let mut state = ClientState::new(process);
+    let keys = (0..shared.options.shared_keys)
+        .map(|k| format!("k{k}"))
+        .chain((1..=shared.options.clients).map(|p| format!("l{p}")));
+    for key in keys {
+        let planned = Planned {
+            request: Request::Get(GetRequest {
+                key: key.clone().into_bytes(),
+                consistency: Consistency::Linearizable as i32,
+                min_revision: 0,
+                min_applied_index: 0,
+            }),
+            invoke: json!({"f": "get", "key": key}),
+        };
+        for _ in 0..5 {
+            if perform(&client, &mut state, &planned, shared).await {
+                break;
+            }
+        }
+    }
+}
+
+/// Waits until every replica reports the same applied index and state digest.
+pub(super) async fn convergence(endpoints: &[String], shared: &Shared) -> Result<Duration, String> {
+    let client = new_client(endpoints);
+    let healed_at = shared
+        .healed_at
+        .lock()
+        .expect("not poisoned")
+        .expect("convergence is checked after the heal");
+    let quiet_at = Instant::now();
+    let mut last = Vec::new();
+    while healed_at.elapsed() < CONVERGE_BOUND {
+        let mut states = Vec::new();
+        for endpoint in endpoints {
+            let state = client
+                .status_with(endpoint, true)
+                .await
+                .map(|status| (status.applied_index, status.state_hash));
+            states.push(state.ok());
+        }
+        let first = states[0];
+        if first.is_some() && states.iter().all(|state| *state == first) {
+            let after = quiet_at.elapsed();
+            shared.trace(
+                "converged",
+                json!({"applied_index": first.map(|s| s.0),
+                       "after_heal_ms": healed_at.elapsed().as_millis() as u64,
+                       "after_clients_stopped_ms": after.as_millis() as u64}),
+            );
+            return Ok(after);
+        }
+        last = states;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "replicas did not converge within {} s of the heal; last (applied index, state hash) per node: {last:?}",
+        CONVERGE_BOUND.as_secs()
+    ))
+}
+
+/// A problem for every client that completed no operation within `SERVE_BOUND` of the heal,
+/// and the time until the last one was served (None if one was not).
+pub(super) fn service(shared: &Shared) -> (Vec<String>, Option<Duration>) {
+    let served: BTreeMap<u64, Duration> = shared.served.lock().expect("not poisoned").clone();
+    let clients = shared.options.clients;
+    let problems = (1..=clients)
+        .filter(|process| !served.contains_key(process))
+        .map(|process| {
+            format!(
+                "client {process} completed no operation within {} s of the heal",
+                SERVE_BOUND.as_secs()
+            )
+        })
+        .collect();
+    let served_after = (served.len() == clients as usize)
+        .then(|| served.values().max().copied())
+        .flatten();
+    (problems, served_after)
+}

@@ -1,0 +1,76 @@
+//! A simulated node: the real paxkv server on its own address, with a clock drawn at every
+//! start, stopping (as a real one exits) when its disk fails a sync.
+
+use super::*;
+
+pub(super) fn node_ip(index: usize) -> IpAddr {
+    format!("fd00::{}", index + 1)
+        .parse()
+        .expect("a valid IPv6 address")
+}
+
+/// Creates node `index` (its first start and every restart run the same init).
+pub(super) fn start_sim_node(
+    handle: &Handle,
+    index: usize,
+    peers: &BTreeMap<NodeId, SocketAddr>,
+    storage: &SimStorage,
+    shared: &Arc<Shared>,
+) -> NodeHandle {
+    let (storage, peers, shared) = (storage.clone(), peers.clone(), shared.clone());
+    let seed = thread_rng().gen::<u64>();
+    handle
+        .create_node()
+        .name(format!("node-{}", index + 1))
+        .ip(node_ip(index))
+        .init(move || {
+            let (storage, peers, shared) = (storage.clone(), peers.clone(), shared.clone());
+            async move {
+                // Every start draws a new clock, within the ranges the seed drew (at most
+                // minutes apart, drifting up to the bound the replicas assume).
+                let (offset_ms, drift_ppm) = {
+                    let options = &shared.options;
+                    let drift_ppm_max = options.clock_drift_ppm_max;
+                    let mut rng = thread_rng();
+                    (
+                        rng.gen_range(0..=options.clock_offset_ms_max),
+                        rng.gen_range(-drift_ppm_max..=drift_ppm_max),
+                    )
+                };
+                shared.trace(
+                    "node_start",
+                    json!({"node": index + 1, "clock_offset_ms": offset_ms, "drift_ppm": drift_ppm}),
+                );
+                let config = NodeConfig {
+                    id: NodeId(index as u64 + 1),
+                    client_addr: SocketAddr::new(node_ip(index), CLIENT_PORT),
+                    peer_addr: SocketAddr::new(node_ip(index), PEER_PORT),
+                    peers,
+                    data_dir: format!("sim/node-{}", index + 1).into(),
+                    secret: ClusterSecret::new(SECRET).expect("a long enough secret"),
+                    allow_unauthenticated_clients: false,
+                    election_timeout_ms: ELECTION_TIMEOUT_MS,
+                    heartbeat_interval_ms: 50,
+                    snapshot_entries_threshold: 200,
+                    snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
+                    sessions_max: shared.options.sessions_max,
+                    seed: Some(seed),
+                };
+                let (stop, shutdown) = paxkv_server::shutdown::channel();
+                let clock = NodeClock::skewed(offset_ms, drift_ppm);
+                let running = start_node(config, Box::new(storage), clock, shutdown)
+                    .await
+                    .expect("a simulated node starts");
+                if let Ok(Err(error)) = running.node.await {
+                    // A real node exits here; the nemesis restarts it like a crashed one.
+                    shared.trace(
+                        "node_stopped",
+                        json!({"node": index + 1, "error": error.to_string()}),
+                    );
+                    stop.stop();
+                    shared.stopped.lock().expect("not poisoned").insert(index);
+                }
+            }
+        })
+        .build()
+}
