@@ -44,10 +44,13 @@ pub enum Fault {
     CrashLagging,
     /// A node crashes, restarts and crashes again while catching up.
     Flap,
+    /// The followers a commit needs have slow disks and lose what they had not synced in a
+    /// crash; then the leader crashes too.
+    LoseUnsyncedAcknowledgements,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 18] = [
+    pub const ALL: [Fault; 19] = [
         Fault::OneWayLink,
         Fault::LinkRestored,
         Fault::Split,
@@ -66,6 +69,7 @@ impl Fault {
         Fault::SickLeader,
         Fault::CrashLagging,
         Fault::Flap,
+        Fault::LoseUnsyncedAcknowledgements,
     ];
 
     /// The move's weight in a seed that makes it, before the seed's emphasis. The sick leader
@@ -76,10 +80,12 @@ impl Fault {
     pub fn base_weight(self) -> u32 {
         match self {
             Fault::OneWayLink | Fault::LinkRestored | Fault::NetworkHealed => 10,
-            Fault::Crash | Fault::Restart | Fault::PowerCut | Fault::SickLeader => 10,
+            Fault::Crash | Fault::Restart | Fault::PowerCut => 10,
+            Fault::SickLeader => 16,
             Fault::Split | Fault::Weather | Fault::SlowDisk | Fault::Pause => 8,
             Fault::LeaderWithoutQuorum | Fault::Chain | Fault::CrashLagging => 5,
             Fault::CutFromLeader | Fault::DiskFault | Fault::Flap => 4,
+            Fault::LoseUnsyncedAcknowledgements => 4,
             Fault::LeaseOutlivingReach => 3,
         }
     }
@@ -115,6 +121,7 @@ impl Fault {
             Fault::SickLeader => "sick_leader",
             Fault::CrashLagging => "crash_lagging",
             Fault::Flap => "flap",
+            Fault::LoseUnsyncedAcknowledgements => "lose_unsynced_acknowledgements",
         }
     }
 }
@@ -247,6 +254,46 @@ impl Nemesis<'_> {
         );
     }
 
+    /// The schedule that shows an acknowledgement given before the sync that backs it: the
+    /// followers a commit needs get slow disks (so what they accepted stays unsynced for
+    /// seconds) and the others are cut from the leader (so only the slow ones can acknowledge);
+    /// after a while of client writes the slow followers crash, losing what they had not
+    /// synced, and start again, and then the leader crashes. The survivors then hold exactly
+    /// what a quorum durably held: anything committed beyond that was acknowledged unsynced.
+    async fn lose_unsynced_acknowledgements(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        let count = self.nodes.len();
+        let (acking, slow_ms, writing_ms) = {
+            let mut rng = thread_rng();
+            let mut followers: Vec<usize> = (0..count).filter(|i| *i != leader).collect();
+            for i in (1..followers.len()).rev() {
+                followers.swap(i, rng.gen_range(0..=i));
+            }
+            followers.truncate(count / 2);
+            let slow_ms = rng.gen_range(1000..4000u64);
+            (followers, slow_ms, rng.gen_range(100..slow_ms / 2))
+        };
+        for follower in &acking {
+            self.storages[*follower].slow_down(Duration::from_millis(slow_ms));
+        }
+        for other in (0..count).filter(|i| *i != leader && !acking.contains(i)) {
+            self.clog_both(leader, other);
+        }
+        self.shared.trace(
+            "lose_unsynced_acknowledgements",
+            json!({"leader": leader + 1, "slow": self.ids(&acking), "slow_disk_ms": slow_ms}),
+        );
+        tokio::time::sleep(Duration::from_millis(writing_ms)).await;
+        for follower in acking {
+            self.crash(follower, false);
+            self.restart(follower);
+        }
+        // The cut stays until a later move heals it: the stream to a cut follower holds what
+        // the leader sent, and delivered now it would hand the survivors what only the crashed
+        // nodes had acknowledged. Once they elected a leader of their own, it arrives too late.
+        self.crash(leader, false);
+    }
+
     /// A node that crashes, comes back, and crashes again while it catches up (a crash loop):
     /// the second crash often lands in the middle of a snapshot transfer to it.
     async fn flap(&mut self, node: usize) {
@@ -373,6 +420,9 @@ impl Nemesis<'_> {
                 }
             }
             Fault::Flap if down < may_crash && !self.down[a] => self.flap(a).await,
+            Fault::LoseUnsyncedAcknowledgements if down == 0 => {
+                self.lose_unsynced_acknowledgements().await
+            }
             _ => {}
         }
     }

@@ -57,11 +57,16 @@ pub struct SimOptions {
     /// Each client process (in 70% of seeds) knows one node only (as an application configured with one
     /// address does), so it keeps asking a deposed leader that still believes it leads.
     pub pinned_clients: bool,
+    /// The first this many client processes only read, linearizably (as a dashboard does):
+    /// a deposed leader that still answers is asked again and again, never held up by a
+    /// write of the same process that waits for a quorum it no longer has.
+    pub reader_clients: u64,
     /// Bytes per snapshot chunk: small chunks make even a small state travel in many, so a
     /// crash lands in the middle of a transfer.
     pub snapshot_chunk_bytes: usize,
-    /// Client sessions the nodes keep: a few, fewer than the clients, make the state machine
-    /// forget sessions all the time (a write must then be refused, never applied as new).
+    /// Client sessions the nodes keep: 1 to 3 in 40% of the seeds, fewer than the clients that
+    /// write (at least two: readers never open a session), so the state machine forgets
+    /// sessions all the time (a write must then be refused, never applied as new).
     pub sessions_max: usize,
 }
 
@@ -135,7 +140,7 @@ impl SimOptions {
         let fast_disks = rng.gen_bool(0.3);
         let pinned_clients = rng.gen_bool(0.7);
         let sessions_max = if rng.gen_bool(0.4) {
-            rng.gen_range(2..=6)
+            rng.gen_range(1..=3)
         } else {
             paxkv_core::kv::SESSIONS_MAX
         };
@@ -145,6 +150,7 @@ impl SimOptions {
         } else {
             paxkv_core::SNAPSHOT_CHUNK_BYTES
         };
+        let reader_clients = rng.gen_range(0..=2);
         SimOptions {
             seed,
             nodes,
@@ -158,6 +164,7 @@ impl SimOptions {
             shared_keys,
             value_bytes_max,
             pinned_clients,
+            reader_clients,
             snapshot_chunk_bytes,
             sessions_max,
         }
@@ -186,6 +193,7 @@ impl SimOptions {
                "fault_interval_ms": [FAULT_INTERVAL_MS_MIN, self.fault_interval_ms_max],
                "operation_weights": operations, "shared_keys": self.shared_keys,
                "value_bytes_max": self.value_bytes_max, "pinned_clients": self.pinned_clients,
+               "reader_clients": self.reader_clients,
                "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
                "sessions_max": self.sessions_max})
     }

@@ -147,6 +147,9 @@ fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
     let shared_key = format!("k{}", rng.gen_range(0..options.shared_keys));
     let kind = pick_weighted(&options.operation_weights, &mut rng)
         .expect("every seed asks puts and linearizable gets");
+    if state.process <= options.reader_clients {
+        return planned_get(&shared_key, Consistency::Linearizable);
+    }
     match kind {
         OperationKind::Put => {
             let ttl_ms = rng.gen_bool(0.25).then(|| rng.gen_range(300..3000u64));
