@@ -7,15 +7,20 @@ use crate::types::NodeId;
 /// The voters whose agreement counts now. Today that is every member of the one configuration;
 /// a membership change in flight would make it the majorities of two configurations, and every
 /// question below would be asked of both.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Quorum<'members> {
-    voters: &'members [NodeId],
+///
+/// It owns its voters (a handful of ids), so it can be asked while the leader's state is
+/// borrowed for changing.
+#[derive(Debug, Clone)]
+pub(crate) struct Quorum {
+    voters: Vec<NodeId>,
 }
 
-impl<'members> Quorum<'members> {
-    pub(crate) fn of(voters: &'members [NodeId]) -> Quorum<'members> {
+impl Quorum {
+    pub(crate) fn of(voters: &[NodeId]) -> Quorum {
         assert!(!voters.is_empty(), "a configuration has at least one voter");
-        Quorum { voters }
+        Quorum {
+            voters: voters.to_vec(),
+        }
     }
 
     /// How many voters make a majority.

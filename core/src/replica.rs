@@ -243,7 +243,7 @@ impl Replica {
     }
 
     /// Which acceptors make a quorum now: the one thing every count of votes asks.
-    pub(crate) fn quorum(&self) -> Quorum<'_> {
+    pub(crate) fn quorum(&self) -> Quorum {
         Quorum::of(&self.members)
     }
 

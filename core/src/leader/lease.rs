@@ -111,7 +111,7 @@ impl Replica {
     /// lease duration, and confirms reads that waited for such a round.
     fn update_lease(&mut self) {
         let lease_duration_ms = self.config.lease_duration_ms();
-        let quorum = Quorum::of(&self.members);
+        let quorum = self.quorum();
         let Some(leader) = self.role.leader_mut() else {
             return;
         };

@@ -3,7 +3,6 @@
 
 use paxkv_proto::peer::{peer_message::Body, Accept, AcceptReject, Accepted, Ballot};
 
-use crate::quorum::Quorum;
 use crate::replica::Replica;
 use crate::types::{NodeId, Time};
 use crate::{ACCEPT_BATCH_BYTES_MAX, ACCEPT_BATCH_ENTRIES_MAX, PIPELINE_ENTRIES_MAX};
@@ -172,7 +171,7 @@ impl Replica {
             return;
         };
         let own_durable = self.log.stable_last();
-        let candidate = Quorum::of(&self.members).agreed_value(|node| {
+        let candidate = self.quorum().agreed_value(|node| {
             if node == self.id {
                 own_durable
             } else {
