@@ -14,6 +14,7 @@ mod follower;
 pub mod kv;
 mod leader;
 mod log;
+pub mod membership;
 pub mod planted;
 mod quorum;
 mod reads;

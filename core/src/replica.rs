@@ -658,6 +658,7 @@ impl Replica {
         debug_assert!(!self.members.is_empty());
         Configuration {
             members: self.members.iter().map(|member| member.0).collect(),
+            ..Configuration::default()
         }
     }
 

@@ -1,0 +1,337 @@
+//! The rules of membership change, apart from the replica (as etcd's `confchange` is): which
+//! change may follow a configuration, and what configuration it makes. A change adds one
+//! learner, promotes one learner to voter, or removes one member, so two configurations in a
+//! row differ by at most one voter and any majority of one meets any majority of the other.
+//!
+//! Not wired into the replica yet: the protocol that carries a change through the log (a change
+//! entry, counted jointly with the configuration before it, and a candidate counting its
+//! promises against the newest configuration in the most advanced promised log) comes next.
+
+use paxkv_proto::peer::Configuration;
+
+use crate::types::NodeId;
+
+/// Voters a configuration may have at most: 7 tolerate 3 failures, and every write waits for
+/// a majority of them.
+pub const VOTERS_MAX: usize = 7;
+
+/// A learner may be promoted only when its log is at most this many entries behind the
+/// leader's commit (one Accept batch): a voter far behind would hold up every commit that
+/// needs it.
+pub const PROMOTION_LAG_ENTRIES_MAX: u64 = crate::ACCEPT_BATCH_ENTRIES_MAX as u64;
+
+/// One change of membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A new node joins without a vote and starts receiving the log.
+    AddLearner(NodeId),
+    /// A learner that has caught up becomes a voter.
+    Promote(NodeId),
+    /// A voter or learner leaves; its id is never used again.
+    Remove(NodeId),
+}
+
+/// Why a change was refused. The messages say what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeRefused {
+    #[error("node id 0 is reserved for \"nobody\"")]
+    NodeIdZero,
+    #[error("{0} is already a member; remove it first to add it again under a new id")]
+    AlreadyMember(NodeId),
+    #[error("{0} was removed before and its id is retired; add the node under a new id")]
+    Retired(NodeId),
+    #[error("{0} is not a learner; add it as a learner first, then promote it")]
+    NotALearner(NodeId),
+    #[error("{0} is not a member")]
+    NotAMember(NodeId),
+    #[error("the cluster already has {VOTERS_MAX} voters, the most it may have")]
+    TooManyVoters,
+    #[error("{0} is the last voter; a cluster needs at least one")]
+    LastVoter(NodeId),
+    #[error(
+        "{learner} is {lag_entries} entries behind the commit point; a learner is promoted \
+         within {PROMOTION_LAG_ENTRIES_MAX} of it; retry once it has caught up"
+    )]
+    LearnerBehind { learner: NodeId, lag_entries: u64 },
+    #[error(
+        "after this change {answering} of its {voters} voters answer, and a quorum is {quorum}: \
+         the cluster would stop; bring members back or replace them first"
+    )]
+    WouldLoseQuorum {
+        answering: usize,
+        voters: usize,
+        quorum: usize,
+    },
+}
+
+fn ids(list: &[u64]) -> impl Iterator<Item = NodeId> + '_ {
+    list.iter().map(|id| NodeId(*id))
+}
+
+/// The voters of a configuration.
+pub fn voters(configuration: &Configuration) -> Vec<NodeId> {
+    ids(&configuration.members).collect()
+}
+
+/// The learners of a configuration.
+pub fn learners(configuration: &Configuration) -> Vec<NodeId> {
+    ids(&configuration.learners).collect()
+}
+
+fn is_member(configuration: &Configuration, node: NodeId) -> bool {
+    configuration.members.contains(&node.0) || configuration.learners.contains(&node.0)
+}
+
+/// The configuration `change` makes of `current`, or why it may not follow it.
+pub fn apply_change(
+    current: &Configuration,
+    change: MembershipChange,
+) -> Result<Configuration, ChangeRefused> {
+    let mut next = current.clone();
+    match change {
+        MembershipChange::AddLearner(node) => {
+            if node.0 == 0 {
+                return Err(ChangeRefused::NodeIdZero);
+            }
+            if is_member(current, node) {
+                return Err(ChangeRefused::AlreadyMember(node));
+            }
+            if current.retired.contains(&node.0) {
+                return Err(ChangeRefused::Retired(node));
+            }
+            next.learners.push(node.0);
+        }
+        MembershipChange::Promote(node) => {
+            if !current.learners.contains(&node.0) {
+                return Err(ChangeRefused::NotALearner(node));
+            }
+            if current.members.len() >= VOTERS_MAX {
+                return Err(ChangeRefused::TooManyVoters);
+            }
+            next.learners.retain(|id| *id != node.0);
+            next.members.push(node.0);
+        }
+        MembershipChange::Remove(node) => {
+            if !is_member(current, node) {
+                return Err(ChangeRefused::NotAMember(node));
+            }
+            if current.members == [node.0] {
+                return Err(ChangeRefused::LastVoter(node));
+            }
+            next.members.retain(|id| *id != node.0);
+            next.learners.retain(|id| *id != node.0);
+            next.retired.push(node.0);
+        }
+    }
+    next.members.sort_unstable();
+    next.learners.sort_unstable();
+    next.retired.sort_unstable();
+    Ok(next)
+}
+
+/// A promotion waits until the learner's durable log is within `PROMOTION_LAG_ENTRIES_MAX` of
+/// the leader's commit point.
+pub fn check_caught_up(
+    learner: NodeId,
+    match_index: u64,
+    commit_index: u64,
+) -> Result<(), ChangeRefused> {
+    let lag_entries = commit_index.saturating_sub(match_index);
+    if lag_entries > PROMOTION_LAG_ENTRIES_MAX {
+        return Err(ChangeRefused::LearnerBehind {
+            learner,
+            lag_entries,
+        });
+    }
+    Ok(())
+}
+
+/// A change must leave a quorum of the next configuration's voters answering (`answering`
+/// says which nodes the leader heard from lately, itself included): removing a live voter
+/// while others are down must not stop the cluster.
+pub fn check_live_quorum(
+    next: &Configuration,
+    answering: impl Fn(NodeId) -> bool,
+) -> Result<(), ChangeRefused> {
+    let voters = voters(next);
+    let live = voters.iter().filter(|voter| answering(**voter)).count();
+    let quorum = voters.len() / 2 + 1;
+    if live < quorum {
+        return Err(ChangeRefused::WouldLoseQuorum {
+            answering: live,
+            voters: voters.len(),
+            quorum,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MembershipChange::{AddLearner, Promote, Remove};
+
+    fn configuration(voters: &[u64]) -> Configuration {
+        Configuration {
+            members: voters.to_vec(),
+            ..Configuration::default()
+        }
+    }
+
+    /// Runs `changes` from `start` and returns the last configuration, or the first refusal
+    /// with the index of the change that met it.
+    fn run(
+        start: &Configuration,
+        changes: &[MembershipChange],
+    ) -> Result<Configuration, (usize, ChangeRefused)> {
+        changes
+            .iter()
+            .enumerate()
+            .try_fold(start.clone(), |current, (step, change)| {
+                apply_change(&current, *change).map_err(|refusal| (step, refusal))
+            })
+    }
+
+    #[test]
+    fn change_sequences_give_the_configurations_the_rules_say() {
+        let n = NodeId;
+        let three = configuration(&[1, 2, 3]);
+        // (changes, voters after, learners after, retired after)
+        type Case = (Vec<MembershipChange>, Vec<u64>, Vec<u64>, Vec<u64>);
+        let accepted: Vec<Case> = vec![
+            (vec![AddLearner(n(4))], vec![1, 2, 3], vec![4], vec![]),
+            (
+                vec![AddLearner(n(4)), Promote(n(4))],
+                vec![1, 2, 3, 4],
+                vec![],
+                vec![],
+            ),
+            // Replace a dead voter: add, promote, remove.
+            (
+                vec![AddLearner(n(4)), Promote(n(4)), Remove(n(2))],
+                vec![1, 3, 4],
+                vec![],
+                vec![2],
+            ),
+            // A learner can leave before it is promoted.
+            (
+                vec![AddLearner(n(9)), Remove(n(9))],
+                vec![1, 2, 3],
+                vec![],
+                vec![9],
+            ),
+            // Shrink to one voter.
+            (
+                vec![Remove(n(3)), Remove(n(2))],
+                vec![1],
+                vec![],
+                vec![2, 3],
+            ),
+        ];
+        for (changes, voters, learners, retired) in accepted {
+            let end = run(&three, &changes).unwrap_or_else(|refusal| {
+                panic!("{changes:?} was refused: {refusal:?}");
+            });
+            assert_eq!(
+                (end.members, end.learners, end.retired),
+                (voters, learners, retired),
+                "{changes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_that_break_a_rule_are_refused_with_the_reason() {
+        let n = NodeId;
+        let three = configuration(&[1, 2, 3]);
+        let refused: Vec<(Vec<MembershipChange>, usize, ChangeRefused)> = vec![
+            (vec![AddLearner(n(0))], 0, ChangeRefused::NodeIdZero),
+            (
+                vec![AddLearner(n(2))],
+                0,
+                ChangeRefused::AlreadyMember(n(2)),
+            ),
+            (vec![Promote(n(4))], 0, ChangeRefused::NotALearner(n(4))),
+            (vec![Promote(n(2))], 0, ChangeRefused::NotALearner(n(2))),
+            (vec![Remove(n(4))], 0, ChangeRefused::NotAMember(n(4))),
+            // A removed id never comes back.
+            (
+                vec![Remove(n(3)), AddLearner(n(3))],
+                1,
+                ChangeRefused::Retired(n(3)),
+            ),
+            (
+                vec![Remove(n(3)), Remove(n(2)), Remove(n(1))],
+                2,
+                ChangeRefused::LastVoter(n(1)),
+            ),
+        ];
+        for (changes, step, refusal) in refused {
+            assert_eq!(run(&three, &changes), Err((step, refusal)), "{changes:?}");
+        }
+        let seven = configuration(&[1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(
+            run(&seven, &[AddLearner(n(8)), Promote(n(8))]),
+            Err((1, ChangeRefused::TooManyVoters))
+        );
+    }
+
+    #[test]
+    fn two_configurations_in_a_row_differ_by_at_most_one_voter() {
+        let n = NodeId;
+        let mut current = configuration(&[1, 2, 3]);
+        let changes = [
+            AddLearner(n(4)),
+            Promote(n(4)),
+            AddLearner(n(5)),
+            Promote(n(5)),
+            Remove(n(1)),
+            Remove(n(2)),
+            AddLearner(n(6)),
+            Remove(n(6)),
+        ];
+        for change in changes {
+            let next = apply_change(&current, change).unwrap();
+            let differ = current
+                .members
+                .iter()
+                .filter(|id| !next.members.contains(id))
+                .count()
+                + next
+                    .members
+                    .iter()
+                    .filter(|id| !current.members.contains(id))
+                    .count();
+            assert!(differ <= 1, "{change:?} changed {differ} voters");
+            current = next;
+        }
+    }
+
+    #[test]
+    fn a_promotion_waits_for_the_learner_and_a_removal_for_a_live_quorum() {
+        let learner = NodeId(4);
+        assert!(check_caught_up(learner, 1000, 1000 + PROMOTION_LAG_ENTRIES_MAX).is_ok());
+        assert_eq!(
+            check_caught_up(learner, 10, 1000),
+            Err(ChangeRefused::LearnerBehind {
+                learner,
+                lag_entries: 990
+            })
+        );
+        // Voters 1, 2, 3 with 3 down: removing 2 leaves {1, 3} with one answering.
+        let next = apply_change(&configuration(&[1, 2, 3]), Remove(NodeId(2))).unwrap();
+        let refusal = check_live_quorum(&next, |node| node != NodeId(3)).unwrap_err();
+        assert_eq!(
+            refusal,
+            ChangeRefused::WouldLoseQuorum {
+                answering: 1,
+                voters: 2,
+                quorum: 2
+            }
+        );
+        assert!(refusal.to_string().contains("would stop"), "{refusal}");
+        // Removing the dead one instead keeps two of two answering.
+        let next = apply_change(&configuration(&[1, 2, 3]), Remove(NodeId(3))).unwrap();
+        assert!(check_live_quorum(&next, |node| node != NodeId(3)).is_ok());
+    }
+}
