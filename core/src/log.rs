@@ -5,8 +5,9 @@
 //! with these entries"; once the caller has synced that, `mark_stable` moves the durable mark.
 //! Only one hand-out is outstanding at a time (the replica asserts it).
 
-use paxkv_proto::peer::{Ballot, LogEntry, SnapshotMeta};
+use paxkv_proto::peer::{entry::Kind, Ballot, Configuration, LogEntry, SnapshotMeta};
 
+use crate::membership::ConfigHistory;
 use crate::types::ballot_or_zero;
 
 /// A suffix of the log the caller must persist: drop every durable entry at `from_index` or
@@ -29,11 +30,27 @@ pub struct Log {
     in_flight_last: Option<u64>,
     /// Every index up to this one is durable as it is in memory.
     stable_last: u64,
+    /// The configuration at the snapshot point and the change entries after it.
+    configs: ConfigHistory,
+}
+
+/// The configuration a change entry brings in, if it is one.
+fn config_change(entry: &LogEntry) -> Option<&Configuration> {
+    match entry.entry.as_ref()?.kind.as_ref()? {
+        Kind::ConfigChange(change) => change.next.as_ref(),
+        Kind::Noop(_) | Kind::Command(_) => None,
+    }
 }
 
 impl Log {
-    /// A log recovered from durable state: everything in it is already stable.
-    pub fn recovered(snapshot_index: u64, snapshot_ballot: Ballot, entries: Vec<LogEntry>) -> Log {
+    /// A log recovered from durable state: everything in it is already stable. `base` is the
+    /// configuration in force at the snapshot point (or from the start).
+    pub fn recovered(
+        snapshot_index: u64,
+        snapshot_ballot: Ballot,
+        base: Configuration,
+        entries: Vec<LogEntry>,
+    ) -> Log {
         for (offset, entry) in entries.iter().enumerate() {
             assert_eq!(
                 entry.index,
@@ -42,6 +59,12 @@ impl Log {
             );
         }
         let last = snapshot_index + entries.len() as u64;
+        let mut configs = ConfigHistory::new(snapshot_index, base);
+        for entry in &entries {
+            if let Some(next) = config_change(entry) {
+                configs.appended(entry.index, next.clone());
+            }
+        }
         Log {
             snapshot_index,
             snapshot_ballot,
@@ -49,7 +72,13 @@ impl Log {
             dirty_from: None,
             in_flight_last: None,
             stable_last: last,
+            configs,
         }
+    }
+
+    /// The configurations of this log (see `membership`).
+    pub(crate) fn configs(&self) -> &ConfigHistory {
+        &self.configs
     }
 
     pub fn snapshot_index(&self) -> u64 {
@@ -114,6 +143,9 @@ impl Log {
             "log appends must be contiguous"
         );
         self.mark_dirty(entry.index);
+        if let Some(next) = config_change(&entry) {
+            self.configs.appended(entry.index, next.clone());
+        }
         self.entries.push(entry);
     }
 
@@ -132,6 +164,7 @@ impl Log {
         }
         self.entries
             .truncate((index - self.snapshot_index - 1) as usize);
+        self.configs.truncated_from(index);
         self.mark_dirty(index);
         self.stable_last = self.stable_last.min(index - 1);
         if let Some(last) = self.in_flight_last.as_mut() {
@@ -170,6 +203,7 @@ impl Log {
         self.dirty_from = None;
         self.in_flight_last = None;
         self.stable_last = meta.index;
+        self.configs.reset(meta.index, meta.configuration.clone());
     }
 
     /// Forgets entries up to `index` (inclusive), which a durable snapshot now covers.
@@ -186,6 +220,7 @@ impl Log {
         self.entries.drain(..drop_count);
         self.snapshot_index = index;
         self.snapshot_ballot = ballot;
+        self.configs.compacted_to(index);
     }
 }
 
@@ -203,7 +238,7 @@ mod tests {
 
     #[test]
     fn hand_out_covers_appends_then_truncation_rewrites_from_the_conflict() {
-        let mut log = Log::recovered(0, Ballot::ZERO, vec![]);
+        let mut log = Log::recovered(0, Ballot::ZERO, Configuration::default(), vec![]);
         log.append(entry(1, 1));
         log.append(entry(2, 1));
         let write = log.take_unstable().unwrap();
@@ -225,7 +260,7 @@ mod tests {
 
     #[test]
     fn truncation_while_a_hand_out_is_in_flight_does_not_count_the_dropped_part_as_stable() {
-        let mut log = Log::recovered(0, Ballot::ZERO, vec![]);
+        let mut log = Log::recovered(0, Ballot::ZERO, Configuration::default(), vec![]);
         for index in 1..=3 {
             log.append(entry(index, 1));
         }
@@ -243,7 +278,12 @@ mod tests {
 
     #[test]
     fn compaction_keeps_ballot_of_the_snapshot_point() {
-        let mut log = Log::recovered(0, Ballot::ZERO, (1..=5).map(|i| entry(i, i)).collect());
+        let mut log = Log::recovered(
+            0,
+            Ballot::ZERO,
+            Configuration::default(),
+            (1..=5).map(|i| entry(i, i)).collect(),
+        );
         log.compact_to(3);
         assert_eq!(log.first_index(), 4);
         assert_eq!(log.ballot_at(3), Some(Ballot::new(3, 1)));

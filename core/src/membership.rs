@@ -3,9 +3,13 @@
 //! learner, promotes one learner to voter, or removes one member, so two configurations in a
 //! row differ by at most one voter and any majority of one meets any majority of the other.
 //!
-//! Not wired into the replica yet: the protocol that carries a change through the log (a change
-//! entry, counted jointly with the configuration before it, and a candidate counting its
-//! promises against the newest configuration in the most advanced promised log) comes next.
+//! The log keeps a [`ConfigHistory`] of the change entries it holds, and every count of votes
+//! asks the configurations active at the commit point (the one in force there and every change
+//! after it, jointly). Not done yet: proposing a change (no entry is ever appended today), and
+//! the election rule a change needs (a candidate counts its promises against the
+//! configurations of the most advanced promised log, not only its own).
+
+use std::collections::BTreeMap;
 
 use paxkv_proto::peer::Configuration;
 
@@ -78,7 +82,8 @@ pub fn learners(configuration: &Configuration) -> Vec<NodeId> {
     ids(&configuration.learners).collect()
 }
 
-fn is_member(configuration: &Configuration, node: NodeId) -> bool {
+/// Whether `node` is a voter or a learner of `configuration`.
+pub fn is_member(configuration: &Configuration, node: NodeId) -> bool {
     configuration.members.contains(&node.0) || configuration.learners.contains(&node.0)
 }
 
@@ -164,6 +169,86 @@ pub fn check_live_quorum(
         });
     }
     Ok(())
+}
+
+/// The configurations a log holds: the one in force at its snapshot point (or from the start)
+/// and one per change entry after it, by index. The log keeps it in step with its entries, so
+/// the configuration in force at any index is the newest change at or before it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigHistory {
+    /// Never empty: the first is the base (snapshot point, or 0 for a log from the start).
+    by_index: BTreeMap<u64, Configuration>,
+}
+
+impl ConfigHistory {
+    pub(crate) fn new(base_index: u64, base: Configuration) -> ConfigHistory {
+        ConfigHistory {
+            by_index: BTreeMap::from([(base_index, base)]),
+        }
+    }
+
+    /// The configuration in force at `index`.
+    pub(crate) fn at(&self, index: u64) -> &Configuration {
+        self.by_index
+            .range(..=index)
+            .next_back()
+            .or_else(|| self.by_index.first_key_value())
+            .map(|(_, configuration)| configuration)
+            .expect("a history is never empty")
+    }
+
+    /// The newest configuration in the log, committed or not.
+    pub(crate) fn newest(&self) -> &Configuration {
+        self.by_index
+            .last_key_value()
+            .map(|(_, configuration)| configuration)
+            .expect("a history is never empty")
+    }
+
+    /// The configurations every count of votes must satisfy at commit point `commit_index`:
+    /// the one in force there and every change after it (each takes effect when appended).
+    pub(crate) fn active(&self, commit_index: u64) -> Vec<&Configuration> {
+        let mut active = vec![self.at(commit_index)];
+        active.extend(
+            self.by_index
+                .range(commit_index + 1..)
+                .map(|(_, configuration)| configuration),
+        );
+        active
+    }
+
+    /// A change entry was appended at `index`.
+    pub(crate) fn appended(&mut self, index: u64, next: Configuration) {
+        assert!(
+            self.by_index
+                .last_key_value()
+                .is_some_and(|(last, _)| *last < index),
+            "changes are appended in log order"
+        );
+        self.by_index.insert(index, next);
+    }
+
+    /// The log from `index` on was dropped: so are its changes (never the base).
+    pub(crate) fn truncated_from(&mut self, index: u64) {
+        let base = *self.by_index.keys().next().expect("never empty");
+        self.by_index.retain(|at, _| *at < index || *at == base);
+    }
+
+    /// The log up to `index` was compacted: the configuration in force there becomes the base.
+    pub(crate) fn compacted_to(&mut self, index: u64) {
+        let base = self.at(index).clone();
+        self.by_index.retain(|at, _| *at > index);
+        self.by_index.insert(index, base);
+    }
+
+    /// The whole log was replaced by a snapshot at `index`, taken with `configuration` in force
+    /// (none: an older snapshot without one, and the newest configuration stays in force).
+    pub(crate) fn reset(&mut self, index: u64, configuration: Option<Configuration>) {
+        let base = configuration
+            .filter(|configuration| !configuration.members.is_empty())
+            .unwrap_or_else(|| self.newest().clone());
+        self.by_index = BTreeMap::from([(index, base)]);
+    }
 }
 
 #[cfg(test)]
@@ -333,5 +418,34 @@ mod tests {
         // Removing the dead one instead keeps two of two answering.
         let next = apply_change(&configuration(&[1, 2, 3]), Remove(NodeId(3))).unwrap();
         assert!(check_live_quorum(&next, |node| node != NodeId(3)).is_ok());
+    }
+
+    #[test]
+    fn the_history_follows_appends_truncations_compactions_and_snapshots() {
+        let mut history = ConfigHistory::new(0, configuration(&[1, 2, 3]));
+        history.appended(5, configuration(&[1, 2, 3, 4]));
+        history.appended(9, configuration(&[1, 3, 4]));
+        assert_eq!(history.at(4).members, vec![1, 2, 3]);
+        assert_eq!(history.at(5).members, vec![1, 2, 3, 4]);
+        assert_eq!(history.newest().members, vec![1, 3, 4]);
+        let members = |active: Vec<&Configuration>| -> Vec<Vec<u64>> {
+            active.iter().map(|c| c.members.clone()).collect()
+        };
+        assert_eq!(
+            members(history.active(6)),
+            vec![vec![1, 2, 3, 4], vec![1, 3, 4]],
+            "a change after the commit point counts jointly with the one in force"
+        );
+        assert_eq!(members(history.active(9)), vec![vec![1, 3, 4]]);
+        history.truncated_from(9);
+        assert_eq!(history.newest().members, vec![1, 2, 3, 4]);
+        history.compacted_to(7);
+        assert_eq!(history.at(7).members, vec![1, 2, 3, 4]);
+        history.truncated_from(8);
+        assert_eq!(history.newest().members, vec![1, 2, 3, 4], "the base stays");
+        history.reset(20, Some(configuration(&[2, 3])));
+        assert_eq!(history.at(25).members, vec![2, 3]);
+        history.reset(30, None);
+        assert_eq!(history.at(30).members, vec![2, 3]);
     }
 }

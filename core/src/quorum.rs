@@ -4,46 +4,63 @@
 
 use crate::types::NodeId;
 
-/// The voters whose agreement counts now. Today that is every member of the one configuration;
-/// a membership change in flight would make it the majorities of two configurations, and every
-/// question below would be asked of both.
+/// The voters whose agreement counts now: a majority of every voter set given. One set while
+/// the configuration is settled; two while a change is uncommitted (the configuration before
+/// it and the one it brings in), so that any quorum meets every quorum of either.
 ///
 /// It owns its voters (a handful of ids), so it can be asked while the leader's state is
 /// borrowed for changing.
 #[derive(Debug, Clone)]
 pub(crate) struct Quorum {
-    voters: Vec<NodeId>,
+    voter_sets: Vec<Vec<NodeId>>,
 }
 
 impl Quorum {
+    /// A majority of `voters`.
+    #[cfg(test)]
     pub(crate) fn of(voters: &[NodeId]) -> Quorum {
-        assert!(!voters.is_empty(), "a configuration has at least one voter");
-        Quorum {
-            voters: voters.to_vec(),
-        }
+        Quorum::joint([voters.to_vec()])
     }
 
-    /// How many voters make a majority.
-    fn size(&self) -> usize {
+    /// A majority of each of `voter_sets`.
+    pub(crate) fn joint(voter_sets: impl IntoIterator<Item = Vec<NodeId>>) -> Quorum {
+        let voter_sets: Vec<Vec<NodeId>> = voter_sets.into_iter().collect();
+        assert!(
+            !voter_sets.is_empty() && voter_sets.iter().all(|voters| !voters.is_empty()),
+            "a configuration has at least one voter"
+        );
+        Quorum { voter_sets }
+    }
+
+    /// How many voters of `voters` make a majority.
+    fn size(voters: &[NodeId]) -> usize {
         if crate::planted::active(crate::planted::Bug::CommitOnMinority) {
-            return self.voters.len() / 2;
+            return voters.len() / 2;
         }
-        self.voters.len() / 2 + 1
+        voters.len() / 2 + 1
     }
 
     /// Whether the voters for which `holds` is true form a quorum (a node asking about itself
     /// answers for itself too: its own vote, its own durable log).
     pub(crate) fn is_reached_by(&self, holds: impl Fn(NodeId) -> bool) -> bool {
-        let count = self.voters.iter().filter(|voter| holds(**voter)).count();
-        count >= self.size()
+        self.voter_sets.iter().all(|voters| {
+            let count = voters.iter().filter(|voter| holds(**voter)).count();
+            count >= Self::size(voters)
+        })
     }
 
     /// The highest value at least a quorum of voters has reached: the commit point when the
     /// values are match indexes, the newest confirmed heartbeat round when they are rounds.
     pub(crate) fn agreed_value(&self, value_of: impl Fn(NodeId) -> u64) -> u64 {
-        let mut values: Vec<u64> = self.voters.iter().map(|voter| value_of(*voter)).collect();
-        values.sort_unstable_by(|a, b| b.cmp(a));
-        values[self.size().max(1) - 1]
+        self.voter_sets
+            .iter()
+            .map(|voters| {
+                let mut values: Vec<u64> = voters.iter().map(|voter| value_of(*voter)).collect();
+                values.sort_unstable_by(|a, b| b.cmp(a));
+                values[Self::size(voters).max(1) - 1]
+            })
+            .min()
+            .expect("at least one voter set")
     }
 }
 
@@ -73,5 +90,18 @@ mod tests {
         assert_eq!(quorum.agreed_value(|node| 60 - 10 * node.0), 30);
         let one = nodes(1);
         assert_eq!(Quorum::of(&one).agreed_value(|_| 7), 7);
+    }
+
+    #[test]
+    fn a_joint_quorum_needs_a_majority_of_each_set() {
+        let old = nodes(3);
+        let new: Vec<NodeId> = vec![NodeId(1), NodeId(2), NodeId(3), NodeId(4)];
+        let quorum = Quorum::joint([old, new]);
+        // {1, 2} is a majority of the old set, not of the new one (3 of 4).
+        assert!(!quorum.is_reached_by(|node| node.0 <= 2));
+        assert!(quorum.is_reached_by(|node| node.0 <= 3));
+        // Old set agrees on 20 (1, 2), the new one only on 10 (the third highest of 4).
+        let value = |node: NodeId| [30, 20, 10, 5][node.0 as usize - 1];
+        assert_eq!(quorum.agreed_value(value), 10);
     }
 }

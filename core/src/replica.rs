@@ -16,6 +16,7 @@ use crate::config::ReplicaConfig;
 use crate::election::PreVoteState;
 use crate::kv::{error_response, KvStore};
 use crate::log::Log;
+use crate::membership;
 use crate::quorum::Quorum;
 use crate::ready::{
     AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotWrite, WhilePersisting,
@@ -25,10 +26,6 @@ use crate::role::{FollowerState, Role, RoleState};
 use crate::snapshot::{IncomingSnapshot, OutgoingSnapshot};
 use crate::types::{ballot_or_zero, NodeId, RequestId, Time};
 use crate::Error;
-
-fn members_of(configuration: &Configuration) -> Vec<NodeId> {
-    configuration.members.iter().map(|id| NodeId(*id)).collect()
-}
 
 /// A plain status summary for monitors.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +57,6 @@ pub(crate) struct InFlight {
 pub struct Replica {
     pub(crate) config: ReplicaConfig,
     pub(crate) id: NodeId,
-    pub(crate) members: Vec<NodeId>,
     pub(crate) rng: SeededRng,
     pub(crate) now: Time,
 
@@ -123,32 +119,42 @@ impl Replica {
     pub fn new(config: ReplicaConfig, durable: DurableState, now: Time) -> Result<Replica, Error> {
         config.validate()?;
         let id = config.node_id;
-        let (kv, log, snapshot_members, snapshot) = match durable.snapshot {
+        // The configuration in force at the snapshot point (or from the start): the persisted
+        // one wins over the caller's, since membership is replicated state and flags only start
+        // a new cluster. Change entries in the log apply on top of it.
+        let non_empty = |configuration: &Configuration| !configuration.members.is_empty();
+        let persisted = durable.hard_state.configuration.clone().filter(non_empty);
+        let configuration_persisted = persisted.is_some();
+        let snapshot_configuration = durable
+            .snapshot
+            .as_ref()
+            .and_then(|(meta, _)| meta.configuration.clone())
+            .filter(non_empty);
+        let base = persisted
+            .or(snapshot_configuration)
+            .unwrap_or_else(|| Configuration {
+                members: config.members.iter().map(|member| member.0).collect(),
+                ..Configuration::default()
+            });
+        let (kv, log, snapshot) = match durable.snapshot {
             Some((meta, data)) => {
                 let decoded = KvSnapshot::decode(data.as_slice()).map_err(|error| {
                     Error::CorruptState(format!("snapshot does not decode: {error}"))
                 })?;
-                let members = meta.configuration.as_ref().map(members_of);
-                let log = Log::recovered(meta.index, ballot_or_zero(meta.ballot), durable.entries);
+                let ballot = ballot_or_zero(meta.ballot);
+                let log = Log::recovered(meta.index, ballot, base, durable.entries);
                 // The bytes are not kept: a transfer encodes the state it has then.
                 drop(data);
                 let mut kv = KvStore::from_snapshot(decoded);
                 kv.set_applied_index(meta.index);
-                (kv, log, members, None)
+                (kv, log, None)
             }
             None => {
-                let log = Log::recovered(0, Ballot::ZERO, durable.entries);
-                (KvStore::new(), log, None, None)
+                let log = Log::recovered(0, Ballot::ZERO, base, durable.entries);
+                (KvStore::new(), log, None)
             }
         };
-        // The persisted configuration wins over the caller's: membership is replicated state.
-        let persisted_members = durable.hard_state.configuration.as_ref().map(members_of);
-        let configuration_persisted = persisted_members.as_ref().is_some_and(|m| !m.is_empty());
-        let members = persisted_members
-            .filter(|members| !members.is_empty())
-            .or(snapshot_members.filter(|members| !members.is_empty()))
-            .unwrap_or_else(|| config.members.clone());
-        if !members.contains(&id) {
+        if !membership::is_member(log.configs().newest(), id) {
             return Err(Error::CorruptState(format!(
                 "{id} is not in its persisted configuration"
             )));
@@ -165,7 +171,6 @@ impl Replica {
         let mut replica = Replica {
             rng: SeededRng::new(config.seed ^ id.0.rotate_left(32)),
             id,
-            members,
             now,
             promised,
             durable_promised: promised,
@@ -233,8 +238,12 @@ impl Replica {
         &self.kv
     }
 
-    pub fn members(&self) -> &[NodeId] {
-        &self.members
+    /// The voters and learners of the newest configuration in the log.
+    pub fn members(&self) -> Vec<NodeId> {
+        let newest = self.log.configs().newest();
+        let mut members = membership::voters(newest);
+        members.extend(membership::learners(newest));
+        members
     }
 
     /// The election timeout this replica runs with (peers unheard for longer count as lost).
@@ -243,15 +252,37 @@ impl Replica {
     }
 
     /// Which acceptors make a quorum now: the one thing every count of votes asks.
+    /// Today one configuration is active, so this is a majority of its voters; while a change
+    /// is uncommitted it will be a majority of each configuration active at the commit point.
     pub(crate) fn quorum(&self) -> Quorum {
-        Quorum::of(&self.members)
+        let active = self.log.configs().active(self.commit_index);
+        Quorum::joint(
+            active
+                .iter()
+                .map(|configuration| membership::voters(configuration)),
+        )
     }
 
+    /// Every other node of the configurations active at the commit point, voter or learner:
+    /// the nodes this one talks to (the leader replicates to all of them).
     pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.members
-            .iter()
-            .copied()
-            .filter(move |member| *member != self.id)
+        let mut peers: Vec<NodeId> = Vec::new();
+        for configuration in self.log.configs().active(self.commit_index) {
+            let members = membership::voters(configuration)
+                .into_iter()
+                .chain(membership::learners(configuration));
+            for member in members {
+                if member != self.id && !peers.contains(&member) {
+                    peers.push(member);
+                }
+            }
+        }
+        peers.into_iter()
+    }
+
+    /// Whether `node` belongs to a configuration active at the commit point.
+    fn is_member(&self, node: NodeId) -> bool {
+        node == self.id || self.peers().any(|peer| peer == node)
     }
 
     pub(crate) fn log_state(&self) -> LogState {
@@ -418,7 +449,7 @@ impl Replica {
     /// role.
     pub fn step(&mut self, from: NodeId, message: PeerMessage, now: Time) {
         self.observe_time(now);
-        if from == self.id || !self.members.contains(&from) {
+        if from == self.id || !self.is_member(from) {
             return;
         }
         self.last_heard.insert(from, self.now);
@@ -519,7 +550,7 @@ impl Replica {
         let hard_state = self.hard_state_dirty.then(|| HardState {
             promised: Some(self.promised),
             commit_index: self.commit_index.min(self.log.stable_last()),
-            configuration: Some(self.configuration()),
+            configuration: Some(self.configuration_at(self.commit_index)),
         });
         self.hard_state_dirty = false;
         let persist = Persist {
@@ -642,7 +673,7 @@ impl Replica {
         let meta = SnapshotMeta {
             index: self.applied_index,
             ballot: self.log.ballot_at(self.applied_index),
-            configuration: Some(self.configuration()),
+            configuration: Some(self.configuration_at(self.applied_index)),
         };
         let data = self.kv.encode_snapshot();
         // The whole map was just read anyway; rebuilding it now keeps its memory near the minimum.
@@ -654,12 +685,9 @@ impl Replica {
         });
     }
 
-    pub(crate) fn configuration(&self) -> Configuration {
-        debug_assert!(!self.members.is_empty());
-        Configuration {
-            members: self.members.iter().map(|member| member.0).collect(),
-            ..Configuration::default()
-        }
+    /// The configuration in force at log position `index` (what a snapshot there records).
+    pub(crate) fn configuration_at(&self, index: u64) -> Configuration {
+        self.log.configs().at(index).clone()
     }
 
     fn on_snapshot_persisted(&mut self, meta: SnapshotMeta) {

@@ -54,7 +54,7 @@ impl Replica {
             let meta = SnapshotMeta {
                 index: self.applied_index,
                 ballot: self.log.ballot_at(self.applied_index),
-                configuration: Some(self.configuration()),
+                configuration: Some(self.configuration_at(self.applied_index)),
             };
             self.snapshot = Some((meta, Arc::new(self.kv.encode_snapshot())));
         }
@@ -288,11 +288,6 @@ impl Replica {
         self.commit_index = meta.index;
         self.applied_index = meta.index;
         self.hard_state_dirty = true;
-        if let Some(configuration) = &meta.configuration {
-            if !configuration.members.is_empty() {
-                self.members = configuration.members.iter().map(|id| NodeId(*id)).collect();
-            }
-        }
         if let Some(follower) = self.role.follower_mut() {
             if follower.leader == Some(from) {
                 follower.leader_match_index = follower.leader_match_index.max(meta.index);

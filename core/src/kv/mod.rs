@@ -144,7 +144,8 @@ impl KvStore {
         self.advance_time(entry.log_time_ms);
         match &entry.kind {
             Some(Kind::Command(command)) => Some(self.apply_command(index, command)),
-            Some(Kind::Noop(_)) | None => None,
+            // Membership is the replica's business (`membership`), not the store's.
+            Some(Kind::Noop(_)) | Some(Kind::ConfigChange(_)) | None => None,
         }
     }
 
