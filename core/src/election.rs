@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::peer::{
-    peer_message::Body, Ballot, LogRequest, LogResponse, LogState, Nack, PreVote, PreVoteAnswer,
-    Prepare, Promise,
+    peer_message::Body, Ballot, ConfigAt, Configuration, LogRequest, LogResponse, LogState, Nack,
+    PreVote, PreVoteAnswer, Prepare, Promise,
 };
 
 use crate::leader::{LeaderPhase, LeaderState};
+use crate::membership;
+use crate::quorum::Quorum;
 use crate::replica::Replica;
 use crate::role::RoleState;
 use crate::types::{ballot_or_zero, log_state_or_empty, NodeId};
@@ -31,8 +33,22 @@ pub(crate) struct PreVoteState {
 pub(crate) struct CandidateState {
     pub(crate) ballot: Ballot,
     pub(crate) promises: BTreeMap<NodeId, LogState>,
+    /// The configurations each promiser's log holds active at its commit point.
+    pub(crate) promised_configs: BTreeMap<NodeId, Vec<Configuration>>,
     /// Our own promise counts only once it is durable.
     pub(crate) self_promise_durable: bool,
+}
+
+impl CandidateState {
+    /// The promiser with the most advanced log (the lowest id among equals), if one is more
+    /// advanced than `own`.
+    fn best_log_above(&self, own: &LogState) -> Option<(NodeId, LogState)> {
+        self.promises
+            .iter()
+            .max_by_key(|(node, log)| (log_rank(log), std::cmp::Reverse(**node)))
+            .map(|(node, log)| (*node, *log))
+            .filter(|(_, log)| log_rank(log) > log_rank(own))
+    }
 }
 
 /// Orders logs by how advanced they are: the ballot of the last entry, then its index.
@@ -120,6 +136,7 @@ impl Replica {
         let candidate = RoleState::Candidate(CandidateState {
             ballot,
             promises: BTreeMap::new(),
+            promised_configs: BTreeMap::new(),
             self_promise_durable: false,
         });
         self.change_role(candidate);
@@ -176,7 +193,23 @@ impl Replica {
             return;
         }
         let log = self.log_state();
-        self.send_after_persist(from, Body::Promise(Promise { log: Some(log) }));
+        let configs = self
+            .log
+            .configs()
+            .active_from(self.commit_index)
+            .into_iter()
+            .map(|(index, configuration)| ConfigAt {
+                index,
+                configuration: Some(configuration.clone()),
+            })
+            .collect();
+        self.send_after_persist(
+            from,
+            Body::Promise(Promise {
+                log: Some(log),
+                configs,
+            }),
+        );
     }
 
     /// Tells a sender of a lower ballot that this acceptor promised a higher one.
@@ -191,12 +224,19 @@ impl Replica {
 
     pub(crate) fn handle_promise(&mut self, from: NodeId, ballot: Ballot, promise: Promise) {
         let log = log_state_or_empty(promise.log);
+        let configs: Vec<Configuration> = promise
+            .configs
+            .into_iter()
+            .filter_map(|at| at.configuration)
+            .filter(|configuration| !configuration.members.is_empty())
+            .collect();
         match &mut self.role {
             RoleState::Leader(leader) if leader.ballot == ballot => {
                 self.leader_handle_late_promise(from, log);
             }
             RoleState::Candidate(candidate) if candidate.ballot == ballot => {
                 candidate.promises.insert(from, log);
+                candidate.promised_configs.insert(from, configs);
                 self.check_promise_quorum();
             }
             _ => {}
@@ -223,11 +263,25 @@ impl Replica {
         self.check_promise_quorum();
     }
 
+    /// A candidate counts its promises against the configurations of the log it will adopt:
+    /// the most advanced promised log's (they may be newer than its own, whose majority could
+    /// then miss a value chosen under them), else its own.
+    fn election_quorum(&self, candidate: &CandidateState) -> Quorum {
+        let promised = candidate
+            .best_log_above(&self.log_state())
+            .and_then(|(holder, _)| candidate.promised_configs.get(&holder))
+            .filter(|configs| !configs.is_empty());
+        match promised {
+            Some(configs) => Quorum::joint(configs.iter().map(membership::voters)),
+            None => self.quorum(),
+        }
+    }
+
     fn check_promise_quorum(&mut self) {
         let RoleState::Candidate(candidate) = &self.role else {
             return;
         };
-        let elected = self.quorum().is_reached_by(|node| {
+        let elected = self.election_quorum(candidate).is_reached_by(|node| {
             if node == self.id {
                 candidate.self_promise_durable
             } else {
@@ -247,18 +301,12 @@ impl Replica {
             candidate.ballot, self.promised,
             "a leader leads with the ballot it promised"
         );
-        let own = self.log_state();
-        let best = candidate
-            .promises
-            .iter()
-            .max_by_key(|(node, log)| (log_rank(log), std::cmp::Reverse(**node)))
-            .map(|(node, log)| (*node, *log));
+        let best = candidate.best_log_above(&self.log_state());
         let leader = LeaderState::new(candidate.ballot, self.peers(), candidate.promises, self.now);
         self.role = RoleState::Leader(Box::new(leader));
         match best {
             Some((source, log))
-                if log_rank(&log) > log_rank(&own)
-                    && !crate::planted::active(crate::planted::Bug::IgnorePromisedLogs) =>
+                if !crate::planted::active(crate::planted::Bug::IgnorePromisedLogs) =>
             {
                 let next_index = self.commit_index + 1;
                 self.request_log(source, log.last_index, next_index);

@@ -5,9 +5,10 @@
 //!
 //! The log keeps a [`ConfigHistory`] of the change entries it holds, and every count of votes
 //! asks the configurations active at the commit point (the one in force there and every change
-//! after it, jointly). Not done yet: proposing a change (no entry is ever appended today), and
-//! the election rule a change needs (a candidate counts its promises against the
-//! configurations of the most advanced promised log, not only its own).
+//! after it, jointly). A candidate counts its promises against the configurations active in the
+//! most advanced promised log (each promise carries them), not only against its own: a node
+//! two changes behind would otherwise win with a majority of a configuration that no longer
+//! decides anything. Not done yet: proposing a change (no change entry is appended today).
 
 use std::collections::BTreeMap;
 
@@ -208,11 +209,26 @@ impl ConfigHistory {
     /// The configurations every count of votes must satisfy at commit point `commit_index`:
     /// the one in force there and every change after it (each takes effect when appended).
     pub(crate) fn active(&self, commit_index: u64) -> Vec<&Configuration> {
-        let mut active = vec![self.at(commit_index)];
+        self.active_from(commit_index)
+            .into_iter()
+            .map(|(_, configuration)| configuration)
+            .collect()
+    }
+
+    /// `active`, each with the index from which it is in force.
+    pub(crate) fn active_from(&self, commit_index: u64) -> Vec<(u64, &Configuration)> {
+        let in_force = self
+            .by_index
+            .range(..=commit_index)
+            .next_back()
+            .or_else(|| self.by_index.first_key_value())
+            .map(|(index, configuration)| (*index, configuration))
+            .expect("a history is never empty");
+        let mut active = vec![in_force];
         active.extend(
             self.by_index
                 .range(commit_index + 1..)
-                .map(|(_, configuration)| configuration),
+                .map(|(index, configuration)| (*index, configuration)),
         );
         active
     }

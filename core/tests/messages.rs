@@ -244,7 +244,10 @@ fn campaign_and_win(log: LogState) -> (Replica, u64) {
         &mut replica,
         2,
         ballot,
-        Body::Promise(Promise { log: Some(log) }),
+        Body::Promise(Promise {
+            log: Some(log),
+            configs: vec![],
+        }),
     );
     assert_eq!(replica.role(), Role::Leader);
     (replica, now)
@@ -836,13 +839,19 @@ fn a_new_leader_sends_a_matching_follower_only_what_it_lacks() {
         &mut replica,
         2,
         ballot,
-        Body::Promise(Promise { log: Some(same) }),
+        Body::Promise(Promise {
+            log: Some(same),
+            configs: vec![],
+        }),
     );
     deliver(
         &mut replica,
         3,
         ballot,
-        Body::Promise(Promise { log: Some(other) }),
+        Body::Promise(Promise {
+            log: Some(other),
+            configs: vec![],
+        }),
     );
     let sent = cycle(&mut replica);
     let first_prev = |to: u64| {
@@ -1182,7 +1191,10 @@ fn a_new_leader_holding_the_sources_snapshot_point_asks_for_what_follows_it() {
         &mut replica,
         2,
         ballot,
-        Body::Promise(Promise { log: Some(log) }),
+        Body::Promise(Promise {
+            log: Some(log),
+            configs: vec![],
+        }),
         now,
     );
     assert_eq!(replica.role(), Role::Leader);
@@ -1278,7 +1290,10 @@ fn tick_entries_respect_the_bound_on_uncommitted_entries() {
         &mut replica,
         2,
         ballot,
-        Body::Promise(Promise { log: None }),
+        Body::Promise(Promise {
+            log: None,
+            configs: vec![],
+        }),
         now,
     );
     assert_eq!(replica.role(), Role::Leader);
@@ -1424,4 +1439,60 @@ fn a_session_read_that_cannot_be_served_gives_up_after_two_election_timeouts() {
     assert!(!refused(&mut replica), "gave up early");
     replica.tick(Time(10 + 2 * ELECTION_TIMEOUT_MS));
     assert!(refused(&mut replica), "still waiting");
+}
+
+// --- membership ---------------------------------------------------------------------------
+
+/// A candidate that would adopt a log holding newer configurations than its own counts its
+/// promises against those: with its own (older) configuration, two promises of three would
+/// elect it although a value may have been chosen by a majority of the newer one it cannot
+/// see (a node two changes behind, partitioned with one that has the changes but not the last
+/// writes, would otherwise take over and lose them).
+#[test]
+fn a_candidate_counts_promises_against_the_configurations_of_the_log_it_would_adopt() {
+    let advanced = LogState {
+        last_index: 30,
+        last_ballot: Some(Ballot::new(1, 3)),
+        commit_index: 20,
+        snapshot_index: 0,
+    };
+    let configuration = |members: &[u64]| paxkv_proto::peer::ConfigAt {
+        index: 20,
+        configuration: Some(paxkv_proto::peer::Configuration {
+            members: members.to_vec(),
+            ..Default::default()
+        }),
+    };
+    let promise = |configs| {
+        Body::Promise(Promise {
+            log: Some(advanced),
+            configs,
+        })
+    };
+    // Node 2's log has grown the cluster to five voters: 1 and 2 are no majority of it.
+    let mut replica_1 = replica();
+    campaign(&mut replica_1);
+    let ballot = replica_1.promised();
+    deliver(
+        &mut replica_1,
+        2,
+        ballot,
+        promise(vec![configuration(&[1, 2, 3, 4, 5])]),
+    );
+    assert_eq!(
+        replica_1.role(),
+        Role::Candidate,
+        "elected by a minority of the configuration it would adopt"
+    );
+    // The same log with the three voters it knows elects it.
+    let mut replica_1 = replica();
+    campaign(&mut replica_1);
+    let ballot = replica_1.promised();
+    deliver(
+        &mut replica_1,
+        2,
+        ballot,
+        promise(vec![configuration(&[1, 2, 3])]),
+    );
+    assert_eq!(replica_1.role(), Role::Leader);
 }
