@@ -58,6 +58,13 @@ fn log_rank(log: &LogState) -> (Ballot, u64) {
 
 impl Replica {
     pub(crate) fn on_election_timeout(&mut self) {
+        // A learner (or a voter on its way out) never campaigns: it has no vote to win with,
+        // and a ballot it raised would only depose the leader it learns from.
+        let voter = self.log.configs().newest().members.contains(&self.id.0);
+        if !voter {
+            self.reset_election_deadline();
+            return;
+        }
         if self.quorum_connected() {
             self.start_pre_vote();
         } else {

@@ -1496,3 +1496,35 @@ fn a_candidate_counts_promises_against_the_configurations_of_the_log_it_would_ad
     );
     assert_eq!(replica_1.role(), Role::Leader);
 }
+
+/// A learner receives the log but never campaigns, however long it hears nothing.
+#[test]
+fn a_learner_never_campaigns() {
+    let durable = DurableState {
+        hard_state: paxkv_proto::peer::HardState {
+            configuration: Some(paxkv_proto::peer::Configuration {
+                members: vec![2, 3],
+                learners: vec![1],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..DurableState::default()
+    };
+    let mut learner = Replica::new(config(1), durable, Time(0)).unwrap();
+    let mut sent = Vec::new();
+    for step in 1..=40 {
+        // It hears the voters (no leader among them), so only being a learner holds it back.
+        for voter in [2, 3] {
+            deliver(&mut learner, voter, Ballot::ZERO, Body::Ping(Ping {}));
+        }
+        learner.tick(Time(step * ELECTION_TIMEOUT_MS / 2));
+        sent.extend(cycle(&mut learner));
+    }
+    assert_eq!(learner.role(), Role::Follower);
+    let campaigning = sent
+        .iter()
+        .any(|(_, body)| matches!(body, Body::PreVote(_) | Body::Prepare(_)));
+    assert!(!campaigning, "a learner asked for votes: {sent:?}");
+    assert_eq!(learner.members(), vec![NodeId(2), NodeId(3), NodeId(1)]);
+}
