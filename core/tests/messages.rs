@@ -1463,38 +1463,26 @@ fn a_candidate_counts_promises_against_the_configurations_of_the_log_it_would_ad
             ..Default::default()
         }),
     };
-    let promise = |configs| {
-        Body::Promise(Promise {
+    // Replica 1 campaigns and node 2 promises, its log holding `voters` at its commit point.
+    let role_after_promise = |voters: &[u64]| {
+        let mut replica_1 = replica();
+        campaign(&mut replica_1);
+        let ballot = replica_1.promised();
+        let promise = Body::Promise(Promise {
             log: Some(advanced),
-            configs,
-        })
+            configs: vec![configuration(voters)],
+        });
+        deliver(&mut replica_1, 2, ballot, promise);
+        replica_1.role()
     };
     // Node 2's log has grown the cluster to five voters: 1 and 2 are no majority of it.
-    let mut replica_1 = replica();
-    campaign(&mut replica_1);
-    let ballot = replica_1.promised();
-    deliver(
-        &mut replica_1,
-        2,
-        ballot,
-        promise(vec![configuration(&[1, 2, 3, 4, 5])]),
-    );
     assert_eq!(
-        replica_1.role(),
+        role_after_promise(&[1, 2, 3, 4, 5]),
         Role::Candidate,
         "elected by a minority of the configuration it would adopt"
     );
     // The same log with the three voters it knows elects it.
-    let mut replica_1 = replica();
-    campaign(&mut replica_1);
-    let ballot = replica_1.promised();
-    deliver(
-        &mut replica_1,
-        2,
-        ballot,
-        promise(vec![configuration(&[1, 2, 3])]),
-    );
-    assert_eq!(replica_1.role(), Role::Leader);
+    assert_eq!(role_after_promise(&[1, 2, 3]), Role::Leader);
 }
 
 /// A learner receives the log but never campaigns, however long it hears nothing.
