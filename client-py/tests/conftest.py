@@ -5,6 +5,7 @@ The kv-server binary is PAXKV_SERVER if set, else built by cargo (release, like 
 local cluster) from this repository.
 """
 
+import itertools
 import json
 import os
 import signal
@@ -43,10 +44,24 @@ def server_binary() -> str:
     return os.environ.get("PAXKV_SERVER") or _build_server()
 
 
+# Node ports come from below Linux's range for outgoing connections (32768..61000): a port the
+# OS picked and released could go to a client's outgoing connection before the node binds it,
+# and the node would fail to start. Each is handed out once per test run and checked free.
+PORT_FIRST = 20_000
+PORT_COUNT = 12_000
+_next_port = itertools.count(os.getpid() % PORT_COUNT)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-        probe.bind(("::1", 0))
-        return probe.getsockname()[1]
+    for _ in range(PORT_COUNT):
+        port = PORT_FIRST + next(_next_port) % PORT_COUNT
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_FIRST}..{PORT_FIRST + PORT_COUNT}")
 
 
 class LocalCluster:
