@@ -203,8 +203,7 @@ impl Replica {
         let configs = self
             .log
             .configs()
-            .active_from(self.commit_index)
-            .into_iter()
+            .active(self.commit_index)
             .map(|(index, configuration)| ConfigAt {
                 index,
                 configuration: Some(configuration.clone()),

@@ -190,11 +190,16 @@ impl ConfigHistory {
 
     /// The configuration in force at `index`.
     pub(crate) fn at(&self, index: u64) -> &Configuration {
+        self.in_force(index).1
+    }
+
+    /// The configuration in force at `index`, with the index it is in force from.
+    fn in_force(&self, index: u64) -> (u64, &Configuration) {
         self.by_index
             .range(..=index)
             .next_back()
             .or_else(|| self.by_index.first_key_value())
-            .map(|(_, configuration)| configuration)
+            .map(|(from, configuration)| (*from, configuration))
             .expect("a history is never empty")
     }
 
@@ -206,31 +211,18 @@ impl ConfigHistory {
             .expect("a history is never empty")
     }
 
-    /// The configurations every count of votes must satisfy at commit point `commit_index`:
-    /// the one in force there and every change after it (each takes effect when appended).
-    pub(crate) fn active(&self, commit_index: u64) -> Vec<&Configuration> {
-        self.active_from(commit_index)
-            .into_iter()
-            .map(|(_, configuration)| configuration)
-            .collect()
-    }
-
-    /// `active`, each with the index from which it is in force.
-    pub(crate) fn active_from(&self, commit_index: u64) -> Vec<(u64, &Configuration)> {
-        let in_force = self
+    /// The configurations every count of votes must satisfy at commit point `commit_index`,
+    /// each with the index it is in force from: the one in force there and every change after
+    /// it (each takes effect when appended).
+    pub(crate) fn active(
+        &self,
+        commit_index: u64,
+    ) -> impl Iterator<Item = (u64, &Configuration)> + '_ {
+        let changes = self
             .by_index
-            .range(..=commit_index)
-            .next_back()
-            .or_else(|| self.by_index.first_key_value())
-            .map(|(index, configuration)| (*index, configuration))
-            .expect("a history is never empty");
-        let mut active = vec![in_force];
-        active.extend(
-            self.by_index
-                .range(commit_index + 1..)
-                .map(|(index, configuration)| (*index, configuration)),
-        );
-        active
+            .range(commit_index + 1..)
+            .map(|(from, configuration)| (*from, configuration));
+        std::iter::once(self.in_force(commit_index)).chain(changes)
     }
 
     /// A change entry was appended at `index`.
@@ -444,15 +436,18 @@ mod tests {
         assert_eq!(history.at(4).members, vec![1, 2, 3]);
         assert_eq!(history.at(5).members, vec![1, 2, 3, 4]);
         assert_eq!(history.newest().members, vec![1, 3, 4]);
-        let members = |active: Vec<&Configuration>| -> Vec<Vec<u64>> {
-            active.iter().map(|c| c.members.clone()).collect()
+        let members = |history: &ConfigHistory, commit_index| -> Vec<Vec<u64>> {
+            history
+                .active(commit_index)
+                .map(|(_, configuration)| configuration.members.clone())
+                .collect()
         };
         assert_eq!(
-            members(history.active(6)),
+            members(&history, 6),
             vec![vec![1, 2, 3, 4], vec![1, 3, 4]],
             "a change after the commit point counts jointly with the one in force"
         );
-        assert_eq!(members(history.active(9)), vec![vec![1, 3, 4]]);
+        assert_eq!(members(&history, 9), vec![vec![1, 3, 4]]);
         history.truncated_from(9);
         assert_eq!(history.newest().members, vec![1, 2, 3, 4]);
         history.compacted_to(7);

@@ -256,18 +256,14 @@ impl Replica {
     /// is uncommitted it will be a majority of each configuration active at the commit point.
     pub(crate) fn quorum(&self) -> Quorum {
         let active = self.log.configs().active(self.commit_index);
-        Quorum::joint(
-            active
-                .iter()
-                .map(|configuration| membership::voters(configuration)),
-        )
+        Quorum::joint(active.map(|(_, configuration)| membership::voters(configuration)))
     }
 
     /// Every other node of the configurations active at the commit point, voter or learner:
     /// the nodes this one talks to (the leader replicates to all of them).
     pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let mut peers: Vec<NodeId> = Vec::new();
-        for configuration in self.log.configs().active(self.commit_index) {
+        for (_, configuration) in self.log.configs().active(self.commit_index) {
             let members = membership::voters(configuration)
                 .into_iter()
                 .chain(membership::learners(configuration));
@@ -280,9 +276,15 @@ impl Replica {
         peers.into_iter()
     }
 
-    /// Whether `node` belongs to a configuration active at the commit point.
+    /// Whether `node` belongs to a configuration active at the commit point (asked for every
+    /// message, so it builds nothing).
     fn is_member(&self, node: NodeId) -> bool {
-        node == self.id || self.peers().any(|peer| peer == node)
+        node == self.id
+            || self
+                .log
+                .configs()
+                .active(self.commit_index)
+                .any(|(_, configuration)| membership::is_member(configuration, node))
     }
 
     pub(crate) fn log_state(&self) -> LogState {
