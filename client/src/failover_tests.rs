@@ -205,7 +205,7 @@ async fn a_late_answer_from_a_slow_leader_still_ends_the_call() {
         .unwrap();
     let took = started.elapsed();
     assert_eq!(
-        header_of(&put).unwrap().served_by,
+        put.header().unwrap().served_by,
         1,
         "answered by the slow node"
     );

@@ -751,7 +751,7 @@ impl Client {
         if to_leader {
             *self.inner.leader.lock().expect("not poisoned") = Some(endpoint.to_string());
         }
-        if let Some(header) = header_of(&response) {
+        if let Some(header) = response.header() {
             self.inner
                 .revision_seen
                 .fetch_max(header.revision, Ordering::Relaxed);
@@ -1143,12 +1143,6 @@ fn header_revision(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 
 
 fn header_log_time(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 {
     header.as_ref().map_or(0, |header| header.log_time_ms)
-}
-
-/// The header of an answer: revision, serving node and log time of the state it was served at
-/// (None for answers without one, such as status).
-pub fn header_of(response: &Response) -> Option<&ResponseHeader> {
-    response.header()
 }
 
 fn unexpected(response: Response) -> ClientError {

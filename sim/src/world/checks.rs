@@ -1,7 +1,7 @@
 //! The checks after the heal: every key read back (so a lost acknowledged write shows in the
 //! history), every client served again, every replica converged, each within its bound.
 
-use super::workload::{new_client, perform, ClientState, Planned};
+use super::workload::{new_client, perform, planned_get, ClientState};
 use super::*;
 
 /// After the workload: one more process reads every key linearizably, so any acknowledged
@@ -13,15 +13,7 @@ pub(super) async fn verify(process: u64, endpoints: &[String], shared: &Shared) 
         .map(|k| format!("k{k}"))
         .chain((1..=shared.options.clients).map(|p| format!("l{p}")));
     for key in keys {
-        let planned = Planned {
-            request: Request::Get(GetRequest {
-                key: key.clone().into_bytes(),
-                consistency: Consistency::Linearizable as i32,
-                min_revision: 0,
-                min_applied_index: 0,
-            }),
-            invoke: json!({"f": "get", "key": key}),
-        };
+        let planned = planned_get(&key, Consistency::Linearizable);
         for _ in 0..5 {
             if perform(&client, &mut state, &planned, shared).await {
                 break;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
-use paxkv_client::{header_of, Client, ClientConfig, ClientError, Request, Response};
+use paxkv_client::{Client, ClientConfig, ClientError, Request, Response};
 use paxkv_core::planted::Bug;
 use paxkv_core::{DurableState, LogWrite, NodeId, SnapshotWrite};
 use paxkv_proto::auth::ClusterSecret;

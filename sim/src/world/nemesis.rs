@@ -263,15 +263,12 @@ impl Nemesis<'_> {
     async fn lose_unsynced_acknowledgements(&mut self) {
         let Some(leader) = self.leader() else { return };
         let count = self.nodes.len();
-        let (acking, slow_ms, writing_ms) = {
+        let mut acking = self.others_in_random_order(leader);
+        acking.truncate(count / 2);
+        let (slow_ms, writing_ms) = {
             let mut rng = thread_rng();
-            let mut followers: Vec<usize> = (0..count).filter(|i| *i != leader).collect();
-            for i in (1..followers.len()).rev() {
-                followers.swap(i, rng.gen_range(0..=i));
-            }
-            followers.truncate(count / 2);
             let slow_ms = rng.gen_range(1000..4000u64);
-            (followers, slow_ms, rng.gen_range(100..slow_ms / 2))
+            (slow_ms, rng.gen_range(100..slow_ms / 2))
         };
         for follower in &acking {
             self.storages[*follower].slow_down(Duration::from_millis(slow_ms));
@@ -469,14 +466,20 @@ impl Nemesis<'_> {
             .trace("leader_without_quorum", json!({"leader": leader + 1}));
     }
 
+    /// Every node but `leader`, in random order.
+    fn others_in_random_order(&self, leader: usize) -> Vec<usize> {
+        let mut rng = thread_rng();
+        let mut others: Vec<usize> = (0..self.nodes.len()).filter(|i| *i != leader).collect();
+        for i in (1..others.len()).rev() {
+            others.swap(i, rng.gen_range(0..=i));
+        }
+        others
+    }
+
     /// A chain with the leader at one end: only neighbours talk.
     fn chain(&self) {
         let Some(leader) = self.leader() else { return };
-        let count = self.nodes.len();
-        let mut order: Vec<usize> = (0..count).filter(|i| *i != leader).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, thread_rng().gen_range(0..=i));
-        }
+        let mut order = self.others_in_random_order(leader);
         order.insert(0, leader);
         for (i, x) in order.iter().enumerate() {
             for (j, y) in order.iter().enumerate() {

@@ -108,7 +108,7 @@ pub(super) struct Planned {
 }
 
 /// A get of `key`; a session read's minimum is filled in just before it is sent.
-fn planned_get(key: &str, consistency: Consistency) -> Planned {
+pub(super) fn planned_get(key: &str, consistency: Consistency) -> Planned {
     let name = match consistency {
         Consistency::Stale => "stale",
         Consistency::AtLeastRevision => "session",
@@ -298,7 +298,7 @@ fn complete(
             return json!({"type": "info", "f": f, "error": error.to_string()});
         }
     };
-    let header = header_of(&response).cloned().unwrap_or_default();
+    let header = response.header().cloned().unwrap_or_default();
     let mut line = json!({"type": "ok", "f": f, "revision": header.revision,
                           "log_time_ms": header.log_time_ms});
     match response {
