@@ -49,3 +49,13 @@ pub(super) fn local_snapshot(index: u64) -> SnapshotWrite {
         replaces_log: false,
     }
 }
+
+/// A new data directory with two appends (entries 1..=3, then 4..=6); returns the segment.
+pub(super) fn two_appends(dir: &Path) -> PathBuf {
+    let mut storage = DiskStorage::open(dir).unwrap();
+    storage.load().unwrap();
+    write(&mut storage, 1, 3, 1);
+    write(&mut storage, 4, 6, 1);
+    drop(storage);
+    last_segment(dir)
+}

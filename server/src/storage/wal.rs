@@ -350,7 +350,9 @@ mod tests {
     use super::*;
     use crate::storage::payload::{encode_log_write, LOG_RECORD_BYTES_TARGET};
     use crate::storage::record::{BATCH_MARKER_BYTES, RECORD_BYTES_MAX, RECORD_HEADER_BYTES};
-    use crate::storage::test_support::{entries, last_segment, local_snapshot, reopen, write};
+    use crate::storage::test_support::{
+        entries, last_segment, local_snapshot, reopen, two_appends, write,
+    };
 
     #[test]
     fn writes_truncations_and_hard_state_survive_a_reopen() {
@@ -395,12 +397,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = DiskStorage::open(dir.path()).unwrap();
-        storage.load().unwrap();
-        write(&mut storage, 1, 3, 1);
-        write(&mut storage, 4, 6, 1);
-        drop(storage);
-        let path = last_segment(dir.path());
+        let path = two_appends(dir.path());
         let length = fs::metadata(&path).unwrap().len();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(length - 5).unwrap(); // the last write was torn by a crash
@@ -417,12 +414,7 @@ mod tests {
     #[test]
     fn corruption_before_the_tail_is_refused_with_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = DiskStorage::open(dir.path()).unwrap();
-        storage.load().unwrap();
-        write(&mut storage, 1, 3, 1);
-        write(&mut storage, 4, 6, 1);
-        drop(storage);
-        let path = last_segment(dir.path());
+        let path = two_appends(dir.path());
         let mut bytes = fs::read(&path).unwrap();
         // The segment opens with its header and a checkpoint batch (marker, 9-byte hard state);
         // then comes the first write's batch. Flip a byte in the length of its log write.
@@ -454,12 +446,7 @@ mod tests {
     #[test]
     fn a_damaged_checksum_in_the_middle_is_corruption_not_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage = DiskStorage::open(dir.path()).unwrap();
-        storage.load().unwrap();
-        write(&mut storage, 1, 3, 1);
-        write(&mut storage, 4, 6, 1);
-        drop(storage);
-        let path = last_segment(dir.path());
+        let path = two_appends(dir.path());
         let mut bytes = fs::read(&path).unwrap();
         // A payload byte of the first log write (see the test above for the layout).
         let log_write = SEGMENT_HEADER_BYTES + BATCH_MARKER_BYTES + 9 + BATCH_MARKER_BYTES;
