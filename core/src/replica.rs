@@ -366,13 +366,15 @@ impl Replica {
 
     /// True if this node heard from a quorum (counting itself) within an election timeout.
     pub(crate) fn quorum_connected(&self) -> bool {
+        self.quorum_seen_lately(|node| self.last_heard.get(&node).copied())
+    }
+
+    /// Whether this node and the peers whose last sign of life (`last_seen`) lies within an
+    /// election timeout make a quorum.
+    pub(crate) fn quorum_seen_lately(&self, last_seen: impl Fn(NodeId) -> Option<Time>) -> bool {
         let window = self.config.election_timeout_ms;
         self.quorum().is_reached_by(|node| {
-            node == self.id
-                || self
-                    .last_heard
-                    .get(&node)
-                    .is_some_and(|at| self.now.millis_since(*at) < window)
+            node == self.id || last_seen(node).is_some_and(|at| self.now.millis_since(at) < window)
         })
     }
 

@@ -130,13 +130,11 @@ impl Replica {
         if !leader.is_active() {
             return self.quorum_connected();
         }
-        let window = self.config.election_timeout_ms;
-        self.quorum().is_reached_by(|node| {
-            node == self.id
-                || leader
-                    .followers
-                    .get(&node)
-                    .is_some_and(|progress| self.now.millis_since(progress.answered_at) < window)
+        self.quorum_seen_lately(|node| {
+            leader
+                .followers
+                .get(&node)
+                .map(|progress| progress.answered_at)
         })
     }
 }
