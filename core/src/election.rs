@@ -61,7 +61,7 @@ impl Replica {
         // A learner (or a voter on its way out) never campaigns: it has no vote to win with,
         // and a ballot it raised would only depose the leader it learns from.
         let voter = self.log.configs().newest().members.contains(&self.id.0);
-        if !voter {
+        if !voter && !crate::planted::active(crate::planted::Bug::LearnerCampaigns) {
             self.reset_election_deadline();
             return;
         }
@@ -276,7 +276,10 @@ impl Replica {
         let promised = candidate
             .best_log_above(&self.log_state())
             .and_then(|(holder, _)| candidate.promised_configs.get(&holder))
-            .filter(|configs| !configs.is_empty());
+            .filter(|configs| !configs.is_empty())
+            .filter(|_| {
+                !crate::planted::active(crate::planted::Bug::ElectionCountsOwnConfiguration)
+            });
         match promised {
             Some(configs) => Quorum::joint(configs.iter().map(membership::voters)),
             None => self.quorum(),

@@ -41,10 +41,16 @@ pub enum Bug {
     /// A node campaigns without asking first whether it could win, so one cut off from the
     /// leader alone raises its ballot and deposes the healthy leader when it comes back.
     NoPreVote,
+    /// A candidate counts its promises against its own configuration only, not against the
+    /// newer ones of the log it adopts: a node two membership changes behind can win with a
+    /// majority of a configuration that no longer decides anything.
+    ElectionCountsOwnConfiguration,
+    /// A learner campaigns like a voter when it stops hearing from a leader.
+    LearnerCampaigns,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 14] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -57,6 +63,8 @@ impl Bug {
         Bug::SessionPointRevisionOnly,
         Bug::UnknownSessionApplied,
         Bug::NoPreVote,
+        Bug::ElectionCountsOwnConfiguration,
+        Bug::LearnerCampaigns,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -83,6 +91,15 @@ impl Bug {
                 "core/tests/scenarios.rs \
                  a_node_cut_off_from_the_leader_alone_neither_campaigns_nor_deposes_it",
             )),
+            Bug::ElectionCountsOwnConfiguration => Some((
+                "no run proposes a membership change yet, so every log holds one configuration",
+                "core/tests/messages.rs \
+                 a_candidate_counts_promises_against_the_configurations_of_the_log_it_would_adopt",
+            )),
+            Bug::LearnerCampaigns => Some((
+                "no run has a learner yet (membership changes are not proposed)",
+                "core/tests/messages.rs a_learner_never_campaigns",
+            )),
             _ => None,
         }
     }
@@ -101,6 +118,8 @@ impl Bug {
             Bug::SessionPointRevisionOnly => "session-point-revision-only",
             Bug::UnknownSessionApplied => "unknown-session-applied",
             Bug::NoPreVote => "no-pre-vote",
+            Bug::ElectionCountsOwnConfiguration => "election-counts-own-configuration",
+            Bug::LearnerCampaigns => "learner-campaigns",
         }
     }
 }
