@@ -33,6 +33,10 @@ pub struct ReplicaConfig {
     /// Client sessions the state machine keeps (least recently used forgotten first). Every
     /// replica of a cluster must use the same value.
     pub sessions_max: usize,
+    /// The node is joining a running cluster: its log starts from the cluster's first
+    /// configuration (`members`), which does not list it; the change that adds it arrives
+    /// from the leader. It never campaigns until it is a voter.
+    pub joining: bool,
 }
 
 /// Election timeout of `kv-server` unless configured: short enough for failover within a
@@ -58,6 +62,7 @@ impl ReplicaConfig {
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
             sessions_max: crate::kv::SESSIONS_MAX,
+            joining: false,
         }
     }
 
@@ -66,7 +71,7 @@ impl ReplicaConfig {
         if self.node_id.0 == 0 {
             return invalid("node id 0 is reserved for \"nobody\"".into());
         }
-        if !self.members.contains(&self.node_id) {
+        if !self.joining && !self.members.contains(&self.node_id) {
             return invalid(format!(
                 "members {:?} do not include {}",
                 self.members, self.node_id

@@ -32,6 +32,7 @@ pub use config::{
 pub use kv::KvStore;
 pub use kv::ReadRequest;
 pub use log::LogWrite;
+pub use membership::MemberRequest;
 pub use ready::{
     AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotWrite, WhilePersisting,
 };
@@ -46,6 +47,16 @@ pub enum Error {
     InvalidConfig(String),
     #[error("persisted state is inconsistent: {0}")]
     CorruptState(String),
+    /// The node's own log says it was removed from the cluster: it must not start again.
+    #[error(
+        "{node} was removed from the cluster (configuration at log index \
+         {configuration_index}); its id is retired and it will not start again. To bring this \
+         machine back, empty its data directory and start it with --join"
+    )]
+    Removed {
+        node: NodeId,
+        configuration_index: u64,
+    },
 }
 
 /// Entries in one Accept message at most.

@@ -47,10 +47,20 @@ pub enum Bug {
     ElectionCountsOwnConfiguration,
     /// A learner campaigns like a voter when it stops hearing from a leader.
     LearnerCampaigns,
+    /// A learner's acknowledgements count as a voter's: a commit can rest on a node that is
+    /// not asked in an election.
+    LearnerCountsInQuorum,
+    /// A change takes effect only once committed: until then quorums are counted over the
+    /// configuration before it alone, so a leader of the new one and a leader of the old one
+    /// can both decide.
+    QuorumOfOldConfiguration,
+    /// The leader proposes a membership change while another is still uncommitted, so two
+    /// configurations in force differ by two voters and their majorities need not meet.
+    ChangesOverlap,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -65,6 +75,9 @@ impl Bug {
         Bug::NoPreVote,
         Bug::ElectionCountsOwnConfiguration,
         Bug::LearnerCampaigns,
+        Bug::LearnerCountsInQuorum,
+        Bug::QuorumOfOldConfiguration,
+        Bug::ChangesOverlap,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -120,6 +133,9 @@ impl Bug {
             Bug::NoPreVote => "no-pre-vote",
             Bug::ElectionCountsOwnConfiguration => "election-counts-own-configuration",
             Bug::LearnerCampaigns => "learner-campaigns",
+            Bug::LearnerCountsInQuorum => "learner-counts-in-quorum",
+            Bug::QuorumOfOldConfiguration => "quorum-of-old-configuration",
+            Bug::ChangesOverlap => "changes-overlap",
         }
     }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use paxkv_proto::client::{client_response::Body as Response, ErrorCode};
 use paxkv_proto::peer::{
-    peer_message::Body, Ballot, Command, Configuration, HardState, KvSnapshot, LogEntry, LogState,
-    PeerMessage, SnapshotMeta,
+    entry::Kind, peer_message::Body, Ballot, Command, Configuration, HardState, KvSnapshot,
+    LogEntry, LogState, PeerMessage, SnapshotMeta,
 };
 use prost::Message;
 
@@ -109,6 +109,12 @@ pub struct Replica {
     pub(crate) ready_number: u64,
     /// Entries applied by `apply_while_persisting`, reported in the next ready's `committed`.
     pub(crate) committed_early: Vec<LogEntry>,
+
+    // Membership.
+    /// The configuration this log starts from (index 0), kept in the hard state.
+    pub(crate) first_configuration: Configuration,
+    /// The index of the configuration that removed this node, once it knows: it then stops.
+    pub(crate) removed_at: Option<u64>,
 }
 
 /// A snapshot waits for at least key count / this many entries since the last one.
@@ -119,23 +125,29 @@ impl Replica {
     pub fn new(config: ReplicaConfig, durable: DurableState, now: Time) -> Result<Replica, Error> {
         config.validate()?;
         let id = config.node_id;
-        // The configuration in force at the snapshot point (or from the start): the persisted
-        // one wins over the caller's, since membership is replicated state and flags only start
-        // a new cluster. Change entries in the log apply on top of it.
+        // The configuration the log starts from: the persisted one wins over the caller's, since
+        // membership is replicated state and flags only start a new cluster (or, for a node
+        // that joins, carry what the cluster told it). A snapshot records the one in force at
+        // its point; change entries in the log apply on top.
         let non_empty = |configuration: &Configuration| !configuration.members.is_empty();
         let persisted = durable.hard_state.configuration.clone().filter(non_empty);
-        let configuration_persisted = persisted.is_some();
+        let hard_state_complete = persisted.is_some() && durable.hard_state.node_id == id.0;
+        if durable.hard_state.node_id != 0 && durable.hard_state.node_id != id.0 {
+            return Err(Error::CorruptState(format!(
+                "this data belongs to node {}, not to {id}",
+                durable.hard_state.node_id
+            )));
+        }
+        let first_configuration = persisted.unwrap_or_else(|| Configuration {
+            members: config.members.iter().map(|member| member.0).collect(),
+            ..Configuration::default()
+        });
         let snapshot_configuration = durable
             .snapshot
             .as_ref()
             .and_then(|(meta, _)| meta.configuration.clone())
             .filter(non_empty);
-        let base = persisted
-            .or(snapshot_configuration)
-            .unwrap_or_else(|| Configuration {
-                members: config.members.iter().map(|member| member.0).collect(),
-                ..Configuration::default()
-            });
+        let base = snapshot_configuration.unwrap_or_else(|| first_configuration.clone());
         let (kv, log, snapshot) = match durable.snapshot {
             Some((meta, data)) => {
                 let decoded = KvSnapshot::decode(data.as_slice()).map_err(|error| {
@@ -154,11 +166,6 @@ impl Replica {
                 (KvStore::new(), log, None)
             }
         };
-        if !membership::is_member(log.configs().newest(), id) {
-            return Err(Error::CorruptState(format!(
-                "{id} is not in its persisted configuration"
-            )));
-        }
         let promised = ballot_or_zero(durable.hard_state.promised);
         let snapshot_index = log.snapshot_index();
         // A persisted commit index is an optimisation; never trust it beyond the durable log.
@@ -166,6 +173,25 @@ impl Replica {
             .hard_state
             .commit_index
             .clamp(snapshot_index, log.last_index());
+        let (removal_index, committed) = log.configs().in_force_at(commit_index);
+        let removal_index = match durable.hard_state.removed_at {
+            0 => committed.retired.contains(&id.0).then_some(removal_index),
+            told => Some(told),
+        };
+        if let Some(configuration_index) = removal_index {
+            return Err(Error::Removed {
+                node: id,
+                configuration_index,
+            });
+        }
+        let newest = log.configs().newest();
+        if !membership::is_member(newest, id) && !config.joining {
+            return Err(Error::CorruptState(format!(
+                "{id} is not a member of its configuration (voters {:?}, learners {:?}); a node \
+                 that is joining a cluster starts with --join",
+                newest.members, newest.learners
+            )));
+        }
         let mut kv = kv;
         kv.set_sessions_max(config.sessions_max);
         let mut replica = Replica {
@@ -174,7 +200,7 @@ impl Replica {
             now,
             promised,
             durable_promised: promised,
-            hard_state_dirty: !configuration_persisted,
+            hard_state_dirty: !hard_state_complete,
             log,
             commit_index,
             applied_index: snapshot_index,
@@ -199,6 +225,8 @@ impl Replica {
             in_flight: None,
             ready_number: 0,
             committed_early: Vec::new(),
+            first_configuration,
+            removed_at: None,
             config,
         };
         replica.reset_election_deadline();
@@ -251,12 +279,28 @@ impl Replica {
         self.config.election_timeout_ms
     }
 
-    /// Which acceptors make a quorum now: the one thing every count of votes asks.
-    /// Today one configuration is active, so this is a majority of its voters; while a change
-    /// is uncommitted it will be a majority of each configuration active at the commit point.
+    /// Which acceptors make a quorum now: the one thing every count of votes asks. A majority
+    /// of each configuration active at the commit point (one while membership is settled,
+    /// two while a change is uncommitted).
     pub(crate) fn quorum(&self) -> Quorum {
-        let active = self.log.configs().active(self.commit_index);
-        Quorum::joint(active.map(|(_, configuration)| membership::voters(configuration)))
+        use crate::planted::{active, Bug};
+        let configs = self.log.configs();
+        let settled = active(Bug::QuorumOfOldConfiguration).then(|| configs.at(self.commit_index));
+        let voters = |configuration: &Configuration| {
+            let mut voters = membership::voters(configuration);
+            if active(Bug::LearnerCountsInQuorum) {
+                voters.extend(membership::learners(configuration));
+            }
+            voters
+        };
+        match settled {
+            Some(configuration) => Quorum::joint([voters(configuration)]),
+            None => Quorum::joint(
+                configs
+                    .active(self.commit_index)
+                    .map(|(_, configuration)| voters(configuration)),
+            ),
+        }
     }
 
     /// Every other node of the configurations active at the commit point, voter or learner:
@@ -274,17 +318,6 @@ impl Replica {
             }
         }
         peers.into_iter()
-    }
-
-    /// Whether `node` belongs to a configuration active at the commit point (asked for every
-    /// message, so it builds nothing).
-    fn is_member(&self, node: NodeId) -> bool {
-        node == self.id
-            || self
-                .log
-                .configs()
-                .active(self.commit_index)
-                .any(|(_, configuration)| membership::is_member(configuration, node))
     }
 
     pub(crate) fn log_state(&self) -> LogState {
@@ -409,6 +442,9 @@ impl Replica {
     /// Advances time: heartbeats, pings, election and retransmission timers.
     pub fn tick(&mut self, now: Time) {
         self.set_time(now);
+        if self.removed_at.is_some() {
+            return;
+        }
         if now >= self.next_ping_at {
             self.next_ping_at = now.plus_millis(self.config.heartbeat_interval_ms);
             self.on_heartbeat_timeout();
@@ -453,7 +489,14 @@ impl Replica {
     /// role.
     pub fn step(&mut self, from: NodeId, message: PeerMessage, now: Time) {
         self.observe_time(now);
-        if from == self.id || !self.is_member(from) {
+        if from == self.id || self.removed_at.is_some() {
+            return;
+        }
+        // A node removed for good is told so (it stops) and not listened to. Any other sender
+        // proved the cluster secret: one this node does not know yet (it joined, or this
+        // node's configuration is behind) may well lead.
+        if let Some(configuration_index) = self.committed_removal_of(from) {
+            self.tell_removed(from, configuration_index);
             return;
         }
         self.last_heard.insert(from, self.now);
@@ -472,6 +515,7 @@ impl Replica {
             // Any node may be sending a snapshot (a leader, or the source of a new leader's
             // take-over copy).
             Body::SnapshotAck(ack) => self.handle_snapshot_ack(from, ballot, ack),
+            Body::Removed(removed) => self.on_removed(removed.configuration_index),
             // Answers to a proposer: only the role that asked has a use for them.
             answer => match self.role.role() {
                 Role::Leader => self.step_leader(from, ballot, answer),
@@ -554,7 +598,9 @@ impl Replica {
         let hard_state = self.hard_state_dirty.then(|| HardState {
             promised: Some(self.promised),
             commit_index: self.commit_index.min(self.log.stable_last()),
-            configuration: Some(self.configuration_at(self.commit_index)),
+            configuration: Some(self.first_configuration.clone()),
+            node_id: self.id.0,
+            removed_at: self.removed_at.unwrap_or(0),
         });
         self.hard_state_dirty = false;
         let persist = Persist {
@@ -647,9 +693,16 @@ impl Replica {
             {
                 payload.log_time_ms = self.now.0;
             }
-            let response = self.kv.apply(index, payload);
+            let mut response = self.kv.apply(index, payload);
+            let config_change = matches!(payload.kind, Some(Kind::ConfigChange(_)));
             self.applied_index = index;
+            if config_change {
+                response = Some(self.on_config_change_applied(index));
+            }
             self.on_applied(index, response);
+            if config_change {
+                self.stop_if_removed(index);
+            }
             committed.push(entry);
         }
         if !committed.is_empty() {

@@ -165,12 +165,11 @@ impl Replica {
             leader.promises.insert(from, log);
             return;
         }
-        let progress = leader
-            .followers
-            .get_mut(&from)
-            .expect("every peer has progress");
-        if progress.match_index == 0 {
-            progress.next_index = next;
+        // A promise from a node that is no peer (removed meanwhile) has no progress to set.
+        if let Some(progress) = leader.followers.get_mut(&from) {
+            if progress.match_index == 0 {
+                progress.next_index = next;
+            }
         }
     }
 

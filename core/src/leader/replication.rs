@@ -61,6 +61,8 @@ impl Replica {
         if leader.lease.heartbeat_requested {
             self.leader_heartbeat();
         }
+        // A change entry may have come or gone (proposed, or adopted in a take-over).
+        self.leader_sync_followers();
         let peers: Vec<NodeId> = self.peers().collect();
         for peer in peers {
             self.send_accepts(peer);
@@ -79,10 +81,9 @@ impl Replica {
             let Some(leader) = self.role.leader_mut() else {
                 return;
             };
-            let progress = leader
-                .followers
-                .get_mut(&peer)
-                .expect("every peer has progress");
+            let Some(progress) = leader.followers.get_mut(&peer) else {
+                return;
+            };
             let next = progress.next_index;
             if next > self.log.last_index() || next - progress.match_index > PIPELINE_ENTRIES_MAX {
                 return;

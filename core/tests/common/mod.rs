@@ -57,7 +57,7 @@ impl Disk {
         );
     }
 
-    fn recover(&self) -> DurableState {
+    pub fn recover(&self) -> DurableState {
         let snapshot_index = self
             .state
             .snapshot
@@ -216,12 +216,26 @@ pub fn initial_state() -> DurableState {
     }
 }
 
+/// In a build with the `planted-bugs` feature, `PAXKV_PLANTED_BUG=NAME` turns that bug on for
+/// the test's thread, to check that the test pinning it fails with it.
+pub fn plant_from_environment() {
+    #[cfg(feature = "planted-bugs")]
+    if let Ok(name) = std::env::var("PAXKV_PLANTED_BUG") {
+        let bug = paxkv_core::planted::Bug::ALL
+            .into_iter()
+            .find(|bug| bug.name() == name)
+            .unwrap_or_else(|| panic!("no planted bug is named {name}"));
+        paxkv_core::planted::plant(Some(bug));
+    }
+}
+
 impl Cluster {
     pub fn new(size: u64, seed: u64) -> Cluster {
         Cluster::with_config(size, seed, |_| {})
     }
 
     pub fn with_config(size: u64, seed: u64, adjust: impl Fn(&mut ReplicaConfig)) -> Cluster {
+        plant_from_environment();
         let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let mut config = ReplicaConfig::new(NodeId(1), members.clone(), seed);
         config.election_timeout_ms = 300;
@@ -265,7 +279,7 @@ impl Cluster {
         cluster
     }
 
-    fn node_config(&self, id: NodeId) -> ReplicaConfig {
+    pub fn node_config(&self, id: NodeId) -> ReplicaConfig {
         let mut config = self.config.clone();
         config.node_id = id;
         config
@@ -392,7 +406,9 @@ impl Cluster {
     }
 
     fn finish_persist(&mut self, id: NodeId, incarnation: u64, mut ready: Box<Ready>) {
-        let node = self.nodes.get_mut(&id).expect("node exists");
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return; // forgotten (removed for good)
+        };
         if node.incarnation != incarnation || node.replica.is_none() {
             return; // crashed meanwhile: the write never reached the disk
         }
@@ -477,6 +493,43 @@ impl Cluster {
         let local = clock_at(self.clocks.get(&id), self.now);
         let node = self.nodes.get_mut(&id).expect("node exists");
         node.replica = Some(Replica::new(config, durable, local).expect("recovery succeeds"));
+    }
+
+    /// Starts a new node `id` that joins the cluster: its log starts from the cluster's first
+    /// configuration, which does not list it, until the leader's entries make it a learner.
+    pub fn join_node(&mut self, id: NodeId) {
+        let mut config = self.node_config(id);
+        config.joining = true;
+        let replica = Replica::new(config, initial_state(), self.now).expect("a joiner starts");
+        let node = Node {
+            replica: Some(replica),
+            disk: Disk {
+                state: initial_state(),
+            },
+            incarnation: 0,
+            persisting: false,
+        };
+        assert!(self.nodes.insert(id, node).is_none(), "{id} is new");
+    }
+
+    /// Drops node `id` from the cluster for good (a removed node, its machine gone).
+    pub fn forget(&mut self, id: NodeId) -> Node {
+        self.nodes.remove(&id).expect("node exists")
+    }
+
+    /// Sends a membership request to `to`.
+    pub fn member_via(&mut self, to: NodeId, change: paxkv_core::MemberRequest) -> RequestId {
+        let request = self.new_request();
+        let now = clock_at(self.clocks.get(&to), self.now);
+        if let Some(replica) = self
+            .nodes
+            .get_mut(&to)
+            .and_then(|node| node.replica.as_mut())
+        {
+            replica.change_membership(request, change, now);
+            self.drive(to);
+        }
+        request
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {

@@ -24,6 +24,8 @@ use paxkv_proto::peer::{command::Op, Command};
 
 use super::errors::{bad_request, error_response};
 use super::KvStore;
+use crate::membership::MemberRequest;
+use crate::types::NodeId;
 
 /// A read request as the client sent it (the consistency level is inside).
 #[derive(Debug, Clone, PartialEq)]
@@ -78,12 +80,15 @@ impl ReadRequest {
     }
 }
 
-/// Where a client request goes: into the log, to a read, or to the node's status.
+/// Where a client request goes: into the log, to a read, to the node's status, or to the
+/// membership (a list is answered by the node, a change proposed by the leader).
 #[derive(Debug)]
 pub enum Routed {
     Write(Op),
     Read(ReadRequest),
     Status(StatusRequest),
+    MemberList,
+    MemberChange(crate::membership::MemberRequest),
 }
 
 /// Sorts a client request, refusing at once what no replica would accept. (Authentication
@@ -115,6 +120,17 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
         }
         Some(Request::LeaseTimeToLive(request)) => {
             Routed::Read(ReadRequest::LeaseTimeToLive(request))
+        }
+        Some(Request::MemberList(_)) => Routed::MemberList,
+        Some(Request::MemberAdd(add)) => Routed::MemberChange(MemberRequest::Add {
+            peer_address: add.peer_address,
+            client_address: add.client_address,
+        }),
+        Some(Request::MemberPromote(promote)) => {
+            Routed::MemberChange(MemberRequest::Promote(NodeId(promote.node_id)))
+        }
+        Some(Request::MemberRemove(remove)) => {
+            Routed::MemberChange(MemberRequest::Remove(NodeId(remove.node_id)))
         }
         Some(Request::AuthHello(_)) | Some(Request::AuthProof(_)) => {
             return Err(error_response(

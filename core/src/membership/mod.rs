@@ -8,11 +8,16 @@
 //! after it, jointly). A candidate counts its promises against the configurations active in the
 //! most advanced promised log (each promise carries them), not only against its own: a node
 //! two changes behind would otherwise win with a majority of a configuration that no longer
-//! decides anything. Not done yet: proposing a change (no change entry is appended today).
+//! decides anything. `change.rs` is the replica's side: proposing a change on the leader,
+//! answering it once committed, and stopping a node that was removed.
+
+mod change;
+
+pub use change::MemberRequest;
 
 use std::collections::BTreeMap;
 
-use paxkv_proto::peer::Configuration;
+use paxkv_proto::peer::{Configuration, MemberAddress};
 
 use crate::types::NodeId;
 
@@ -83,6 +88,43 @@ pub fn learners(configuration: &Configuration) -> Vec<NodeId> {
     ids(&configuration.learners).collect()
 }
 
+/// Whether `node` is a voter of `configuration`.
+pub fn is_voter(configuration: &Configuration, node: NodeId) -> bool {
+    configuration.members.contains(&node.0)
+}
+
+/// The id a new member gets: one above every id the configuration ever had (voters, learners
+/// and retired), so that no id is used twice.
+pub fn next_id(configuration: &Configuration) -> NodeId {
+    let highest = configuration
+        .members
+        .iter()
+        .chain(&configuration.learners)
+        .chain(&configuration.retired)
+        .copied()
+        .max()
+        .unwrap_or(0);
+    NodeId(highest + 1)
+}
+
+/// The addresses `configuration` records for `node`, if any.
+pub fn address_of(configuration: &Configuration, node: NodeId) -> Option<&MemberAddress> {
+    configuration
+        .addresses
+        .iter()
+        .find(|address| address.node == node.0)
+}
+
+/// The member whose recorded peer address is `peer_address`, if any.
+pub fn member_at(configuration: &Configuration, peer_address: &str) -> Option<NodeId> {
+    configuration
+        .addresses
+        .iter()
+        .find(|address| address.peer_address == peer_address)
+        .map(|address| NodeId(address.node))
+        .filter(|node| is_member(configuration, *node))
+}
+
 /// Whether `node` is a voter or a learner of `configuration`.
 pub fn is_member(configuration: &Configuration, node: NodeId) -> bool {
     configuration.members.contains(&node.0) || configuration.learners.contains(&node.0)
@@ -127,6 +169,7 @@ pub fn apply_change(
             next.members.retain(|id| *id != node.0);
             next.learners.retain(|id| *id != node.0);
             next.retired.push(node.0);
+            next.addresses.retain(|address| address.node != node.0);
         }
     }
     next.members.sort_unstable();
@@ -190,11 +233,11 @@ impl ConfigHistory {
 
     /// The configuration in force at `index`.
     pub(crate) fn at(&self, index: u64) -> &Configuration {
-        self.in_force(index).1
+        self.in_force_at(index).1
     }
 
     /// The configuration in force at `index`, with the index it is in force from.
-    fn in_force(&self, index: u64) -> (u64, &Configuration) {
+    pub(crate) fn in_force_at(&self, index: u64) -> (u64, &Configuration) {
         self.by_index
             .range(..=index)
             .next_back()
@@ -205,9 +248,14 @@ impl ConfigHistory {
 
     /// The newest configuration in the log, committed or not.
     pub(crate) fn newest(&self) -> &Configuration {
+        self.newest_at().1
+    }
+
+    /// The newest configuration with the index it is in force from (its id).
+    pub(crate) fn newest_at(&self) -> (u64, &Configuration) {
         self.by_index
             .last_key_value()
-            .map(|(_, configuration)| configuration)
+            .map(|(from, configuration)| (*from, configuration))
             .expect("a history is never empty")
     }
 
@@ -222,7 +270,7 @@ impl ConfigHistory {
             .by_index
             .range(commit_index + 1..)
             .map(|(from, configuration)| (*from, configuration));
-        std::iter::once(self.in_force(commit_index)).chain(changes)
+        std::iter::once(self.in_force_at(commit_index)).chain(changes)
     }
 
     /// A change entry was appended at `index`.
