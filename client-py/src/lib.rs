@@ -119,6 +119,7 @@ fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
             "SessionExpired",
             format!("{problem}. Read the key to find out before you write it again"),
         ),
+        ClientError::Refused(problem) => ("MembershipRefused", problem),
         ClientError::Server(problem) => ("Error", format!("the server failed: {problem}")),
     };
     let made = py

@@ -156,6 +156,7 @@ where
             nonce: hello_nonce.clone(),
             node_id: 0,
             client_address: String::new(),
+            peer_address: String::new(),
         })),
     };
     write_frame(writer, &codec(), &hello)

@@ -22,11 +22,12 @@ use std::time::Duration;
 use paxkv_proto::auth::ClusterSecret;
 pub use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, ExpireCondition, KeyValue,
-    PutRequest, ResponseHeader, Role, StatusResponse, TtlState,
+    Member, MembersResponse, PutRequest, ResponseHeader, Role, StatusResponse, TtlState,
 };
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PersistRequest,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberAddRequest,
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PersistRequest,
     RegisterSessionRequest, ScanRequest, StatusRequest, TtlRequest,
 };
 pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
@@ -72,6 +73,10 @@ pub enum ClientError {
     /// The lease does not exist (or expired).
     #[error("not found: {0}")]
     NotFound(String),
+    /// A membership change broke a rule (another change in progress, a learner still
+    /// catching up, a quorum that would be lost); the message says which and what to do.
+    #[error("membership change refused: {0}")]
+    Refused(String),
     #[error("server error: {0}")]
     Server(String),
 }
@@ -806,6 +811,7 @@ impl Client {
             ErrorCode::Unauthenticated => Attempt::AuthFailed(error.message),
             ErrorCode::NotFound => Attempt::Fail(ClientError::NotFound(error.message)),
             ErrorCode::SessionExpired => Attempt::Fail(ClientError::SessionExpired(error.message)),
+            ErrorCode::MembershipRefused => Attempt::Fail(ClientError::Refused(error.message)),
             ErrorCode::StaleSequence | ErrorCode::Unspecified => {
                 Attempt::Fail(ClientError::Server(error.message))
             }
@@ -1037,6 +1043,46 @@ impl Client {
         }
     }
 
+    /// The members as the leader knows them (with each one's log position and whether it
+    /// answered lately).
+    pub async fn members(&self) -> Result<MembersResponse, ClientError> {
+        self.members_call(Request::MemberList(MemberListRequest {}))
+            .await
+    }
+
+    /// Adds a learner reachable at `peer_address`; the answer's `node_id` is the id the cluster
+    /// picked. Asking again for the same address answers with the same id.
+    pub async fn member_add(
+        &self,
+        peer_address: &str,
+        client_address: &str,
+    ) -> Result<MembersResponse, ClientError> {
+        self.members_call(Request::MemberAdd(MemberAddRequest {
+            peer_address: peer_address.to_string(),
+            client_address: client_address.to_string(),
+        }))
+        .await
+    }
+
+    /// Makes a caught-up learner a voter.
+    pub async fn member_promote(&self, node_id: u64) -> Result<MembersResponse, ClientError> {
+        self.members_call(Request::MemberPromote(MemberPromoteRequest { node_id }))
+            .await
+    }
+
+    /// Removes a voter or learner for good (its id is never used again).
+    pub async fn member_remove(&self, node_id: u64) -> Result<MembersResponse, ClientError> {
+        self.members_call(Request::MemberRemove(MemberRemoveRequest { node_id }))
+            .await
+    }
+
+    async fn members_call(&self, body: Request) -> Result<MembersResponse, ClientError> {
+        match self.request(body).await? {
+            Response::Members(members) => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends any request with the routing and retries its kind gets (writes to the leader,
     /// once per sequence; reads where their consistency allows) and returns the whole answer,
     /// header included. Every typed call goes through here. Status requests go through
@@ -1055,6 +1101,12 @@ impl Client {
             Request::Scan(scan) => (false, linearizable(scan.consistency)),
             Request::Ttl(ttl) => (false, linearizable(ttl.consistency)),
             Request::LeaseTimeToLive(lease) => (false, linearizable(lease.consistency)),
+            // Changes are idempotent (an add by peer address, a promotion of a voter and a
+            // removal of a retired id answer as done), so they need no session to retry.
+            Request::MemberList(_)
+            | Request::MemberAdd(_)
+            | Request::MemberPromote(_)
+            | Request::MemberRemove(_) => (false, true),
             other => {
                 return Err(ClientError::InvalidArgument(format!(
                     "{other:?} is not a key-value request"

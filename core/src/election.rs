@@ -269,9 +269,9 @@ impl Replica {
         self.check_promise_quorum();
     }
 
-    /// A candidate counts its promises against the configurations of the log it will adopt:
-    /// the most advanced promised log's (they may be newer than its own, whose majority could
-    /// then miss a value chosen under them), else its own.
+    /// A candidate counts its promises against the configuration of the log it will adopt:
+    /// the newest of the most advanced promised log (it may be newer than its own, whose
+    /// majority could then miss a value chosen under it), else its own.
     fn election_quorum(&self, candidate: &CandidateState) -> Quorum {
         let promised = candidate
             .best_log_above(&self.log_state())
@@ -280,8 +280,8 @@ impl Replica {
             .filter(|_| {
                 !crate::planted::active(crate::planted::Bug::ElectionCountsOwnConfiguration)
             });
-        match promised {
-            Some(configs) => Quorum::joint(configs.iter().map(membership::voters)),
+        match promised.and_then(|configs| configs.last()) {
+            Some(newest) => Quorum::joint([membership::voters(newest)]),
             None => self.quorum(),
         }
     }

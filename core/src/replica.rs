@@ -184,8 +184,14 @@ impl Replica {
                 configuration_index,
             });
         }
-        let newest = log.configs().newest();
-        if !membership::is_member(newest, id) && !config.joining {
+        // A member of some configuration its log holds (the newest may be an uncommitted
+        // removal of it), or a node joining, whose change arrives from the leader.
+        let known = log
+            .configs()
+            .active(commit_index)
+            .any(|(_, configuration)| membership::is_member(configuration, id));
+        if !known && !config.joining {
+            let newest = log.configs().newest();
             return Err(Error::CorruptState(format!(
                 "{id} is not a member of its configuration (voters {:?}, learners {:?}); a node \
                  that is joining a cluster starts with --join",
@@ -280,27 +286,25 @@ impl Replica {
     }
 
     /// Which acceptors make a quorum now: the one thing every count of votes asks. A majority
-    /// of each configuration active at the commit point (one while membership is settled,
-    /// two while a change is uncommitted).
+    /// of the voters of the newest configuration in the log, committed or not: a change takes
+    /// effect once appended. That is safe because two configurations that can be in force at
+    /// once differ by at most one voter (one change at a time, none before the leader's own
+    /// entry commits), so their majorities meet; and it keeps a node that holds a change
+    /// whose commit it never learnt (its leader removed itself and stopped) able to count
+    /// without the members that change removed.
     pub(crate) fn quorum(&self) -> Quorum {
         use crate::planted::{active, Bug};
         let configs = self.log.configs();
-        let settled = active(Bug::QuorumOfOldConfiguration).then(|| configs.at(self.commit_index));
-        let voters = |configuration: &Configuration| {
-            let mut voters = membership::voters(configuration);
-            if active(Bug::LearnerCountsInQuorum) {
-                voters.extend(membership::learners(configuration));
-            }
-            voters
+        let in_force = if active(Bug::QuorumOfOldConfiguration) {
+            configs.at(self.commit_index)
+        } else {
+            configs.newest()
         };
-        match settled {
-            Some(configuration) => Quorum::joint([voters(configuration)]),
-            None => Quorum::joint(
-                configs
-                    .active(self.commit_index)
-                    .map(|(_, configuration)| voters(configuration)),
-            ),
+        let mut voters = membership::voters(in_force);
+        if active(Bug::LearnerCountsInQuorum) {
+            voters.extend(membership::learners(in_force));
         }
+        Quorum::joint([voters])
     }
 
     /// Every other node of the configurations active at the commit point, voter or learner:

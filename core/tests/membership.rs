@@ -23,6 +23,7 @@ fn add(id: u64) -> MemberRequest {
     MemberRequest::Add {
         peer_address: format!("[::1]:{}", 7100 + id),
         client_address: format!("[::1]:{}", 7000 + id),
+        known: Vec::new(),
     }
 }
 
@@ -333,7 +334,7 @@ fn a_learner_never_makes_up_a_quorum() {
 
 /// Pins the planted `quorum-of-old-configuration`.
 #[test]
-fn a_change_counts_jointly_with_the_configuration_before_it_until_it_commits() {
+fn a_change_counts_from_the_moment_it_is_appended() {
     let mut cluster = Cluster::new(3, 43);
     let leader = elect(&mut cluster);
     cluster.join_node(NodeId(4));
@@ -354,4 +355,38 @@ fn a_change_counts_jointly_with_the_configuration_before_it_until_it_commits() {
         !matches!(answer, Some(Response::Members(_))),
         "a promotion to four voters committed with two of them: {answer:?}"
     );
+}
+
+/// Regression (simulator seed 94): a leader removed itself, committed the removal and stopped
+/// before its one remaining follower learnt the commit. Counting the change jointly with the
+/// configuration before it until commit, the survivor needed the stopped node's vote forever.
+#[test]
+fn a_survivor_that_never_learnt_the_removal_committed_still_leads() {
+    let mut cluster = Cluster::new(3, 47);
+    let leader = elect(&mut cluster);
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let third = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader && *id != follower)
+        .unwrap();
+    shrink(&mut cluster, third.0);
+    let before = cluster.replica(follower).unwrap().status().last_index;
+    let request = cluster.member_via(leader, MemberRequest::Remove(leader));
+    // Once the follower holds the change, nothing more from the leader reaches it.
+    while cluster.replica(follower).unwrap().status().last_index == before {
+        cluster.run_for(1);
+    }
+    cluster.faults.cut.insert((leader, follower));
+    let answer = cluster.wait_for(request, 2000);
+    assert!(matches!(answer, Some(Response::Members(_))), "{answer:?}");
+    assert!(
+        cluster.replica(follower).unwrap().commit_index()
+            < cluster.replica(leader).unwrap().commit_index(),
+        "the follower must not have learnt the commit for this test to mean anything"
+    );
+    cluster.forget(leader);
+    let new = elect(&mut cluster);
+    assert_eq!(new, follower);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 5), 5);
 }

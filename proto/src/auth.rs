@@ -39,6 +39,11 @@ impl ClusterSecret {
         Ok(ClusterSecret(trimmed))
     }
 
+    /// The secret's bytes, for a node that talks to its cluster as a client (a joining node).
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
     /// HMAC-SHA256 under the secret over the label and both nonces (the first one
     /// length-prefixed, so the split between them is unambiguous).
     fn keyed(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {

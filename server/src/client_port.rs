@@ -180,6 +180,8 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pend
             reply,
         },
         Routed::Read(read) => Input::Read { read, reply },
+        Routed::MemberList => Input::Members { reply },
+        Routed::MemberChange(change) => Input::MemberChange { change, reply },
     };
     Ok((input, receiver))
 }

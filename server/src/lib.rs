@@ -3,6 +3,7 @@
 
 pub mod client_port;
 pub mod clock;
+pub mod join;
 pub mod local_cluster;
 mod net;
 pub mod node;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::clock::NodeClock;
+pub use crate::node::Stopped;
 use crate::node::{Node, NodeMetrics, INPUT_QUEUE_MAX};
 use crate::storage::{Storage, StorageError};
 pub use paxkv_proto::auth;
@@ -50,6 +52,10 @@ pub struct NodeConfig {
     /// Seed of the replica's random choices; None draws one from the operating system (a
     /// simulator passes its own, so a run replays exactly).
     pub seed: Option<u64>,
+    /// Join a running cluster through these client endpoints instead of starting one from
+    /// `peers`: a node with an empty data directory asks to be added as a learner (and learns
+    /// its id); one that joined before restarts from what it kept.
+    pub join: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,12 @@ pub enum ServerError {
          peers"
     )]
     CorruptState { data_dir: PathBuf, reason: String },
+    /// The node was removed from the cluster: it must not start again under its id.
+    #[error("{0}")]
+    Removed(String),
+    /// Joining a cluster failed (no node answered, or the cluster refused the new node).
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
 }
 
 impl ServerError {
@@ -82,36 +94,59 @@ impl ServerError {
                 data_dir: data_dir.to_path_buf(),
                 reason,
             },
+            paxkv_core::Error::Removed { .. } => ServerError::Removed(error.to_string()),
         }
     }
 }
 
 /// A started node: its metrics, and the task that ends when the node stops.
 pub struct RunningNode {
+    /// This node's id (picked by the cluster for a node that joined).
+    pub id: NodeId,
     pub metrics: Arc<NodeMetrics>,
     pub client_addr: SocketAddr,
-    pub node: tokio::task::JoinHandle<Result<(), StorageError>>,
+    pub node: tokio::task::JoinHandle<Result<Stopped, StorageError>>,
 }
 
 /// Loads `storage`, binds both listeners and starts the node with time from `clock`. Stops
 /// when `shutdown` turns true.
 pub async fn start_node(
-    config: NodeConfig,
+    mut config: NodeConfig,
     mut storage: Box<dyn Storage>,
     clock: NodeClock,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<RunningNode, ServerError> {
-    if config.peers.get(&config.id) != Some(&config.peer_addr) {
-        return Err(ServerError::Config(format!(
-            "--peers must list this node ({}) with its --peer-addr {}",
-            config.id.0, config.peer_addr
-        )));
-    }
     let durable = run_blocking(move || storage.load().map(|state| (storage, state))).await;
     let (storage, durable) = durable?;
-    let members: Vec<NodeId> = config.peers.keys().copied().collect();
+    let kept_id = NodeId(durable.hard_state.node_id);
+    let joining = config.join.is_some();
+    let members: Vec<NodeId> = match &config.join {
+        // Joined before: the id and the configuration are in the data directory.
+        Some(_) if kept_id.0 != 0 => {
+            config.id = kept_id;
+            Vec::new()
+        }
+        Some(endpoints) => {
+            let joined = join::join(endpoints, &config).await?;
+            config.id = joined.id;
+            for (id, address) in joined.peers {
+                config.peers.entry(id).or_insert(address);
+            }
+            joined.first_voters
+        }
+        None => {
+            if config.peers.get(&config.id) != Some(&config.peer_addr) {
+                return Err(ServerError::Config(format!(
+                    "--peers must list this node ({}) with its --peer-addr {}",
+                    config.id.0, config.peer_addr
+                )));
+            }
+            config.peers.keys().copied().collect()
+        }
+    };
     let mut replica_config =
         ReplicaConfig::new(config.id, members, config.seed.unwrap_or_else(seed));
+    replica_config.joining = joining;
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
@@ -137,6 +172,7 @@ pub async fn start_node(
         tracing::info_span!("node", id = config.id.0),
         config.id,
         client_addr.to_string(),
+        config.peer_addr.to_string(),
         &config.peers,
         config.secret.clone(),
         shutdown.clone(),
@@ -163,6 +199,7 @@ pub async fn start_node(
     let node = Node::new(replica, storage, clock, directory, metrics.clone());
     let node = tokio::spawn(node.run(receiver, shutdown).instrument(span));
     Ok(RunningNode {
+        id: config.id,
         metrics,
         client_addr,
         node,
@@ -294,6 +331,7 @@ mod tests {
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: Some(1),
+            join: None,
         };
         let durable = DurableState {
             snapshot: Some((SnapshotMeta::default(), vec![0xff; 8])),

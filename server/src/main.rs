@@ -10,7 +10,7 @@ use paxkv_server::auth::ClusterSecret;
 use paxkv_server::clock::NodeClock;
 use paxkv_server::local_cluster::LocalCluster;
 use paxkv_server::storage::DiskStorage;
-use paxkv_server::{parse_peers, shutdown_signal, start_node, NodeConfig};
+use paxkv_server::{parse_peers, shutdown_signal, start_node, NodeConfig, ServerError, Stopped};
 
 #[cfg(not(madsim))]
 #[global_allocator]
@@ -27,7 +27,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 struct Args {
     #[command(subcommand)]
     command: Option<Commands>,
-    /// This node's id: a positive integer listed in --peers.
+    /// This node's id: a positive integer listed in --peers (not needed with --join: the
+    /// cluster picks it).
     #[arg(long, env = "PAXKV_ID")]
     id: Option<u64>,
     /// Exact address clients connect to, such as [::1]:7001 or 127.0.0.1:7001.
@@ -36,9 +37,19 @@ struct Args {
     /// Exact address peers connect to.
     #[arg(long, env = "PAXKV_PEER_ADDR")]
     peer_addr: Option<SocketAddr>,
-    /// Every member's peer address, this node included: 1=[::1]:7101,2=[::1]:7102,...
-    #[arg(long, env = "PAXKV_PEERS")]
+    /// Every member's peer address, this node included: 1=[::1]:7101,2=[::1]:7102,... (for
+    /// the nodes a new cluster starts with; a node added later uses --join).
+    #[arg(long, env = "PAXKV_PEERS", conflicts_with = "join")]
     peers: Option<String>,
+    /// Join a running cluster through these client endpoints ([::1]:7001,[::1]:7002): with an
+    /// empty --data-dir the node asks to be added as a learner, catches up, and is promoted to
+    /// voter once close to the leader; restarted, it goes on from its data directory.
+    #[arg(long, env = "PAXKV_JOIN")]
+    join: Option<String>,
+    /// With --join: stay a learner (receives the log, never votes) until promoted by hand
+    /// (kvctl member promote ID).
+    #[arg(long, requires = "join")]
+    no_promote: bool,
     /// Directory for the write-ahead log and snapshots (created if missing).
     #[arg(long, env = "PAXKV_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -91,13 +102,22 @@ fn read_secret(file: Option<&PathBuf>) -> anyhow::Result<ClusterSecret> {
 
 fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
     let missing = |flag: &str| anyhow::anyhow!("missing {flag} (see kv-server --help)");
-    let id = args.id.ok_or_else(|| missing("--id"))?;
-    let peers =
-        parse_peers(&args.peers.ok_or_else(|| missing("--peers"))?).map_err(anyhow::Error::msg)?;
-    if !peers.contains_key(&NodeId(id)) {
-        bail!("--id {id} is not one of the nodes in --peers");
-    }
+    let join = args.join.as_deref().map(paxkv_client::parse_endpoints);
+    let (id, peers) = match &join {
+        // The cluster picks the id of a new node (or the data directory has it).
+        Some(_) => (args.id.unwrap_or(0), Default::default()),
+        None => {
+            let id = args.id.ok_or_else(|| missing("--id (or --join)"))?;
+            let peers = parse_peers(&args.peers.ok_or_else(|| missing("--peers (or --join)"))?)
+                .map_err(anyhow::Error::msg)?;
+            if !peers.contains_key(&NodeId(id)) {
+                bail!("--id {id} is not one of the nodes in --peers");
+            }
+            (id, peers)
+        }
+    };
     Ok(NodeConfig {
+        join,
         id: NodeId(id),
         client_addr: args.client_addr.ok_or_else(|| missing("--client-addr"))?,
         peer_addr: args.peer_addr.ok_or_else(|| missing("--peer-addr"))?,
@@ -134,8 +154,8 @@ async fn main() -> anyhow::Result<()> {
         paxkv_server::local_cluster::run(cluster).await?;
         return Ok(());
     }
+    let promote = !args.no_promote;
     let config = node_config(args)?;
-    let id = config.id.0;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -145,12 +165,27 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let span = tracing::info_span!("node", id);
-    let _guard = span.enter();
     let (stop, shutdown) = paxkv_server::shutdown::channel();
     let storage = Box::new(DiskStorage::open(&config.data_dir)?);
-    let running = start_node(config.clone(), storage, NodeClock::real(), shutdown).await?;
+    let running =
+        match start_node(config.clone(), storage, NodeClock::real(), shutdown.clone()).await {
+            Ok(running) => running,
+            Err(error @ ServerError::Removed(_)) => {
+                eprintln!("error: {error}");
+                std::process::exit(EXIT_REMOVED);
+            }
+            Err(error) => return Err(error.into()),
+        };
+    let span = tracing::info_span!("node", id = running.id.0);
+    let _guard = span.enter();
     tracing::info!(client = %running.client_addr, peer = %config.peer_addr, "serving");
+    if let (Some(endpoints), true) = (config.join.clone(), promote) {
+        let mut endpoints = endpoints;
+        endpoints.push(running.client_addr.to_string());
+        let task =
+            paxkv_server::join::promote_when_caught_up(endpoints, running.id, config, shutdown);
+        tokio::spawn(tracing::Instrument::instrument(task, span.clone()));
+    }
     let mut node = running.node;
     tokio::select! {
         biased;
@@ -160,9 +195,14 @@ async fn main() -> anyhow::Result<()> {
             node.await.context("the node task failed")??;
         }
         result = &mut node => {
-            result.context("the node task failed")??;
-            bail!("the node stopped unexpectedly");
+            match result.context("the node task failed")?? {
+                Stopped::Removed { .. } => std::process::exit(EXIT_REMOVED),
+                Stopped::Shutdown => bail!("the node stopped unexpectedly"),
+            }
         }
     }
     Ok(())
 }
+
+/// The exit code of a node that was removed from its cluster (it must not be restarted as is).
+const EXIT_REMOVED: i32 = 3;

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use paxkv_core::{LogWrite, NodeId, ReadRequest, Ready, Replica, RequestId, Role, SnapshotWrite};
+use paxkv_core::{
+    LogWrite, MemberRequest, NodeId, ReadRequest, Ready, Replica, RequestId, Role, SnapshotWrite,
+};
 use paxkv_proto::client::{client_response::Body as Response, PeerStatus, StatusResponse};
 use paxkv_proto::peer::{Command, HardState, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
@@ -44,6 +46,23 @@ pub enum Input {
         reply: oneshot::Sender<Response>,
         with_state_hash: bool,
     },
+    Members {
+        reply: oneshot::Sender<Response>,
+    },
+    MemberChange {
+        change: MemberRequest,
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+/// Why the node loop ended without a storage error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to (Ctrl-C, SIGTERM, a test), or its inputs closed.
+    Shutdown,
+    /// The node was removed from the cluster (the configuration at this log index retired its
+    /// id): it must not run again.
+    Removed { configuration_index: u64 },
 }
 
 /// Counters the node exposes (for tests and the benchmark).
@@ -63,6 +82,8 @@ pub struct Node {
     next_request: u64,
     metrics: Arc<NodeMetrics>,
     started: tokio::time::Instant,
+    /// The index of the configuration whose addresses the peer directory last learnt.
+    configuration_seen: Option<u64>,
 }
 
 /// Writes and syncs what a ready asks to keep, in one hop off the async threads. Under the
@@ -114,34 +135,61 @@ impl Node {
             next_request: 0,
             metrics,
             started: tokio::time::Instant::now(),
+            configuration_seen: None,
         }
     }
 
-    /// Runs until `shutdown` turns true or the input channel closes; returns a storage error
-    /// if the disk fails (the node must stop rather than acknowledge what it cannot keep).
+    /// Runs until `shutdown` turns true, the input channel closes or the node learns it was
+    /// removed; returns a storage error if the disk fails (the node must stop rather than
+    /// acknowledge what it cannot keep).
     pub async fn run(
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         shutdown: crate::shutdown::Shutdown,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Stopped, StorageError> {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
+        self.learn_configuration();
         loop {
             // Biased: a fixed polling order keeps simulated runs deterministic (tokio's random
             // order draws from process-wide state); the rare events come first so a flood of
             // inputs cannot starve them.
             tokio::select! {
                 biased;
-                _ = shutdown.stopped() => return Ok(()),
+                _ = shutdown.stopped() => return Ok(Stopped::Shutdown),
                 _ = ticker.tick() => self.replica.tick(self.clock.now()),
                 input = inputs.recv() => match input {
                     Some(input) => self.take_inputs(input, &mut inputs),
-                    None => return Ok(()),
+                    None => return Ok(Stopped::Shutdown),
                 },
             }
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
             }
+            self.learn_configuration();
+            // Stop only once what the last ready asked is synced (the removal mark included).
+            if let Some(configuration_index) = self.replica.removed_at() {
+                if !self.replica.has_ready() {
+                    tracing::error!(
+                        configuration_index,
+                        "this node was removed from the cluster; stopping for good (its id is \
+                         retired: to bring the machine back, empty its data directory and start \
+                         it with --join)"
+                    );
+                    return Ok(Stopped::Removed {
+                        configuration_index,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Dials the members a new configuration brought in.
+    fn learn_configuration(&mut self) {
+        let (index, configuration) = self.replica.configuration();
+        if self.configuration_seen != Some(index) {
+            self.configuration_seen = Some(index);
+            self.peers.learn_configuration(configuration);
         }
     }
 
@@ -179,12 +227,31 @@ impl Node {
                 }
                 let _ = reply.send(Response::Status(status));
             }
+            Input::Members { reply } => {
+                let mut members = self.replica.members_response(NodeId(0));
+                self.peers.fill_member_addresses(&mut members);
+                let _ = reply.send(Response::Members(members));
+            }
+            Input::MemberChange { mut change, reply } => {
+                // The change entry carries every member's address this node knows, so that
+                // the configuration tells every node (and a joining one) how to reach them.
+                if let MemberRequest::Add { known, .. } = &mut change {
+                    let members = self.replica.members();
+                    *known = self.peers.addresses_of(members.into_iter());
+                }
+                let request = self.track(reply);
+                self.replica
+                    .change_membership(request, change, self.clock.now());
+            }
         }
     }
 
     fn answer(&mut self, responses: Vec<(RequestId, Response)>) {
         for (request, mut response) in responses {
             self.peers.fill_leader_address(&mut response);
+            if let Response::Members(members) = &mut response {
+                self.peers.fill_member_addresses(members);
+            }
             if let Some(reply) = self.waiting.remove(&request) {
                 let _ = reply.send(response);
             }

@@ -13,9 +13,10 @@ use std::time::Duration;
 use paxkv_core::NodeId;
 use paxkv_proto::client::{
     client_response::Body as Response, AuthChallenge, AuthHello, AuthOk, AuthProof, ErrorCode,
+    MembersResponse,
 };
 use paxkv_proto::io::{write_frame, write_frames, FrameReader, IoError};
-use paxkv_proto::peer::PeerMessage;
+use paxkv_proto::peer::{Configuration, MemberAddress, PeerMessage};
 use paxkv_proto::{FrameCodec, PEER_FRAME_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -32,23 +33,33 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Who the peers are, how to reach them, and their client addresses (learned in handshakes).
+/// Who the peers are, how to reach them, and their client addresses. It grows as the node
+/// learns of members: from its flags, from the configuration (peer addresses travel in it), and
+/// from the handshakes of nodes that connect to it (a member its configuration does not know
+/// yet, such as a leader added while it was down, says where it listens).
 pub struct PeerDirectory {
     me: NodeId,
     my_client_address: String,
-    outboxes: BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
+    my_peer_address: String,
+    secret: ClusterSecret,
+    shutdown: crate::shutdown::Shutdown,
+    span: tracing::Span,
+    peers: Mutex<BTreeMap<NodeId, Peer>>,
     client_addresses: Mutex<BTreeMap<NodeId, String>>,
+}
+
+/// One peer: where it listens and the outbox its dialing task drains.
+struct Peer {
+    address: SocketAddr,
+    outbox: mpsc::Sender<PeerMessage>,
 }
 
 impl PeerDirectory {
     pub fn send(&self, to: NodeId, message: PeerMessage) {
-        if let Some(outbox) = self.outboxes.get(&to) {
-            let _ = outbox.try_send(message);
+        let peers = self.peers.lock().expect("the peer map is never poisoned");
+        if let Some(peer) = peers.get(&to) {
+            let _ = peer.outbox.try_send(message);
         }
-    }
-
-    pub fn is_member(&self, id: NodeId) -> bool {
-        self.outboxes.contains_key(&id)
     }
 
     pub fn client_address(&self, id: NodeId) -> Option<String> {
@@ -62,12 +73,64 @@ impl PeerDirectory {
             .cloned()
     }
 
-    fn learn_client_address(&self, id: NodeId, address: String) {
+    /// Where `id` listens for peers, if known.
+    pub fn peer_address(&self, id: NodeId) -> Option<SocketAddr> {
+        if id == self.me {
+            return self.my_peer_address.parse().ok();
+        }
+        self.peers
+            .lock()
+            .expect("the peer map is never poisoned")
+            .get(&id)
+            .map(|peer| peer.address)
+    }
+
+    pub fn learn_client_address(&self, id: NodeId, address: String) {
         if !address.is_empty() {
             self.client_addresses
                 .lock()
                 .expect("the address map is never poisoned")
                 .insert(id, address);
+        }
+    }
+
+    /// `id` listens for peers at `address`: dial it from now on (a new address replaces the
+    /// old one, whose dialing task ends).
+    pub fn learn_peer_address(self: &Arc<Self>, id: NodeId, address: SocketAddr) {
+        if id == self.me || id.0 == 0 {
+            return;
+        }
+        let mut peers = self.peers.lock().expect("the peer map is never poisoned");
+        if peers.get(&id).is_some_and(|peer| peer.address == address) {
+            return;
+        }
+        let (sender, receiver) = mpsc::channel(OUTBOX_MESSAGES_MAX);
+        peers.insert(
+            id,
+            Peer {
+                address,
+                outbox: sender,
+            },
+        );
+        drop(peers);
+        let task = dial(
+            self.clone(),
+            id,
+            address,
+            receiver,
+            self.secret.clone(),
+            self.shutdown.clone(),
+        );
+        tokio::spawn(tracing::Instrument::instrument(task, self.span.clone()));
+    }
+
+    /// Learns the addresses a configuration records.
+    pub fn learn_configuration(self: &Arc<Self>, configuration: &Configuration) {
+        for member in &configuration.addresses {
+            if let Ok(address) = member.peer_address.parse() {
+                self.learn_peer_address(NodeId(member.node), address);
+            }
+            self.learn_client_address(NodeId(member.node), member.client_address.clone());
         }
     }
 
@@ -82,43 +145,60 @@ impl PeerDirectory {
             }
         }
     }
+
+    /// Completes the addresses of a member list with what this node knows.
+    pub fn fill_member_addresses(&self, members: &mut MembersResponse) {
+        for member in &mut members.members {
+            let id = NodeId(member.node_id);
+            if member.peer_address.is_empty() {
+                if let Some(address) = self.peer_address(id) {
+                    member.peer_address = address.to_string();
+                }
+            }
+            if member.client_address.is_empty() {
+                member.client_address = self.client_address(id).unwrap_or_default();
+            }
+        }
+    }
+
+    /// The addresses this node knows of every node in `members` (for a change entry, so that
+    /// the configuration carries every member's address).
+    pub fn addresses_of(&self, members: impl Iterator<Item = NodeId>) -> Vec<MemberAddress> {
+        members
+            .filter_map(|id| {
+                let peer_address = self.peer_address(id)?.to_string();
+                Some(MemberAddress {
+                    node: id.0,
+                    peer_address,
+                    client_address: self.client_address(id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
 }
 
-/// Creates the outboxes and starts one dialing task per peer.
+/// Creates the directory and starts one dialing task per peer known at start.
 pub fn start_outbound(
     span: tracing::Span,
     me: NodeId,
     my_client_address: String,
+    my_peer_address: String,
     peers: &BTreeMap<NodeId, SocketAddr>,
     secret: ClusterSecret,
     shutdown: crate::shutdown::Shutdown,
 ) -> Arc<PeerDirectory> {
-    let mut outboxes = BTreeMap::new();
-    let mut receivers = Vec::new();
-    for (id, address) in peers {
-        if *id == me {
-            continue;
-        }
-        let (sender, receiver) = mpsc::channel(OUTBOX_MESSAGES_MAX);
-        outboxes.insert(*id, sender);
-        receivers.push((*id, *address, receiver));
-    }
     let directory = Arc::new(PeerDirectory {
         me,
         my_client_address,
-        outboxes,
+        my_peer_address,
+        secret,
+        shutdown,
+        span,
+        peers: Mutex::new(BTreeMap::new()),
         client_addresses: Mutex::new(BTreeMap::new()),
     });
-    for (id, address, receiver) in receivers {
-        let task = dial(
-            directory.clone(),
-            id,
-            address,
-            receiver,
-            secret.clone(),
-            shutdown.clone(),
-        );
-        tokio::spawn(tracing::Instrument::instrument(task, span.clone()));
+    for (id, address) in peers {
+        directory.learn_peer_address(*id, *address);
     }
     directory
 }
@@ -151,6 +231,7 @@ async fn dial(
             }
             Ok::<(), IoError>(())
         };
+
         tokio::select! {
             biased;
             result = session => {
@@ -160,7 +241,8 @@ async fn dial(
             }
             _ = shutdown.stopped() => return,
         }
-        if shutdown.is_stopped() {
+        // Stopping, or the directory dropped this outbox (the peer moved to another address).
+        if shutdown.is_stopped() || (outbox.is_closed() && outbox.is_empty()) {
             return;
         }
         tokio::time::sleep(backoff).await;
@@ -189,6 +271,7 @@ where
         nonce: nonce(),
         node_id: directory.me.0,
         client_address: directory.my_client_address.clone(),
+        peer_address: directory.my_peer_address.clone(),
     };
     write_frame(writer, &codec(), &hello).await?;
     let challenge: AuthChallenge = timed(reader.read()).await?;
@@ -232,7 +315,7 @@ pub async fn serve_inbound(
 
 async fn receive_from_peer(
     stream: TcpStream,
-    directory: &PeerDirectory,
+    directory: &Arc<PeerDirectory>,
     secret: &ClusterSecret,
     inputs: &mpsc::Sender<Input>,
 ) -> Result<(), IoError> {
@@ -242,8 +325,8 @@ async fn receive_from_peer(
     let mut reader = FrameReader::new(read_half, codec());
     let hello: AuthHello = timed(reader.read()).await?;
     let from = NodeId(hello.node_id);
-    if !directory.is_member(from) {
-        tracing::warn!(%remote, node = hello.node_id, "refused a peer connection from a node that is not a member");
+    if from.0 == 0 || from == directory.me {
+        tracing::warn!(%remote, node = hello.node_id, "refused a peer connection that claims id 0 or this node's own id");
         return Ok(());
     }
     let challenge_nonce = nonce();
@@ -261,6 +344,11 @@ async fn receive_from_peer(
     }
     write_frame(&mut write_half, &codec(), &AuthOk {}).await?;
     directory.learn_client_address(from, hello.client_address);
+    // Only a node that proved the secret is dialed back; the replica decides whether to
+    // listen to it (a removed one is told so).
+    if let Ok(address) = hello.peer_address.parse() {
+        directory.learn_peer_address(from, address);
+    }
     loop {
         let message: PeerMessage = match reader.read().await {
             Ok(message) => message,

@@ -18,6 +18,7 @@ from ._model import Entry, LeaseStatus
 from ._errors import (
     AuthenticationError,
     ConflictError,
+    MembershipRefused,
     Error,
     InvalidArgument,
     NotFound,
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ConflictError",
+    "MembershipRefused",
     "Entry",
     "Error",
     "InvalidArgument",

@@ -39,3 +39,9 @@ class NotFound(Error, LookupError):
 class ConflictError(Error):
     """A conditional write found the key in another state than it required (``create`` on a
     key that exists)."""
+
+
+class MembershipRefused(Error):
+    """A membership change broke a rule and was not made: another change is still in
+    progress, the learner is still catching up, the cluster has its most voters, or the change
+    would leave too few answering voters for a quorum. The message says which."""

@@ -118,6 +118,8 @@ impl LeaderState {
 impl Replica {
     /// Starts proposing: a no-op commits everything adopted, then reads are served.
     pub(crate) fn activate_leader(&mut self) {
+        // The take-over may have adopted change entries: replicate to who is a peer now.
+        self.leader_sync_followers();
         let peers: Vec<NodeId> = self.peers().collect();
         let Some(leader) = self.role.leader_mut() else {
             return;
@@ -147,11 +149,9 @@ impl Replica {
         let noop_index = leader.append(&mut self.log, now, Kind::Noop(Noop {}));
         leader.phase = LeaderPhase::Active { noop_index };
         for (peer, next_index) in starts {
-            let progress = leader
-                .followers
-                .get_mut(&peer)
-                .expect("every peer has progress");
-            progress.restart_at(next_index, now);
+            if let Some(progress) = leader.followers.get_mut(&peer) {
+                progress.restart_at(next_index, now);
+            }
         }
         self.leader_heartbeat();
     }

@@ -1,7 +1,6 @@
 //! The replica's side of membership change: the leader checks a change against the rules and
-//! appends it as a log entry (it takes effect at once, counted jointly with the configuration
-//! before it until it commits); every replica answers it once applied; a node that learns it
-//! was removed stops.
+//! appends it as a log entry (it takes effect at once, on every replica that appends it);
+//! every replica answers it once applied; a node that learns it was removed stops.
 
 use std::net::SocketAddr;
 
@@ -28,13 +27,17 @@ pub enum MemberRequest {
     Add {
         peer_address: String,
         client_address: String,
+        /// Addresses of the current members as the proposing node knows them (from its
+        /// flags), recorded with the change where the configuration lacks them.
+        known: Vec<MemberAddress>,
     },
     Promote(NodeId),
     Remove(NodeId),
 }
 
-/// What a checked request does: a new entry to append, or an answer at once (an add that is
-/// already done, so a joining node may ask again).
+/// What a checked request does: a new entry to append, or an answer at once (a change that is
+/// already done: a learner at that address, a voter promoted, an id retired), so that a
+/// request may be retried.
 enum Planned {
     Append(Configuration),
     AlreadyDone(NodeId),
@@ -105,6 +108,7 @@ impl Replica {
             MemberRequest::Add {
                 peer_address,
                 client_address,
+                ..
             } => {
                 if peer_address.parse::<SocketAddr>().is_err() {
                     return Err(error_response(
@@ -132,6 +136,12 @@ impl Replica {
                 };
                 (MembershipChange::AddLearner(node), Some(address))
             }
+            MemberRequest::Promote(node) if newest.members.contains(&node.0) => {
+                return Ok(Planned::AlreadyDone(*node));
+            }
+            MemberRequest::Remove(node) if newest.retired.contains(&node.0) => {
+                return Ok(Planned::AlreadyDone(*node));
+            }
             MemberRequest::Promote(node) => {
                 if newest.learners.contains(&node.0) {
                     let matched = leader.match_index(*node).unwrap_or(0);
@@ -147,6 +157,15 @@ impl Replica {
         if let Some(address) = address {
             next.addresses.push(address);
         }
+        if let MemberRequest::Add { known, .. } = change {
+            for address in known {
+                let node = NodeId(address.node);
+                if is_member(&next, node) && address_of(&next, node).is_none() {
+                    next.addresses.push(address.clone());
+                }
+            }
+        }
+        next.addresses.sort_unstable_by_key(|address| address.node);
         let window = self.config.election_timeout_ms;
         check_live_quorum(&next, |node| {
             node == self.id
@@ -281,6 +300,7 @@ impl Replica {
             node_id: changed.0,
             retired: newest.retired.clone(),
             leader_id: self.leader().map_or(0, |leader| leader.0),
+            first_voters: self.first_configuration.members.clone(),
         }
     }
 }

@@ -3,13 +3,20 @@
 //! learner, promotes one learner to voter, or removes one member, so two configurations in a
 //! row differ by at most one voter and any majority of one meets any majority of the other.
 //!
-//! The log keeps a [`ConfigHistory`] of the change entries it holds, and every count of votes
-//! asks the configurations active at the commit point (the one in force there and every change
-//! after it, jointly). A candidate counts its promises against the configurations active in the
-//! most advanced promised log (each promise carries them), not only against its own: a node
-//! two changes behind would otherwise win with a majority of a configuration that no longer
-//! decides anything. `change.rs` is the replica's side: proposing a change on the leader,
-//! answering it once committed, and stopping a node that was removed.
+//! The log keeps a [`ConfigHistory`] of the change entries it holds. A change takes effect as
+//! soon as it is appended: every count of votes asks the newest configuration in the log.
+//! That is safe because the leader proposes a change only when no other is uncommitted and
+//! only after an entry of its own ballot committed, so any two configurations in force at once
+//! differ by at most one voter. A candidate counts its promises against the newest
+//! configuration of the most advanced promised log (each promise carries it), not against its
+//! own: a node two changes behind would otherwise win with a majority of a configuration that
+//! no longer decides anything. `change.rs` is the replica's side: proposing a change on the
+//! leader, answering it once committed, and stopping a node that was removed.
+//!
+//! Why not count the change jointly with the one before it until it commits: a leader that
+//! removes itself stops once the removal commits, maybe before any follower learnt the commit;
+//! a survivor that then counted jointly would need the removed node's vote forever (the
+//! simulator found this: seed 94 shrank a cluster to one voter that could never lead).
 
 mod change;
 
@@ -259,9 +266,9 @@ impl ConfigHistory {
             .expect("a history is never empty")
     }
 
-    /// The configurations every count of votes must satisfy at commit point `commit_index`,
-    /// each with the index it is in force from: the one in force there and every change after
-    /// it (each takes effect when appended).
+    /// The configurations that may still matter at commit point `commit_index`, each with the
+    /// index it is in force from: the one in force there and every change after it. Their
+    /// members are the nodes a replica talks to; a promise carries them (the newest counts).
     pub(crate) fn active(
         &self,
         commit_index: u64,
@@ -493,7 +500,7 @@ mod tests {
         assert_eq!(
             members(&history, 6),
             vec![vec![1, 2, 3, 4], vec![1, 3, 4]],
-            "a change after the commit point counts jointly with the one in force"
+            "a change after the commit point is active with the one in force"
         );
         assert_eq!(members(&history, 9), vec![vec![1, 3, 4]]);
         history.truncated_from(9);

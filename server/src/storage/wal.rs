@@ -362,7 +362,7 @@ mod tests {
         let hard_state = HardState {
             promised: Some(Ballot::new(3, 2)),
             commit_index: 2,
-            configuration: None,
+            ..HardState::default()
         };
         storage.persist(Some(&hard_state), None, None).unwrap();
         write(&mut storage, 1, 5, 1);
@@ -534,7 +534,7 @@ mod tests {
         HardState {
             promised: Some(Ballot::new(1, 1)),
             commit_index,
-            configuration: None,
+            ..HardState::default()
         }
     }
 

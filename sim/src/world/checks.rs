@@ -22,9 +22,11 @@ pub(super) async fn verify(process: u64, endpoints: &[String], shared: &Shared) 
     }
 }
 
-/// Waits until every replica reports the same applied index and state digest.
-pub(super) async fn convergence(endpoints: &[String], shared: &Shared) -> Result<Duration, String> {
-    let client = new_client(endpoints);
+/// Waits until every replica that is a member (or joining) reports the same applied index and
+/// state digest; a removed node is not asked.
+pub(super) async fn convergence(shared: &Shared) -> Result<Duration, String> {
+    let all: Vec<String> = (0..SLOTS).map(client_endpoint).collect();
+    let client = new_client(&all);
     let healed_at = shared
         .healed_at
         .lock()
@@ -34,7 +36,12 @@ pub(super) async fn convergence(endpoints: &[String], shared: &Shared) -> Result
     let mut last = Vec::new();
     while healed_at.elapsed() < CONVERGE_BOUND {
         let mut states = Vec::new();
-        for endpoint in endpoints {
+        let endpoints: Vec<String> = shared
+            .active_slots()
+            .into_iter()
+            .map(client_endpoint)
+            .collect();
+        for endpoint in &endpoints {
             let state = client
                 .status_with(endpoint, true)
                 .await
@@ -54,6 +61,13 @@ pub(super) async fn convergence(endpoints: &[String], shared: &Shared) -> Result
         }
         last = states;
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if last.is_empty() {
+        return Err(format!(
+            "the read-back of every key was not done within {} s of the heal (no leader \
+             served it), so the replicas were never compared",
+            CONVERGE_BOUND.as_secs()
+        ));
     }
     Err(format!(
         "replicas did not converge within {} s of the heal; last (applied index, state hash) per node: {last:?}",

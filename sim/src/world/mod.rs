@@ -10,6 +10,7 @@
 
 mod checks;
 mod disk;
+mod membership;
 mod nemesis;
 mod node;
 mod options;
@@ -34,11 +35,12 @@ use paxkv_proto::client::{
 use paxkv_proto::peer::HardState;
 use paxkv_server::clock::NodeClock;
 use paxkv_server::storage::{Storage, StorageError};
-use paxkv_server::{start_node, NodeConfig};
+use paxkv_server::{start_node, NodeConfig, ServerError, Stopped};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 pub use disk::SimStorage;
+use membership::{client_endpoint, Slot, SLOTS};
 pub use nemesis::Fault;
 use nemesis::Nemesis;
 use node::{node_ip, start_sim_node};
@@ -103,6 +105,8 @@ pub(super) struct Shared {
     stopped: Mutex<BTreeSet<usize>>,
     /// Applied index per node, as the status samples last showed it.
     applied: Mutex<BTreeMap<usize, u64>>,
+    /// What runs on each address (`membership::Slot`).
+    slots: Mutex<Vec<Slot>>,
     options: SimOptions,
 }
 
@@ -137,6 +141,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         served: Mutex::new(BTreeMap::new()),
         stopped: Mutex::new(BTreeSet::new()),
         applied: Mutex::new(BTreeMap::new()),
+        slots: Mutex::new(vec![Slot::Spare; SLOTS]),
         options: SimOptions::from_seed(config.seed, config.nodes),
     });
     // The first line: the run and everything its seed decided.
@@ -145,6 +150,9 @@ async fn simulate(config: RunConfig) -> RunReport {
     start["bug"] = json!(config.bug.map(|bug| bug.name()));
     shared.trace("start", start);
     let count = shared.options.nodes as usize;
+    for index in 0..count {
+        shared.set_slot(index, Slot::Initial);
+    }
     let peers: BTreeMap<NodeId, SocketAddr> = (0..count)
         .map(|index| {
             (
@@ -153,18 +161,18 @@ async fn simulate(config: RunConfig) -> RunReport {
             )
         })
         .collect();
-    let storages: Vec<SimStorage> = (0..count)
+    let storages: Vec<SimStorage> = (0..SLOTS)
         .map(|_| SimStorage {
             fast: shared.options.fast_disks,
             ..SimStorage::default()
         })
         .collect();
-    let nodes: Vec<NodeHandle> = (0..count)
+    let nodes: Vec<NodeHandle> = (0..SLOTS)
         .map(|index| start_sim_node(&handle, index, &peers, &storages[index], &shared))
         .collect();
-    let endpoints: Vec<String> = (0..count)
-        .map(|index| SocketAddr::new(node_ip(index), CLIENT_PORT).to_string())
-        .collect();
+    // Clients know every address a node may run on (as an application configured with the
+    // whole pool), except those pinned to one node, which know only the first nodes'.
+    let endpoints: Vec<String> = (0..SLOTS).map(client_endpoint).collect();
     let client_node = handle
         .create_node()
         .name("clients")
@@ -177,8 +185,9 @@ async fn simulate(config: RunConfig) -> RunReport {
         handle: &handle,
         net: &net,
         nodes: &nodes,
+        client_node: &client_node,
         storages: &storages,
-        down: vec![false; count],
+        down: vec![false; SLOTS],
         shared: &shared,
     };
     nemesis
@@ -229,12 +238,14 @@ async fn clients(
     for index in 0..endpoints.len() {
         tokio::spawn(sample_status(shared.clone(), endpoints.clone(), index));
     }
+    let count = shared.options.nodes as usize;
     let clients = shared.options.clients;
     let tasks: Vec<_> = (1..=clients)
         .map(|process| {
             tokio::spawn(client_loop(
                 process,
                 endpoints.clone(),
+                count,
                 shared.clone(),
                 workload_end,
             ))
@@ -244,5 +255,5 @@ async fn clients(
         let _ = task.await;
     }
     checks::verify(clients + 1, &endpoints, &shared).await;
-    checks::convergence(&endpoints, &shared).await
+    checks::convergence(&shared).await
 }

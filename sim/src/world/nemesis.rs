@@ -47,10 +47,19 @@ pub enum Fault {
     /// The followers a commit needs have slow disks and lose what they had not synced in a
     /// crash; then the leader crashes too.
     LoseUnsyncedAcknowledgements,
+    /// A new node starts on a spare address and joins as a learner (`kv-server --join`).
+    AddNode,
+    /// A learner is promoted to voter (refused while it catches up).
+    PromoteLearner,
+    /// A member is removed: a voter, a learner, the leader, or a node that is down.
+    RemoveMember,
+    /// A node that was removed comes back with a wiped data directory under its old id; it
+    /// must be refused and stop.
+    WipedNodeRejoins,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 19] = [
+    pub const ALL: [Fault; 23] = [
         Fault::OneWayLink,
         Fault::LinkRestored,
         Fault::Split,
@@ -70,7 +79,20 @@ impl Fault {
         Fault::CrashLagging,
         Fault::Flap,
         Fault::LoseUnsyncedAcknowledgements,
+        Fault::AddNode,
+        Fault::PromoteLearner,
+        Fault::RemoveMember,
+        Fault::WipedNodeRejoins,
     ];
+
+    /// Whether the move changes membership (a seed with any of them starts no pinned clients:
+    /// the node a client is pinned to may leave).
+    pub fn changes_membership(self) -> bool {
+        matches!(
+            self,
+            Fault::AddNode | Fault::PromoteLearner | Fault::RemoveMember | Fault::WipedNodeRejoins
+        )
+    }
 
     /// The move's weight in a seed that makes it, before the seed's emphasis. The sick leader
     /// and the power cut weigh more than their share of real incidents: they are the moves
@@ -87,6 +109,10 @@ impl Fault {
             Fault::CutFromLeader | Fault::DiskFault | Fault::Flap => 4,
             Fault::LoseUnsyncedAcknowledgements => 4,
             Fault::LeaseOutlivingReach => 3,
+            Fault::AddNode => 16,
+            Fault::PromoteLearner => 30,
+            Fault::RemoveMember => 16,
+            Fault::WipedNodeRejoins => 3,
         }
     }
 
@@ -97,6 +123,10 @@ impl Fault {
             Fault::Pause => 0.5,
             Fault::SlowDisk => 0.75,
             Fault::SickLeader => 0.9,
+            // Half the seeds change membership at all (`SimOptions`); those make every move
+            // but the wiped node's return.
+            Fault::AddNode | Fault::PromoteLearner | Fault::RemoveMember => 1.0,
+            Fault::WipedNodeRejoins => 0.6,
             _ => 0.85,
         }
     }
@@ -122,6 +152,10 @@ impl Fault {
             Fault::CrashLagging => "crash_lagging",
             Fault::Flap => "flap",
             Fault::LoseUnsyncedAcknowledgements => "lose_unsynced_acknowledgements",
+            Fault::AddNode => "add_node",
+            Fault::PromoteLearner => "promote_learner",
+            Fault::RemoveMember => "remove_member",
+            Fault::WipedNodeRejoins => "wiped_node_rejoins",
         }
     }
 }
@@ -129,7 +163,10 @@ impl Fault {
 pub(super) struct Nemesis<'a> {
     pub(super) handle: &'a Handle,
     pub(super) net: &'a madsim::net::NetSim,
+    /// Every address a node may run on (see `Slot`).
     pub(super) nodes: &'a [NodeHandle],
+    /// Where the nemesis's membership requests come from.
+    pub(super) client_node: &'a NodeHandle,
     pub(super) storages: &'a [SimStorage],
     pub(super) down: Vec<bool>,
     pub(super) shared: &'a Shared,
@@ -156,6 +193,11 @@ impl Nemesis<'_> {
                 self.net.unclog_link(a.id(), b.id());
             }
         }
+    }
+
+    /// The addresses that run a member (or a node joining): faults pick among these.
+    pub(super) fn active(&self) -> Vec<usize> {
+        self.shared.active_slots()
     }
 
     fn crash(&mut self, index: usize, power_cut: bool) {
@@ -201,8 +243,10 @@ impl Nemesis<'_> {
     /// The live node the status samples show furthest behind (a snapshot may be on its way
     /// to it, so crashing it tests a transfer's restart).
     fn lagging(&self) -> Option<usize> {
+        let active = self.active();
         let applied = self.shared.applied.lock().expect("not poisoned");
-        (0..self.nodes.len())
+        active
+            .into_iter()
             .filter(|index| !self.down[*index])
             .min_by_key(|index| (applied.get(index).copied().unwrap_or(0), *index))
     }
@@ -225,7 +269,10 @@ impl Nemesis<'_> {
     /// restores the links, often longer than a lease.
     fn cut_around_leader_for_a_lease(&self) {
         let Some(leader) = self.leader() else { return };
-        let others: Vec<usize> = (0..self.nodes.len()).filter(|i| *i != leader).collect();
+        let others: Vec<usize> = self.active().into_iter().filter(|i| *i != leader).collect();
+        if others.is_empty() {
+            return;
+        }
         let pick = thread_rng().gen_range(0..others.len());
         let one_way = others[pick];
         for other in others.iter().copied().filter(|other| *other != one_way) {
@@ -245,7 +292,7 @@ impl Nemesis<'_> {
         let Some(leader) = self.leader() else { return };
         let length_ms = thread_rng().gen_range(2000..6000u64);
         self.storages[leader].slow_down(Duration::from_millis(length_ms));
-        for other in (0..self.nodes.len()).filter(|other| *other != leader) {
+        for other in self.active().into_iter().filter(|other| *other != leader) {
             self.clog_both(leader, other);
         }
         self.shared.trace(
@@ -262,7 +309,8 @@ impl Nemesis<'_> {
     /// what a quorum durably held: anything committed beyond that was acknowledged unsynced.
     async fn lose_unsynced_acknowledgements(&mut self) {
         let Some(leader) = self.leader() else { return };
-        let count = self.nodes.len();
+        let active = self.active();
+        let count = active.len();
         let mut acking = self.others_in_random_order(leader);
         acking.truncate(count / 2);
         let (slow_ms, writing_ms) = {
@@ -273,7 +321,10 @@ impl Nemesis<'_> {
         for follower in &acking {
             self.storages[*follower].slow_down(Duration::from_millis(slow_ms));
         }
-        for other in (0..count).filter(|i| *i != leader && !acking.contains(i)) {
+        for other in active
+            .into_iter()
+            .filter(|i| *i != leader && !acking.contains(i))
+        {
             self.clog_both(leader, other);
         }
         self.shared.trace(
@@ -313,7 +364,7 @@ impl Nemesis<'_> {
             .lock()
             .expect("not poisoned")
             .map(|(index, _)| index)
-            .filter(|index| !self.down[*index])
+            .filter(|index| !self.down[*index] && self.shared.is_active(*index))
     }
 
     fn weather(&self, name: &str, loss: f64, latency_ms: (u64, u64)) {
@@ -331,17 +382,17 @@ impl Nemesis<'_> {
     /// Faults until `length` of simulated time has passed since the start: one move every
     /// `fault_interval_ms`, each drawn by the seed's fault weights.
     pub(super) async fn fault_phase(&mut self, length: Duration) {
-        let count = self.nodes.len();
         let shared = self.shared;
         let options = &shared.options;
         while self.shared.start.elapsed() < length {
             self.crash_stopped();
+            let active = self.active();
             let (fault, a, b, pause_ms) = {
                 let mut rng = thread_rng();
                 (
                     pick_weighted(&options.fault_weights, &mut rng),
-                    rng.gen_range(0..count),
-                    rng.gen_range(0..count),
+                    active[rng.gen_range(0..active.len())],
+                    active[rng.gen_range(0..active.len())],
                     rng.gen_range(options.fault_interval_ms()),
                 )
             };
@@ -355,9 +406,9 @@ impl Nemesis<'_> {
     /// One move, on nodes `a` and `b` where it needs some; a move whose nodes do not fit (a
     /// crash of a node already down, a link from a node to itself) does nothing.
     async fn make(&mut self, fault: Fault, a: usize, b: usize) {
-        let count = self.nodes.len();
-        let may_crash = (count - 1) / 2;
-        let down = self.down.iter().filter(|down| **down).count();
+        let active = self.active();
+        let may_crash = (active.len() - 1) / 2;
+        let down = active.iter().filter(|index| self.down[**index]).count();
         match fault {
             Fault::OneWayLink if a != b => {
                 self.clog(a, b);
@@ -420,6 +471,10 @@ impl Nemesis<'_> {
             Fault::LoseUnsyncedAcknowledgements if down == 0 => {
                 self.lose_unsynced_acknowledgements().await
             }
+            Fault::AddNode => self.add_node(),
+            Fault::PromoteLearner => self.promote_learner().await,
+            Fault::RemoveMember => self.remove_member(a).await,
+            Fault::WipedNodeRejoins => self.wiped_node_rejoins(),
             _ => {}
         }
     }
@@ -427,13 +482,21 @@ impl Nemesis<'_> {
     /// A split between servers; clients still reach every node, so a deposed leader would be
     /// asked, and caught, if it answered from stale state.
     fn split(&self) {
-        let count = self.nodes.len();
+        let active = self.active();
+        let count = active.len();
+        if count < 2 {
+            return;
+        }
         let mask = thread_rng().gen_range(1..(1u32 << count) - 1);
-        let side: Vec<usize> = (0..count).filter(|i| (mask >> i) & 1 == 1).collect();
+        let on_side = |position: usize| (mask >> position) & 1 == 1;
+        let side: Vec<usize> = (0..count)
+            .filter(|position| on_side(*position))
+            .map(|position| active[position])
+            .collect();
         for i in 0..count {
             for j in 0..count {
-                if (mask >> i) & 1 != (mask >> j) & 1 {
-                    self.clog(i, j);
+                if on_side(i) != on_side(j) {
+                    self.clog(active[i], active[j]);
                 }
             }
         }
@@ -442,8 +505,8 @@ impl Nemesis<'_> {
 
     /// A power cut: nothing unsynced survives anywhere; every node comes back after an outage.
     async fn power_cut(&mut self) {
-        let count = self.nodes.len();
-        for index in 0..count {
+        let active = self.active();
+        for index in active.iter().copied() {
             if !self.down[index] {
                 self.crash(index, true);
             }
@@ -451,7 +514,7 @@ impl Nemesis<'_> {
         self.shared.trace("whole_cluster_crashed", json!({}));
         let outage = thread_rng().gen_range(100..3000u64);
         tokio::time::sleep(Duration::from_millis(outage)).await;
-        for index in 0..count {
+        for index in active {
             self.restart(index);
         }
     }
@@ -459,7 +522,7 @@ impl Nemesis<'_> {
     /// The leader still reaches its followers but hears from none of them.
     fn leader_without_quorum(&self) {
         let Some(leader) = self.leader() else { return };
-        for other in (0..self.nodes.len()).filter(|other| *other != leader) {
+        for other in self.active().into_iter().filter(|other| *other != leader) {
             self.clog(other, leader);
         }
         self.shared
@@ -469,7 +532,7 @@ impl Nemesis<'_> {
     /// Every node but `leader`, in random order.
     fn others_in_random_order(&self, leader: usize) -> Vec<usize> {
         let mut rng = thread_rng();
-        let mut others: Vec<usize> = (0..self.nodes.len()).filter(|i| *i != leader).collect();
+        let mut others: Vec<usize> = self.active().into_iter().filter(|i| *i != leader).collect();
         for i in (1..others.len()).rev() {
             others.swap(i, rng.gen_range(0..=i));
         }
@@ -517,7 +580,7 @@ impl Nemesis<'_> {
             disk.slow_until = None;
         }
         self.crash_stopped();
-        for index in 0..self.nodes.len() {
+        for index in self.active() {
             if self.down[index] {
                 self.restart(index);
             }

@@ -37,15 +37,34 @@ pub(super) fn start_sim_node(
                         rng.gen_range(-drift_ppm_max..=drift_ppm_max),
                     )
                 };
+                let slot = shared.slot(index);
+                let join = match slot {
+                    // No node on this address (yet, or any more).
+                    Slot::Spare | Slot::Removed => return std::future::pending().await,
+                    Slot::Initial => None,
+                    Slot::Joining => Some(
+                        shared
+                            .active_slots()
+                            .into_iter()
+                            .filter(|other| *other != index)
+                            .map(client_endpoint)
+                            .collect(),
+                    ),
+                };
                 shared.trace(
                     "node_start",
-                    json!({"node": index + 1, "clock_offset_ms": offset_ms, "drift_ppm": drift_ppm}),
+                    json!({"node": index + 1, "clock_offset_ms": offset_ms, "drift_ppm": drift_ppm,
+                           "joining": join.is_some()}),
                 );
                 let config = NodeConfig {
                     id: NodeId(index as u64 + 1),
                     client_addr: SocketAddr::new(node_ip(index), CLIENT_PORT),
                     peer_addr: SocketAddr::new(node_ip(index), PEER_PORT),
-                    peers,
+                    peers: if join.is_some() {
+                        BTreeMap::new()
+                    } else {
+                        peers
+                    },
                     data_dir: format!("sim/node-{}", index + 1).into(),
                     secret: ClusterSecret::new(SECRET).expect("a long enough secret"),
                     allow_unauthenticated_clients: false,
@@ -55,20 +74,60 @@ pub(super) fn start_sim_node(
                     snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
                     sessions_max: shared.options.sessions_max,
                     seed: Some(seed),
+                    join,
                 };
                 let (stop, shutdown) = paxkv_server::shutdown::channel();
                 let clock = NodeClock::skewed(offset_ms, drift_ppm);
-                let running = start_node(config, Box::new(storage), clock, shutdown)
-                    .await
-                    .expect("a simulated node starts");
-                if let Ok(Err(error)) = running.node.await {
-                    // A real node exits here; the nemesis restarts it like a crashed one.
-                    shared.trace(
-                        "node_stopped",
-                        json!({"node": index + 1, "error": error.to_string()}),
-                    );
-                    stop.stop();
-                    shared.stopped.lock().expect("not poisoned").insert(index);
+                let running =
+                    match start_node(config, Box::new(storage.clone()), clock, shutdown).await {
+                        Ok(running) => running,
+                        // A removed node (its own log says so) refuses to start, as a real one does.
+                        Err(error @ ServerError::Removed(_)) => {
+                            shared.trace(
+                                "node_refused_to_start",
+                                json!({"node": index + 1, "error": error.to_string()}),
+                            );
+                            shared.set_slot(index, Slot::Removed);
+                            return;
+                        }
+                        // The cluster did not answer the join in time: the address is free again.
+                        Err(error @ ServerError::Join(_)) => {
+                            shared.trace(
+                                "join_failed",
+                                json!({"node": index + 1, "error": error.to_string()}),
+                            );
+                            *storage.disk.lock().expect("not poisoned") = Default::default();
+                            shared.set_slot(index, Slot::Spare);
+                            return;
+                        }
+                        Err(error) => panic!("a simulated node did not start: {error}"),
+                    };
+                shared.trace(
+                    "node_serving",
+                    json!({"node": index + 1, "id": running.id.0}),
+                );
+                match running.node.await {
+                    Ok(Ok(Stopped::Removed {
+                        configuration_index,
+                    })) => {
+                        shared.trace(
+                            "node_removed",
+                            json!({"node": index + 1, "id": running.id.0,
+                                   "configuration_index": configuration_index}),
+                        );
+                        stop.stop();
+                        shared.set_slot(index, Slot::Removed);
+                    }
+                    Ok(Err(error)) => {
+                        // A real node exits here; the nemesis restarts it like a crashed one.
+                        shared.trace(
+                            "node_stopped",
+                            json!({"node": index + 1, "error": error.to_string()}),
+                        );
+                        stop.stop();
+                        shared.stopped.lock().expect("not poisoned").insert(index);
+                    }
+                    _ => {}
                 }
             }
         })

@@ -105,10 +105,14 @@ impl SimOptions {
         } else {
             rng.gen_range(0..=1000)
         };
-        let fault_weights = Fault::ALL
+        // Half the seeds change membership (all of its moves, so that nodes added are also
+        // promoted and removed); the others keep the cluster they started with.
+        let membership = rng.gen_bool(0.5);
+        let fault_weights: BTreeMap<Fault, u32> = Fault::ALL
             .into_iter()
             .map(|fault| {
-                let on = rng.gen_bool(fault.enabled_probability());
+                let on = rng.gen_bool(fault.enabled_probability())
+                    && (membership || !fault.changes_membership());
                 let emphasis = if rng.gen_bool(0.5) { 1 } else { 3 };
                 (
                     fault,
@@ -138,7 +142,8 @@ impl SimOptions {
             0
         };
         let fast_disks = rng.gen_bool(0.3);
-        let pinned_clients = rng.gen_bool(0.7);
+        // A client pinned to one node is stranded when that node leaves the cluster.
+        let pinned_clients = rng.gen_bool(0.7) && !membership;
         let sessions_max = if rng.gen_bool(0.4) {
             rng.gen_range(1..=3)
         } else {

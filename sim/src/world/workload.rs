@@ -359,11 +359,12 @@ fn complete(
 pub(super) async fn client_loop(
     process: u64,
     endpoints: Vec<String>,
+    initial_nodes: usize,
     shared: Arc<Shared>,
     workload_end: Duration,
 ) {
     let client = if shared.options.pinned_clients {
-        let index = (process as usize - 1) % endpoints.len();
+        let index = (process as usize - 1) % initial_nodes;
         new_client(&endpoints[index..=index])
     } else {
         new_client(&endpoints)

@@ -125,6 +125,7 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
         Some(Request::MemberAdd(add)) => Routed::MemberChange(MemberRequest::Add {
             peer_address: add.peer_address,
             client_address: add.client_address,
+            known: Vec::new(),
         }),
         Some(Request::MemberPromote(promote)) => {
             Routed::MemberChange(MemberRequest::Promote(NodeId(promote.node_id)))

@@ -1,0 +1,194 @@
+//! Membership in the simulated world: the addresses nodes may run on (`Slot`), and the moves
+//! of the nemesis that change who the members are. A new node joins through the real
+//! `kv-server --join` path; promotions and removals are asked of the cluster like an operator
+//! would, through a client, and the cluster may refuse them (a change in progress, a learner
+//! behind, a quorum that would be lost): the refusal is traced, as an operator would see it.
+
+use super::*;
+
+/// Addresses a node may run on: the initial members' and spares for nodes that join. Each
+/// spare is used once (a removed node's address is not reused), so that at most this many
+/// nodes ever run.
+pub const SLOTS: usize = 9;
+
+/// What runs on one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// Nothing yet.
+    Spare,
+    /// One of the nodes the cluster started with (`--peers`).
+    Initial,
+    /// A node that joined (`--join`), or is joining.
+    Joining,
+    /// A node that was removed and stopped; it does not start again.
+    Removed,
+}
+
+impl Shared {
+    pub(super) fn slot(&self, index: usize) -> Slot {
+        self.slots.lock().expect("not poisoned")[index]
+    }
+
+    pub(super) fn set_slot(&self, index: usize, slot: Slot) {
+        self.slots.lock().expect("not poisoned")[index] = slot;
+    }
+
+    pub(super) fn is_active(&self, index: usize) -> bool {
+        matches!(self.slot(index), Slot::Initial | Slot::Joining)
+    }
+
+    /// The addresses that run a member or a node joining.
+    pub(super) fn active_slots(&self) -> Vec<usize> {
+        (0..SLOTS).filter(|index| self.is_active(*index)).collect()
+    }
+}
+
+/// The client address of slot `index`.
+pub(super) fn client_endpoint(index: usize) -> String {
+    SocketAddr::new(node_ip(index), CLIENT_PORT).to_string()
+}
+
+/// The slot a member's peer address belongs to.
+fn slot_of(member: &paxkv_client::Member) -> Option<usize> {
+    let address: SocketAddr = member.peer_address.parse().ok()?;
+    (0..SLOTS).find(|index| node_ip(*index) == address.ip())
+}
+
+impl Nemesis<'_> {
+    /// Asks the cluster (from the clients' node) with `ask`; None if it did not answer.
+    async fn ask<T, F>(&self, ask: impl FnOnce(Client) -> F + Send + 'static) -> Option<T>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let endpoints: Vec<String> = self.active().into_iter().map(client_endpoint).collect();
+        let shared = self.shared;
+        let task = self.client_node.spawn(async move {
+            let client = workload::new_client(&endpoints);
+            let answer = ask(client.clone()).await;
+            client.close();
+            answer
+        });
+        match task.await {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(error)) => {
+                shared.trace("member_request_failed", json!({"error": error.to_string()}));
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// A new node on the first spare address, joining as a learner.
+    pub(super) fn add_node(&mut self) {
+        let Some(index) = (0..SLOTS).find(|index| self.shared.slot(*index) == Slot::Spare) else {
+            return;
+        };
+        self.shared.set_slot(index, Slot::Joining);
+        self.down[index] = false;
+        self.shared.trace("add_node", json!({"node": index + 1}));
+        self.start_afresh(index);
+    }
+
+    pub(super) async fn promote_learner(&mut self) {
+        let Some(members) = self
+            .ask(|client| async move { client.members().await })
+            .await
+        else {
+            return;
+        };
+        let learners: Vec<u64> = members
+            .members
+            .iter()
+            .filter(|member| !member.voter)
+            .map(|member| member.node_id)
+            .collect();
+        if learners.is_empty() {
+            return;
+        }
+        let id = learners[thread_rng().gen_range(0..learners.len())];
+        self.shared.trace("promote_learner", json!({"id": id}));
+        let answer = self
+            .ask(move |client| async move { client.member_promote(id).await })
+            .await;
+        self.trace_members("promoted", id, answer);
+    }
+
+    /// Removes the member on slot `a` half the time (whatever its state: down, leading), else
+    /// a random member.
+    pub(super) async fn remove_member(&mut self, a: usize) {
+        let Some(members) = self
+            .ask(|client| async move { client.members().await })
+            .await
+        else {
+            return;
+        };
+        let on_a = members
+            .members
+            .iter()
+            .find(|member| slot_of(member) == Some(a))
+            .map(|member| member.node_id);
+        let id = match on_a {
+            Some(id) if thread_rng().gen_bool(0.5) => id,
+            _ => {
+                let all = &members.members;
+                if all.is_empty() {
+                    return;
+                }
+                all[thread_rng().gen_range(0..all.len())].node_id
+            }
+        };
+        self.shared.trace("remove_member", json!({"id": id}));
+        let answer = self
+            .ask(move |client| async move { client.member_remove(id).await })
+            .await;
+        self.trace_members("removed", id, answer);
+    }
+
+    /// A removed node that the cluster started with comes back with an empty data directory
+    /// under its old id and flags: the members must refuse it (it stops).
+    pub(super) fn wiped_node_rejoins(&mut self) {
+        let removed: Vec<usize> = (0..self.shared.options.nodes as usize)
+            .filter(|index| self.shared.slot(*index) == Slot::Removed)
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        let index = removed[thread_rng().gen_range(0..removed.len())];
+        *self.storages[index].disk.lock().expect("not poisoned") = Default::default();
+        self.shared.set_slot(index, Slot::Initial);
+        self.down[index] = false;
+        self.shared
+            .trace("wiped_node_rejoins", json!({"node": index + 1}));
+        self.start_afresh(index);
+    }
+
+    /// Starts the node on `index` from nothing: whatever ran there before (a removed node's
+    /// listeners may still be open) is killed first.
+    fn start_afresh(&mut self, index: usize) {
+        self.handle.kill(self.nodes[index].id());
+        self.handle.restart(self.nodes[index].id());
+    }
+
+    fn trace_members(&self, done: &str, id: u64, answer: Option<paxkv_client::MembersResponse>) {
+        if let Some(members) = answer {
+            let voters: Vec<u64> = members
+                .members
+                .iter()
+                .filter(|member| member.voter)
+                .map(|member| member.node_id)
+                .collect();
+            let learners: Vec<u64> = members
+                .members
+                .iter()
+                .filter(|member| !member.voter)
+                .map(|member| member.node_id)
+                .collect();
+            self.shared.trace(
+                "membership",
+                json!({done: id, "voters": voters, "learners": learners,
+                       "configuration_index": members.configuration_index}),
+            );
+        }
+    }
+}
