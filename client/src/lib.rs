@@ -407,6 +407,11 @@ impl Client {
         })
     }
 
+    /// How long one call may take, retries included.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints
     }

@@ -74,18 +74,31 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Commands {
-    /// Start a local cluster of real kv-server processes on [::1] and stop it on Ctrl-C.
+    /// Start a local cluster of real kv-server processes on [::1] and stop it on Ctrl-C (or,
+    /// with add-node / remove-node, change the members of one that runs).
     LocalCluster {
+        #[command(subcommand)]
+        action: Option<LocalAction>,
         /// Number of nodes (3 or 5 make sense).
         #[arg(long, default_value_t = 3)]
         nodes: u64,
         /// Directory for every node's data, logs and the cluster secret.
-        #[arg(long, default_value = "paxkv-local")]
+        #[arg(long, default_value = "paxkv-local", global = true)]
         dir: PathBuf,
         /// First client port; node i listens for clients on BASE+i-1 and for peers on BASE+100+i-1.
-        #[arg(long, default_value_t = 7001)]
+        #[arg(long, default_value_t = 7001, global = true)]
         base_port: u16,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum LocalAction {
+    /// Start one more node on the next free port that joins the running local cluster
+    /// (kv-server --join), wait until it is a voter, and leave it running (the running
+    /// local-cluster stops it on Ctrl-C).
+    AddNode,
+    /// Remove member ID from the running local cluster; the node stops by itself.
+    RemoveNode { id: u64 },
 }
 
 fn read_secret(file: Option<&PathBuf>) -> anyhow::Result<ClusterSecret> {
@@ -138,6 +151,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Commands::LocalCluster {
+        action,
         nodes,
         dir,
         base_port,
@@ -151,7 +165,13 @@ async fn main() -> anyhow::Result<()> {
             dir,
             base_port,
         };
-        paxkv_server::local_cluster::run(cluster).await?;
+        match action {
+            None => paxkv_server::local_cluster::run(cluster).await?,
+            Some(LocalAction::AddNode) => paxkv_server::local_cluster::add_node(&cluster).await?,
+            Some(LocalAction::RemoveNode { id }) => {
+                paxkv_server::local_cluster::remove_node(&cluster, id).await?
+            }
+        }
         return Ok(());
     }
     let promote = !args.no_promote;

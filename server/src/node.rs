@@ -228,9 +228,8 @@ impl Node {
                 let _ = reply.send(Response::Status(status));
             }
             Input::Members { reply } => {
-                let mut members = self.replica.members_response(NodeId(0));
-                self.peers.fill_member_addresses(&mut members);
-                let _ = reply.send(Response::Members(members));
+                let request = self.track(reply);
+                self.replica.list_members(request, self.clock.now());
             }
             Input::MemberChange { mut change, reply } => {
                 // The change entry carries every member's address this node knows, so that

@@ -74,6 +74,18 @@ impl Replica {
         }
     }
 
+    /// Answers a member list: from the leader only, which knows every member's progress (a
+    /// follower redirects, as for a write).
+    pub fn list_members(&mut self, request: RequestId, now: Time) {
+        self.observe_time(now);
+        let answer = if self.role.is_leader() {
+            Response::Members(self.members_response(NodeId(0)))
+        } else {
+            self.not_leader_error()
+        };
+        self.respond(request, answer);
+    }
+
     /// Checks `change` against every rule, in the order an operator can act on.
     #[allow(clippy::result_large_err)] // the error is the answer itself
     fn plan_change(&self, change: &MemberRequest) -> Result<Planned, Response> {

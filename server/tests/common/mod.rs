@@ -14,10 +14,15 @@ use paxkv_client::{Client, ClientConfig};
 pub const SECRET: &str = "end-to-end-test-secret-0123456789";
 
 pub struct Process {
+    /// The node's id (for a node that joined: the one the cluster picked, once known).
     pub id: u64,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
     pub child: Option<Child>,
+    /// Started with `--join` (the other nodes' client addresses) instead of `--id --peers`.
+    pub joins: bool,
+    /// Its data directory's name under the cluster's directory.
+    pub name: String,
 }
 
 pub struct LocalCluster {
@@ -59,6 +64,8 @@ impl LocalCluster {
                 client_addr: format!("[::1]:{}", free_port()).parse().expect("address"),
                 peer_addr: format!("[::1]:{}", free_port()).parse().expect("address"),
                 child: None,
+                joins: false,
+                name: format!("node-{id}"),
             })
             .collect();
         let mut cluster = LocalCluster {
@@ -73,34 +80,65 @@ impl LocalCluster {
     }
 
     pub fn data_dir(&self, index: usize) -> PathBuf {
-        self.dir
-            .path()
-            .join(format!("node-{}", self.nodes[index].id))
+        self.dir.path().join(&self.nodes[index].name)
     }
 
     pub fn log_path(&self, index: usize) -> PathBuf {
         self.dir
             .path()
-            .join(format!("node-{}.log", self.nodes[index].id))
+            .join(format!("{}.log", self.nodes[index].name))
+    }
+
+    /// Starts one more node, on new ports, that joins the cluster (`kv-server --join` with
+    /// the other nodes' client addresses); returns its index. Its id is learnt from the
+    /// cluster (`wait_for_member`).
+    pub fn spawn_joiner(&mut self, extra_args: &[&str]) -> usize {
+        let index = self.nodes.len();
+        self.nodes.push(Process {
+            id: 0,
+            client_addr: format!("[::1]:{}", free_port()).parse().expect("address"),
+            peer_addr: format!("[::1]:{}", free_port()).parse().expect("address"),
+            child: None,
+            joins: true,
+            name: format!("joined-{index}"),
+        });
+        let saved = self.extra_args.clone();
+        self.extra_args
+            .extend(extra_args.iter().map(|arg| arg.to_string()));
+        self.spawn(index);
+        self.extra_args = saved;
+        index
     }
 
     pub fn command(&self, index: usize, secret_file: &str) -> Command {
-        let peers: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|node| format!("{}={}", node.id, node.peer_addr))
-            .collect();
         let node = &self.nodes[index];
         let mut command = Command::new(env!("CARGO_BIN_EXE_kv-server"));
+        if node.joins {
+            let others: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|other| other.peer_addr != node.peer_addr)
+                .map(|other| other.client_addr.to_string())
+                .collect();
+            command.arg("--join").arg(others.join(","));
+        } else {
+            let peers: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|other| !other.joins)
+                .map(|other| format!("{}={}", other.id, other.peer_addr))
+                .collect();
+            command
+                .arg("--id")
+                .arg(node.id.to_string())
+                .arg("--peers")
+                .arg(peers.join(","));
+        }
         command
-            .arg("--id")
-            .arg(node.id.to_string())
             .arg("--client-addr")
             .arg(node.client_addr.to_string())
             .arg("--peer-addr")
             .arg(node.peer_addr.to_string())
-            .arg("--peers")
-            .arg(peers.join(","))
             .arg("--data-dir")
             .arg(self.data_dir(index))
             .arg("--cluster-secret-file")

@@ -77,6 +77,34 @@ enum Command {
     },
     /// Status of every node.
     Status,
+    /// Cluster membership: list, add, promote, remove.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// The voters and learners, the configuration id, and a change in progress.
+    List,
+    /// Add the node whose peer port is at PEER_ADDR (such as [::1]:7104); the cluster picks
+    /// its id. Then start that node with `kv-server --join`. Without --learner, waits (within
+    /// --timeout-ms) for it to catch up and promotes it to voter.
+    Add {
+        peer_addr: String,
+        /// The node's client address, shown to clients and monitors.
+        #[arg(long, default_value = "")]
+        client_addr: String,
+        /// Leave it a learner (receives the log, no vote) until `member promote`.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make learner ID a voter (refused until it has caught up).
+    Promote { id: u64 },
+    /// Remove member ID for good (its id is never used again). Refused if the voters left
+    /// that answer would not make a quorum.
+    Remove { id: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,8 +204,54 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
         },
         Command::Lease { command } => run_lease(client, command).await?,
         Command::Status => Outcome::Status(client.status_all().await),
+        Command::Member { command } => run_member(client, command).await?,
     };
     Ok(outcome)
+}
+
+async fn run_member(client: &Client, command: MemberCommand) -> Result<Outcome, ClientError> {
+    let members = match command {
+        MemberCommand::List => client.members().await?,
+        MemberCommand::Add {
+            peer_addr,
+            client_addr,
+            learner,
+        } => {
+            let added = client.member_add(&peer_addr, &client_addr).await?;
+            if learner {
+                added
+            } else {
+                promote_when_caught_up(client, added.node_id).await?
+            }
+        }
+        MemberCommand::Promote { id } => client.member_promote(id).await?,
+        MemberCommand::Remove { id } => client.member_remove(id).await?,
+    };
+    Ok(Outcome::Members(members))
+}
+
+/// Promotes learner `id`, asking again while it catches up, until the client's timeout.
+async fn promote_when_caught_up(
+    client: &Client,
+    id: u64,
+) -> Result<paxkv_client::MembersResponse, ClientError> {
+    let deadline = tokio::time::Instant::now() + client.timeout();
+    loop {
+        match client.member_promote(id).await {
+            Err(ClientError::Refused(message))
+                if message.contains("behind") && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(ClientError::Refused(message)) if message.contains("behind") => {
+                return Err(ClientError::Refused(format!(
+                    "{message}; {id} was added as a learner: start it with kv-server --join, \
+                     then run kvctl member promote {id}"
+                )));
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn run_lease(client: &Client, command: LeaseCommand) -> Result<Outcome, ClientError> {

@@ -2,7 +2,8 @@
 //! renderer (`render`) alone decides the text, the JSON and the exit code.
 
 use paxkv_client::{
-    CasResult, ClientError, KeyValue, LeaseInfo, ScanPage, StatusResponse, TtlResult,
+    CasResult, ClientError, KeyValue, LeaseInfo, MembersResponse, ScanPage, StatusResponse,
+    TtlResult,
 };
 
 /// The answer of one command that reached the cluster (failures are `ClientError`s).
@@ -42,4 +43,6 @@ pub enum Outcome {
     LeaseTtl(LeaseInfo),
     /// `status`: every endpoint, with its status or why it did not answer.
     Status(Vec<(String, Result<StatusResponse, ClientError>)>),
+    /// `member ...`: the members after the change (or as listed).
+    Members(MembersResponse),
 }

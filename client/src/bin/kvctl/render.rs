@@ -4,7 +4,7 @@
 //! Exit codes: 0 done; 1 error; 3 not found (no such key or lease); 4 compare-and-set conflict
 //! (the key's revision was not the expected one). Bad usage (2) is clap's, before any of this.
 
-use paxkv_client::{ClientError, KeyValue, StatusResponse, TtlState};
+use paxkv_client::{ClientError, KeyValue, MembersResponse, StatusResponse, TtlState};
 
 use crate::outcome::Outcome;
 
@@ -147,12 +147,85 @@ fn text(outcome: &Outcome) -> String {
                 keys.join(" ")
             )
         }
+        Outcome::Members(members) => members_text(members),
         Outcome::Status(nodes) => nodes
             .iter()
             .map(|(endpoint, status)| status_text(endpoint, status))
             .collect::<Vec<_>>()
             .join("\n"),
     }
+}
+
+fn members_text(members: &MembersResponse) -> String {
+    let mut lines = vec![format!(
+        "configuration {}{}; leader {}",
+        members.configuration_index,
+        if members.change_in_progress {
+            " (change in progress)"
+        } else {
+            ""
+        },
+        match members.leader_id {
+            0 => "unknown".to_string(),
+            id => id.to_string(),
+        }
+    )];
+    lines.push(format!(
+        "{:<4} {:<8} {:<24} {:<24} {:>10} {}",
+        "ID", "ROLE", "PEER", "CLIENT", "MATCH", "ANSWERS"
+    ));
+    for member in &members.members {
+        lines.push(format!(
+            "{:<4} {:<8} {:<24} {:<24} {:>10} {}",
+            member.node_id,
+            if member.voter { "voter" } else { "learner" },
+            or_dash(&member.peer_address),
+            or_dash(&member.client_address),
+            member.match_index,
+            if member.reachable { "yes" } else { "no" }
+        ));
+    }
+    if !members.retired.is_empty() {
+        let retired: Vec<String> = members.retired.iter().map(u64::to_string).collect();
+        lines.push(format!("retired ids: {}", retired.join(", ")));
+    }
+    lines.join("\n")
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
+}
+
+fn members_json(members: &MembersResponse) -> String {
+    let rows: Vec<String> = members
+        .members
+        .iter()
+        .map(|member| {
+            format!(
+                "{{\"id\":{},\"voter\":{},\"peer_address\":{},\"client_address\":{},\"match_index\":{},\"reachable\":{}}}",
+                member.node_id,
+                member.voter,
+                json_string(member.peer_address.as_bytes()),
+                json_string(member.client_address.as_bytes()),
+                member.match_index,
+                member.reachable
+            )
+        })
+        .collect();
+    let retired: Vec<String> = members.retired.iter().map(u64::to_string).collect();
+    format!(
+        "{{\"configuration_index\":{},\"change_in_progress\":{},\"leader\":{},\"node\":{},\"members\":[{}],\"retired\":[{}]}}",
+        members.configuration_index,
+        members.change_in_progress,
+        members.leader_id,
+        members.node_id,
+        rows.join(","),
+        retired.join(",")
+    )
 }
 
 fn status_text(endpoint: &str, status: &Result<StatusResponse, ClientError>) -> String {
@@ -209,6 +282,7 @@ fn json(outcome: &Outcome) -> String {
                 keys.join(",")
             )
         }
+        Outcome::Members(members) => members_json(members),
         Outcome::Status(nodes) => {
             let lines: Vec<String> = nodes
                 .iter()
