@@ -393,6 +393,34 @@ impl NativeClient {
         })
     }
 
+    /// Membership: `"list"`, `"add"` (a learner at `peer_address`), `"promote"` or `"remove"`
+    /// node `node_id`; returns the members as a dict (see `Members`).
+    #[pyo3(signature = (action, node_id=0, peer_address=String::new(), client_address=String::new(), done=None))]
+    fn member(
+        &self,
+        py: Python<'_>,
+        action: &str,
+        node_id: u64,
+        peer_address: String,
+        client_address: String,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client.clone();
+        let action = action.to_string();
+        run(py, done, async move {
+            let members = match action.as_str() {
+                "list" => client.members().await,
+                "add" => client.member_add(&peer_address, &client_address).await,
+                "promote" => client.member_promote(node_id).await,
+                "remove" => client.member_remove(node_id).await,
+                other => Err(ClientError::InvalidArgument(format!(
+                    "no member action {other:?}"
+                ))),
+            };
+            members.map(Members)
+        })
+    }
+
     /// Asks every node at once; returns {endpoint: status dict}, where a node that did not
     /// answer has {"reachable": False, "error": message}.
     #[pyo3(signature = (done=None))]
@@ -403,6 +431,43 @@ impl NativeClient {
             done,
             async move { Ok(Statuses(client.status_all().await)) },
         )
+    }
+}
+
+/// The members as a dict: `configuration_index`, `change_in_progress`, `leader_id`, `node_id`
+/// (the node a change was about), `members` (each a dict of `node_id`, `voter`,
+/// `peer_address`, `client_address`, `match_index`, `reachable`) and `retired` ids.
+struct Members(paxkv_client::MembersResponse);
+
+impl<'py> IntoPyObject<'py> for Members {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let answer = self.0;
+        let all = PyDict::new(py);
+        all.set_item("configuration_index", answer.configuration_index)?;
+        all.set_item("change_in_progress", answer.change_in_progress)?;
+        all.set_item(
+            "leader_id",
+            (answer.leader_id != 0).then_some(answer.leader_id),
+        )?;
+        all.set_item("node_id", (answer.node_id != 0).then_some(answer.node_id))?;
+        let members = PyList::empty(py);
+        for member in &answer.members {
+            let entry = PyDict::new(py);
+            entry.set_item("node_id", member.node_id)?;
+            entry.set_item("voter", member.voter)?;
+            entry.set_item("peer_address", member.peer_address.clone())?;
+            entry.set_item("client_address", member.client_address.clone())?;
+            entry.set_item("match_index", member.match_index)?;
+            entry.set_item("reachable", member.reachable)?;
+            members.append(entry)?;
+        }
+        all.set_item("members", members)?;
+        all.set_item("retired", answer.retired.clone())?;
+        Ok(all)
     }
 }
 

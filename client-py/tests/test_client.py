@@ -193,3 +193,24 @@ def test_help_shows_docstrings_and_the_package_ships_type_stubs():
     package = resources.files("paxkv")
     for name in ("py.typed", "_client.pyi", "_native.pyi"):
         assert package.joinpath(name).is_file(), name
+
+
+def test_members_are_listed_added_refused_and_removed(own_cluster):
+    with own_cluster.client(timeout=10) as kv:
+        members = kv.members()
+        assert [m["node_id"] for m in members["members"] if m["voter"]] == [1, 2, 3]
+        assert members["change_in_progress"] is False
+        assert all(m["peer_address"] for m in members["members"])
+        # A learner at an address where no node runs yet: added, but not promoted.
+        added = kv.member_add("[::1]:1", "[::1]:2")
+        assert added["node_id"] == 4
+        learner = [m for m in added["members"] if m["node_id"] == 4][0]
+        assert learner["voter"] is False and learner["peer_address"] == "[::1]:1"
+        assert kv.member_add("[::1]:1")["node_id"] == 4, "asking again gives the same id"
+        with pytest.raises(paxkv.MembershipRefused, match="has not answered"):
+            kv.member_promote(4)
+        removed = kv.member_remove(4)
+        assert removed["retired"] == [4]
+        assert len(removed["members"]) == 3
+        kv.put("still", "serving")
+        assert kv.get("still") == b"serving"

@@ -384,6 +384,30 @@ class _Commands:
             self._native.lease, "grant", ttl_ms, convert=lambda lease_id: Lease(self, lease_id, ttl_ms / 1000)
         )
 
+    def members(self) -> dict:
+        """The cluster's members as its leader knows them: ``{"configuration_index": ...,
+        "change_in_progress": bool, "leader_id": ..., "members": [{"node_id", "voter",
+        "peer_address", "client_address", "match_index", "reachable"}, ...], "retired": [ids]}``.
+        Voters come first, then learners (members that receive the log but do not vote)."""
+        return self._execute(self._native.member, "list")
+
+    def member_add(self, peer_address: str, client_address: str = "") -> dict:
+        """Adds a learner whose peer port is at ``peer_address`` (such as ``"[::1]:7104"``);
+        the cluster picks its id, found in the answer's ``node_id``. Start that node with
+        ``kv-server --join``; asking again for the same address answers with the same id."""
+        return self._execute(self._native.member, "add", 0, peer_address, client_address)
+
+    def member_promote(self, node_id: int) -> dict:
+        """Makes learner ``node_id`` a voter; raises ``MembershipRefused`` while it is still
+        catching up (retry), or if the cluster has the most voters it may have."""
+        return self._execute(self._native.member, "promote", node_id)
+
+    def member_remove(self, node_id: int) -> dict:
+        """Removes member ``node_id`` for good (its id is never used again; a running node
+        stops by itself). Raises ``MembershipRefused`` if the voters left that answer would
+        not make a quorum."""
+        return self._execute(self._native.member, "remove", node_id)
+
     def status(self) -> dict:
         """Every node's view of the cluster, asked directly: ``{endpoint: {...}}`` with its
         ``role`` ("leader", "follower", "candidate"), ``node_id``, ``leader_id``, ``ballot``,

@@ -13,7 +13,7 @@ use paxkv_proto::peer::{
 
 use super::{
     address_of, apply_change, check_caught_up, check_live_quorum, is_member, learners, member_at,
-    next_id, voters, MembershipChange,
+    next_id, voters, ChangeRefused, MembershipChange,
 };
 use crate::kv::error_response;
 use crate::leader::{LeaderPhase, Progress};
@@ -154,18 +154,25 @@ impl Replica {
             MemberRequest::Remove(node) if newest.retired.contains(&node.0) => {
                 return Ok(Planned::AlreadyDone(*node));
             }
-            MemberRequest::Promote(node) => {
-                if newest.learners.contains(&node.0) {
-                    let matched = leader.match_index(*node).unwrap_or(0);
-                    check_caught_up(*node, matched, self.commit_index)
-                        .map_err(|refusal| refused(refusal.to_string()))?;
-                }
-                (MembershipChange::Promote(*node), None)
-            }
+            MemberRequest::Promote(node) => (MembershipChange::Promote(*node), None),
             MemberRequest::Remove(node) => (MembershipChange::Remove(*node), None),
         };
         let mut next = apply_change(newest, membership_change)
             .map_err(|refusal| refused(refusal.to_string()))?;
+        if let MembershipChange::Promote(node) = membership_change {
+            // A voter that does not answer, or is far behind, only makes quorums harder to
+            // reach (and holds up every commit that needs it).
+            let window = self.config.election_timeout_ms;
+            let answering = leader.followers.get(&node).is_some_and(|progress| {
+                progress.match_index > 0 && self.now.millis_since(progress.answered_at) < window
+            });
+            if !answering {
+                return Err(refused(ChangeRefused::LearnerSilent(node).to_string()));
+            }
+            let matched = leader.match_index(node).unwrap_or(0);
+            check_caught_up(node, matched, self.commit_index)
+                .map_err(|refusal| refused(refusal.to_string()))?;
+        }
         if let Some(address) = address {
             next.addresses.push(address);
         }

@@ -71,6 +71,11 @@ pub enum ChangeRefused {
     )]
     LearnerBehind { learner: NodeId, lag_entries: u64 },
     #[error(
+        "{0} has not answered the leader lately; start it (kv-server --join) or check its \
+         network, then retry"
+    )]
+    LearnerSilent(NodeId),
+    #[error(
         "after this change {answering} of its {voters} voters answer, and a quorum is {quorum}: \
          the cluster would stop; bring members back or replace them first"
     )]
