@@ -54,6 +54,37 @@ pub struct PeerView {
     pub lag_entries: u64,
 }
 
+/// The membership as the leader answered it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Membership {
+    /// The log index of the newest configuration (its id).
+    pub configuration_index: u64,
+    /// True while that configuration is not committed.
+    pub change_in_progress: bool,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+impl Membership {
+    /// `voters 1,2,3 · learners 4 · config 57 (changing)`, for the header and the events.
+    pub fn summary(&self) -> String {
+        let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let mut text = format!("voters {}", list(&self.voters));
+        if !self.learners.is_empty() {
+            text.push_str(&format!(" · learners {}", list(&self.learners)));
+        }
+        text.push_str(&format!(" · config {}", self.configuration_index));
+        if self.change_in_progress {
+            text.push_str(" (changing)");
+        }
+        text
+    }
+
+    pub fn is_learner(&self, node_id: u64) -> bool {
+        self.learners.contains(&node_id)
+    }
+}
+
 /// One round of asking every node, and the cluster, what it looks like.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Poll {
@@ -65,6 +96,8 @@ pub struct Poll {
     pub probe_latency_us: Option<u64>,
     /// Keys under the browser's prefix, or why they could not be read.
     pub keys: Result<Vec<KeyRow>, String>,
+    /// The members, if the leader answered.
+    pub members: Option<Membership>,
 }
 
 /// One key in the browser.
@@ -137,6 +170,8 @@ pub struct App {
     last_requests: Option<(u64, u64)>,
     /// Set when playing a simulator trace instead of watching a cluster.
     pub replay: Option<Replay>,
+    /// The members as last answered.
+    pub members: Option<Membership>,
 }
 
 /// What a key press asks the outside world to do.
@@ -291,6 +326,13 @@ pub fn apply_poll(app: &mut App, poll: Poll) {
         push_sample(&mut app.throughput, rate);
     }
     app.last_requests = Some((poll.at_ms, requests));
+    if let Some(members) = poll.members {
+        let changed = app.members.as_ref().is_none_or(|known| *known != members);
+        if changed && !first {
+            app.event(poll.at_ms, format!("membership: {}", members.summary()));
+        }
+        app.members = Some(members);
+    }
     if let Some(latency) = poll.probe_latency_us {
         push_sample(&mut app.latencies_us, latency);
     }
@@ -441,6 +483,7 @@ mod tests {
             nodes,
             probe_latency_us: Some(at_ms),
             keys: Ok(Vec::new()),
+            members: None,
         }
     }
 

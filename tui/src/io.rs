@@ -90,8 +90,25 @@ pub async fn poll(client: &Client, prefix: &str, started: Instant) -> Poll {
             .ok()
             .map(|_| begun.elapsed().as_micros() as u64)
     };
-    let (statuses, probe_latency_us, keys) =
-        tokio::join!(client.status_all(), probe, keys(client, prefix));
+    let members = async {
+        let members = client.members().await.ok()?;
+        let ids = |voter: bool| {
+            members
+                .members
+                .iter()
+                .filter(|member| member.voter == voter)
+                .map(|member| member.node_id)
+                .collect()
+        };
+        Some(crate::app::Membership {
+            configuration_index: members.configuration_index,
+            change_in_progress: members.change_in_progress,
+            voters: ids(true),
+            learners: ids(false),
+        })
+    };
+    let (statuses, probe_latency_us, keys, members) =
+        tokio::join!(client.status_all(), probe, keys(client, prefix), members);
     let nodes = statuses
         .into_iter()
         .map(|(endpoint, status)| match status {
@@ -108,6 +125,7 @@ pub async fn poll(client: &Client, prefix: &str, started: Instant) -> Poll {
         nodes,
         probe_latency_us,
         keys,
+        members,
     }
 }
 

@@ -41,6 +41,21 @@ const FAULTS: &[&str] = &[
     "network",
     "healed",
     "node_stopped",
+    "add_node",
+    "promote_learner",
+    "remove_member",
+    "wiped_node_rejoins",
+];
+
+/// Other events the log shows: what the membership became, and the end of the run.
+const SHOWN: &[&str] = &[
+    "membership",
+    "member_request_failed",
+    "node_removed",
+    "node_refused_to_start",
+    "join_failed",
+    "converged",
+    "end",
 ];
 
 impl TraceEvent {
@@ -78,6 +93,27 @@ impl TraceEvent {
             "disk_fault" => format!("n{} fsync fails", field("node")),
             "network" => format!("network weather: {}", field("weather")),
             "node_stopped" => format!("n{} stopped: {}", field("node"), field("error")),
+            "add_node" => format!("n{} joins the cluster (--join)", field("node")),
+            "node_serving" => format!("n{} serves as id {}", field("node"), field("id")),
+            "promote_learner" => format!("promote learner id {}", field("id")),
+            "remove_member" => format!("remove member id {}", field("id")),
+            "membership" => format!(
+                "configuration {}: voters {} learners {}",
+                field("configuration_index"),
+                field("voters"),
+                field("learners")
+            ),
+            "member_request_failed" => format!("membership change refused: {}", field("error")),
+            "node_removed" => format!(
+                "n{} (id {}) was removed and stopped",
+                field("node"),
+                field("id")
+            ),
+            "node_refused_to_start" => format!("n{} refused to start: removed", field("node")),
+            "wiped_node_rejoins" => {
+                format!("n{} comes back wiped under its old id", field("node"))
+            }
+            "join_failed" => format!("n{} could not join: {}", field("node"), field("error")),
             "client" => format!(
                 "c{} {} {} {}",
                 field("process"),
@@ -126,11 +162,16 @@ pub fn load(text: &str) -> Result<Replay, String> {
         .iter()
         .find(|event| event.event == "start")
         .ok_or("no start event; is this a kv-sim replay trace?")?;
-    let nodes = start
+    // Nodes added at runtime run on further addresses: show every address the trace names.
+    let started_with = start
         .fields
         .get("nodes")
         .and_then(Value::as_u64)
         .unwrap_or(0) as usize;
+    let nodes = events
+        .iter()
+        .filter_map(|event| event.node("node"))
+        .fold(started_with, usize::max);
     let seed = start
         .fields
         .get("seed")
@@ -209,7 +250,7 @@ pub fn frame_at(replay: &Replay, cursor_ms: u64) -> Frame {
                     };
                 }
             }
-            "crash" | "node_stopped" => {
+            "crash" | "node_stopped" | "node_removed" | "node_refused_to_start" => {
                 if let Some(node) = node {
                     frame.nodes[node - 1].up = false;
                 }
@@ -282,7 +323,7 @@ pub fn frame_at(replay: &Replay, cursor_ms: u64) -> Frame {
             }
             _ => {}
         }
-        if event.is_fault() || matches!(event.event.as_str(), "converged" | "end") {
+        if event.is_fault() || SHOWN.contains(&event.event.as_str()) {
             keep_last(&mut frame.log, (event.t_ms, event.describe()));
         }
     }
@@ -399,6 +440,33 @@ mod tests {
             ]
         );
         assert!(frame_at(&replay, 2500).network.is_empty());
+    }
+
+    #[test]
+    fn membership_changes_show_in_the_log_and_added_nodes_get_rows() {
+        let trace = r#"{"event":"start","seed":9,"nodes":3,"t_ms":0}
+{"event":"add_node","node":4,"t_ms":100}
+{"event":"node_start","node":4,"clock_offset_ms":1,"drift_ppm":0,"joining":true,"t_ms":100}
+{"event":"promote_learner","id":4,"t_ms":200}
+{"event":"membership","promoted":4,"voters":[1,2,3,4],"learners":[],"configuration_index":57,"t_ms":210}
+{"event":"node_removed","node":2,"id":2,"configuration_index":60,"t_ms":300}
+{"event":"end","problems":[],"t_ms":400}
+"#;
+        let replay = load(trace).unwrap();
+        assert_eq!(replay.nodes, 4, "the added node has a row");
+        let frame = frame_at(&replay, 400);
+        assert!(frame.nodes[3].up && !frame.nodes[1].up);
+        let log: Vec<&str> = frame.log.iter().map(|(_, text)| text.as_str()).collect();
+        assert_eq!(
+            log,
+            [
+                "n4 joins the cluster (--join)",
+                "promote learner id 4",
+                "configuration 57: voters [1,2,3,4] learners []",
+                "n2 (id 2) was removed and stopped",
+                "end: problems []"
+            ]
+        );
     }
 
     #[test]

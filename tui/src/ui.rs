@@ -55,9 +55,13 @@ fn draw_live(frame: &mut Frame, app: &App) {
     ])
     .areas(frame.area());
     let leader = app.leader_view().and_then(|node| node.status.as_ref());
+    let members = app
+        .members
+        .as_ref()
+        .map_or(String::new(), |members| format!(" · {}", members.summary()));
     let summary = match leader {
         Some(status) => format!(
-            " kv-top · {} nodes · leader n{} · revision {} · {} keys · {} leases",
+            " kv-top · {} nodes · leader n{}{members} · revision {} · {} keys · {} leases",
             app.nodes.len(),
             status.node_id,
             status.revision,
@@ -82,7 +86,11 @@ fn draw_live(frame: &mut Frame, app: &App) {
     draw_footer(frame, footer, app);
 }
 
-fn node_cells(node: &NodeView, leader: Option<&crate::app::NodeStatus>) -> (Vec<String>, Style) {
+fn node_cells(
+    node: &NodeView,
+    leader: Option<&crate::app::NodeStatus>,
+    members: Option<&crate::app::Membership>,
+) -> (Vec<String>, Style) {
     let id = node
         .status
         .as_ref()
@@ -122,7 +130,11 @@ fn node_cells(node: &NodeView, leader: Option<&crate::app::NodeStatus>) -> (Vec<
     let cells = vec![
         id,
         node.endpoint.clone(),
-        status.role.name().into(),
+        if members.is_some_and(|members| members.is_learner(status.node_id)) {
+            "learner".into()
+        } else {
+            status.role.name().into()
+        },
         format!("{}.{}", status.ballot.0, status.ballot.1),
         status.commit_index.to_string(),
         status.applied_index.to_string(),
@@ -142,7 +154,7 @@ fn node_cells(node: &NodeView, leader: Option<&crate::app::NodeStatus>) -> (Vec<
 fn draw_nodes(frame: &mut Frame, area: Rect, app: &App) {
     let leader = app.leader_view().and_then(|node| node.status.as_ref());
     let rows = app.nodes.iter().map(|node| {
-        let (cells, style) = node_cells(node, leader);
+        let (cells, style) = node_cells(node, leader, app.members.as_ref());
         Row::new(cells.into_iter().map(Cell::from)).style(style)
     });
     let header = Row::new(

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
-use paxkv_tui::app::{self, App, Key, KeyRow, NodeStatus, PeerView, Poll, Role};
+use paxkv_tui::app::{self, App, Key, KeyRow, Membership, NodeStatus, PeerView, Poll, Role};
 use paxkv_tui::{replay, ui};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -112,6 +112,13 @@ fn watched_cluster() -> App {
                         lease: 0,
                     },
                 ]),
+                // Node 1 joined as a learner; a change is in progress in the last polls.
+                members: Some(Membership {
+                    configuration_index: if second < 28 { 41 } else { 57 },
+                    change_in_progress: second >= 28,
+                    voters: vec![2, 3],
+                    learners: vec![1],
+                }),
             },
         );
     }
@@ -149,6 +156,7 @@ fn a_small_terminal_is_drawn_without_panicking_and_the_whole_cluster_down_is_sai
             ],
             probe_latency_us: None,
             keys: Err("cluster unavailable".into()),
+            members: None,
         },
     );
     check("all-down", &screen(&app, 100, 24));
