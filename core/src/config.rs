@@ -37,6 +37,9 @@ pub struct ReplicaConfig {
     /// configuration (`members`), which does not list it; the change that adds it arrives
     /// from the leader. It never campaigns until it is a voter.
     pub joining: bool,
+    /// Addresses of the members at start, kept with the first configuration (a joining node
+    /// learns them from the cluster; a new cluster's nodes have them in their flags).
+    pub addresses: Vec<paxkv_proto::peer::MemberAddress>,
 }
 
 /// Election timeout of `kv-server` unless configured: short enough for failover within a
@@ -63,6 +66,7 @@ impl ReplicaConfig {
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
             sessions_max: crate::kv::SESSIONS_MAX,
             joining: false,
+            addresses: Vec::new(),
         }
     }
 

@@ -140,6 +140,7 @@ impl Replica {
         }
         let first_configuration = persisted.unwrap_or_else(|| Configuration {
             members: config.members.iter().map(|member| member.0).collect(),
+            addresses: config.addresses.clone(),
             ..Configuration::default()
         });
         let snapshot_configuration = durable

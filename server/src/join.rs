@@ -14,6 +14,8 @@ use crate::{NodeConfig, ServerError};
 
 /// How long a joining node keeps asking before it gives up.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one attempt of the join may take (retries included) before the node asks again.
+const JOIN_RETRY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between promotion attempts while the learner catches up.
 pub const PROMOTE_RETRY: Duration = Duration::from_millis(500);
 
@@ -25,6 +27,9 @@ pub struct Joined {
     pub first_voters: Vec<NodeId>,
     /// The members' peer addresses, as the cluster knows them.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The same with their client addresses, kept with the first configuration so that the
+    /// node reaches the members again after a restart (even before its log tells it).
+    pub addresses: Vec<paxkv_proto::peer::MemberAddress>,
 }
 
 fn client(
@@ -45,7 +50,7 @@ pub async fn join(endpoints: &[String], config: &NodeConfig) -> Result<Joined, S
     if endpoints.is_empty() {
         return Err(ServerError::Join("--join lists no endpoint".into()));
     }
-    let client = client(endpoints, config, JOIN_TIMEOUT)?;
+    let client = client(endpoints, config, JOIN_RETRY_TIMEOUT)?;
     let added = client
         .member_add(
             &config.peer_addr.to_string(),
@@ -72,10 +77,21 @@ fn joined_from(added: &MembersResponse) -> Result<Joined, ServerError> {
             Some((NodeId(member.node_id), address))
         })
         .collect();
+    let addresses = added
+        .members
+        .iter()
+        .filter(|member| !member.peer_address.is_empty())
+        .map(|member| paxkv_proto::peer::MemberAddress {
+            node: member.node_id,
+            peer_address: member.peer_address.clone(),
+            client_address: member.client_address.clone(),
+        })
+        .collect();
     Ok(Joined {
         id: NodeId(added.node_id),
         first_voters: added.first_voters.iter().copied().map(NodeId).collect(),
         peers,
+        addresses,
     })
 }
 

@@ -120,6 +120,7 @@ pub async fn start_node(
     let (storage, durable) = durable?;
     let kept_id = NodeId(durable.hard_state.node_id);
     let joining = config.join.is_some();
+    let mut addresses = Vec::new();
     let members: Vec<NodeId> = match &config.join {
         // Joined before: the id and the configuration are in the data directory.
         Some(_) if kept_id.0 != 0 => {
@@ -132,6 +133,7 @@ pub async fn start_node(
             for (id, address) in joined.peers {
                 config.peers.entry(id).or_insert(address);
             }
+            addresses = joined.addresses;
             joined.first_voters
         }
         None => {
@@ -147,6 +149,7 @@ pub async fn start_node(
     let mut replica_config =
         ReplicaConfig::new(config.id, members, config.seed.unwrap_or_else(seed));
     replica_config.joining = joining;
+    replica_config.addresses = addresses;
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;

@@ -184,10 +184,15 @@ impl Node {
         }
     }
 
-    /// Dials the members a new configuration brought in.
+    /// Dials the members a new configuration brought in (and, at start, those the first
+    /// configuration knows: a node that joined keeps their addresses there).
     fn learn_configuration(&mut self) {
         let (index, configuration) = self.replica.configuration();
         if self.configuration_seen != Some(index) {
+            if self.configuration_seen.is_none() {
+                self.peers
+                    .learn_configuration(self.replica.first_configuration());
+            }
             self.configuration_seen = Some(index);
             self.peers.learn_configuration(configuration);
         }
