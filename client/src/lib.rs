@@ -222,6 +222,15 @@ impl ClusterArgs {
     }
 }
 
+/// Whether a refused membership change only has to wait: another change is still in
+/// progress, or the learner has not started answering or not caught up yet (the server's
+/// refusals say so in these words; the others do not pass with time).
+pub fn refusal_passes_with_time(message: &str) -> bool {
+    ["in progress", "entries behind", "has not answered"]
+        .iter()
+        .any(|reason| message.contains(reason))
+}
+
 /// Splits `a,b,c` into endpoints, trimming blanks.
 pub fn parse_endpoints(text: &str) -> Vec<String> {
     text.split(',')

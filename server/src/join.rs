@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use paxkv_client::{Client, ClientConfig, ClientError, MembersResponse};
+use paxkv_client::{refusal_passes_with_time, Client, ClientConfig, ClientError, MembersResponse};
 use paxkv_core::NodeId;
 
 use crate::{NodeConfig, ServerError};
@@ -51,12 +51,23 @@ pub async fn join(endpoints: &[String], config: &NodeConfig) -> Result<Joined, S
         return Err(ServerError::Join("--join lists no endpoint".into()));
     }
     let client = client(endpoints, config, JOIN_RETRY_TIMEOUT)?;
-    let added = client
-        .member_add(
-            &config.peer_addr.to_string(),
-            &config.client_addr.to_string(),
-        )
-        .await;
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let (peer_address, client_address) =
+        (config.peer_addr.to_string(), config.client_addr.to_string());
+    let added = loop {
+        let added = client.member_add(&peer_address, &client_address).await;
+        let retry = match &added {
+            // Another change is finishing: ask again.
+            Err(ClientError::Refused(message)) => refusal_passes_with_time(message),
+            // No leader answered yet (an election, a restart of the cluster).
+            Err(ClientError::Unavailable(_) | ClientError::Timeout(_)) => true,
+            _ => false,
+        };
+        if !retry || tokio::time::Instant::now() >= deadline {
+            break added;
+        }
+        tokio::time::sleep(PROMOTE_RETRY).await;
+    };
     client.close();
     let added = added
         .map_err(|error| ServerError::Join(format!("{error} (asked {})", endpoints.join(","))))?;
@@ -118,9 +129,7 @@ pub async fn promote_when_caught_up(
                 return;
             }
             // Still catching up: it is promoted once within the bound of the leader's commit.
-            Err(ClientError::Refused(message))
-                if message.contains("behind") || message.contains("in progress") =>
-            {
+            Err(ClientError::Refused(message)) if refusal_passes_with_time(&message) => {
                 tracing::debug!(%message, "not promoted yet");
             }
             Err(ClientError::Refused(message)) => {

@@ -230,11 +230,6 @@ async fn run_member(client: &Client, command: MemberCommand) -> Result<Outcome, 
     Ok(Outcome::Members(members))
 }
 
-/// Whether a refused promotion only waits for the learner (to start, or to catch up).
-fn catching_up(message: &str) -> bool {
-    message.contains("behind") || message.contains("has not answered")
-}
-
 /// Promotes learner `id`, asking again while it catches up, until the client's timeout.
 async fn promote_when_caught_up(
     client: &Client,
@@ -244,11 +239,14 @@ async fn promote_when_caught_up(
     loop {
         match client.member_promote(id).await {
             Err(ClientError::Refused(message))
-                if catching_up(&message) && tokio::time::Instant::now() < deadline =>
+                if paxkv_client::refusal_passes_with_time(&message)
+                    && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(ClientError::Refused(message)) if catching_up(&message) => {
+            Err(ClientError::Refused(message))
+                if paxkv_client::refusal_passes_with_time(&message) =>
+            {
                 return Err(ClientError::Refused(format!(
                     "{message}; {id} was added as a learner: start it with kv-server --join, \
                      then run kvctl member promote {id}"
