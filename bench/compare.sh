@@ -4,11 +4,13 @@
 #
 #   bench/compare.sh                     # everything: about 15 minutes
 #   ROUNDS=1 DURATION=3s MEMORY_KEYS=100000 FAILOVERS=1 bench/compare.sh   # a quick look
+#   PHASES=replace,memory bench/compare.sh      # only the membership change and the memory
 #
 # Settings (environment): ROUNDS (3), DURATION (10s per workload and round), WARMUP (2s),
 # CONCURRENCY (64 requests in flight), CONNECTIONS (1), KEYS (10000), WORKLOADS
 # (put,get,get-stale,mixed,ttl-churn,lease), FAILOVERS (5 tries of each: kill and freeze of the
 # leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
+# PHASES (load,failover,replace,memory: which parts to run),
 # WORK (the directory for data and results; default a new one under /var/tmp; KEEP=1 keeps it).
 # Results: a table on standard output, and $WORK/results.md with the same table.
 set -euo pipefail
@@ -24,6 +26,8 @@ FAILOVERS=${FAILOVERS:-5}
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 RESTARTS=${RESTARTS:-3}
 KEEP=${KEEP:-0}
+PHASES=${PHASES:-load,failover,replace,memory}
+want() { [[ ",$PHASES," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -43,13 +47,16 @@ install_debian() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
 }
 command -v etcd >/dev/null || install_debian etcd etcd-server
+command -v etcdctl >/dev/null || install_debian etcdctl etcd-client
 command -v protoc >/dev/null || install_debian protoc protobuf-compiler
 command -v python3 >/dev/null || die "python3 is needed to build the tables"
 
 log "building kv-server and kv-bench (with etcd support), release"
-cargo build --release --locked -q -p paxkv-server -p paxkv-bench --features paxkv-bench/etcd --bin kv-server --bin kv-bench
+cargo build --release --locked -q -p paxkv-server -p paxkv-client -p paxkv-bench --features paxkv-bench/etcd \
+    --bin kv-server --bin kv-bench --bin kvctl
 SERVER="$ROOT/target/release/kv-server"
 BENCH="$ROOT/target/release/kv-bench"
+KVCTL="$ROOT/target/release/kvctl"
 
 # ---------------------------------------------------------------- clusters
 # paxkv on [::1]:17001-17003 (peers 17101-17103); etcd on 127.0.0.1:12379,12381,12383.
@@ -92,18 +99,25 @@ endpoints() { if [ "$1" = paxkv ]; then echo "$PAXKV_ENDPOINTS"; else echo "$ETC
 start_node() { # store node
     local store=$1 i=$2 data="$WORK/$1/$2"
     mkdir -p "$data"
-    if [ "$store" = paxkv ]; then
+    if [ "$store" = paxkv ] && [ "$i" -gt 3 ]; then
+        # A node added to the running cluster: it joins (the cluster picks its id).
+        "$SERVER" --join "$PAXKV_ENDPOINTS" --client-addr "[::1]:$((17000 + i))" \
+            --peer-addr "[::1]:$((17100 + i))" --data-dir "$data" --cluster-secret-file "$SECRET" \
+            >>"$data.log" 2>&1 &
+    elif [ "$store" = paxkv ]; then
         "$SERVER" --id "$i" --client-addr "[::1]:$((17000 + i))" --peer-addr "[::1]:$((17100 + i))" \
             --peers "$PAXKV_PEERS" --data-dir "$data" --cluster-secret-file "$SECRET" \
             >>"$data.log" 2>&1 &
     else
-        local state=new
+        local state=new initial=$ETCD_PEERS
         [ -d "$data/member" ] && state=existing
         local cp=$((12377 + 2 * i)) pp=$((12378 + 2 * i))
+        # A member added to the running cluster (etcdctl member add first) starts as existing.
+        [ "$i" -gt 3 ] && { state=existing; initial=${ETCD_JOINED:?}; }
         etcd --name "e$i" --data-dir "$data" \
             --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
             --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-            --initial-cluster "$ETCD_PEERS" --initial-cluster-state "$state" \
+            --initial-cluster "$initial" --initial-cluster-state "$state" \
             --initial-cluster-token paxkv-compare --logger zap --log-level error \
             >>"$data.log" 2>&1 &
     fi
@@ -121,10 +135,10 @@ stop_node() { # store node [signal]
     rm -f "$file"
 }
 
-bench() { # store [failover] args...
+bench() { # store [failover|write-gap] args...
     local store=$1 command=()
     shift
-    [ "${1:-}" = failover ] && { command=(failover); shift; }
+    case "${1:-}" in failover | write-gap) command=("$1"); shift ;; esac
     "$BENCH" "${command[@]}" --backend "$store" --endpoints "$(endpoints "$store")" \
         --cluster-secret-file "$SECRET" "$@"
 }
@@ -174,6 +188,7 @@ for store in paxkv etcd; do
     bench "$store" --workload load --keys "$KEYS" --concurrency "$CONCURRENCY" --quiet --strict >/dev/null
 done
 IFS=, read -r -a workload_list <<<"$WORKLOADS"
+want load || ROUNDS=0
 for round in $(seq "$ROUNDS"); do
     for workload in "${workload_list[@]}"; do
         for store in paxkv etcd; do
@@ -214,6 +229,7 @@ echo "no process serves \$2" >&2
 exit 1
 EOF
 chmod +x "$WORK/signal-leader"
+want failover || FAILOVERS=0
 for mode in kill freeze; do
   for timeout in 10s 300ms; do
     for attempt in $(seq "$FAILOVERS"); do
@@ -241,6 +257,53 @@ for mode in kill freeze; do
   done
 done
 
+# ---------------------------------------------------------------- replace a dead member
+# A follower is killed (-9) while 16 workers put; a fresh node is added and the dead member
+# removed, each store in its documented order: paxkv adds first (the new node joins with
+# --join, catches up as a learner and is promoted) and then removes the dead one; etcd removes
+# the dead member first (its strict reconfiguration check refuses to add a member while one of
+# three is down) and then adds the new one. Reported: the longest time without an acknowledged
+# put over the whole change, how long the change took, and when the new node served a local
+# read of a key written before the change.
+ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e4=http://127.0.0.1:12386"
+replace_step() { # store: the change, run by kv-bench write-gap while it puts
+    local store=$1 started
+    started=$(date +%s%N)
+    stop_node "$store" 3 KILL
+    if [ "$store" = paxkv ]; then
+        start_node paxkv 4
+        until "$KVCTL" --endpoints "$PAXKV_ENDPOINTS,[::1]:17004" --cluster-secret-file "$SECRET" --json \
+            member list 2>/dev/null | grep -q '"id":4,"voter":true'; do sleep 0.02; done
+        "$KVCTL" --endpoints "$PAXKV_ENDPOINTS" --cluster-secret-file "$SECRET" member remove 3 >/dev/null
+    else
+        local id
+        id=$(etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:12381 member list | awk -F', ' '$3 == "e3" { print $1 }')
+        etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:12381 member remove "$id" >/dev/null
+        etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:12381 member add e4 --peer-urls=http://127.0.0.1:12386 >/dev/null
+        start_node etcd 4
+    fi
+    ready "$store" 4 k000000000000000 >/dev/null
+    printf '%s\n' $((($(date +%s%N) - started) / 1000000)) >"$WORK/replace-served-ms"
+}
+export -f replace_step stop_node start_node ready bench endpoints endpoint_of client_port log die
+export WORK SERVER BENCH KVCTL SECRET PAXKV_ENDPOINTS PAXKV_PEERS ETCD_ENDPOINTS ETCD_PEERS ETCD_JOINED
+if want replace; then
+    for store in paxkv etcd; do
+        log "replace a killed follower under 16 writers: $store"
+        bench "$store" write-gap --concurrency 16 --command "bash -c 'replace_step $store'" \
+            --json "$RESULTS/replace-$store.json" >&2
+        served=$(cat "$WORK/replace-served-ms")
+        python3 - "$RESULTS/replace-$store.json" "$served" <<'EOF'
+import json, sys
+path, served = sys.argv[1], int(sys.argv[2])
+result = json.load(open(path))
+result["new_node_served_ms"] = served
+json.dump(result, open(path, "w"))
+EOF
+        stop_node "$store" 4
+    done
+fi
+
 # ---------------------------------------------------------------- memory and restart
 # Fresh clusters, MEMORY_KEYS keys of 100 bytes, resident memory of every node, then restarts of
 # one follower (stop, start, time to its first local read of the last key).
@@ -248,7 +311,8 @@ stop_cluster paxkv
 stop_cluster etcd
 rm -rf "$WORK/paxkv" "$WORK/etcd"
 last_key=$(printf 'k%015d' $((MEMORY_KEYS - 1)))
-for store in paxkv etcd; do
+want memory || MEMORY_STORES=""
+for store in ${MEMORY_STORES-paxkv etcd}; do
     start_cluster "$store"
     log "$store: writing $MEMORY_KEYS keys of 100 bytes"
     bench "$store" --workload load --keys "$MEMORY_KEYS" --concurrency 256 --connections 4 \
@@ -270,9 +334,20 @@ for store in paxkv etcd; do
         ready "$store" "$node" "$last_key" >/dev/null
         restarts+=($((($(date +%s%N) - started) / 1000000)))
     done
-    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"disk_mb":%s,"restart_ms":[%s]}\n' \
+    # A new member catching up on the whole state: added (paxkv: --join, as a learner; etcd:
+    # member add, then started), timed to its first local read of the last key.
+    started=$(date +%s%N)
+    if [ "$store" = etcd ]; then
+        ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e3=http://127.0.0.1:12384,e4=http://127.0.0.1:12386"
+        etcdctl --endpoints 127.0.0.1:12379 member add e4 --learner --peer-urls=http://127.0.0.1:12386 >/dev/null
+    fi
+    start_node "$store" 4
+    ready "$store" 4 "$last_key" >/dev/null
+    catch_up_ms=$((($(date +%s%N) - started) / 1000000))
+    stop_node "$store" 4
+    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
         "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$du_mb" "$(IFS=,; echo "${restarts[*]}")" \
-        >"$RESULTS/memory-$store.json"
+        "$catch_up_ms" >"$RESULTS/memory-$store.json"
     stop_cluster "$store"
 done
 

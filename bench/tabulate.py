@@ -87,6 +87,25 @@ def main(results):
             f"| {ratio_of(pax, etc)} |"
         )
         extra.append(f"| (every try) | {fmt_all(pax)} | {fmt_all(etc)} | |")
+    replace = {}
+    for path in sorted(results.glob("replace-*.json")):
+        result = load(path)
+        replace[result["backend"]] = result
+    if replace:
+        pax, etc = replace.get("paxkv"), replace.get("etcd")
+
+        def one(result, field):
+            return [result[field]] if result and field in result else []
+
+        for field, what in [
+            ("write_gap_ms", "replace a killed follower under 16 writers: longest write gap, ms"),
+            ("command_ms", "the change (kill, add, promote, remove), ms"),
+            ("new_node_served_ms", "to the new node's first local read, ms"),
+        ]:
+            extra.append(
+                f"| {what} | {fmt_all(one(pax, field))} | {fmt_all(one(etc, field))} "
+                f"| {ratio_of(one(pax, field), one(etc, field))} |"
+            )
     if memory:
         pax, etc = memory.get("paxkv"), memory.get("etcd")
         keys = (pax or etc)["keys"]
@@ -104,6 +123,14 @@ def main(results):
             f" {fmt_median(pax and pax['restart_ms'])} ({fmt_all(pax and pax['restart_ms'])})"
             f" | {fmt_median(etc and etc['restart_ms'])} ({fmt_all(etc and etc['restart_ms'])}) |"
             f" {ratio_of(pax and pax['restart_ms'], etc and etc['restart_ms'])} |"
+        )
+        catch_up = [
+            [result["catch_up_ms"]] if result and "catch_up_ms" in result else []
+            for result in (pax, etc)
+        ]
+        extra.append(
+            f"| a new member catching up on them to its first read, ms | {fmt_all(catch_up[0])}"
+            f" | {fmt_all(catch_up[1])} | {ratio_of(*catch_up)} |"
         )
     if extra:
         lines += ["", "| measure | paxkv | etcd | paxkv / etcd |", "|---|---:|---:|---:|"] + extra

@@ -38,6 +38,27 @@ enum Command {
     Failover(FailoverArgs),
     /// Wait until one node answers a local read of a key; print how long that took.
     Ready(ReadyArgs),
+    /// Put from many workers while a shell command runs (a membership change: replace a dead
+    /// node), and report the longest time without any acknowledged put.
+    WriteGap(WriteGapArgs),
+}
+
+#[derive(Args, Debug)]
+struct WriteGapArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Shell command run while the workers put (its standard output is passed through).
+    #[arg(long)]
+    command: String,
+    /// Workers putting (distinct keys, each waits for its answer).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Puts before the command starts, and after it ends.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -159,6 +180,7 @@ fn main() -> anyhow::Result<()> {
             None => run(cli.run).await,
             Some(Command::Failover(args)) => failover(args).await,
             Some(Command::Ready(args)) => ready(args).await,
+            Some(Command::WriteGap(args)) => write_gap(args).await,
         }
     })
 }
@@ -315,6 +337,71 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     conns.clear();
+    Ok(())
+}
+
+/// Puts from `concurrency` workers while `command` runs; reports the acknowledged puts and
+/// the longest time between two acknowledgements from the command's start to the end.
+async fn write_gap(args: WriteGapArgs) -> anyhow::Result<()> {
+    let conns = connect(&args.target, 1).await?;
+    let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency.max(1) {
+        let (mut conn, acks, stop) = (conns[0].clone(), acks.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut sequence = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sequence += 1;
+                let key = format!("gap-{worker:04}-{:010}", sequence % 1000).into_bytes();
+                match conn.put(&key, b"x", None).await {
+                    Ok(()) => acks.lock().expect("not poisoned").push(Instant::now()),
+                    // A refused connection fails at once: pause so the loop does not spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(args.warmup).await;
+    let began = Instant::now();
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&args.command)
+        .status()
+        .await
+        .with_context(|| format!("running {:?}", args.command))?;
+    let command_ms = began.elapsed().as_secs_f64() * 1000.0;
+    tokio::time::sleep(args.warmup).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    if !status.success() {
+        bail!("the command {:?} failed ({status})", args.command);
+    }
+    let mut acks = acks.lock().expect("not poisoned").clone();
+    acks.sort();
+    let gap_ms = acks
+        .windows(2)
+        .filter(|pair| pair[1] > began)
+        .map(|pair| (pair[1] - pair[0]).as_secs_f64() * 1000.0)
+        .fold(0.0, f64::max);
+    println!(
+        "{}: {} puts acknowledged; the command took {command_ms:.0} ms; longest write gap \
+         {gap_ms:.0} ms",
+        args.target.backend.name(),
+        acks.len()
+    );
+    if let Some(path) = args.json {
+        let json = serde_json::json!({
+            "backend": args.target.backend,
+            "acknowledged": acks.len(),
+            "command_ms": command_ms,
+            "write_gap_ms": gap_ms,
+        });
+        std::fs::write(&path, json.to_string() + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

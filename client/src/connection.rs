@@ -157,6 +157,7 @@ where
             node_id: 0,
             client_address: String::new(),
             peer_address: String::new(),
+            incarnation: 0,
         })),
     };
     write_frame(writer, &codec(), &hello)

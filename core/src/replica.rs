@@ -115,6 +115,8 @@ pub struct Replica {
     pub(crate) first_configuration: Configuration,
     /// The index of the configuration that removed this node, once it knows: it then stops.
     pub(crate) removed_at: Option<u64>,
+    /// Drawn when this node's data was first used (see `HardState::incarnation`).
+    pub(crate) incarnation: u64,
 }
 
 /// A snapshot waits for at least key count / this many entries since the last one.
@@ -131,7 +133,9 @@ impl Replica {
         // its point; change entries in the log apply on top.
         let non_empty = |configuration: &Configuration| !configuration.members.is_empty();
         let persisted = durable.hard_state.configuration.clone().filter(non_empty);
-        let hard_state_complete = persisted.is_some() && durable.hard_state.node_id == id.0;
+        let hard_state_complete = persisted.is_some()
+            && durable.hard_state.node_id == id.0
+            && durable.hard_state.incarnation != 0;
         if durable.hard_state.node_id != 0 && durable.hard_state.node_id != id.0 {
             return Err(Error::CorruptState(format!(
                 "this data belongs to node {}, not to {id}",
@@ -234,14 +238,23 @@ impl Replica {
             committed_early: Vec::new(),
             first_configuration,
             removed_at: None,
+            incarnation: durable.hard_state.incarnation,
             config,
         };
+        if replica.incarnation == 0 {
+            replica.incarnation = replica.rng.next_u64() | 1;
+        }
         replica.reset_election_deadline();
         Ok(replica)
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The incarnation of this node's data (drawn at its first start, kept in its hard state).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     pub fn role(&self) -> Role {
@@ -606,6 +619,7 @@ impl Replica {
             configuration: Some(self.first_configuration.clone()),
             node_id: self.id.0,
             removed_at: self.removed_at.unwrap_or(0),
+            incarnation: self.incarnation,
         });
         self.hard_state_dirty = false;
         let persist = Persist {

@@ -101,8 +101,7 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
                 let challenge = AuthChallenge {
                     nonce: challenge_nonce,
                     proof,
-                    node_id: 0,
-                    client_address: String::new(),
+                    ..AuthChallenge::default()
                 };
                 let _ = answers
                     .send(answer(request_id, Response::AuthChallenge(challenge)))

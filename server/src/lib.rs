@@ -174,6 +174,7 @@ pub async fn start_node(
     let directory = peer::start_outbound(
         tracing::info_span!("node", id = config.id.0),
         config.id,
+        replica.incarnation(),
         client_addr.to_string(),
         config.peer_addr.to_string(),
         &config.peers,

@@ -217,6 +217,10 @@ async fn main() -> anyhow::Result<()> {
         result = &mut node => {
             match result.context("the node task failed")?? {
                 Stopped::Removed { .. } => std::process::exit(EXIT_REMOVED),
+                Stopped::Refused { reason } => {
+                    eprintln!("error: {reason}");
+                    std::process::exit(EXIT_REFUSED);
+                }
                 Stopped::Shutdown => bail!("the node stopped unexpectedly"),
             }
         }
@@ -226,3 +230,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// The exit code of a node that was removed from its cluster (it must not be restarted as is).
 const EXIT_REMOVED: i32 = 3;
+/// The exit code of a node refused by its cluster: it came back with a wiped data directory
+/// under an id that is still a member.
+const EXIT_REFUSED: i32 = 4;

@@ -56,13 +56,16 @@ pub enum Input {
 }
 
 /// Why the node loop ended without a storage error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
     /// Asked to (Ctrl-C, SIGTERM, a test), or its inputs closed.
     Shutdown,
     /// The node was removed from the cluster (the configuration at this log index retired its
     /// id): it must not run again.
     Removed { configuration_index: u64 },
+    /// A member refused this node for good (it came back with a wiped data directory under
+    /// its old id); the reason says what to do.
+    Refused { reason: String },
 }
 
 /// Counters the node exposes (for tests and the benchmark).
@@ -167,6 +170,10 @@ impl Node {
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
             }
             self.learn_configuration();
+            if let Some(reason) = self.peers.refused() {
+                tracing::error!(%reason, "stopping for good");
+                return Ok(Stopped::Refused { reason });
+            }
             // Stop only once what the last ready asked is synced (the removal mark included).
             if let Some(configuration_index) = self.replica.removed_at() {
                 if !self.replica.has_ready() {

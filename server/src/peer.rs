@@ -46,6 +46,12 @@ pub struct PeerDirectory {
     span: tracing::Span,
     peers: Mutex<BTreeMap<NodeId, Peer>>,
     client_addresses: Mutex<BTreeMap<NodeId, String>>,
+    /// This node's incarnation, and the one each peer showed when it first proved the secret:
+    /// a peer that comes back with another (its data was wiped) is refused.
+    my_incarnation: u64,
+    incarnations: Mutex<BTreeMap<NodeId, u64>>,
+    /// Set when a member refused this node for good (it came back wiped): the node stops.
+    refused: Mutex<Option<String>>,
 }
 
 /// One peer: where it listens and the outbox its dialing task drains.
@@ -124,6 +130,30 @@ impl PeerDirectory {
         tokio::spawn(tracing::Instrument::instrument(task, self.span.clone()));
     }
 
+    /// Why a member refused this node for good, if one did.
+    pub fn refused(&self) -> Option<String> {
+        self.refused.lock().expect("never poisoned").clone()
+    }
+
+    /// Whether `id` showing `incarnation` is the node this one knew under that id (or one it
+    /// never met). Refused: it came back with its data wiped, so it may have forgotten what
+    /// it promised and accepted.
+    fn incarnation_matches(&self, id: NodeId, incarnation: u64) -> bool {
+        let known = self.incarnations.lock().expect("never poisoned");
+        known.get(&id).is_none_or(|seen| *seen == incarnation)
+    }
+
+    /// Remembers the incarnation `id` showed once it proved the secret.
+    fn learn_incarnation(&self, id: NodeId, incarnation: u64) {
+        if incarnation != 0 {
+            self.incarnations
+                .lock()
+                .expect("never poisoned")
+                .entry(id)
+                .or_insert(incarnation);
+        }
+    }
+
     /// Learns the addresses a configuration records.
     pub fn learn_configuration(self: &Arc<Self>, configuration: &Configuration) {
         for member in &configuration.addresses {
@@ -178,9 +208,11 @@ impl PeerDirectory {
 }
 
 /// Creates the directory and starts one dialing task per peer known at start.
+#[allow(clippy::too_many_arguments)] // each is one thing the directory needs from the start
 pub fn start_outbound(
     span: tracing::Span,
     me: NodeId,
+    my_incarnation: u64,
     my_client_address: String,
     my_peer_address: String,
     peers: &BTreeMap<NodeId, SocketAddr>,
@@ -196,6 +228,9 @@ pub fn start_outbound(
         span,
         peers: Mutex::new(BTreeMap::new()),
         client_addresses: Mutex::new(BTreeMap::new()),
+        my_incarnation,
+        incarnations: Mutex::new(BTreeMap::new()),
+        refused: Mutex::new(None),
     });
     for (id, address) in peers {
         directory.learn_peer_address(*id, *address);
@@ -272,15 +307,26 @@ where
         node_id: directory.me.0,
         client_address: directory.my_client_address.clone(),
         peer_address: directory.my_peer_address.clone(),
+        incarnation: directory.my_incarnation,
     };
     write_frame(writer, &codec(), &hello).await?;
     let challenge: AuthChallenge = timed(reader.read()).await?;
+    if !challenge.refused.is_empty() {
+        tracing::error!(%peer, reason = %challenge.refused, "a member refused this node for good; stopping");
+        *directory.refused.lock().expect("never poisoned") = Some(challenge.refused.clone());
+        return Err(refused("refused by a member"));
+    }
     if challenge.node_id != peer.0
         || !secret.verify_accept_proof(&hello.nonce, &challenge.nonce, &challenge.proof)
     {
         tracing::warn!(%peer, "peer failed to prove the cluster secret; not sending to it");
         return Err(refused("peer failed to prove the cluster secret"));
     }
+    if !directory.incarnation_matches(peer, challenge.incarnation) {
+        tracing::warn!(%peer, "peer came back with a wiped data directory under its old id; not talking to it");
+        return Err(refused("peer came back with another incarnation"));
+    }
+    directory.learn_incarnation(peer, challenge.incarnation);
     directory.learn_client_address(peer, challenge.client_address.clone());
     let proof = AuthProof {
         proof: secret.connect_proof(&challenge.nonce, &hello.nonce),
@@ -329,12 +375,31 @@ async fn receive_from_peer(
         tracing::warn!(%remote, node = hello.node_id, "refused a peer connection that claims id 0 or this node's own id");
         return Ok(());
     }
+    if !directory.incarnation_matches(from, hello.incarnation) {
+        // Said only to a node that knows the cluster's id scheme; nothing secret is in it.
+        let reason = format!(
+            "node {from} came back with a wiped data directory (another incarnation than the \
+             one this cluster knew): it may have forgotten what it promised and accepted, so \
+             it may not rejoin under id {from}. Remove it (kvctl member remove {from}) and start \
+             the machine anew with an empty data directory and --join"
+        );
+        tracing::warn!(%remote, node = %from, "refused a peer that came back wiped under its old id");
+        let refusal = AuthChallenge {
+            node_id: directory.me.0,
+            refused: reason,
+            ..AuthChallenge::default()
+        };
+        write_frame(&mut write_half, &codec(), &refusal).await?;
+        return Ok(());
+    }
     let challenge_nonce = nonce();
     let challenge = AuthChallenge {
         proof: secret.accept_proof(&hello.nonce, &challenge_nonce),
         nonce: challenge_nonce,
         node_id: directory.me.0,
         client_address: directory.my_client_address.clone(),
+        incarnation: directory.my_incarnation,
+        refused: String::new(),
     };
     write_frame(&mut write_half, &codec(), &challenge).await?;
     let proof: AuthProof = timed(reader.read()).await?;
@@ -343,6 +408,7 @@ async fn receive_from_peer(
         return Ok(());
     }
     write_frame(&mut write_half, &codec(), &AuthOk {}).await?;
+    directory.learn_incarnation(from, hello.incarnation);
     directory.learn_client_address(from, hello.client_address);
     // Only a node that proved the secret is dialed back; the replica decides whether to
     // listen to it (a removed one is told so).

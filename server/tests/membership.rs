@@ -15,6 +15,8 @@ use paxkv_client::{Client, PutOptions, ReadConsistency};
 
 /// The exit code of a node that was removed (kv-server's `EXIT_REMOVED`).
 const EXIT_REMOVED: i32 = 3;
+/// The exit code of a node refused for coming back wiped (kv-server's `EXIT_REFUSED`).
+const EXIT_REFUSED: i32 = 4;
 
 /// Writers putting fresh keys until stopped; every acknowledged key is kept with its time.
 struct Writers {
@@ -228,15 +230,44 @@ async fn a_removed_node_does_not_start_again_and_a_wiped_one_is_refused() {
     let code = wait_for_exit(&mut cluster, gone, Duration::from_secs(10)).await;
     assert_eq!(code, Some(EXIT_REMOVED), "{}", log_of(&cluster, gone));
     assert!(log_of(&cluster, gone).contains("its id is retired"));
-    // Wiped, under its old id and flags: the members tell it it was removed.
+    // Wiped, under its old id and flags: the members refuse it (as removed, or as another
+    // incarnation of a node they knew, whichever they notice first).
     std::fs::remove_dir_all(cluster.data_dir(gone)).unwrap();
     cluster.spawn(gone);
     let code = wait_for_exit(&mut cluster, gone, Duration::from_secs(20)).await;
-    assert_eq!(code, Some(EXIT_REMOVED), "{}", log_of(&cluster, gone));
+    assert!(
+        code == Some(EXIT_REMOVED) || code == Some(EXIT_REFUSED),
+        "{code:?}: {}",
+        log_of(&cluster, gone)
+    );
     // The two left go on serving.
     let value = client
         .get(b"before", ReadConsistency::Linearizable)
         .await
         .unwrap();
     assert_eq!(value.kv.unwrap().value, b"removal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_comes_back_wiped_under_its_old_id_is_refused() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    let leader = cluster.settled_leader(Duration::from_secs(10)).await;
+    let client = cluster.client();
+    client
+        .put(b"kept", b"safe", PutOptions::default())
+        .await
+        .unwrap();
+    let wiped = (leader + 1) % 3;
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(cluster.data_dir(wiped)).unwrap();
+    cluster.spawn(wiped);
+    let code = wait_for_exit(&mut cluster, wiped, Duration::from_secs(20)).await;
+    let log = log_of(&cluster, wiped);
+    assert_eq!(code, Some(EXIT_REFUSED), "{log}");
+    assert!(log.contains("wiped data directory"), "{log}");
+    let value = client
+        .get(b"kept", ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(value.kv.unwrap().value, b"safe");
 }

@@ -53,6 +53,7 @@ const SHOWN: &[&str] = &[
     "member_request_failed",
     "node_removed",
     "node_refused_to_start",
+    "node_refused",
     "join_failed",
     "converged",
     "end",
@@ -110,6 +111,7 @@ impl TraceEvent {
                 field("id")
             ),
             "node_refused_to_start" => format!("n{} refused to start: removed", field("node")),
+            "node_refused" => format!("n{} refused by the members: wiped", field("node")),
             "wiped_node_rejoins" => {
                 format!("n{} comes back wiped under its old id", field("node"))
             }
@@ -250,7 +252,11 @@ pub fn frame_at(replay: &Replay, cursor_ms: u64) -> Frame {
                     };
                 }
             }
-            "crash" | "node_stopped" | "node_removed" | "node_refused_to_start" => {
+            "crash"
+            | "node_stopped"
+            | "node_removed"
+            | "node_refused_to_start"
+            | "node_refused" => {
                 if let Some(node) = node {
                     frame.nodes[node - 1].up = false;
                 }

@@ -142,7 +142,10 @@ impl Nemesis<'_> {
         // election or a stretch without a quorum, and writes whose outcome stays unknown pile
         // up on the few keys (past what the checker can search).
         let voters = members.members.iter().filter(|member| member.voter).count();
-        let voter = members.members.iter().any(|member| member.node_id == id && member.voter);
+        let voter = members
+            .members
+            .iter()
+            .any(|member| member.node_id == id && member.voter);
         if voter && voters <= 3 && thread_rng().gen_bool(0.7) {
             return;
         }

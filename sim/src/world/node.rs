@@ -118,6 +118,14 @@ pub(super) fn start_sim_node(
                         stop.stop();
                         shared.set_slot(index, Slot::Removed);
                     }
+                    Ok(Ok(Stopped::Refused { reason })) => {
+                        shared.trace(
+                            "node_refused",
+                            json!({"node": index + 1, "id": running.id.0, "reason": reason}),
+                        );
+                        stop.stop();
+                        shared.set_slot(index, Slot::Removed);
+                    }
                     Ok(Err(error)) => {
                         // A real node exits here; the nemesis restarts it like a crashed one.
                         shared.trace(
