@@ -45,6 +45,7 @@ const FAULTS: &[&str] = &[
     "promote_learner",
     "remove_member",
     "wiped_node_rejoins",
+    "add_phantom_learner",
 ];
 
 /// Other events the log shows: what the membership became, and the end of the run.
@@ -95,6 +96,10 @@ impl TraceEvent {
             "network" => format!("network weather: {}", field("weather")),
             "node_stopped" => format!("n{} stopped: {}", field("node"), field("error")),
             "add_node" => format!("n{} joins the cluster (--join)", field("node")),
+            "add_phantom_learner" => format!(
+                "a learner is added at {} and never started",
+                field("peer_address")
+            ),
             "node_serving" => format!("n{} serves as id {}", field("node"), field("id")),
             "promote_learner" => format!("promote learner id {}", field("id")),
             "remove_member" => format!("remove member id {}", field("id")),

@@ -11,6 +11,9 @@ use super::*;
 /// nodes ever run.
 pub const SLOTS: usize = 9;
 
+/// Where the learners an operator added and never started would run (no node does).
+const PHANTOM_IP: &str = "fd00::ff";
+
 /// What runs on one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Slot {
@@ -128,8 +131,13 @@ impl Nemesis<'_> {
             .iter()
             .find(|member| slot_of(member) == Some(a))
             .map(|member| member.node_id);
-        let id = match on_a {
-            Some(id) if thread_rng().gen_bool(0.5) => id,
+        // The leader of two voters removes itself half the time: the survivor must lead on
+        // even if it never learnt that the removal committed.
+        let voters = members.members.iter().filter(|member| member.voter).count();
+        let leader = Some(members.leader_id).filter(|id| *id != 0);
+        let id = match (on_a, leader) {
+            (_, Some(leader)) if voters == 2 && thread_rng().gen_bool(0.5) => leader,
+            (Some(id), _) if thread_rng().gen_bool(0.5) => id,
             _ => {
                 let all = &members.members;
                 if all.is_empty() {
@@ -141,12 +149,11 @@ impl Nemesis<'_> {
         // Shrinking a small cluster further is rarer: each removal of a voter there costs an
         // election or a stretch without a quorum, and writes whose outcome stays unknown pile
         // up on the few keys (past what the checker can search).
-        let voters = members.members.iter().filter(|member| member.voter).count();
         let voter = members
             .members
             .iter()
             .any(|member| member.node_id == id && member.voter);
-        if voter && voters <= 3 && thread_rng().gen_bool(0.7) {
+        if voter && voters <= 3 && Some(id) != leader && thread_rng().gen_bool(0.4) {
             return;
         }
         self.shared.trace("remove_member", json!({"id": id}));
@@ -154,6 +161,25 @@ impl Nemesis<'_> {
             .ask(move |client| async move { client.member_remove(id).await })
             .await;
         self.trace_members("removed", id, answer);
+    }
+
+    /// An operator adds learners and never starts them (two, one after the other): members
+    /// that never answer, which must neither be promoted nor count in any quorum (a later move
+    /// may remove them).
+    pub(super) async fn add_phantom_learners(&mut self) {
+        for _ in 0..2 {
+            let port = 7200 + thread_rng().gen_range(0..1000u16);
+            let peer_address = SocketAddr::new(PHANTOM_IP.parse().expect("an address"), port);
+            let peer_address = peer_address.to_string();
+            self.shared
+                .trace("add_phantom_learner", json!({"peer_address": peer_address}));
+            let answer = self
+                .ask(move |client| async move { client.member_add(&peer_address, "").await })
+                .await;
+            let Some(members) = answer else { return };
+            let id = members.node_id;
+            self.trace_members("added", id, Some(members));
+        }
     }
 
     /// A removed node that the cluster started with comes back with an empty data directory

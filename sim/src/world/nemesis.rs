@@ -56,10 +56,13 @@ pub enum Fault {
     /// A node that was removed comes back with a wiped data directory under its old id; it
     /// must be refused and stop.
     WipedNodeRejoins,
+    /// Two learners are added at addresses where no node ever runs (an operator who never
+    /// started them): they must neither be promoted nor count in a quorum.
+    AddPhantomLearner,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 23] = [
+    pub const ALL: [Fault; 24] = [
         Fault::OneWayLink,
         Fault::LinkRestored,
         Fault::Split,
@@ -83,6 +86,7 @@ impl Fault {
         Fault::PromoteLearner,
         Fault::RemoveMember,
         Fault::WipedNodeRejoins,
+        Fault::AddPhantomLearner,
     ];
 
     /// Whether the move changes membership (a seed with any of them starts no pinned clients:
@@ -90,7 +94,11 @@ impl Fault {
     pub fn changes_membership(self) -> bool {
         matches!(
             self,
-            Fault::AddNode | Fault::PromoteLearner | Fault::RemoveMember | Fault::WipedNodeRejoins
+            Fault::AddNode
+                | Fault::PromoteLearner
+                | Fault::RemoveMember
+                | Fault::WipedNodeRejoins
+                | Fault::AddPhantomLearner
         )
     }
 
@@ -113,6 +121,7 @@ impl Fault {
             Fault::PromoteLearner => 30,
             Fault::RemoveMember => 16,
             Fault::WipedNodeRejoins => 3,
+            Fault::AddPhantomLearner => 6,
         }
     }
 
@@ -126,7 +135,7 @@ impl Fault {
             // Half the seeds change membership at all (`SimOptions`); those make every move
             // but the wiped node's return.
             Fault::AddNode | Fault::PromoteLearner | Fault::RemoveMember => 1.0,
-            Fault::WipedNodeRejoins => 0.6,
+            Fault::WipedNodeRejoins | Fault::AddPhantomLearner => 0.6,
             _ => 0.85,
         }
     }
@@ -156,6 +165,7 @@ impl Fault {
             Fault::PromoteLearner => "promote_learner",
             Fault::RemoveMember => "remove_member",
             Fault::WipedNodeRejoins => "wiped_node_rejoins",
+            Fault::AddPhantomLearner => "add_phantom_learner",
         }
     }
 }
@@ -475,6 +485,7 @@ impl Nemesis<'_> {
             Fault::PromoteLearner => self.promote_learner().await,
             Fault::RemoveMember => self.remove_member(a).await,
             Fault::WipedNodeRejoins => self.wiped_node_rejoins(),
+            Fault::AddPhantomLearner => self.add_phantom_learners().await,
             _ => {}
         }
     }
