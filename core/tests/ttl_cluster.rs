@@ -89,7 +89,9 @@ fn visible_on(cluster: &mut Cluster, node: NodeId, key: &[u8]) -> Option<bool> {
 }
 
 /// Polls `key` on every live node until it is gone everywhere; returns the real time of the
-/// last poll that still saw it anywhere, and the first at which every node had lost it.
+/// last poll that still saw it anywhere (the start, if the first poll did not), and the first
+/// at which every node had lost it. (A key already gone at the first poll returns at once:
+/// waiting for it to be seen first would wait forever and blame the key.)
 fn watch_until_gone(cluster: &mut Cluster, key: &[u8], millis_max: u64) -> (u64, u64) {
     let start = cluster.now.millis();
     let mut last_seen = start;
@@ -102,7 +104,7 @@ fn watch_until_gone(cluster: &mut Cluster, key: &[u8], millis_max: u64) -> (u64,
         }
         if seen_anywhere {
             last_seen = cluster.now.millis();
-        } else if last_seen > start {
+        } else {
             return (last_seen, cluster.now.millis());
         }
         cluster.run_for(STEP_MS);

@@ -85,6 +85,7 @@ enum Event {
         node: NodeId,
         incarnation: u64,
         ready: Box<Ready>,
+        persist: Box<paxkv_core::Persist>,
     },
 }
 
@@ -349,6 +350,12 @@ impl Cluster {
         for (request, response) in ready.take_responses() {
             self.record_response(request, response);
         }
+        let persist = ready.take_persist();
+        // As the node loop does: a ready with nothing to keep needs no sync and waits for none.
+        if persist.is_empty() {
+            self.finish_persist(id, incarnation, Box::new(ready), Box::new(persist));
+            return;
+        }
         let at = self.now.plus_millis(self.persist_ms);
         self.schedule(
             at,
@@ -356,6 +363,7 @@ impl Cluster {
                 node: id,
                 incarnation,
                 ready: Box::new(ready),
+                persist: Box::new(persist),
             },
         );
     }
@@ -405,14 +413,20 @@ impl Cluster {
         self.responses.insert(request, response);
     }
 
-    fn finish_persist(&mut self, id: NodeId, incarnation: u64, mut ready: Box<Ready>) {
+    fn finish_persist(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        ready: Box<Ready>,
+        persist: Box<paxkv_core::Persist>,
+    ) {
         let Some(node) = self.nodes.get_mut(&id) else {
             return; // forgotten (removed for good)
         };
         if node.incarnation != incarnation || node.replica.is_none() {
             return; // crashed meanwhile: the write never reached the disk
         }
-        node.disk.persist(&ready.take_persist());
+        node.disk.persist(&persist);
         node.persisting = false;
         let mut after_persist = node
             .replica
@@ -470,7 +484,8 @@ impl Cluster {
                 node,
                 incarnation,
                 ready,
-            } => self.finish_persist(node, incarnation, ready),
+                persist,
+            } => self.finish_persist(node, incarnation, ready, persist),
         }
     }
 
