@@ -351,11 +351,6 @@ impl Cluster {
             self.record_response(request, response);
         }
         let persist = ready.take_persist();
-        // As the node loop does: a ready with nothing to keep needs no sync and waits for none.
-        if persist.is_empty() {
-            self.finish_persist(id, incarnation, Box::new(ready), Box::new(persist));
-            return;
-        }
         let at = self.now.plus_millis(self.persist_ms);
         self.schedule(
             at,
@@ -545,6 +540,11 @@ impl Cluster {
             self.drive(to);
         }
         request
+    }
+
+    /// Whether node `id` waits for a sync (its answers wait for it too).
+    pub fn is_persisting(&self, id: NodeId) -> bool {
+        self.nodes[&id].persisting
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {
