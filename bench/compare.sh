@@ -267,30 +267,52 @@ done
 # read of a key written before the change.
 ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e4=http://127.0.0.1:12386"
 replace_step() { # store: the change, run by kv-bench write-gap while it puts
-    local store=$1 started
+    local store=$1 started dead live
+    # A follower dies (the leader's death is the failover measurement).
+    if [ "$store" = paxkv ]; then
+        local leader
+        leader=$("$KVCTL" --endpoints "$PAXKV_ENDPOINTS" --cluster-secret-file "$SECRET" --json \
+            member list | python3 -c 'import json, sys; print(json.load(sys.stdin)["leader"])')
+        dead=$([ "$leader" = 3 ] && echo 2 || echo 3)
+    else
+        dead=$(etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status | awk -F', ' '$5 == "false" { print $1 }' \
+            | tail -1 | sed 's/.*://')
+        dead=$(((dead - 12377) / 2))
+    fi
+    live=$(for i in 1 2 3; do [ "$i" = "$dead" ] || endpoint_of "$store" "$i"; done | paste -sd,)
     started=$(date +%s%N)
-    stop_node "$store" 3 KILL
+    stop_node "$store" "$dead" KILL
     if [ "$store" = paxkv ]; then
         start_node paxkv 4
-        until "$KVCTL" --endpoints "$PAXKV_ENDPOINTS,[::1]:17004" --cluster-secret-file "$SECRET" --json \
+        until "$KVCTL" --endpoints "$live,[::1]:17004" --cluster-secret-file "$SECRET" --json \
             member list 2>/dev/null | grep -q '"id":4,"voter":true'; do sleep 0.02; done
-        "$KVCTL" --endpoints "$PAXKV_ENDPOINTS" --cluster-secret-file "$SECRET" member remove 3 >/dev/null
+        "$KVCTL" --endpoints "$live" --cluster-secret-file "$SECRET" member remove "$dead" >/dev/null
     else
         local id
-        id=$(etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:12381 member list | awk -F', ' '$3 == "e3" { print $1 }')
-        etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:12381 member remove "$id" >/dev/null
-        etcdctl --endpoints 127.0.0.1:12379,127.0.0.1:12381 member add e4 --peer-urls=http://127.0.0.1:12386 >/dev/null
+        id=$(etcdctl --endpoints "$live" member list | awk -F', ' -v name="e$dead" '$3 == name { print $1 }')
+        etcdctl --endpoints "$live" member remove "$id" >/dev/null
+        etcdctl --endpoints "$live" member add e4 --peer-urls=http://127.0.0.1:12386 >/dev/null
+        ETCD_JOINED=$(for i in 1 2 3; do [ "$i" = "$dead" ] || echo "e$i=http://127.0.0.1:$((12378 + 2 * i))"; done | paste -sd,)
+        ETCD_JOINED="$ETCD_JOINED,e4=http://127.0.0.1:12386"
         start_node etcd 4
     fi
     ready "$store" 4 k000000000000000 >/dev/null
     printf '%s\n' $((($(date +%s%N) - started) / 1000000)) >"$WORK/replace-served-ms"
 }
-export -f replace_step stop_node start_node ready bench endpoints endpoint_of client_port log die
-export WORK SERVER BENCH KVCTL SECRET PAXKV_ENDPOINTS PAXKV_PEERS ETCD_ENDPOINTS ETCD_PEERS ETCD_JOINED
+# kv-bench runs the change through sh: give it a script with what the change needs.
+{
+    echo '#!/usr/bin/env bash'
+    echo 'set -euo pipefail'
+    declare -p WORK SERVER BENCH KVCTL SECRET RESULTS PAXKV_ENDPOINTS PAXKV_PEERS ETCD_ENDPOINTS \
+        ETCD_PEERS ETCD_JOINED
+    declare -f replace_step stop_node start_node ready bench endpoints endpoint_of client_port log die
+    echo 'replace_step "$1"'
+} >"$WORK/replace-step"
+chmod +x "$WORK/replace-step"
 if want replace; then
     for store in paxkv etcd; do
         log "replace a killed follower under 16 writers: $store"
-        bench "$store" write-gap --concurrency 16 --command "bash -c 'replace_step $store'" \
+        bench "$store" write-gap --concurrency 16 --command "$WORK/replace-step $store" \
             --json "$RESULTS/replace-$store.json" >&2
         served=$(cat "$WORK/replace-served-ms")
         python3 - "$RESULTS/replace-$store.json" "$served" <<'EOF'
