@@ -361,7 +361,12 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
     started=$(date +%s%N)
     if [ "$store" = etcd ]; then
         ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e3=http://127.0.0.1:12384,e4=http://127.0.0.1:12386"
-        etcdctl --endpoints 127.0.0.1:12379 member add e4 --learner --peer-urls=http://127.0.0.1:12386 >/dev/null
+        # etcd refuses a member add while a member it restarted a moment ago looks unhealthy.
+        for _ in $(seq 60); do
+            etcdctl --endpoints 127.0.0.1:12379 member add e4 --learner \
+                --peer-urls=http://127.0.0.1:12386 >/dev/null 2>&1 && break
+            sleep 0.5
+        done
     fi
     start_node "$store" 4
     ready "$store" 4 "$last_key" >/dev/null
