@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cluster, STEP_MS};
+use common::{write_keys, Cluster, STEP_MS};
 use paxkv_core::{MemberRequest, NodeId, Replica, Role};
 use paxkv_proto::client::{client_response::Body as Response, ErrorCode, MembersResponse};
 
@@ -70,24 +70,6 @@ fn voters(members: &MembersResponse) -> Vec<u64> {
         .filter(|member| member.voter)
         .map(|member| member.node_id)
         .collect()
-}
-
-/// Writes `count` keys through whichever node leads, each waited for; returns how many were
-/// acknowledged.
-fn write_keys(cluster: &mut Cluster, client_id: u64, first_sequence: u64, count: u64) -> u64 {
-    let mut acknowledged = 0;
-    for sequence in first_sequence..first_sequence + count {
-        let Some(leader) = cluster.leader() else {
-            cluster.run_for(STEP_MS);
-            continue;
-        };
-        let key = format!("key-{sequence}");
-        let request = cluster.put_via(leader, client_id, sequence, key.as_bytes(), b"value");
-        if let Some(Response::Put(_)) = cluster.wait_for(request, 1000) {
-            acknowledged += 1;
-        }
-    }
-    acknowledged
 }
 
 /// Adds node `id` as a learner, lets it catch up and promotes it.

@@ -5,28 +5,11 @@
 
 mod common;
 
-use common::{Cluster, STEP_MS};
+use common::{write_keys, Cluster, STEP_MS};
 use paxkv_core::{NodeId, Role};
 use paxkv_proto::client::{client_response::Body as Response, Consistency, ErrorCode};
 
 const ELECTION_TIMEOUT_MS: u64 = 300;
-
-/// Writes `count` keys through the current leader and waits for each; returns how many succeeded.
-fn write_keys(cluster: &mut Cluster, client_id: u64, first_sequence: u64, count: u64) -> u64 {
-    let mut succeeded = 0;
-    for sequence in first_sequence..first_sequence + count {
-        let Some(leader) = cluster.leader() else {
-            cluster.run_for(STEP_MS);
-            continue;
-        };
-        let key = format!("key-{sequence}");
-        let request = cluster.put_via(leader, client_id, sequence, key.as_bytes(), b"value");
-        if let Some(Response::Put(_)) = cluster.wait_for(request, 1000) {
-            succeeded += 1;
-        }
-    }
-    succeeded
-}
 
 fn elect(cluster: &mut Cluster) -> NodeId {
     let took = cluster

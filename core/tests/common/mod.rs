@@ -217,6 +217,24 @@ pub fn initial_state() -> DurableState {
     }
 }
 
+/// Writes `count` keys (`key-SEQUENCE`) through whichever node leads, each waited for up to a
+/// second; returns how many were acknowledged.
+pub fn write_keys(cluster: &mut Cluster, client_id: u64, first_sequence: u64, count: u64) -> u64 {
+    let mut acknowledged = 0;
+    for sequence in first_sequence..first_sequence + count {
+        let Some(leader) = cluster.leader() else {
+            cluster.run_for(STEP_MS);
+            continue;
+        };
+        let key = format!("key-{sequence}");
+        let request = cluster.put_via(leader, client_id, sequence, key.as_bytes(), b"value");
+        if let Some(Response::Put(_)) = cluster.wait_for(request, 1000) {
+            acknowledged += 1;
+        }
+    }
+    acknowledged
+}
+
 /// In a build with the `planted-bugs` feature, `PAXKV_PLANTED_BUG=NAME` turns that bug on for
 /// the test's thread, to check that the test pinning it fails with it.
 pub fn plant_from_environment() {

@@ -51,6 +51,16 @@ pub(super) fn client_endpoint(index: usize) -> String {
     SocketAddr::new(node_ip(index), CLIENT_PORT).to_string()
 }
 
+/// The ids of the voters (or of the learners) of a member list.
+fn ids(members: &paxkv_client::MembersResponse, voters: bool) -> Vec<u64> {
+    members
+        .members
+        .iter()
+        .filter(|member| member.voter == voters)
+        .map(|member| member.node_id)
+        .collect()
+}
+
 /// The slot a member's peer address belongs to.
 fn slot_of(member: &paxkv_client::Member) -> Option<usize> {
     let address: SocketAddr = member.peer_address.parse().ok()?;
@@ -100,12 +110,7 @@ impl Nemesis<'_> {
         else {
             return;
         };
-        let learners: Vec<u64> = members
-            .members
-            .iter()
-            .filter(|member| !member.voter)
-            .map(|member| member.node_id)
-            .collect();
+        let learners = ids(&members, false);
         if learners.is_empty() {
             return;
         }
@@ -209,18 +214,7 @@ impl Nemesis<'_> {
 
     fn trace_members(&self, done: &str, id: u64, answer: Option<paxkv_client::MembersResponse>) {
         if let Some(members) = answer {
-            let voters: Vec<u64> = members
-                .members
-                .iter()
-                .filter(|member| member.voter)
-                .map(|member| member.node_id)
-                .collect();
-            let learners: Vec<u64> = members
-                .members
-                .iter()
-                .filter(|member| !member.voter)
-                .map(|member| member.node_id)
-                .collect();
+            let (voters, learners) = (ids(&members, true), ids(&members, false));
             self.shared.trace(
                 "membership",
                 json!({done: id, "voters": voters, "learners": learners,
