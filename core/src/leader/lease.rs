@@ -71,6 +71,9 @@ impl Replica {
             return;
         };
         let round = leader.lease.start_round(now);
+        // Every 10th round, nodes retired by the committed configuration are told so: one that
+        // was down when it was removed may know none of the members left to ask.
+        let tell_retired = round % 10 == 0;
         for progress in leader.followers.values_mut() {
             if progress.match_index < last_index
                 && now.millis_since(progress.last_ack_at) >= retransmit_after
@@ -88,6 +91,13 @@ impl Replica {
                     commit_index,
                 }),
             );
+        }
+        if tell_retired {
+            let (index, configuration) = self.log.configs().in_force_at(self.commit_index);
+            let retired: Vec<NodeId> = configuration.retired.iter().copied().map(NodeId).collect();
+            for node in retired {
+                self.tell_removed(node, index);
+            }
         }
         self.update_lease();
     }

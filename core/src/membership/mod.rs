@@ -181,7 +181,7 @@ pub fn apply_change(
             next.members.retain(|id| *id != node.0);
             next.learners.retain(|id| *id != node.0);
             next.retired.push(node.0);
-            next.addresses.retain(|address| address.node != node.0);
+            // Its address stays, so that members can tell it it was removed when it returns.
         }
     }
     next.members.sort_unstable();
