@@ -48,6 +48,9 @@ pub(crate) struct LeaderState {
     /// Requests answered by the entry at an index.
     pub(crate) writes: BTreeMap<u64, Vec<RequestId>>,
     pub(crate) log_clock: LogClock,
+    /// The active configurations (in force at the commit point, newest) `followers` was last
+    /// made to match.
+    pub(crate) followers_synced_for: Option<(u64, u64)>,
 }
 
 impl LeaderState {
@@ -66,6 +69,7 @@ impl LeaderState {
             reads: ReadQueues::default(),
             writes: BTreeMap::new(),
             log_clock: LogClock::new(now),
+            followers_synced_for: None,
         }
     }
 

@@ -198,12 +198,27 @@ impl Replica {
     }
 
     /// The leader replicates to every peer of the configurations now active, no more.
+    /// Called every turn, so it does the work only when the active configurations changed
+    /// (one came in force at the commit point, or a newer one was appended or dropped).
     pub(crate) fn leader_sync_followers(&mut self) {
+        let configs = self.log.configs();
+        let active = (
+            configs.in_force_at(self.commit_index).0,
+            configs.newest_at().0,
+        );
+        if self
+            .role
+            .leader()
+            .is_none_or(|leader| leader.followers_synced_for == Some(active))
+        {
+            return;
+        }
         let peers: Vec<NodeId> = self.peers().collect();
         let (now, next_index) = (self.now, self.log.last_index() + 1);
         let Some(leader) = self.role.leader_mut() else {
             return;
         };
+        leader.followers_synced_for = Some(active);
         leader.followers.retain(|node, _| peers.contains(node));
         for peer in peers {
             leader.followers.entry(peer).or_insert_with(|| {
