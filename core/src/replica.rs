@@ -592,13 +592,24 @@ impl Replica {
                 || !self.messages.is_empty()
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
-                || self.pending_accepted.is_some()
+                || self.pending_accepted_can_leave()
                 || self
                     .role
                     .leader()
                     .is_some_and(|leader| leader.lease.heartbeat_requested)
                 || self.applied_index < self.commit_index
                 || self.log.stable_last() < self.log.last_index())
+    }
+
+    /// Whether the acknowledgement waiting for a sync could leave after the next one: not while
+    /// the entries it covers are missing from the log (a snapshot from the leader replaced the
+    /// log meanwhile), since no sync would bring them; a ready for it would have nothing to do,
+    /// and a node loop would spin on it until the leader's next message.
+    fn pending_accepted_can_leave(&self) -> bool {
+        self.pending_accepted
+            .is_some_and(|(_, ballot, match_index)| {
+                ballot == self.promised && self.log.last_index() >= match_index
+            })
     }
 
     /// Takes everything the caller must do, in the order `ready.rs` documents. Hand it back to

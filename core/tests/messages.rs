@@ -7,7 +7,7 @@
 use paxkv_core::{DurableState, NodeId, Outgoing, Ready, Replica, ReplicaConfig, Role, Time};
 use paxkv_proto::peer::{
     peer_message::Body, Accept, Ballot, Entry, Heartbeat, KvSnapshot, LogEntry, LogRequest,
-    LogResponse, LogState, Noop, PeerMessage, Ping, Prepare, Promise, SnapshotMeta,
+    LogResponse, LogState, Noop, PeerMessage, Ping, Prepare, Promise, SnapshotChunk, SnapshotMeta,
 };
 use prost::Message;
 
@@ -1529,4 +1529,48 @@ fn a_learner_never_campaigns() {
         .any(|(_, body)| matches!(body, Body::PreVote(_) | Body::Prepare(_)));
     assert!(!campaigning, "a learner asked for votes: {sent:?}");
     assert_eq!(learner.members(), vec![NodeId(2), NodeId(3), NodeId(1)]);
+}
+
+/// An acknowledgement waiting for a sync whose entries a snapshot then replaced can never
+/// leave: the node must not keep reporting a ready for it (its loop would take empty readies
+/// without end and never read another message).
+#[test]
+fn an_acknowledgement_for_entries_a_snapshot_replaced_does_not_keep_the_node_busy() {
+    let mut replica = replica();
+    let ballot = Ballot::new(1, 2);
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        accept(0, Ballot::ZERO, entries(1, 20, ballot), 0),
+    );
+    // Before those entries are synced, a snapshot whose point the log holds under another
+    // ballot replaces the log: entries 11..=20 are gone, so the acknowledgement for them is too.
+    let data = KvSnapshot::default().encode_to_vec();
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        Body::SnapshotChunk(SnapshotChunk {
+            meta: Some(SnapshotMeta {
+                index: 10,
+                ballot: Some(Ballot::new(0, 3)),
+                configuration: None,
+            }),
+            offset: 0,
+            total_bytes: data.len() as u64,
+            data,
+        }),
+    );
+    let mut readies = 0;
+    while replica.has_ready() {
+        readies += 1;
+        assert!(
+            readies <= 8,
+            "the node reports a ready with nothing left to do"
+        );
+        let ready = replica.ready();
+        persist_and_advance(&mut replica, ready);
+    }
+    assert_eq!(replica.status().last_index, 10);
 }

@@ -89,6 +89,10 @@ enum Event {
     },
 }
 
+/// Readies with nothing to write that a node may take in a row without an input between them
+/// (each is handed back at once); more means its node loop would spin.
+const READIES_WITHOUT_INPUT_MAX: usize = 64;
+
 pub struct Node {
     pub replica: Option<Replica>,
     pub disk: Disk,
@@ -340,14 +344,30 @@ impl Cluster {
         }
     }
 
-    /// Takes and handles a node's ready if it has one and none is being persisted.
+    /// Takes and handles a node's readies while it has one and none is being persisted. A
+    /// ready with nothing to write is handed back at once, as the node loop does; so many in a
+    /// row without an input between would be a node loop spinning.
     fn drive(&mut self, id: NodeId) {
+        for _ in 0..READIES_WITHOUT_INPUT_MAX {
+            if !self.drive_once(id) {
+                return;
+            }
+        }
+        panic!(
+            "{id} would spin: {READIES_WITHOUT_INPUT_MAX} readies in a row with nothing to write \
+             and no input between them"
+        );
+    }
+
+    /// Takes one ready if the node has one and none is being persisted; true if its persist
+    /// was empty and it was handed back at once.
+    fn drive_once(&mut self, id: NodeId) -> bool {
         let node = self.nodes.get_mut(&id).expect("node exists");
         let Some(replica) = node.replica.as_mut() else {
-            return;
+            return false;
         };
         if node.persisting || !replica.has_ready() {
-            return;
+            return false;
         }
         let mut ready = replica.ready();
         let incarnation = node.incarnation;
@@ -369,6 +389,16 @@ impl Cluster {
             self.record_response(request, response);
         }
         let persist = ready.take_persist();
+        if persist.is_empty() {
+            let node = self.nodes.get_mut(&id).expect("node exists");
+            node.persisting = false;
+            let replica = node.replica.as_mut().expect("checked above");
+            let mut after_persist = replica.advance(ready);
+            for outgoing in after_persist.take_messages() {
+                self.send(id, outgoing.to, outgoing.message);
+            }
+            return true;
+        }
         let at = self.now.plus_millis(self.persist_ms);
         self.schedule(
             at,
@@ -379,6 +409,7 @@ impl Cluster {
                 persist: Box::new(persist),
             },
         );
+        false
     }
 
     fn record_committed(&mut self, id: NodeId, committed: &[LogEntry]) {
@@ -773,8 +804,10 @@ impl Cluster {
             if let Some(leader) = self.leader() {
                 sequence += 1;
                 let request = self.put_via(leader, client_id, sequence, b"probe", b"p");
-                if let Some(Response::Put(_)) = self.wait_for(request, 200) {
-                    return Some(self.now.millis_since(start));
+                match self.wait_for(request, 200) {
+                    Some(Response::Put(_)) => return Some(self.now.millis_since(start)),
+                    // Refused at once (say the leader is still taking over): let time pass.
+                    _ => self.run_for(STEP_MS),
                 }
             } else {
                 self.run_for(STEP_MS);
