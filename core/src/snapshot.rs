@@ -123,7 +123,7 @@ impl Replica {
     pub(crate) fn handle_snapshot_ack(&mut self, from: NodeId, ballot: Ballot, ack: SnapshotAck) {
         let now = self.now;
         if let Some(progress) = self.progress_in_ballot(from, ballot) {
-            progress.answered_at = now;
+            progress.answered(now);
         }
         let Some(transfer) = self.outgoing_snapshots.get_mut(&from) else {
             return;

@@ -223,6 +223,48 @@ fn shrinking_below_a_quorum_of_the_live_voters_is_refused_with_the_reason() {
     assert_eq!(write_keys(&mut cluster, 1, 1, 5), 5);
 }
 
+/// A new leader counts a voter as answering only once it has heard from it: the grace it gives
+/// every follower for its own quorum check (so as not to step down at once) must not make a
+/// dead voter look live to the membership check.
+#[test]
+fn a_new_leader_does_not_count_a_voter_it_never_heard_as_live() {
+    let mut cluster = Cluster::new(3, 29);
+    let old = elect(&mut cluster);
+    cluster.crash(old);
+    let start = cluster.now;
+    let new = loop {
+        if let Some(new) = cluster.leader() {
+            break new;
+        }
+        assert!(cluster.now.millis_since(start) < 10_000, "no new leader");
+        cluster.run_for(1);
+    };
+    let took_over = cluster.now;
+    let live = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != old && *id != new)
+        .unwrap();
+    // Removing the live follower would leave {new, old}, and old is dead. Ask as soon as the
+    // leader takes changes at all (once an entry of its own ballot committed).
+    let message = loop {
+        let request = cluster.member_via(new, MemberRequest::Remove(live));
+        let answer = cluster.wait_for(request, 1000).unwrap();
+        if !Cluster::is_error(&answer, ErrorCode::NoQuorum) {
+            break refusal_message(&answer, ErrorCode::MembershipRefused);
+        }
+        cluster.run_for(1);
+    };
+    assert!(
+        cluster.now.millis_since(took_over) < ELECTION_TIMEOUT_MS,
+        "asked within the leader's first election timeout"
+    );
+    assert!(
+        message.contains("1 of its 2 voters answer") && message.contains("would stop"),
+        "{message}"
+    );
+}
+
 /// (How far behind a learner may be is checked in `membership`'s unit tests; here the
 /// learner is cut off, so it is both behind and silent, and silence is what is reported.)
 #[test]

@@ -112,7 +112,7 @@ impl Replica {
         }
         leader.lease.acknowledged(from, ack.round);
         if let Some(progress) = leader.followers.get_mut(&from) {
-            progress.answered_at = progress.answered_at.max(now);
+            progress.answered(now);
         }
         self.update_lease();
     }

@@ -18,8 +18,12 @@ pub(crate) struct Progress {
     pub(crate) match_index: u64,
     /// Retransmission timer: when we last heard from it or last rewound it.
     pub(crate) last_ack_at: Time,
-    /// When it last answered a message of our ballot (the leader's quorum check).
+    /// When it last answered a message of our ballot (the leader's quorum check); counts from
+    /// when leading began, so that a new leader does not step down at once.
     pub(crate) answered_at: Time,
+    /// When it last answered, with no such grace: none since leading began (or since it was
+    /// added). Membership checks count a node as live only on this.
+    pub(crate) heard_at: Option<Time>,
 }
 
 impl Progress {
@@ -29,7 +33,20 @@ impl Progress {
             match_index: 0,
             last_ack_at: now,
             answered_at: now,
+            heard_at: None,
         }
+    }
+
+    /// It answered a message of our ballot.
+    pub(crate) fn answered(&mut self, now: Time) {
+        self.answered_at = self.answered_at.max(now);
+        self.heard_at = Some(now);
+    }
+
+    /// It answered within the last `window_ms` (no grace for a leader that just began).
+    pub(crate) fn heard_within(&self, now: Time, window_ms: u64) -> bool {
+        self.heard_at
+            .is_some_and(|at| now.millis_since(at) < window_ms)
     }
 
     /// Starts sending at `next_index` when leading begins.
@@ -37,6 +54,7 @@ impl Progress {
         self.next_index = next_index;
         self.last_ack_at = now;
         self.answered_at = now;
+        self.heard_at = None;
     }
 
     /// The follower durably holds our log through `index` (an acknowledgement or a snapshot).
@@ -44,7 +62,7 @@ impl Progress {
         self.match_index = self.match_index.max(index);
         self.next_index = self.next_index.max(self.match_index + 1);
         self.last_ack_at = now;
-        self.answered_at = now;
+        self.answered(now);
     }
 }
 
@@ -158,7 +176,7 @@ impl Replica {
         progress.match_index = progress.match_index.min(reject.hint_index);
         progress.next_index = reject.hint_index + 1;
         progress.last_ack_at = now;
-        progress.answered_at = now;
+        progress.answered(now);
         self.send_accepts(from);
     }
 

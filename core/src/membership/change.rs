@@ -164,7 +164,7 @@ impl Replica {
             // reach (and holds up every commit that needs it).
             let window = self.config.election_timeout_ms;
             let answering = leader.followers.get(&node).is_some_and(|progress| {
-                progress.match_index > 0 && self.now.millis_since(progress.answered_at) < window
+                progress.match_index > 0 && progress.heard_within(self.now, window)
             });
             if !answering {
                 return Err(refused(ChangeRefused::LearnerSilent(node).to_string()));
@@ -191,7 +191,7 @@ impl Replica {
                 || leader
                     .followers
                     .get(&node)
-                    .is_some_and(|progress| self.now.millis_since(progress.answered_at) < window)
+                    .is_some_and(|progress| progress.heard_within(self.now, window))
         })
         .map_err(|refusal| refused(refusal.to_string()))?;
         Ok(Planned::Append(next))
