@@ -10,6 +10,8 @@ fn main() {
     // Ballots are totally ordered by (round, node); deriving Ord on the field order gives that.
     // (prost already derives Copy, Eq and Hash for a message of plain integers.)
     config.type_attribute("paxkv.peer.Ballot", "#[derive(PartialOrd, Ord)]");
+    // Ordered maps: the same state encodes to the same bytes on every run.
+    config.btree_map(["."]);
     config
         .compile_fds(descriptors)
         .expect("prost code generation must succeed");

@@ -57,10 +57,14 @@ pub enum Bug {
     /// The leader proposes a membership change while another is still uncommitted, so two
     /// configurations in force differ by two voters and their majorities need not meet.
     ChangesOverlap,
+    /// Members let a node back in under its old id with whatever incarnation it shows: a member
+    /// whose data was wiped votes and acknowledges again, having forgotten what it promised and
+    /// accepted.
+    WipedMemberAccepted,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -78,6 +82,7 @@ impl Bug {
         Bug::LearnerCountsInQuorum,
         Bug::QuorumOfOldConfiguration,
         Bug::ChangesOverlap,
+        Bug::WipedMemberAccepted,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -146,6 +151,7 @@ impl Bug {
             Bug::LearnerCountsInQuorum => "learner-counts-in-quorum",
             Bug::QuorumOfOldConfiguration => "quorum-of-old-configuration",
             Bug::ChangesOverlap => "changes-overlap",
+            Bug::WipedMemberAccepted => "wiped-member-accepted",
         }
     }
 }

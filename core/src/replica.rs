@@ -117,6 +117,8 @@ pub struct Replica {
     pub(crate) removed_at: Option<u64>,
     /// Drawn when this node's data was first used (see `HardState::incarnation`).
     pub(crate) incarnation: u64,
+    /// The incarnation each peer first showed this node (see `HardState::peer_incarnations`).
+    peer_incarnations: BTreeMap<u64, u64>,
 }
 
 /// A snapshot waits for at least key count / this many entries since the last one.
@@ -239,6 +241,7 @@ impl Replica {
             first_configuration,
             removed_at: None,
             incarnation: durable.hard_state.incarnation,
+            peer_incarnations: durable.hard_state.peer_incarnations.clone(),
             config,
         };
         if replica.incarnation == 0 {
@@ -255,6 +258,35 @@ impl Replica {
     /// The incarnation of this node's data (drawn at its first start, kept in its hard state).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    /// The hard state as it stands: what the next ready writes if it changed. A node whose
+    /// incarnation was drawn at this start writes it before it shows it to any peer (they
+    /// remember it, and one lost in a crash would have the node refused as wiped).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            promised: Some(self.promised),
+            commit_index: self.commit_index.min(self.log.stable_last()),
+            configuration: Some(self.first_configuration.clone()),
+            node_id: self.id.0,
+            removed_at: self.removed_at.unwrap_or(0),
+            incarnation: self.incarnation,
+            peer_incarnations: self.peer_incarnations.clone(),
+        }
+    }
+
+    /// The incarnation each peer first showed this node, by node id.
+    pub fn peer_incarnations(&self) -> &BTreeMap<u64, u64> {
+        &self.peer_incarnations
+    }
+
+    /// Keeps the incarnation `peer` showed, if it is the first this node has seen of it (the
+    /// caller refuses a peer that shows another). Persisted with the next ready.
+    pub fn remember_peer_incarnation(&mut self, peer: NodeId, incarnation: u64) {
+        if incarnation != 0 && !self.peer_incarnations.contains_key(&peer.0) {
+            self.peer_incarnations.insert(peer.0, incarnation);
+            self.hard_state_dirty = true;
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -624,14 +656,7 @@ impl Replica {
         committed.extend(self.apply_committed());
         self.maybe_take_snapshot();
         self.ready_number += 1;
-        let hard_state = self.hard_state_dirty.then(|| HardState {
-            promised: Some(self.promised),
-            commit_index: self.commit_index.min(self.log.stable_last()),
-            configuration: Some(self.first_configuration.clone()),
-            node_id: self.id.0,
-            removed_at: self.removed_at.unwrap_or(0),
-            incarnation: self.incarnation,
-        });
+        let hard_state = self.hard_state_dirty.then(|| self.hard_state());
         self.hard_state_dirty = false;
         let persist = Persist {
             snapshot: self.snapshot_write.take(),

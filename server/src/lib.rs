@@ -117,7 +117,8 @@ pub async fn start_node(
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<RunningNode, ServerError> {
     let durable = run_blocking(move || storage.load().map(|state| (storage, state))).await;
-    let (storage, durable) = durable?;
+    let (mut storage, durable) = durable?;
+    let first_start = durable.hard_state.incarnation == 0;
     let kept_id = NodeId(durable.hard_state.node_id);
     let joining = config.join.is_some();
     let mut addresses = Vec::new();
@@ -157,6 +158,13 @@ pub async fn start_node(
     replica_config.sessions_max = config.sessions_max;
     let replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::from_replica(error, &config.data_dir))?;
+    if first_start {
+        // Peers remember the incarnation they are first shown; one lost in a crash before the
+        // node's first sync would have it refused as wiped when it comes back.
+        let (back, written) = node::persist(storage, Some(replica.hard_state()), None, None).await;
+        storage = back;
+        written?;
+    }
     let bind = |address: SocketAddr| async move {
         TcpListener::bind(address)
             .await
@@ -175,6 +183,11 @@ pub async fn start_node(
         tracing::info_span!("node", id = config.id.0),
         config.id,
         replica.incarnation(),
+        &replica
+            .peer_incarnations()
+            .iter()
+            .map(|(id, incarnation)| (NodeId(*id), *incarnation))
+            .collect(),
         client_addr.to_string(),
         config.peer_addr.to_string(),
         &config.peers,

@@ -92,7 +92,7 @@ pub struct Node {
 /// Writes and syncs what a ready asks to keep, in one hop off the async threads. Under the
 /// simulator (where blocking work runs inline) the sync comes a simulated moment after the
 /// write, so a crash can land between them and lose what was written.
-async fn persist(
+pub(crate) async fn persist(
     mut storage: Box<dyn Storage>,
     hard_state: Option<HardState>,
     snapshot: Option<SnapshotWrite>,
@@ -164,6 +164,9 @@ impl Node {
                     Some(input) => self.take_inputs(input, &mut inputs),
                     None => return Ok(Stopped::Shutdown),
                 },
+            }
+            for (peer, incarnation) in self.peers.take_new_incarnations() {
+                self.replica.remember_peer_incarnation(peer, incarnation);
             }
             while self.replica.has_ready() {
                 let ready = self.replica.ready();

@@ -50,6 +50,7 @@ pub struct PeerDirectory {
     /// a peer that comes back with another (its data was wiped) is refused.
     my_incarnation: u64,
     incarnations: Mutex<BTreeMap<NodeId, u64>>,
+    new_incarnations: Mutex<Vec<(NodeId, u64)>>,
     /// Set when a member refused this node for good (it came back wiped): the node stops.
     refused: Mutex<Option<String>>,
 }
@@ -139,19 +140,33 @@ impl PeerDirectory {
     /// never met). Refused: it came back with its data wiped, so it may have forgotten what
     /// it promised and accepted.
     fn incarnation_matches(&self, id: NodeId, incarnation: u64) -> bool {
+        if paxkv_core::planted::active(paxkv_core::planted::Bug::WipedMemberAccepted) {
+            return true;
+        }
         let known = self.incarnations.lock().expect("never poisoned");
         known.get(&id).is_none_or(|seen| *seen == incarnation)
     }
 
-    /// Remembers the incarnation `id` showed once it proved the secret.
+    /// Remembers the incarnation `id` showed once it proved the secret; one seen for the first
+    /// time waits in `new_incarnations` for the node loop to persist it.
     fn learn_incarnation(&self, id: NodeId, incarnation: u64) {
-        if incarnation != 0 {
-            self.incarnations
+        if incarnation == 0 {
+            return;
+        }
+        let mut known = self.incarnations.lock().expect("never poisoned");
+        if let std::collections::btree_map::Entry::Vacant(entry) = known.entry(id) {
+            entry.insert(incarnation);
+            self.new_incarnations
                 .lock()
                 .expect("never poisoned")
-                .entry(id)
-                .or_insert(incarnation);
+                .push((id, incarnation));
         }
+    }
+
+    /// The incarnations met for the first time since the last call, for the replica's hard
+    /// state (so a restart of this node still knows them).
+    pub fn take_new_incarnations(&self) -> Vec<(NodeId, u64)> {
+        std::mem::take(&mut *self.new_incarnations.lock().expect("never poisoned"))
     }
 
     /// Learns the addresses a configuration records.
@@ -213,6 +228,7 @@ pub fn start_outbound(
     span: tracing::Span,
     me: NodeId,
     my_incarnation: u64,
+    known_incarnations: &BTreeMap<NodeId, u64>,
     my_client_address: String,
     my_peer_address: String,
     peers: &BTreeMap<NodeId, SocketAddr>,
@@ -229,7 +245,8 @@ pub fn start_outbound(
         peers: Mutex::new(BTreeMap::new()),
         client_addresses: Mutex::new(BTreeMap::new()),
         my_incarnation,
-        incarnations: Mutex::new(BTreeMap::new()),
+        incarnations: Mutex::new(known_incarnations.clone()),
+        new_incarnations: Mutex::new(Vec::new()),
         refused: Mutex::new(None),
     });
     for (id, address) in peers {
