@@ -205,6 +205,84 @@ impl Nemesis<'_> {
         self.start_afresh(index);
     }
 
+    /// A member the cluster started with comes back with an empty data directory under its
+    /// old id and flags: the members must refuse it (it stops, and stays a member until a
+    /// removal). The schedule where accepting it loses writes: a minority `cut` (one short of a
+    /// quorum) is cut off while the others commit without it; then every node that holds those
+    /// writes crashes but one follower, which comes back wiped, so that it and `cut` could make
+    /// a quorum that knows none of them. Only with three or more voters, so that a quorum of
+    /// the others is left once the wiped one is refused and the crashed ones restart.
+    pub(super) async fn wiped_member_rejoins(&mut self) {
+        let Some(leader) = self.leader() else { return };
+        if self.wiped_member.is_some() {
+            return;
+        }
+        let Some(members) = self
+            .ask(|client| async move { client.members().await })
+            .await
+        else {
+            return;
+        };
+        let voters: Vec<usize> = members
+            .members
+            .iter()
+            .filter(|member| member.voter)
+            .filter_map(slot_of)
+            .collect();
+        let followers: Vec<usize> = self
+            .others_in_random_order(leader)
+            .into_iter()
+            .filter(|index| voters.contains(index) && !self.down[*index])
+            .collect();
+        // The wiped node is one the cluster started with (a joined one would join afresh).
+        let Some(wiped) = followers
+            .iter()
+            .copied()
+            .find(|index| self.shared.slot(*index) == Slot::Initial)
+        else {
+            return;
+        };
+        let quorum = voters.len() / 2 + 1;
+        let cut: Vec<usize> = followers
+            .iter()
+            .copied()
+            .filter(|index| *index != wiped)
+            .take(quorum - 1)
+            .collect();
+        if voters.len() < 3 || cut.len() < quorum - 1 {
+            return;
+        }
+        self.wiped_member = Some(wiped);
+        self.shared.trace(
+            "wiped_member_rejoins",
+            json!({"node": wiped + 1, "leader": leader + 1, "cut": self.ids(&cut)}),
+        );
+        let everyone = self.active();
+        for a in &cut {
+            for b in everyone.iter().filter(|b| !cut.contains(b)) {
+                self.clog_both(*a, *b);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(thread_rng().gen_range(100..1500))).await;
+        for index in everyone.iter().copied() {
+            if index != wiped && !cut.contains(&index) && !self.down[index] {
+                self.crash(index, false);
+            }
+        }
+        self.handle.kill(self.nodes[wiped].id());
+        *self.storages[wiped].disk.lock().expect("not poisoned") = Default::default();
+        self.down[wiped] = false;
+        for a in &cut {
+            for b in &everyone {
+                self.net
+                    .unclog_link(self.nodes[*a].id(), self.nodes[*b].id());
+                self.net
+                    .unclog_link(self.nodes[*b].id(), self.nodes[*a].id());
+            }
+        }
+        self.start_afresh(wiped);
+    }
+
     /// Starts the node on `index` from nothing: whatever ran there before (a removed node's
     /// listeners may still be open) is killed first.
     fn start_afresh(&mut self, index: usize) {

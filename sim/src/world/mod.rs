@@ -188,6 +188,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         client_node: &client_node,
         storages: &storages,
         down: vec![false; SLOTS],
+        wiped_member: None,
         shared: &shared,
     };
     nemesis

@@ -56,13 +56,18 @@ pub enum Fault {
     /// A node that was removed comes back with a wiped data directory under its old id; it
     /// must be refused and stop.
     WipedNodeRejoins,
+    /// A member the cluster started with loses its disk and comes back empty under its old id
+    /// and flags (an operator who swapped the disk and restarted the service), just as the
+    /// leader crashes and a follower that missed the latest writes is back: it forgot what it
+    /// promised and accepted, so the members must refuse it, and it stops.
+    WipedMemberRejoins,
     /// Two learners are added at addresses where no node ever runs (an operator who never
     /// started them): they must neither be promoted nor count in a quorum.
     AddPhantomLearner,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 24] = [
+    pub const ALL: [Fault; 25] = [
         Fault::OneWayLink,
         Fault::LinkRestored,
         Fault::Split,
@@ -86,6 +91,7 @@ impl Fault {
         Fault::PromoteLearner,
         Fault::RemoveMember,
         Fault::WipedNodeRejoins,
+        Fault::WipedMemberRejoins,
         Fault::AddPhantomLearner,
     ];
 
@@ -98,6 +104,7 @@ impl Fault {
                 | Fault::PromoteLearner
                 | Fault::RemoveMember
                 | Fault::WipedNodeRejoins
+                | Fault::WipedMemberRejoins
                 | Fault::AddPhantomLearner
         )
     }
@@ -121,6 +128,7 @@ impl Fault {
             Fault::PromoteLearner => 30,
             Fault::RemoveMember => 16,
             Fault::WipedNodeRejoins => 3,
+            Fault::WipedMemberRejoins => 10,
             Fault::AddPhantomLearner => 6,
         }
     }
@@ -135,7 +143,7 @@ impl Fault {
             // Half the seeds change membership at all (`SimOptions`); those make every move
             // but the wiped node's return.
             Fault::AddNode | Fault::PromoteLearner | Fault::RemoveMember => 1.0,
-            Fault::WipedNodeRejoins | Fault::AddPhantomLearner => 0.6,
+            Fault::WipedNodeRejoins | Fault::WipedMemberRejoins | Fault::AddPhantomLearner => 0.6,
             _ => 0.85,
         }
     }
@@ -165,6 +173,7 @@ impl Fault {
             Fault::PromoteLearner => "promote_learner",
             Fault::RemoveMember => "remove_member",
             Fault::WipedNodeRejoins => "wiped_node_rejoins",
+            Fault::WipedMemberRejoins => "wiped_member_rejoins",
             Fault::AddPhantomLearner => "add_phantom_learner",
         }
     }
@@ -179,11 +188,14 @@ pub(super) struct Nemesis<'a> {
     pub(super) client_node: &'a NodeHandle,
     pub(super) storages: &'a [SimStorage],
     pub(super) down: Vec<bool>,
+    /// The member that came back wiped, if one did (at most one a run: a refused voter stays
+    /// in the configuration until removed, and a second could cost the quorum for good).
+    pub(super) wiped_member: Option<usize>,
     pub(super) shared: &'a Shared,
 }
 
 impl Nemesis<'_> {
-    fn ids(&self, indexes: &[usize]) -> Vec<usize> {
+    pub(super) fn ids(&self, indexes: &[usize]) -> Vec<usize> {
         indexes.iter().map(|index| index + 1).collect()
     }
 
@@ -192,7 +204,7 @@ impl Nemesis<'_> {
             .clog_link(self.nodes[from].id(), self.nodes[to].id());
     }
 
-    fn clog_both(&self, a: usize, b: usize) {
+    pub(super) fn clog_both(&self, a: usize, b: usize) {
         self.clog(a, b);
         self.clog(b, a);
     }
@@ -210,7 +222,7 @@ impl Nemesis<'_> {
         self.shared.active_slots()
     }
 
-    fn crash(&mut self, index: usize, power_cut: bool) {
+    pub(super) fn crash(&mut self, index: usize, power_cut: bool) {
         self.handle.kill(self.nodes[index].id());
         let (kept, lost) = self.storages[index].crash(power_cut);
         self.down[index] = true;
@@ -368,7 +380,7 @@ impl Nemesis<'_> {
         self.restart(node);
     }
 
-    fn leader(&self) -> Option<usize> {
+    pub(super) fn leader(&self) -> Option<usize> {
         self.shared
             .leader
             .lock()
@@ -485,6 +497,7 @@ impl Nemesis<'_> {
             Fault::PromoteLearner => self.promote_learner().await,
             Fault::RemoveMember => self.remove_member(a).await,
             Fault::WipedNodeRejoins => self.wiped_node_rejoins(),
+            Fault::WipedMemberRejoins => self.wiped_member_rejoins().await,
             Fault::AddPhantomLearner => self.add_phantom_learners().await,
             _ => {}
         }
@@ -541,7 +554,7 @@ impl Nemesis<'_> {
     }
 
     /// Every node but `leader`, in random order.
-    fn others_in_random_order(&self, leader: usize) -> Vec<usize> {
+    pub(super) fn others_in_random_order(&self, leader: usize) -> Vec<usize> {
         let mut rng = thread_rng();
         let mut others: Vec<usize> = self.active().into_iter().filter(|i| *i != leader).collect();
         for i in (1..others.len()).rev() {

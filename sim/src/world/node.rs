@@ -19,13 +19,32 @@ pub(super) fn start_sim_node(
 ) -> NodeHandle {
     let (storage, peers, shared) = (storage.clone(), peers.clone(), shared.clone());
     let seed = thread_rng().gen::<u64>();
+    // A start on an empty disk is a new machine as far as the node can tell, so it draws anew
+    // (its incarnation above all: a wiped member must not come back with the one it had).
+    let empty_disk_starts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     handle
         .create_node()
         .name(format!("node-{}", index + 1))
         .ip(node_ip(index))
         .init(move || {
             let (storage, peers, shared) = (storage.clone(), peers.clone(), shared.clone());
+            let empty_disk_starts = empty_disk_starts.clone();
             async move {
+                let disk_empty = storage
+                    .disk
+                    .lock()
+                    .expect("not poisoned")
+                    .synced
+                    .hard_state
+                    .incarnation
+                    == 0;
+                let seed = if disk_empty {
+                    seed.wrapping_add(
+                        empty_disk_starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    )
+                } else {
+                    seed
+                };
                 // Every start draws a new clock, within the ranges the seed drew (at most
                 // minutes apart, drifting up to the bound the replicas assume).
                 let (offset_ms, drift_ppm) = {
@@ -98,6 +117,17 @@ pub(super) fn start_sim_node(
                             );
                             *storage.disk.lock().expect("not poisoned") = Default::default();
                             shared.set_slot(index, Slot::Spare);
+                            return;
+                        }
+                        // Its first sync failed (a fresh node writes its incarnation before it
+                        // talks to anyone): a real one exits; the nemesis restarts it.
+                        Err(error @ ServerError::Storage(_)) => {
+                            shared.trace(
+                                "node_stopped",
+                                json!({"node": index + 1, "error": error.to_string()}),
+                            );
+                            stop.stop();
+                            shared.stopped.lock().expect("not poisoned").insert(index);
                             return;
                         }
                         Err(error) => panic!("a simulated node did not start: {error}"),
