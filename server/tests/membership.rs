@@ -249,7 +249,7 @@ async fn a_removed_node_does_not_start_again_and_a_wiped_one_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_that_comes_back_wiped_under_its_old_id_is_refused() {
+async fn a_member_that_comes_back_wiped_under_its_old_id_is_refused_by_restarted_peers() {
     let mut cluster = LocalCluster::start(3, &[]);
     let leader = cluster.settled_leader(Duration::from_secs(10)).await;
     let client = cluster.client();
@@ -260,6 +260,12 @@ async fn a_member_that_comes_back_wiped_under_its_old_id_is_refused() {
     let wiped = (leader + 1) % 3;
     cluster.kill(wiped);
     std::fs::remove_dir_all(cluster.data_dir(wiped)).unwrap();
+    // The others restart meanwhile: what they knew of its incarnation must survive that.
+    for other in (0..3).filter(|index| *index != wiped) {
+        cluster.kill(other);
+        cluster.spawn(other);
+    }
+    cluster.settled_leader(Duration::from_secs(10)).await;
     cluster.spawn(wiped);
     let code = wait_for_exit(&mut cluster, wiped, Duration::from_secs(20)).await;
     let log = log_of(&cluster, wiped);
