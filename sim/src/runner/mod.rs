@@ -50,6 +50,8 @@ pub fn run(command: Command) -> ExitCode {
 pub struct Judged {
     pub seed: Seed,
     pub report: Option<RunReport>,
+    /// The trace up to the panic, for a run that panicked (it has no report).
+    pub panic_trace: Vec<String>,
     /// None: fine. Some: what went wrong.
     pub violation: Option<String>,
     pub summary: String,
@@ -84,16 +86,21 @@ pub fn judge(seed: Seed, bug: Option<Bug>) -> Judged {
     };
     let outcome = std::thread::Builder::new()
         .name(format!("seed-{}", seed.seed))
-        .spawn(move || crate::world::run(config))
+        .spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::world::run(config)))
+                .map_err(|panic| (panic, crate::world::trace_so_far()))
+        })
         .expect("a thread starts")
-        .join();
+        .join()
+        .unwrap_or_else(|panic| Err((panic, Vec::new())));
     let simulated_secs = started.elapsed().as_secs_f64();
     let report = match outcome {
         Ok(report) => report,
-        Err(panic) => {
+        Err((panic, panic_trace)) => {
             return Judged {
                 seed,
                 report: None,
+                panic_trace,
                 violation: Some(format!("the simulation panicked: {}", panic_message(panic))),
                 summary: String::new(),
             }
@@ -103,6 +110,7 @@ pub fn judge(seed: Seed, bug: Option<Bug>) -> Judged {
     Judged {
         seed,
         report: Some(report),
+        panic_trace: Vec::new(),
         violation,
         summary,
     }

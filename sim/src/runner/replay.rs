@@ -41,6 +41,16 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
             report.trace.len(),
             report.trace_hash
         );
+    } else if !judged.panic_trace.is_empty() {
+        if let Err(error) = std::fs::write(&path, judged.panic_trace.join("\n") + "\n") {
+            eprintln!("kv-sim: cannot write {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+        println!(
+            "trace up to the panic: {} ({} events)",
+            path.display(),
+            judged.panic_trace.len()
+        );
     }
     match &judged.violation {
         None => {

@@ -130,6 +130,25 @@ pub fn options_of(seed: u64, nodes: Option<u64>) -> SimOptions {
     runtime.block_on(async move { SimOptions::from_seed(seed, nodes) })
 }
 
+thread_local! {
+    /// The trace of the run on this thread, kept for `trace_so_far` after a panic.
+    static RUNNING_TRACE: std::cell::RefCell<Option<Arc<Shared>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The trace of the last run on this thread up to now (for a run that panicked).
+pub fn trace_so_far() -> Vec<String> {
+    RUNNING_TRACE.with(|running| {
+        running.borrow().as_ref().map_or_else(Vec::new, |shared| {
+            shared
+                .trace
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+    })
+}
+
 async fn simulate(config: RunConfig) -> RunReport {
     let handle = Handle::current();
     let shared = Arc::new(Shared {
@@ -144,6 +163,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         slots: Mutex::new(vec![Slot::Spare; SLOTS]),
         options: SimOptions::from_seed(config.seed, config.nodes),
     });
+    RUNNING_TRACE.with(|running| *running.borrow_mut() = Some(shared.clone()));
     // The first line: the run and everything its seed decided.
     let mut start = shared.options.to_json();
     start["sim_secs"] = json!(config.sim_secs);
