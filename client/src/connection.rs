@@ -154,10 +154,7 @@ where
         sequence: 0,
         body: Some(Request::AuthHello(AuthHello {
             nonce: hello_nonce.clone(),
-            node_id: 0,
-            client_address: String::new(),
-            peer_address: String::new(),
-            incarnation: 0,
+            ..AuthHello::default()
         })),
     };
     write_frame(writer, &codec(), &hello)

@@ -117,6 +117,8 @@ pub struct Replica {
     pub(crate) removed_at: Option<u64>,
     /// Drawn when this node's data was first used (see `HardState::incarnation`).
     pub(crate) incarnation: u64,
+    /// Whether this node may take part (see `HardState::bootstrapped`).
+    bootstrapped: bool,
     /// The incarnation each peer first showed this node (see `HardState::peer_incarnations`).
     peer_incarnations: BTreeMap<u64, u64>,
 }
@@ -242,6 +244,9 @@ impl Replica {
             removed_at: None,
             incarnation: durable.hard_state.incarnation,
             peer_incarnations: durable.hard_state.peer_incarnations.clone(),
+            // A joining node comes under a new id the cluster hands out: it cannot be a wiped
+            // member.
+            bootstrapped: durable.hard_state.bootstrapped || config.joining,
             config,
         };
         if replica.incarnation == 0 {
@@ -272,6 +277,29 @@ impl Replica {
             removed_at: self.removed_at.unwrap_or(0),
             incarnation: self.incarnation,
             peer_incarnations: self.peer_incarnations.clone(),
+            bootstrapped: self.bootstrapped || self.holds_data(),
+        }
+    }
+
+    /// Whether this node has promised or accepted anything: its data directory holds more
+    /// than its identity.
+    pub fn holds_data(&self) -> bool {
+        self.promised != Ballot::ZERO || self.log.last_index() > 0
+    }
+
+    /// Whether the caller must make sure, before this node takes part, that it is not a member
+    /// whose data directory was wiped: it holds nothing, and neither joined nor passed that
+    /// check before. Such a node cannot tell a first start from a wipe; its peers can (a
+    /// fresh cluster holds nothing anywhere), see the server's `bootstrap`.
+    pub fn needs_bootstrap_check(&self) -> bool {
+        !self.bootstrapped && !self.holds_data()
+    }
+
+    /// The bootstrap check passed (or is not needed): kept with the next hard state written.
+    pub fn mark_bootstrapped(&mut self) {
+        if !self.bootstrapped {
+            self.bootstrapped = true;
+            self.hard_state_dirty = true;
         }
     }
 

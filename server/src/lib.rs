@@ -1,6 +1,7 @@
 //! paxkv-server: one node of a paxkv cluster — the node loop around a `paxkv_core::Replica`,
 //! its durable storage, and the peer and client transports.
 
+pub mod bootstrap;
 pub mod client_port;
 pub mod clock;
 pub mod join;
@@ -80,6 +81,10 @@ pub enum ServerError {
     /// The node was removed from the cluster: it must not start again under its id.
     #[error("{0}")]
     Removed(String),
+    /// The cluster refused this node for good: it holds no data under the id of a member
+    /// (its data directory was wiped).
+    #[error("{0}")]
+    Refused(String),
     /// Joining a cluster failed (no node answered, or the cluster refused the new node).
     #[error("cannot join the cluster: {0}")]
     Join(String),
@@ -147,6 +152,7 @@ pub async fn start_node(
             config.peers.keys().copied().collect()
         }
     };
+    let first_members = members.clone();
     let mut replica_config =
         ReplicaConfig::new(config.id, members, config.seed.unwrap_or_else(seed));
     replica_config.joining = joining;
@@ -156,7 +162,7 @@ pub async fn start_node(
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     replica_config.sessions_max = config.sessions_max;
-    let replica = Replica::new(replica_config, durable, clock.now())
+    let mut replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::from_replica(error, &config.data_dir))?;
     if first_start {
         // Peers remember the incarnation they are first shown; one lost in a crash before the
@@ -194,6 +200,8 @@ pub async fn start_node(
         config.secret.clone(),
         shutdown.clone(),
     );
+    // Before any node can connect and ask.
+    directory.set_holds_data(replica.holds_data());
     let span = tracing::info_span!("node", id = config.id.0);
     tokio::spawn(
         peer::serve_inbound(
@@ -205,6 +213,13 @@ pub async fn start_node(
         )
         .instrument(span.clone()),
     );
+    if replica.needs_bootstrap_check() {
+        bootstrap::confirm_fresh_cluster(config.id, &first_members, &directory).await?;
+        replica.mark_bootstrapped();
+        let (back, written) = node::persist(storage, Some(replica.hard_state()), None, None).await;
+        storage = back;
+        written?;
+    }
     let port = client_port::ClientPort {
         inputs,
         secret: (!config.allow_unauthenticated_clients).then(|| config.secret.clone()),

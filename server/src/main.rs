@@ -194,6 +194,10 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("error: {error}");
                 std::process::exit(EXIT_REMOVED);
             }
+            Err(error @ ServerError::Refused(_)) => {
+                eprintln!("error: {error}");
+                std::process::exit(EXIT_REFUSED);
+            }
             Err(error) => return Err(error.into()),
         };
     let span = tracing::info_span!("node", id = running.id.0);

@@ -171,6 +171,7 @@ impl Node {
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
+                self.peers.set_holds_data(self.replica.holds_data());
             }
             self.learn_configuration();
             if let Some(reason) = self.peers.refused() {

@@ -53,6 +53,12 @@ pub struct PeerDirectory {
     new_incarnations: Mutex<Vec<(NodeId, u64)>>,
     /// Set when a member refused this node for good (it came back wiped): the node stops.
     refused: Mutex<Option<String>>,
+    /// Whether this node holds any of the cluster's data, told to every node that connects.
+    holds_data: std::sync::atomic::AtomicBool,
+    /// What each peer this node connected to said of its own data (see `bootstrap`), and a
+    /// wake-up for whoever waits on it.
+    peers_hold_data: Mutex<BTreeMap<NodeId, bool>>,
+    peers_answered: tokio::sync::Notify,
 }
 
 /// One peer: where it listens and the outbox its dialing task drains.
@@ -163,6 +169,35 @@ impl PeerDirectory {
         }
     }
 
+    /// Says whether this node holds data, to the nodes that connect from now on (once true,
+    /// it stays so).
+    pub fn set_holds_data(&self, holds_data: bool) {
+        self.holds_data
+            .store(holds_data, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Keeps what `peer` said of its data in a handshake, either way round. That it held
+    /// nothing, once said, stands: it proves the peer had taken part in nothing before then.
+    fn learn_holds_data(&self, peer: NodeId, holds_data: bool) {
+        let mut answers = self.peers_hold_data.lock().expect("never poisoned");
+        let answer = answers.entry(peer).or_insert(holds_data);
+        *answer &= holds_data;
+        drop(answers);
+        self.peers_answered.notify_waiters();
+    }
+
+    /// What the peers said of their data in the handshakes so far, by id (false: it held
+    /// nothing at least once).
+    pub fn peers_hold_data(&self) -> BTreeMap<NodeId, bool> {
+        self.peers_hold_data.lock().expect("never poisoned").clone()
+    }
+
+    /// Resolves when a peer answers, a member refuses this node, or at the latest after
+    /// `wait`.
+    pub async fn peer_answer(&self, wait: std::time::Duration) {
+        let _ = tokio::time::timeout(wait, self.peers_answered.notified()).await;
+    }
+
     /// The incarnations met for the first time since the last call, for the replica's hard
     /// state (so a restart of this node still knows them).
     pub fn take_new_incarnations(&self) -> Vec<(NodeId, u64)> {
@@ -248,6 +283,9 @@ pub fn start_outbound(
         incarnations: Mutex::new(known_incarnations.clone()),
         new_incarnations: Mutex::new(Vec::new()),
         refused: Mutex::new(None),
+        holds_data: std::sync::atomic::AtomicBool::new(false),
+        peers_hold_data: Mutex::new(BTreeMap::new()),
+        peers_answered: tokio::sync::Notify::new(),
     });
     for (id, address) in peers {
         directory.learn_peer_address(*id, *address);
@@ -325,12 +363,16 @@ where
         client_address: directory.my_client_address.clone(),
         peer_address: directory.my_peer_address.clone(),
         incarnation: directory.my_incarnation,
+        holds_data: directory
+            .holds_data
+            .load(std::sync::atomic::Ordering::Relaxed),
     };
     write_frame(writer, &codec(), &hello).await?;
     let challenge: AuthChallenge = timed(reader.read()).await?;
     if !challenge.refused.is_empty() {
         tracing::error!(%peer, reason = %challenge.refused, "a member refused this node for good; stopping");
         *directory.refused.lock().expect("never poisoned") = Some(challenge.refused.clone());
+        directory.peers_answered.notify_waiters();
         return Err(refused("refused by a member"));
     }
     if challenge.node_id != peer.0
@@ -345,6 +387,7 @@ where
     }
     directory.learn_incarnation(peer, challenge.incarnation);
     directory.learn_client_address(peer, challenge.client_address.clone());
+    directory.learn_holds_data(peer, challenge.holds_data);
     let proof = AuthProof {
         proof: secret.connect_proof(&challenge.nonce, &hello.nonce),
     };
@@ -417,6 +460,9 @@ async fn receive_from_peer(
         client_address: directory.my_client_address.clone(),
         incarnation: directory.my_incarnation,
         refused: String::new(),
+        holds_data: directory
+            .holds_data
+            .load(std::sync::atomic::Ordering::Relaxed),
     };
     write_frame(&mut write_half, &codec(), &challenge).await?;
     let proof: AuthProof = timed(reader.read()).await?;
@@ -426,6 +472,7 @@ async fn receive_from_peer(
     }
     write_frame(&mut write_half, &codec(), &AuthOk {}).await?;
     directory.learn_incarnation(from, hello.incarnation);
+    directory.learn_holds_data(from, hello.holds_data);
     directory.learn_client_address(from, hello.client_address);
     // Only a node that proved the secret is dialed back; the replica decides whether to
     // listen to it (a removed one is told so).

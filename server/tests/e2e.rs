@@ -299,6 +299,9 @@ async fn a_ttl_key_expires_on_time_after_its_writer_is_killed_for_good() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_is_refused_for_clients_and_peers() {
     let mut cluster = LocalCluster::start(3, &[]);
+    // A fresh cluster starts once every member of three answered (see the server's
+    // `bootstrap`): only then is one of them restarted with the wrong secret.
+    wait_for_leader(&cluster).await;
     cluster.kill(2);
     std::fs::write(
         cluster.dir.path().join("wrong-secret"),

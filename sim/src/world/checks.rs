@@ -80,8 +80,14 @@ pub(super) async fn convergence(shared: &Shared) -> Result<Duration, String> {
 pub(super) fn service(shared: &Shared) -> (Vec<String>, Option<Duration>) {
     let served: BTreeMap<u64, Duration> = shared.served.lock().expect("not poisoned").clone();
     let clients = shared.options.clients;
+    // A client pinned to a node refused for good (it started with nothing after the others
+    // had gone on: see the server's `bootstrap`) has nowhere to be served.
+    let stranded = |process: u64| {
+        let index = (process as usize - 1) % shared.options.nodes as usize;
+        shared.options.pinned_clients && shared.slot(index) == Slot::Removed
+    };
     let problems = (1..=clients)
-        .filter(|process| !served.contains_key(process))
+        .filter(|process| !served.contains_key(process) && !stranded(*process))
         .map(|process| {
             format!(
                 "client {process} completed no operation within {} s of the heal",
@@ -89,7 +95,8 @@ pub(super) fn service(shared: &Shared) -> (Vec<String>, Option<Duration>) {
             )
         })
         .collect();
-    let served_after = (served.len() == clients as usize)
+    let expected = (1..=clients).filter(|process| !stranded(*process)).count();
+    let served_after = (served.len() >= expected)
         .then(|| served.values().max().copied())
         .flatten();
     (problems, served_after)

@@ -100,8 +100,10 @@ pub(super) fn start_sim_node(
                 let running =
                     match start_node(config, Box::new(storage.clone()), clock, shutdown).await {
                         Ok(running) => running,
-                        // A removed node (its own log says so) refuses to start, as a real one does.
-                        Err(error @ ServerError::Removed(_)) => {
+                        // A removed node (its own log says so) refuses to start, as a real one
+                        // does; so does one that holds nothing under the id of a member while
+                        // its peers hold data (wiped).
+                        Err(error @ (ServerError::Removed(_) | ServerError::Refused(_))) => {
                             shared.trace(
                                 "node_refused_to_start",
                                 json!({"node": index + 1, "error": error.to_string()}),
