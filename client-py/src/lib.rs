@@ -229,7 +229,8 @@ impl NativeClient {
         self.client.close();
     }
 
-    /// Returns (succeeded, revision); `expected_revision` makes it a compare-and-set.
+    /// Returns (succeeded, revision, previous entry tuple or None); `expected_revision` makes
+    /// it a compare-and-set.
     #[pyo3(signature = (key, value, ttl_ms, lease_id, keep_ttl, expected_revision, done=None))]
     #[allow(clippy::too_many_arguments)]
     fn put(
@@ -254,7 +255,9 @@ impl NativeClient {
         };
         run(py, done, async move {
             let put = client.put_with(put).await?;
-            Ok((put.succeeded, put.revision))
+            let log_time_ms = put.log_time_ms;
+            let previous = put.previous.map(|kv| entry_tuple(kv, log_time_ms));
+            Ok((put.succeeded, put.revision, previous))
         })
     }
 
@@ -277,15 +280,26 @@ impl NativeClient {
         })
     }
 
-    /// Returns whether the key existed.
-    #[pyo3(signature = (key, done=None))]
-    fn delete(&self, py: Python<'_>, key: Data, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    /// Returns (deleted, revision, previous entry tuple or None); `expected_revision` makes
+    /// it a compare-and-delete.
+    #[pyo3(signature = (key, expected_revision=None, done=None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        expected_revision: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let client = self.client.clone();
-        run(
-            py,
-            done,
-            async move { Ok(client.delete(&key.0).await?.deleted) },
-        )
+        run(py, done, async move {
+            let delete = match expected_revision {
+                Some(expected) => client.compare_and_delete(&key.0, expected).await?,
+                None => client.delete(&key.0).await?,
+            };
+            let log_time_ms = delete.log_time_ms;
+            let previous = delete.previous.map(|kv| entry_tuple(kv, log_time_ms));
+            Ok((delete.deleted, delete.revision, previous))
+        })
     }
 
     /// Returns ([(key, value), ...], more) for keys with `prefix` after `start_after`.

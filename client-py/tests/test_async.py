@@ -22,13 +22,19 @@ def test_every_command_as_a_coroutine(cluster, prefix):
             assert 50 < await kv.ttl(prefix + "k") <= 60
             assert await kv.persist(prefix + "k") is True
             assert await kv.expire(prefix + "k", 30) is True
-            assert await kv.compare_and_set(prefix + "k", revision, "w") is True
+            # (the revision moved with persist and expire: compare against the current one)
+            current = (await kv.get_with_meta(prefix + "k")).revision
+            assert await kv.compare_and_set(prefix + "k", current, "w", keep_ttl=True) is True
+            assert 0 < await kv.ttl(prefix + "k") <= 30
+            assert (await kv.put(prefix + "k", "x", prev_kv=True)).previous.value == b"w"
             await kv.create(prefix + "new", "n")
             with pytest.raises(paxkv.ConflictError):
                 await kv.create(prefix + "new", "again")
             assert [key async for key, _ in kv.scan(prefix)] == [
                 (prefix + "k").encode(), (prefix + "new").encode()
             ]
+            stale = await kv.delete(prefix + "new", expected_revision=1, prev_kv=True)
+            assert stale.deleted is False and stale.previous.value == b"n"
             assert await kv.delete(prefix + "new") is True
             async with await kv.lease_grant(30) as lease:
                 await kv.put(prefix + "leased", "v", lease=lease)

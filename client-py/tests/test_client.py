@@ -69,6 +69,54 @@ def test_compare_and_set_writes_only_at_the_expected_revision(kv, prefix):
     assert kv.get(key) == b"second"
 
 
+def test_compare_and_set_keeps_a_lease_or_a_ttl_only_when_asked(kv, prefix):
+    # A leader claim held under a lease, updated by compare-and-set: passing the lease keeps
+    # it attached (revoking the lease still deletes the key); without it the key would
+    # outlive the lease, as a plain put would.
+    lease = kv.lease_grant(30)
+    key = prefix + "leader"
+    assert kv.compare_and_set(key, 0, "me", lease=lease) is True
+    revision = kv.get_with_meta(key).revision
+    assert kv.compare_and_set(key, revision, "me, still", lease=lease) is True
+    assert kv.get_with_meta(key).lease == lease.id
+    assert lease.revoke() == 1
+    assert kv.get(key) is None
+    # A TTL: kept with keep_ttl=True, replaced with ttl=, cleared by neither.
+    key = prefix + "ttl"
+    kv.put(key, "v", ttl=60)
+    revision = kv.get_with_meta(key).revision
+    assert kv.compare_and_set(key, revision, "w", keep_ttl=True) is True
+    entry = kv.get_with_meta(key)
+    assert entry.value == b"w" and 50 < entry.ttl <= 60
+    assert kv.compare_and_set(key, entry.revision, "x", ttl=5) is True
+    entry = kv.get_with_meta(key)
+    assert 0 < entry.ttl <= 5
+    assert kv.compare_and_set(key, entry.revision, "y") is True
+    assert kv.get_with_meta(key).ttl is None
+    with pytest.raises(paxkv.InvalidArgument, match="not both"):
+        kv.compare_and_set(key, 0, "z", ttl=5, keep_ttl=True)
+
+
+def test_compare_and_delete_and_previous_values(kv, prefix):
+    key = prefix + "lock"
+    first = kv.put(key, "mine", ttl=60)
+    written = kv.put(key, "still mine", prev_kv=True)
+    assert isinstance(written, paxkv.Written) and written.revision > first
+    assert written.previous.value == b"mine" and written.previous.revision == first
+    assert 50 < written.previous.ttl <= 60
+    assert kv.put(prefix + "new", "v", prev_kv=True).previous is None
+    # Someone else's revision: nothing deleted, and the answer shows the key as it is.
+    assert kv.delete(key, expected_revision=first) is False
+    refused = kv.delete(key, expected_revision=first, prev_kv=True)
+    assert refused.deleted is False and refused.previous.value == b"still mine"
+    assert kv.get(key) == b"still mine"
+    done = kv.delete(key, expected_revision=written.revision, prev_kv=True)
+    assert done.deleted is True and done.previous.revision == written.revision
+    assert kv.get(key) is None
+    missing = kv.delete(key, prev_kv=True)
+    assert missing.deleted is False and missing.previous is None and missing.revision > 0
+
+
 def test_create_raises_conflict_when_the_key_exists(kv, prefix):
     revision = kv.create(prefix + "lock", "me", ttl=30)
     assert kv.get_with_meta(prefix + "lock").revision == revision

@@ -106,7 +106,10 @@ pub struct PutOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PutResult {
     pub revision: u64,
+    /// The key as it was before the put, if it existed.
     pub previous: Option<KeyValue>,
+    /// Log time of the write: `previous`'s TTL left is its `expires_at_ms` minus this.
+    pub log_time_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,12 +126,20 @@ pub struct CasResult {
     pub revision: u64,
     /// The key as it was before (on failure: as it is).
     pub previous: Option<KeyValue>,
+    /// Log time of the answer (see [`PutResult::log_time_ms`]).
+    pub log_time_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeleteResult {
+    /// False if the key did not exist, or (compare-and-delete) its revision was not the one
+    /// expected: `previous` tells which.
     pub deleted: bool,
     pub revision: u64,
+    /// The key as it was before (when not deleted: as it is), if it existed.
+    pub previous: Option<KeyValue>,
+    /// Log time of the answer (see [`PutResult::log_time_ms`]).
+    pub log_time_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -865,21 +876,27 @@ impl Client {
         Ok(PutResult {
             revision: put.revision,
             previous: put.previous,
+            log_time_ms: put.log_time_ms,
         })
     }
 
     /// Writes `value` only if the key's revision is `expected_revision` (0: only if absent).
+    /// It takes every option a put takes, with the same meaning: without a TTL, a lease or
+    /// `keep_ttl`, the key written is permanent and attached to no lease, whatever it had.
     pub async fn compare_and_set(
         &self,
         key: &[u8],
         expected_revision: u64,
         value: &[u8],
+        options: PutOptions,
     ) -> Result<CasResult, ClientError> {
         self.put_with(PutRequest {
             key: key.to_vec(),
             value: value.to_vec(),
+            ttl_ms: options.ttl_ms,
+            lease_id: options.lease_id,
+            keep_ttl: options.keep_ttl,
             expected_revision: Some(expected_revision),
-            ..Default::default()
         })
         .await
     }
@@ -891,6 +908,7 @@ impl Client {
             Response::Put(put) => Ok(CasResult {
                 succeeded: put.succeeded,
                 revision: header_revision(&put.header),
+                log_time_ms: header_log_time(&put.header),
                 previous: put.previous,
             }),
             other => Err(unexpected(other)),
@@ -919,15 +937,36 @@ impl Client {
         }
     }
 
+    /// Deletes `key`; the result says whether it existed and what it held.
     pub async fn delete(&self, key: &[u8]) -> Result<DeleteResult, ClientError> {
+        self.delete_with(key, None).await
+    }
+
+    /// Deletes `key` only if its revision is `expected_revision` (a lock released only by
+    /// the one who holds it). When nothing is deleted, `previous` shows the key as it is.
+    pub async fn compare_and_delete(
+        &self,
+        key: &[u8],
+        expected_revision: u64,
+    ) -> Result<DeleteResult, ClientError> {
+        self.delete_with(key, Some(expected_revision)).await
+    }
+
+    async fn delete_with(
+        &self,
+        key: &[u8],
+        expected_revision: Option<u64>,
+    ) -> Result<DeleteResult, ClientError> {
         let body = Request::Delete(DeleteRequest {
             key: key.to_vec(),
-            expected_revision: None,
+            expected_revision,
         });
         match self.request(body).await? {
             Response::Delete(delete) => Ok(DeleteResult {
                 deleted: delete.deleted,
                 revision: header_revision(&delete.header),
+                log_time_ms: header_log_time(&delete.header),
+                previous: delete.previous,
             }),
             other => Err(unexpected(other)),
         }

@@ -14,7 +14,7 @@ or a ``datetime.timedelta``.
 """
 
 from ._client import AsyncClient, Client, Lease
-from ._model import Entry, LeaseStatus
+from ._model import Deleted, Entry, LeaseStatus, Written
 from ._errors import (
     AuthenticationError,
     ConflictError,
@@ -35,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ConflictError",
+    "Deleted",
     "MembershipRefused",
     "Entry",
     "Error",
@@ -48,4 +49,5 @@ __all__ = [
     "Timeout",
     "Unavailable",
     "VALUE_BYTES_MAX",
+    "Written",
 ]

@@ -14,7 +14,7 @@ import math
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._errors import ConflictError, Error, InvalidArgument, NotFound
-from ._model import Entry, LeaseStatus
+from ._model import Deleted, Entry, LeaseStatus, Written
 from ._native import SCAN_LIMIT_MAX, NativeClient
 
 Data = Union[str, bytes, bytearray]
@@ -74,6 +74,15 @@ def _lease_id(lease: "Union[Lease, int, None]") -> Optional[int]:
     if isinstance(lease, Lease):
         return lease.id
     return _count(lease, "lease", minimum=1)
+
+
+def _write_options(
+    ttl: Optional[Seconds], lease: "Union[Lease, int, None]", keep_ttl: bool
+) -> Tuple[Optional[int], Optional[int], bool]:
+    """The TTL and lease arguments of a put or a compare-and-set, checked."""
+    if keep_ttl and ttl is not None:
+        raise InvalidArgument("pass ttl= or keep_ttl=True, not both")
+    return _optional_milliseconds(ttl, "ttl"), _lease_id(lease), bool(keep_ttl)
 
 
 def _bytes(data: Data) -> bytes:
@@ -253,25 +262,24 @@ class _Commands:
         ttl: Optional[Seconds] = None,
         lease: "Union[Lease, int, None]" = None,
         keep_ttl: bool = False,
-    ) -> int:
-        """Writes ``value`` under ``key``; returns the revision of the write.
+        prev_kv: bool = False,
+    ) -> Any:
+        """Writes ``value`` under ``key``; returns the revision of the write (with
+        ``prev_kv=True``, a ``Written`` with the revision and the key as it was before).
 
         ``ttl``: seconds after which the key expires (counted by the cluster, so it expires on
         time even if this client or the node it wrote to is gone). ``lease``: a ``Lease`` (or
         its id) the key lives and dies with. ``keep_ttl=True`` keeps the TTL the key has
-        instead of clearing it (a put without ``ttl`` or ``keep_ttl`` makes the key permanent).
+        instead of clearing it. A put without ``ttl``, ``lease`` or ``keep_ttl`` makes the key
+        permanent and detaches it from any lease it was on.
         """
-        if keep_ttl and ttl is not None:
-            raise InvalidArgument("pass ttl= or keep_ttl=True, not both")
+
+        def written(answer: tuple) -> Any:
+            _, revision, previous = answer
+            return Written(revision, _entry(previous)) if prev_kv else revision
+
         return self._execute(
-            self._native.put,
-            key,
-            value,
-            _optional_milliseconds(ttl, "ttl"),
-            _lease_id(lease),
-            bool(keep_ttl),
-            None,
-            convert=lambda answer: answer[1],
+            self._native.put, key, value, *_write_options(ttl, lease, keep_ttl), None, convert=written
         )
 
     def create(
@@ -287,7 +295,7 @@ class _Commands:
         someone else)."""
 
         def created(answer: tuple) -> int:
-            succeeded, revision = answer
+            succeeded, revision, _ = answer
             if not succeeded:
                 raise ConflictError(f"key {key!r} already exists (at revision {revision} or before)")
             return revision
@@ -303,13 +311,33 @@ class _Commands:
             convert=created,
         )
 
-    def compare_and_set(self, key: Data, expected_revision: int, value: Data) -> bool:
+    def compare_and_set(
+        self,
+        key: Data,
+        expected_revision: int,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: "Union[Lease, int, None]" = None,
+        keep_ttl: bool = False,
+    ) -> bool:
         """Writes ``value`` only if the key's revision (``get_with_meta(key).revision``) is
         still ``expected_revision``, or, with ``expected_revision=0``, only if the key does not
-        exist. Returns whether it wrote."""
+        exist. Returns whether it wrote.
+
+        ``ttl``, ``lease`` and ``keep_ttl`` mean what they mean for ``put``, and so does their
+        absence: a compare-and-set without them makes the key permanent and detaches it from
+        its lease. To update a key held under a lease (a leader claim, a lock), pass the
+        lease again.
+        """
         expected = _count(expected_revision, "expected_revision")
         return self._execute(
-            self._native.put, key, value, None, None, False, expected, convert=lambda answer: answer[0]
+            self._native.put,
+            key,
+            value,
+            *_write_options(ttl, lease, keep_ttl),
+            expected,
+            convert=lambda answer: answer[0],
         )
 
     def get(self, key: Data, *, consistency: str = "linearizable") -> Optional[bytes]:
@@ -331,9 +359,20 @@ class _Commands:
         ``Entry``; None if the key does not exist."""
         return self._execute(self._native.get, key, _consistency(consistency), convert=_entry)
 
-    def delete(self, key: Data) -> bool:
-        """Deletes ``key``; returns whether it existed."""
-        return self._execute(self._native.delete, key)
+    def delete(self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: bool = False) -> Any:
+        """Deletes ``key``; returns whether it was deleted (with ``prev_kv=True``, a
+        ``Deleted`` that also holds the key as it was).
+
+        ``expected_revision``: delete only if the key's revision is still this (releasing a
+        lock only if it is still yours); nothing is deleted otherwise.
+        """
+        expected = None if expected_revision is None else _count(expected_revision, "expected_revision")
+
+        def deleted(answer: tuple) -> Any:
+            done, revision, previous = answer
+            return Deleted(done, revision, _entry(previous)) if prev_kv else done
+
+        return self._execute(self._native.delete, key, expected, convert=deleted)
 
     def scan(
         self,

@@ -3,9 +3,9 @@
 # coroutines for AsyncClient.
 import datetime
 from types import TracebackType
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Type, Union
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Type, Union, overload
 
-from ._model import Entry as Entry, LeaseStatus as LeaseStatus
+from ._model import Deleted as Deleted, Entry as Entry, LeaseStatus as LeaseStatus, Written as Written
 
 Data = Union[str, bytes, bytearray]
 Seconds = Union[int, float, datetime.timedelta]
@@ -39,6 +39,7 @@ class Client:
     ) -> None: ...
     @property
     def endpoints(self) -> List[str]: ...
+    @overload
     def put(
         self,
         key: Data,
@@ -47,14 +48,40 @@ class Client:
         ttl: Optional[Seconds] = None,
         lease: Union[Lease, int, None] = None,
         keep_ttl: bool = False,
+        prev_kv: Literal[False] = False,
     ) -> int: ...
+    @overload
+    def put(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: Union[Lease, int, None] = None,
+        keep_ttl: bool = False,
+        prev_kv: Literal[True],
+    ) -> Written: ...
     def create(
         self, key: Data, value: Data, *, ttl: Optional[Seconds] = None, lease: Union[Lease, int, None] = None
     ) -> int: ...
-    def compare_and_set(self, key: Data, expected_revision: int, value: Data) -> bool: ...
+    def compare_and_set(
+        self,
+        key: Data,
+        expected_revision: int,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: Union[Lease, int, None] = None,
+        keep_ttl: bool = False,
+    ) -> bool: ...
     def get(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[bytes]: ...
     def get_with_meta(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[Entry]: ...
-    def delete(self, key: Data) -> bool: ...
+    @overload
+    def delete(
+        self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[False] = False
+    ) -> bool: ...
+    @overload
+    def delete(self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[True]) -> Deleted: ...
     def scan(
         self,
         prefix: Data = b"",
@@ -89,6 +116,7 @@ class AsyncClient:
     ) -> None: ...
     @property
     def endpoints(self) -> List[str]: ...
+    @overload
     async def put(
         self,
         key: Data,
@@ -97,14 +125,40 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lease: Union[Lease, int, None] = None,
         keep_ttl: bool = False,
+        prev_kv: Literal[False] = False,
     ) -> int: ...
+    @overload
+    async def put(
+        self,
+        key: Data,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: Union[Lease, int, None] = None,
+        keep_ttl: bool = False,
+        prev_kv: Literal[True],
+    ) -> Written: ...
     async def create(
         self, key: Data, value: Data, *, ttl: Optional[Seconds] = None, lease: Union[Lease, int, None] = None
     ) -> int: ...
-    async def compare_and_set(self, key: Data, expected_revision: int, value: Data) -> bool: ...
+    async def compare_and_set(
+        self,
+        key: Data,
+        expected_revision: int,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: Union[Lease, int, None] = None,
+        keep_ttl: bool = False,
+    ) -> bool: ...
     async def get(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[bytes]: ...
     async def get_with_meta(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[Entry]: ...
-    async def delete(self, key: Data) -> bool: ...
+    @overload
+    async def delete(
+        self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[False] = False
+    ) -> bool: ...
+    @overload
+    async def delete(self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[True]) -> Deleted: ...
     def scan(
         self,
         prefix: Data = b"",

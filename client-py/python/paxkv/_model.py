@@ -22,6 +22,29 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What ``put(..., prev_kv=True)`` returns."""
+
+    #: Revision of the write.
+    revision: int
+    #: The key as it was before the write, or None if it did not exist.
+    previous: Optional[Entry]
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What ``delete(..., prev_kv=True)`` returns."""
+
+    #: Whether the key was deleted (False: it did not exist, or with ``expected_revision``, it
+    #: was at another revision; ``previous`` tells which).
+    deleted: bool
+    #: The cluster's revision after the call.
+    revision: int
+    #: The key as it was before the call (as it still is if not deleted), or None.
+    previous: Optional[Entry]
+
+
+@dataclass(frozen=True)
 class LeaseStatus:
     """What ``Lease.time_to_live`` returns."""
 

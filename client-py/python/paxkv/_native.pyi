@@ -4,6 +4,8 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Union
 
 _Data = Union[str, bytes, bytearray]
 _Done = Optional[Callable[[bool, Any], None]]
+# value, create revision, mod revision, version, lease id, expires at (ms of log time), log time.
+_EntryTuple = Tuple[bytes, int, int, int, int, int, int]
 
 KEY_BYTES_MAX: int
 VALUE_BYTES_MAX: int
@@ -21,11 +23,13 @@ class NativeClient:
         keep_ttl: bool,
         expected_revision: Optional[int],
         done: _Done = None,
-    ) -> Tuple[bool, int]: ...
+    ) -> Tuple[bool, int, Optional[_EntryTuple]]: ...
     def get(
         self, key: _Data, consistency: str, min_revision: int = 0, done: _Done = None
-    ) -> Optional[Tuple[bytes, int, int, int, int, int, int]]: ...
-    def delete(self, key: _Data, done: _Done = None) -> bool: ...
+    ) -> Optional[_EntryTuple]: ...
+    def delete(
+        self, key: _Data, expected_revision: Optional[int] = None, done: _Done = None
+    ) -> Tuple[bool, int, Optional[_EntryTuple]]: ...
     def scan(
         self, prefix: _Data, start_after: _Data, limit: int, consistency: str, done: _Done = None
     ) -> Tuple[List[Tuple[bytes, bytes]], bool]: ...

@@ -33,16 +33,13 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a value.
+    /// Write a value. Without --ttl, --lease or --keep-ttl the key is permanent and attached to
+    /// no lease, whatever it had before.
     Put {
         key: String,
         value: String,
-        /// Time to live in seconds.
-        #[arg(long)]
-        ttl: Option<f64>,
-        /// Attach the key to this lease.
-        #[arg(long)]
-        lease: Option<u64>,
+        #[command(flatten)]
+        options: WriteOptions,
     },
     /// Read a value (linearizable unless --stale).
     Get {
@@ -51,12 +48,21 @@ enum Command {
         stale: bool,
     },
     /// Delete a key.
-    Del { key: String },
-    /// Write only if the key's revision is EXPECTED_REV (0: only if absent).
+    Del {
+        key: String,
+        /// Only if the key's revision is this (exit code 4 and no change if it is not).
+        #[arg(long, value_name = "REV")]
+        expected_rev: Option<u64>,
+    },
+    /// Write only if the key's revision is EXPECTED_REV (0: only if absent). Takes the options
+    /// of put, with the same meaning: without them the key becomes permanent and leaves its
+    /// lease.
     Cas {
         key: String,
         expected_rev: u64,
         value: String,
+        #[command(flatten)]
+        options: WriteOptions,
     },
     /// List keys starting with PREFIX.
     Scan {
@@ -82,6 +88,30 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+}
+
+/// What a write does to the key's TTL and lease.
+#[derive(clap::Args, Debug)]
+struct WriteOptions {
+    /// Time to live in seconds.
+    #[arg(long)]
+    ttl: Option<f64>,
+    /// Attach the key to this lease.
+    #[arg(long)]
+    lease: Option<u64>,
+    /// Keep the TTL the key has.
+    #[arg(long, conflicts_with = "ttl")]
+    keep_ttl: bool,
+}
+
+impl WriteOptions {
+    fn put_options(&self) -> Result<PutOptions, ClientError> {
+        Ok(PutOptions {
+            ttl_ms: self.ttl.map(millis).transpose()?,
+            lease_id: self.lease,
+            keep_ttl: self.keep_ttl,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,16 +170,10 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
         Command::Put {
             key,
             value,
-            ttl,
-            lease,
+            options,
         } => {
-            let options = PutOptions {
-                ttl_ms: ttl.map(millis).transpose()?,
-                lease_id: lease,
-                keep_ttl: false,
-            };
             let put = client
-                .put(key.as_bytes(), value.as_bytes(), options)
+                .put(key.as_bytes(), value.as_bytes(), options.put_options()?)
                 .await?;
             Outcome::Written {
                 revision: put.revision,
@@ -164,21 +188,30 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
             let kv = client.get(key.as_bytes(), consistency).await?.kv;
             Outcome::Value { key, kv }
         }
-        Command::Del { key } => {
-            let delete = client.delete(key.as_bytes()).await?;
+        Command::Del { key, expected_rev } => {
+            let delete = match expected_rev {
+                Some(expected) => client.compare_and_delete(key.as_bytes(), expected).await?,
+                None => client.delete(key.as_bytes()).await?,
+            };
             Outcome::Deleted {
                 key,
-                deleted: delete.deleted,
-                revision: delete.revision,
+                expected_revision: expected_rev,
+                delete,
             }
         }
         Command::Cas {
             key,
             expected_rev,
             value,
+            options,
         } => {
             let cas = client
-                .compare_and_set(key.as_bytes(), expected_rev, value.as_bytes())
+                .compare_and_set(
+                    key.as_bytes(),
+                    expected_rev,
+                    value.as_bytes(),
+                    options.put_options()?,
+                )
                 .await?;
             Outcome::CompareAndSet {
                 key,

@@ -2,8 +2,8 @@
 //! renderer (`render`) alone decides the text, the JSON and the exit code.
 
 use paxkv_client::{
-    CasResult, ClientError, KeyValue, LeaseInfo, MembersResponse, ScanPage, StatusResponse,
-    TtlResult,
+    CasResult, ClientError, DeleteResult, KeyValue, LeaseInfo, MembersResponse, ScanPage,
+    StatusResponse, TtlResult,
 };
 
 /// The answer of one command that reached the cluster (failures are `ClientError`s).
@@ -13,11 +13,11 @@ pub enum Outcome {
     Written { revision: u64 },
     /// `get`: the key asked for and what it holds (`None`: no such key).
     Value { key: String, kv: Option<KeyValue> },
-    /// `del`: whether the key existed, and the revision after the call.
+    /// `del`: the key, the revision it had to be at (`--expected-rev`), and the answer.
     Deleted {
         key: String,
-        deleted: bool,
-        revision: u64,
+        expected_revision: Option<u64>,
+        delete: DeleteResult,
     },
     /// `cas`: the key, the revision the write expected, and the answer.
     CompareAndSet {

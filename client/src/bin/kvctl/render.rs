@@ -4,7 +4,9 @@
 //! Exit codes: 0 done; 1 error; 3 not found (no such key or lease); 4 compare-and-set conflict
 //! (the key's revision was not the expected one). Bad usage (2) is clap's, before any of this.
 
-use paxkv_client::{ClientError, KeyValue, MembersResponse, StatusResponse, TtlState};
+use paxkv_client::{
+    ClientError, DeleteResult, KeyValue, MembersResponse, StatusResponse, TtlState,
+};
 
 use crate::outcome::Outcome;
 
@@ -70,7 +72,10 @@ pub fn render(result: &Result<Outcome, ClientError>, format: Format) -> Rendered
 fn exit_code(outcome: &Outcome) -> u8 {
     let found = match outcome {
         Outcome::Value { kv, .. } => kv.is_some(),
-        Outcome::Deleted { deleted, .. } => *deleted,
+        Outcome::Deleted { delete, .. } if !delete.deleted && delete.previous.is_some() => {
+            return EXIT_CONFLICT
+        }
+        Outcome::Deleted { delete, .. } => delete.deleted,
         Outcome::Ttl(ttl) => ttl.state != TtlState::NoKey,
         Outcome::Expired { applied, .. } => *applied,
         Outcome::CompareAndSet { cas, .. } if !cas.succeeded => return EXIT_CONFLICT,
@@ -96,11 +101,21 @@ fn text(outcome: &Outcome) -> String {
         Outcome::Written { revision } => format!("OK (revision {revision})"),
         Outcome::Value { kv: Some(kv), .. } => lossy(&kv.value),
         Outcome::Value { key, kv: None } => format!("(no key {key})"),
+        Outcome::Deleted { delete, .. } if delete.deleted => {
+            format!("deleted (revision {})", delete.revision)
+        }
         Outcome::Deleted {
-            deleted: true,
-            revision,
-            ..
-        } => format!("deleted (revision {revision})"),
+            key,
+            expected_revision: Some(expected_revision),
+            delete:
+                DeleteResult {
+                    previous: Some(current),
+                    ..
+                },
+        } => format!(
+            "conflict: {key} is at revision {}, not {expected_revision}",
+            current.mod_revision
+        ),
         Outcome::Deleted { key, .. } => format!("(no key {key})"),
         Outcome::CompareAndSet { cas, .. } if cas.succeeded => {
             format!("OK (revision {})", cas.revision)
@@ -253,9 +268,10 @@ fn json(outcome: &Outcome) -> String {
         Outcome::Written { revision } => format!("{{\"revision\":{revision}}}"),
         Outcome::Value { kv: Some(kv), .. } => kv_json(kv),
         Outcome::Value { kv: None, .. } => "null".into(),
-        Outcome::Deleted {
-            deleted, revision, ..
-        } => format!("{{\"deleted\":{deleted},\"revision\":{revision}}}"),
+        Outcome::Deleted { delete, .. } => format!(
+            "{{\"deleted\":{},\"revision\":{}}}",
+            delete.deleted, delete.revision
+        ),
         Outcome::CompareAndSet { cas, .. } => format!(
             "{{\"succeeded\":{},\"revision\":{}}}",
             cas.succeeded, cas.revision
@@ -398,8 +414,13 @@ mod tests {
         );
         let deleted = |deleted| Outcome::Deleted {
             key: "k".into(),
-            deleted,
-            revision: 9,
+            expected_revision: None,
+            delete: DeleteResult {
+                deleted,
+                revision: 9,
+                previous: deleted.then(|| kv("k", "v", 6)),
+                log_time_ms: 0,
+            },
         };
         assert_eq!(
             both(deleted(true)),
@@ -417,6 +438,25 @@ mod tests {
                 EXIT_NOT_FOUND
             )
         );
+        // `del --expected-rev` that finds the key at another revision: a conflict, not "no key".
+        let stale_delete = Outcome::Deleted {
+            key: "k".into(),
+            expected_revision: Some(3),
+            delete: DeleteResult {
+                deleted: false,
+                revision: 9,
+                previous: Some(kv("k", "v", 6)),
+                log_time_ms: 0,
+            },
+        };
+        assert_eq!(
+            both(stale_delete),
+            rendered(
+                "conflict: k is at revision 6, not 3",
+                r#"{"deleted":false,"revision":9}"#,
+                EXIT_CONFLICT
+            )
+        );
         let cas = |succeeded| Outcome::CompareAndSet {
             key: "k".into(),
             expected_revision: 3,
@@ -424,6 +464,7 @@ mod tests {
                 succeeded,
                 revision: 8,
                 previous: Some(kv("k", "v", 6)),
+                log_time_ms: 0,
             },
         };
         assert_eq!(
