@@ -52,7 +52,7 @@ command -v protoc >/dev/null || install_debian protoc protobuf-compiler
 command -v python3 >/dev/null || die "python3 is needed to build the tables"
 
 log "building kv-server and kv-bench (with etcd support), release"
-cargo build --release --locked -q -p paxkv-server -p paxkv-client -p paxkv-bench --features paxkv-bench/etcd \
+cargo build --release --locked -q -p paxkv-server -p paxkv-cli -p paxkv-bench --features paxkv-bench/etcd \
     --bin kv-server --bin kv-bench --bin kvctl
 SERVER="$ROOT/target/release/kv-server"
 BENCH="$ROOT/target/release/kv-bench"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use paxkv_client::ClusterArgs;
+use paxkv_cli::ClusterArgs;
 
 use crate::backend::Kind;
 use crate::load::{Plan, Shape, Workload};

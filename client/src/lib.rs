@@ -191,48 +191,6 @@ impl ClientConfig {
     }
 }
 
-/// The flags every command-line tool uses to reach a cluster (kvctl, kv-top).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterArgs {
-    /// The nodes, host:port separated by commas (IPv6 in brackets).
-    #[arg(
-        long,
-        env = "PAXKV_ENDPOINTS",
-        default_value = "[::1]:7001,[::1]:7002,[::1]:7003"
-    )]
-    pub endpoints: String,
-    /// File holding the cluster secret (or set PAXKV_CLUSTER_SECRET).
-    #[arg(long, env = "PAXKV_CLUSTER_SECRET_FILE")]
-    pub cluster_secret_file: Option<std::path::PathBuf>,
-}
-
-impl ClusterArgs {
-    pub fn endpoint_list(&self) -> Vec<String> {
-        parse_endpoints(&self.endpoints)
-    }
-
-    /// The client settings: the endpoints, and the secret from the file if one is given, else
-    /// from the `PAXKV_CLUSTER_SECRET` environment variable, else none.
-    pub fn config(&self, timeout: Duration) -> Result<ClientConfig, ClientError> {
-        let secret = match &self.cluster_secret_file {
-            Some(file) => Some(std::fs::read(file).map_err(|error| {
-                ClientError::InvalidArgument(format!(
-                    "cannot read the cluster secret file {}: {error}",
-                    file.display()
-                ))
-            })?),
-            None => std::env::var("PAXKV_CLUSTER_SECRET")
-                .ok()
-                .map(String::into_bytes),
-        };
-        Ok(ClientConfig {
-            secret,
-            timeout,
-            ..ClientConfig::new(self.endpoint_list())
-        })
-    }
-}
-
 /// Whether a refused membership change only has to wait: another change is still in
 /// progress, or the learner has not started answering or not caught up yet (the server's
 /// refusals say so in these words; the others do not pass with time).

@@ -8,9 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use paxkv_client::{
-    Client, ClientError, ClusterArgs, ExpireCondition, PutOptions, ReadConsistency,
-};
+use paxkv_cli::{parse_duration, ClusterArgs};
+use paxkv_client::{Client, ClientError, ExpireCondition, PutOptions, ReadConsistency};
 
 use crate::outcome::Outcome;
 use crate::render::{render, Format};
@@ -21,11 +20,14 @@ use crate::render::{render, Format};
 struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Give up after this many milliseconds (retries included).
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
+    /// Give up after this long, retries included (300ms, 5s, 2m; a bare number is seconds).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Give up after this many milliseconds (older spelling of --timeout).
+    #[arg(long, global = true, hide = true, conflicts_with = "timeout")]
+    timeout_ms: Option<u64>,
     /// Print JSON instead of text.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: Command,
@@ -120,7 +122,7 @@ enum MemberCommand {
     List,
     /// Add the node whose peer port is at PEER_ADDR (such as [::1]:7104); the cluster picks
     /// its id. Then start that node with `kv-server --join`. Without --learner, waits (within
-    /// --timeout-ms) for it to catch up and promotes it to voter.
+    /// --timeout) for it to catch up and promotes it to voter.
     Add {
         peer_addr: String,
         /// The node's client address, shown to clients and monitors.
@@ -316,7 +318,7 @@ async fn main() -> ExitCode {
     };
     let client = args
         .cluster
-        .config(Duration::from_millis(args.timeout_ms))
+        .config(args.timeout_ms.map_or(args.timeout, Duration::from_millis))
         .and_then(Client::new);
     let result = match client {
         Ok(client) => run(&client, args.command).await,

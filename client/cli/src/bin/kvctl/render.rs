@@ -1,8 +1,9 @@
 //! The one place kvctl's output is decided: an outcome (or error) becomes the text or JSON to
 //! print and the exit code.
 //!
-//! Exit codes: 0 done; 1 error; 3 not found (no such key or lease); 4 compare-and-set conflict
-//! (the key's revision was not the expected one). Bad usage (2) is clap's, before any of this.
+//! Exit codes: 0 done; 1 error (also `status` when a node did not answer); 3 not found (no
+//! such key or lease); 4 conflict (a `cas` or `del --expected-rev` found the key at another
+//! revision). Bad usage (2) is clap's, before any of this.
 
 use paxkv_client::{
     ClientError, DeleteResult, KeyValue, MembersResponse, StatusResponse, TtlState,
@@ -79,6 +80,10 @@ fn exit_code(outcome: &Outcome) -> u8 {
         Outcome::Ttl(ttl) => ttl.state != TtlState::NoKey,
         Outcome::Expired { applied, .. } => *applied,
         Outcome::CompareAndSet { cas, .. } if !cas.succeeded => return EXIT_CONFLICT,
+        // Like a health check: any node that did not answer fails the command.
+        Outcome::Status(nodes) if nodes.iter().any(|(_, status)| status.is_err()) => {
+            return EXIT_ERROR
+        }
         _ => true,
     };
     if found {
@@ -243,16 +248,21 @@ fn members_json(members: &MembersResponse) -> String {
     )
 }
 
+/// The role as a word: leader, follower, candidate, learner.
+fn role_name(status: &StatusResponse) -> String {
+    status
+        .role()
+        .as_str_name()
+        .trim_start_matches("ROLE_")
+        .to_lowercase()
+}
+
 fn status_text(endpoint: &str, status: &Result<StatusResponse, ClientError>) -> String {
     match status {
         Ok(status) => format!(
             "{endpoint}  node {}  {:<9} leader {}  commit {}  applied {}  revision {}  keys {}",
             status.node_id,
-            status
-                .role()
-                .as_str_name()
-                .trim_start_matches("ROLE_")
-                .to_lowercase(),
+            role_name(status),
             status.leader_id,
             status.commit_index,
             status.applied_index,
@@ -313,9 +323,9 @@ fn status_json(endpoint: &str, status: &Result<StatusResponse, ClientError>) -> 
     let endpoint = json_string(endpoint.as_bytes());
     match status {
         Ok(status) => format!(
-            "{{\"endpoint\":{endpoint},\"node\":{},\"role\":{},\"leader\":{},\"commit\":{},\"applied\":{},\"revision\":{},\"keys\":{}}}",
+            "{{\"endpoint\":{endpoint},\"node\":{},\"role\":\"{}\",\"leader\":{},\"commit\":{},\"applied\":{},\"revision\":{},\"keys\":{}}}",
             status.node_id,
-            status.role,
+            role_name(status),
             status.leader_id,
             status.commit_index,
             status.applied_index,
@@ -597,16 +607,14 @@ mod tests {
             "[::1]:7001  node 1  leader    leader 1  commit 10  applied 9  revision 4  keys 2\n\
              [::1]:7002  unreachable: cluster unavailable: no answer"
         );
-        let leader_role = Role::Leader as i32;
         assert_eq!(
             json,
-            format!(
-                "[{{\"endpoint\":\"[::1]:7001\",\"node\":1,\"role\":{leader_role},\"leader\":1,\
-                 \"commit\":10,\"applied\":9,\"revision\":4,\"keys\":2}},\
-                 {{\"endpoint\":\"[::1]:7002\",\"error\":\"cluster unavailable: no answer\"}}]"
-            )
+            "[{\"endpoint\":\"[::1]:7001\",\"node\":1,\"role\":\"leader\",\"leader\":1,\
+             \"commit\":10,\"applied\":9,\"revision\":4,\"keys\":2},\
+             {\"endpoint\":\"[::1]:7002\",\"error\":\"cluster unavailable: no answer\"}]"
         );
-        assert_eq!(code, EXIT_OK);
+        // Like a health check: a node that did not answer fails the command.
+        assert_eq!(code, EXIT_ERROR);
     }
 
     #[test]
