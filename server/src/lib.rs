@@ -194,14 +194,13 @@ pub async fn start_node(
             .iter()
             .map(|(id, incarnation)| (NodeId(*id), *incarnation))
             .collect(),
+        replica.holds_data(),
         client_addr.to_string(),
         config.peer_addr.to_string(),
         &config.peers,
         config.secret.clone(),
         shutdown.clone(),
     );
-    // Before any node can connect and ask.
-    directory.set_holds_data(replica.holds_data());
     let span = tracing::info_span!("node", id = config.id.0);
     tokio::spawn(
         peer::serve_inbound(

@@ -171,7 +171,6 @@ impl Node {
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
-                self.peers.set_holds_data(self.replica.holds_data());
             }
             self.learn_configuration();
             if let Some(reason) = self.peers.refused() {
@@ -293,6 +292,9 @@ impl Node {
         inputs: &mut mpsc::Receiver<Input>,
         ticker: &mut tokio::time::Interval,
     ) -> Result<(), StorageError> {
+        // Before anything this ready holds (a promise, an acknowledgement) leaves: a node
+        // that may have promised must not tell a peer it holds nothing (see `bootstrap`).
+        self.peers.set_holds_data(self.replica.holds_data());
         for outgoing in ready.take_messages() {
             self.peers.send(outgoing.to, outgoing.message);
         }
@@ -328,6 +330,7 @@ impl Node {
                     },
                 }
                 let mut early = self.replica.progress_while_persisting();
+                self.peers.set_holds_data(self.replica.holds_data());
                 for outgoing in early.take_messages() {
                     self.peers.send(outgoing.to, outgoing.message);
                 }

@@ -264,6 +264,7 @@ pub fn start_outbound(
     me: NodeId,
     my_incarnation: u64,
     known_incarnations: &BTreeMap<NodeId, u64>,
+    holds_data: bool,
     my_client_address: String,
     my_peer_address: String,
     peers: &BTreeMap<NodeId, SocketAddr>,
@@ -283,7 +284,8 @@ pub fn start_outbound(
         incarnations: Mutex::new(known_incarnations.clone()),
         new_incarnations: Mutex::new(Vec::new()),
         refused: Mutex::new(None),
-        holds_data: std::sync::atomic::AtomicBool::new(false),
+        // Known before the first dial: a node that holds data must never say otherwise.
+        holds_data: std::sync::atomic::AtomicBool::new(holds_data),
         peers_hold_data: Mutex::new(BTreeMap::new()),
         peers_answered: tokio::sync::Notify::new(),
     });
