@@ -354,6 +354,13 @@ impl Replica {
         members
     }
 
+    /// The ids the newest configuration retired (removed nodes, which may still come back and
+    /// must then be told).
+    pub fn retired(&self) -> Vec<NodeId> {
+        let newest = self.log.configs().newest();
+        newest.retired.iter().copied().map(NodeId).collect()
+    }
+
     /// The election timeout this replica runs with (peers unheard for longer count as lost).
     pub fn config_election_timeout_ms(&self) -> u64 {
         self.config.election_timeout_ms

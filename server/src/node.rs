@@ -250,8 +250,9 @@ impl Node {
                 // The change entry carries every member's address this node knows, so that
                 // the configuration tells every node (and a joining one) how to reach them.
                 if let MemberRequest::Add { known, .. } = &mut change {
-                    let members = self.replica.members();
-                    *known = self.peers.addresses_of(members.into_iter());
+                    let mut ids = self.replica.members();
+                    ids.extend(self.replica.retired());
+                    *known = self.peers.addresses_of(ids.into_iter());
                 }
                 let request = self.track(reply);
                 self.replica

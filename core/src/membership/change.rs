@@ -179,7 +179,10 @@ impl Replica {
         if let MemberRequest::Add { known, .. } = change {
             for address in known {
                 let node = NodeId(address.node);
-                if is_member(&next, node) && address_of(&next, node).is_none() {
+                // Retired ids too: a node removed while down that comes back must be told, and
+                // a member that joined later knows its address only from here.
+                let known_id = is_member(&next, node) || next.retired.contains(&node.0);
+                if known_id && address_of(&next, node).is_none() {
                     next.addresses.push(address.clone());
                 }
             }
