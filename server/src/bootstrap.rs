@@ -23,6 +23,11 @@ use crate::ServerError;
 /// How often a node still waiting says so.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a node waits for more answers once a member said it holds data: that member went
+/// on without this node, so this one is wiped or late either way, unless enough others still
+/// say they hold nothing; the members that could have are often gone for good (removed).
+const WAIT_AFTER_A_HOLDER: Duration = Duration::from_secs(10);
+
 /// How many other members must answer that they hold nothing, out of `members` voters.
 pub fn others_needed(members: usize) -> usize {
     let quorum = members / 2 + 1;
@@ -44,6 +49,7 @@ pub async fn confirm_fresh_cluster(
     let others: Vec<NodeId> = members.iter().copied().filter(|id| *id != me).collect();
     let needed = others_needed(members.len());
     let mut waited = Duration::ZERO;
+    let mut first_holder_at: Option<Duration> = None;
     loop {
         if let Some(reason) = directory.refused() {
             return Err(ServerError::Refused(reason));
@@ -54,10 +60,15 @@ pub async fn confirm_fresh_cluster(
             .copied()
             .filter(|id| answers.get(id) == Some(&true))
             .collect();
-        // Refused once too few others are left that might still say they hold nothing.
+        // Refused once too few others are left that might still say they hold nothing, or
+        // when those have not answered for a while.
+        if !holders.is_empty() {
+            first_holder_at.get_or_insert(waited);
+        }
+        let holders_waited = first_holder_at.is_some_and(|at| waited - at >= WAIT_AFTER_A_HOLDER);
         if let Some(holder) = holders
             .first()
-            .filter(|_| others.len() - holders.len() < needed)
+            .filter(|_| others.len() - holders.len() < needed || holders_waited)
         {
             return Err(ServerError::Refused(format!(
                 "this node's data directory holds nothing, but {holder} already holds the \
