@@ -21,7 +21,8 @@ pub struct ClusterArgs {
     pub cluster_secret_file: Option<std::path::PathBuf>,
 }
 
-/// A duration as people write it: `300ms`, `5s`, `2m`, or a bare number of seconds (`1.5`).
+/// A duration as people write it: `300ms`, `5s`, `2m`, or a bare number of seconds (`1.5`);
+/// zero is allowed (see `parse_timeout`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -41,10 +42,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    if !(seconds > 0.0 && seconds.is_finite() && seconds < 1e9) {
-        return Err(format!("{text:?} is not a positive duration"));
+    if !(seconds >= 0.0 && seconds.is_finite() && seconds < 1e9) {
+        return Err(format!("{text:?} is not a duration"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A duration that must be more than zero (a timeout).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?}: a timeout must be more than zero")),
+        duration => Ok(duration),
+    }
 }
 
 impl ClusterArgs {
@@ -80,12 +89,22 @@ mod tests {
 
     #[test]
     fn durations_take_units_and_refuse_nonsense() {
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_timeout("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
         for bad in ["", "s", "0s", "-1s", "5h", "five", "1e999"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} was taken");
+            assert!(parse_timeout(bad).is_err(), "{bad:?} was taken");
         }
+        // (kv-bench's cases, from when it had a parser of its own)
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999999").is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use paxkv_cli::{parse_duration, ClusterArgs};
+use paxkv_cli::{parse_timeout, ClusterArgs};
 use paxkv_client::{Client, ClientError, ExpireCondition, PutOptions, ReadConsistency};
 
 use crate::outcome::Outcome;
@@ -21,7 +21,7 @@ struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
     /// Give up after this long, retries included (300ms, 5s, 2m; a bare number is seconds).
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Give up after this many milliseconds (older spelling of --timeout).
     #[arg(long, global = true, hide = true, conflicts_with = "timeout")]
