@@ -19,6 +19,18 @@ fn elect(cluster: &mut Cluster) -> NodeId {
     cluster.leader().expect("a leader exists")
 }
 
+/// The first leader after the old one crashed, as soon as there is one (within 10 s).
+fn next_leader(cluster: &mut Cluster) -> NodeId {
+    let start = cluster.now;
+    loop {
+        if let Some(new) = cluster.leader() {
+            return new;
+        }
+        assert!(cluster.now.millis_since(start) < 10_000, "no new leader");
+        cluster.run_for(1);
+    }
+}
+
 fn add(id: u64) -> MemberRequest {
     MemberRequest::Add {
         peer_address: format!("[::1]:{}", 7100 + id),
@@ -180,14 +192,7 @@ fn a_new_leader_changes_nothing_before_an_entry_of_its_own_ballot_commits() {
     // Slow disks stretch the new leader's first commit over many steps.
     cluster.persist_ms = 300;
     cluster.crash(old);
-    let start = cluster.now;
-    let new = loop {
-        if let Some(new) = cluster.leader() {
-            break new;
-        }
-        assert!(cluster.now.millis_since(start) < 10_000, "no new leader");
-        cluster.run_for(1);
-    };
+    let new = next_leader(&mut cluster);
     cluster.join_node(NodeId(4));
     let request = cluster.member_via(new, add(4));
     // Refused at once (the answer leaves with the node's next ready, after the slow sync).
@@ -231,14 +236,7 @@ fn a_new_leader_does_not_count_a_voter_it_never_heard_as_live() {
     let mut cluster = Cluster::new(3, 29);
     let old = elect(&mut cluster);
     cluster.crash(old);
-    let start = cluster.now;
-    let new = loop {
-        if let Some(new) = cluster.leader() {
-            break new;
-        }
-        assert!(cluster.now.millis_since(start) < 10_000, "no new leader");
-        cluster.run_for(1);
-    };
+    let new = next_leader(&mut cluster);
     let took_over = cluster.now;
     let live = cluster
         .ids()
