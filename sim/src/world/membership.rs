@@ -25,6 +25,11 @@ pub(super) enum Slot {
     Joining,
     /// A node that was removed and stopped; it does not start again.
     Removed,
+    /// A removed node the cluster started with, restarted with an empty data directory under
+    /// its old id and flags. It holds nothing and must never serve: it is refused once it
+    /// reaches a member, and waits (as a real one would) while none of its peers answers. It is
+    /// not a member, so the convergence check does not ask it.
+    Retired,
 }
 
 impl Shared {
@@ -189,16 +194,29 @@ impl Nemesis<'_> {
 
     /// A removed node that the cluster started with comes back with an empty data directory
     /// under its old id and flags: the members must refuse it (it stops).
+    ///
+    /// Only while one of its peers is still a member and no other node that the cluster
+    /// started with holds nothing: wiped nodes that reach only each other cannot tell their
+    /// state from a new cluster's first start (the README says so), which is an operator's
+    /// mistake no node can detect, not a fault to survive.
     pub(super) fn wiped_node_rejoins(&mut self) {
-        let removed: Vec<usize> = (0..self.shared.options.nodes as usize)
+        let initial = 0..self.shared.options.nodes as usize;
+        let member_left = initial
+            .clone()
+            .any(|index| self.shared.slot(index) == Slot::Initial);
+        let holding_nothing = initial.clone().any(|index| {
+            self.shared.slot(index) == Slot::Retired
+                || (self.wiped_member == Some(index) && self.shared.slot(index) == Slot::Initial)
+        });
+        let removed: Vec<usize> = initial
             .filter(|index| self.shared.slot(*index) == Slot::Removed)
             .collect();
-        if removed.is_empty() {
+        if removed.is_empty() || !member_left || holding_nothing {
             return;
         }
         let index = removed[thread_rng().gen_range(0..removed.len())];
         *self.storages[index].disk.lock().expect("not poisoned") = Default::default();
-        self.shared.set_slot(index, Slot::Initial);
+        self.shared.set_slot(index, Slot::Retired);
         self.down[index] = false;
         self.shared
             .trace("wiped_node_rejoins", json!({"node": index + 1}));
@@ -214,7 +232,8 @@ impl Nemesis<'_> {
     /// the others is left once the wiped one is refused and the crashed ones restart.
     pub(super) async fn wiped_member_rejoins(&mut self) {
         let Some(leader) = self.leader() else { return };
-        if self.wiped_member.is_some() {
+        let retired = (0..SLOTS).any(|index| self.shared.slot(index) == Slot::Retired);
+        if self.wiped_member.is_some() || retired {
             return;
         }
         let Some(members) = self

@@ -107,6 +107,8 @@ pub(super) struct Shared {
     applied: Mutex<BTreeMap<usize, u64>>,
     /// What runs on each address (`membership::Slot`).
     slots: Mutex<Vec<Slot>>,
+    /// What the nodes saw go wrong during the run (a retired node let in).
+    problems: Mutex<Vec<String>>,
     options: SimOptions,
 }
 
@@ -161,6 +163,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         stopped: Mutex::new(BTreeSet::new()),
         applied: Mutex::new(BTreeMap::new()),
         slots: Mutex::new(vec![Slot::Spare; SLOTS]),
+        problems: Mutex::new(Vec::new()),
         options: SimOptions::from_seed(config.seed, config.nodes),
     });
     RUNNING_TRACE.with(|running| *running.borrow_mut() = Some(shared.clone()));
@@ -222,6 +225,7 @@ async fn simulate(config: RunConfig) -> RunReport {
     };
     let (not_served, served_after) = checks::service(&shared);
     problems.extend(not_served);
+    problems.extend(shared.problems.lock().expect("not poisoned").drain(..));
     shared.trace(
         "end",
         json!({"problems": problems, "served_after_ms": served_after.map(|d| d.as_millis() as u64),

@@ -60,7 +60,7 @@ pub(super) fn start_sim_node(
                 let join = match slot {
                     // No node on this address (yet, or any more).
                     Slot::Spare | Slot::Removed => return std::future::pending().await,
-                    Slot::Initial => None,
+                    Slot::Initial | Slot::Retired => None,
                     Slot::Joining => Some(
                         shared
                             .active_slots()
@@ -138,6 +138,13 @@ pub(super) fn start_sim_node(
                     "node_serving",
                     json!({"node": index + 1, "id": running.id.0}),
                 );
+                if slot == Slot::Retired {
+                    shared.problems.lock().expect("not poisoned").push(format!(
+                        "node {}, removed and then restarted with an empty data directory \
+                         under its old id, was let start (it must be refused)",
+                        index + 1
+                    ));
+                }
                 match running.node.await {
                     Ok(Ok(Stopped::Removed {
                         configuration_index,
