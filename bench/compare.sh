@@ -284,8 +284,8 @@ replace_step() { # store: the change, run by kv-bench write-gap while it puts
     stop_node "$store" "$dead" KILL
     if [ "$store" = paxkv ]; then
         start_node paxkv 4
-        until "$KVCTL" --endpoints "$live,[::1]:17004" --cluster-secret-file "$SECRET" --json \
-            member list 2>/dev/null | grep -q '"id":4,"voter":true'; do sleep 0.02; done
+        until "$KVCTL" --endpoints "$live,[::1]:17004" --cluster-secret-file "$SECRET" \
+            member list 2>/dev/null | grep -qE '^4 +voter '; do sleep 0.02; done
         "$KVCTL" --endpoints "$live" --cluster-secret-file "$SECRET" member remove "$dead" >/dev/null
     else
         local id

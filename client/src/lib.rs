@@ -22,12 +22,13 @@ use std::time::Duration;
 use paxkv_proto::auth::ClusterSecret;
 pub use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, ExpireCondition, KeyValue,
-    Member, MembersResponse, PutRequest, ResponseHeader, Role, StatusResponse, TtlState,
+    LeaseSummary, Member, MembersResponse, PutRequest, ResponseHeader, Role, StatusResponse,
+    TtlState,
 };
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberAddRequest,
-    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PersistRequest,
+    LeaseKeepAliveRequest, LeaseListRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+    MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PersistRequest,
     RegisterSessionRequest, ScanRequest, StatusRequest, TtlRequest,
 };
 pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
@@ -164,6 +165,15 @@ pub struct LeaseInfo {
     pub remaining_ms: u64,
     pub granted_ttl_ms: u64,
     pub keys: Vec<Vec<u8>>,
+}
+
+/// One page of [`Client::lease_list`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasePage {
+    pub leases: Vec<LeaseSummary>,
+    /// True if more leases follow: ask again after the last one's id.
+    pub more: bool,
+    pub revision: u64,
 }
 
 /// Client settings.
@@ -1054,6 +1064,26 @@ impl Client {
         }
     }
 
+    /// One page of the live leases with an id above `after_id` (0: from the first), at most
+    /// `limit` (capped at [`SCAN_LIMIT_MAX`]), read linearizably.
+    pub async fn lease_list(&self, after_id: u64, limit: u32) -> Result<LeasePage, ClientError> {
+        let body = Request::LeaseList(LeaseListRequest {
+            after_id,
+            limit,
+            consistency: Consistency::Linearizable as i32,
+            min_revision: 0,
+            min_applied_index: 0,
+        });
+        match self.request(body).await? {
+            Response::LeaseList(list) => Ok(LeasePage {
+                revision: header_revision(&list.header),
+                leases: list.leases,
+                more: list.more,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The members as the leader knows them (with each one's log position and whether it
     /// answered lately).
     pub async fn members(&self) -> Result<MembersResponse, ClientError> {
@@ -1112,6 +1142,7 @@ impl Client {
             Request::Scan(scan) => (false, linearizable(scan.consistency)),
             Request::Ttl(ttl) => (false, linearizable(ttl.consistency)),
             Request::LeaseTimeToLive(lease) => (false, linearizable(lease.consistency)),
+            Request::LeaseList(list) => (false, linearizable(list.consistency)),
             // Changes are idempotent (an add by peer address, a promotion of a voter and a
             // removal of a retired id answer as done), so they need no session to retry.
             Request::MemberList(_)

@@ -86,7 +86,10 @@ async fn start_cluster() -> Cluster {
 /// What a kvctl run printed and its exit code.
 struct Run {
     code: i32,
+    /// Trimmed, lossy: for text.
     stdout: String,
+    /// As printed, newline included.
+    stdout_bytes: Vec<u8>,
     stderr: String,
 }
 
@@ -102,8 +105,8 @@ impl Cluster {
         self.dir.path().join("secret")
     }
 
-    /// Runs kvctl with `args` against the cluster (the cluster flags first).
-    async fn kvctl(&self, args: &[&str]) -> Run {
+    /// kvctl with the cluster flags, and nothing from the environment.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvctl"));
         command
             .arg("--endpoints")
@@ -113,16 +116,46 @@ impl Cluster {
             .args(args)
             .env_remove("PAXKV_ENDPOINTS")
             .env_remove("PAXKV_CLUSTER_SECRET")
-            .env_remove("PAXKV_CLUSTER_SECRET_FILE");
-        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .env_remove("PAXKV_CLUSTER_SECRET_FILE")
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs kvctl with `args` against the cluster (the cluster flags first).
+    async fn kvctl(&self, args: &[&str]) -> Run {
+        self.kvctl_with_stdin(args, &[]).await
+    }
+
+    /// Runs kvctl with `stdin` as its input.
+    async fn kvctl_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin).await.unwrap();
+        drop(input);
+        let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
             .await
             .expect("kvctl ends")
             .unwrap();
         Run {
             code: output.status.code().expect("exited, not killed"),
             stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            stdout_bytes: output.stdout,
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         }
+    }
+
+    /// A client of the cluster, for what would take thousands of kvctl runs.
+    fn client(&self) -> paxkv_client::Client {
+        let mut config = paxkv_client::ClientConfig::new(self.endpoints.clone());
+        config.secret = Some(SECRET.as_bytes().to_vec());
+        paxkv_client::Client::new(config).unwrap()
     }
 
     /// Waits (within 10 s) until a write goes through: the cluster has a leader.
@@ -180,7 +213,7 @@ async fn keys_writes_and_their_exit_codes() {
         assert_eq!(cluster.kvctl(&["put", key, "x"]).await.code, 0);
     }
     let rows = cluster.kvctl(&["--json", "scan", "s/"]).await.json();
-    let keys: Vec<&str> = rows
+    let keys: Vec<&str> = rows["kvs"]
         .as_array()
         .unwrap()
         .iter()
@@ -240,7 +273,10 @@ async fn ttls_and_leases_survive_a_compare_and_set_only_when_passed() {
         .json();
     assert_eq!(status["keys"], serde_json::json!(["l"]));
     assert_eq!(
-        cluster.kvctl(&["lease", "keep-alive", &lease]).await.code,
+        cluster
+            .kvctl(&["lease", "keep-alive", &lease, "--once"])
+            .await
+            .code,
         0
     );
     let revoked = cluster
@@ -287,4 +323,299 @@ async fn status_members_global_flags_and_bad_usage() {
     let status = cluster.kvctl(&["status", "--timeout", "1s"]).await;
     assert_eq!(status.code, 1, "{}", status.stdout);
     assert!(status.stdout.contains("unreachable"), "{}", status.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_from_stdin_come_back_byte_for_byte_and_as_base64_in_json() {
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    let binary: &[u8] = &[0xff, 0x00, b'A', b'\n', 0xc3];
+    let put = cluster.kvctl_with_stdin(&["put", "bin", "-"], binary).await;
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    let got = cluster.kvctl(&["get", "bin"]).await;
+    assert_eq!(got.code, 0);
+    // The value as stored, then the newline kvctl ends its output with.
+    assert_eq!(got.stdout_bytes, [binary, b"\n"].concat());
+    let json = cluster.kvctl(&["get", "bin", "--json"]).await.json();
+    assert_eq!(json["key"], "bin");
+    assert_eq!(json["value"], serde_json::json!({"base64": "/wBBCsM="}));
+    // A UTF-8 value is a plain string; a value that is only "-" can come from stdin.
+    let put = cluster.kvctl_with_stdin(&["put", "dash", "-"], b"-").await;
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    assert_eq!(
+        cluster.kvctl(&["--json", "get", "dash"]).await.json()["value"],
+        "-"
+    );
+    // cas takes stdin too.
+    let revision = json["mod_revision"].as_u64().unwrap().to_string();
+    let cas = cluster
+        .kvctl_with_stdin(&["cas", "bin", &revision, "-"], "été".as_bytes())
+        .await;
+    assert_eq!(cas.code, 0, "{}", cas.stderr);
+    assert_eq!(cluster.kvctl(&["get", "bin"]).await.stdout, "été");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_through_more_than_a_thousand_keys() {
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    let client = cluster.client();
+    let mut pending = Vec::new();
+    for i in 0..1234 {
+        let client = client.clone();
+        pending.push(tokio::spawn(async move {
+            client
+                .put(format!("many/{i:05}").as_bytes(), b"v", Default::default())
+                .await
+        }));
+    }
+    for write in pending {
+        write.await.unwrap().unwrap();
+    }
+    let all = cluster.kvctl(&["--json", "scan", "many/"]).await;
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    let all = all.json();
+    let keys: Vec<&str> = all["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 1234);
+    assert_eq!((keys[0], keys[1233]), ("many/00000", "many/01233"));
+    assert!(
+        keys.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, once each"
+    );
+    assert_eq!(all["more"], false);
+    assert!(all["revision"].as_u64().unwrap() >= 1234);
+    let some = cluster
+        .kvctl(&["--json", "scan", "many/", "--limit", "1001", "--keys-only"])
+        .await
+        .json();
+    assert_eq!(some["kvs"].as_array().unwrap().len(), 1001);
+    assert_eq!(some["more"], true);
+    assert!(some["kvs"][0].get("value").is_none(), "{}", some["kvs"][0]);
+    let text = cluster.kvctl(&["scan", "many/", "--limit", "2"]).await;
+    assert_eq!(
+        text.stdout,
+        "many/00000 = v\nmany/00001 = v\n(more; raise --limit above 2)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_conditions_reads_at_each_consistency_and_lease_list() {
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    assert_eq!(cluster.kvctl(&["put", "plain", "v"]).await.code, 0);
+    assert_eq!(
+        cluster
+            .kvctl(&["put", "timed", "v", "--ttl", "100"])
+            .await
+            .code,
+        0
+    );
+    let remaining = |run: Run| run.json()["remaining_ms"].as_u64().unwrap();
+    // --nx: only without a TTL. On a key with one it does not hold: 4, nothing changes.
+    let refused = cluster.kvctl(&["expire", "timed", "10", "--nx"]).await;
+    assert_eq!(refused.code, 4, "{}", refused.stdout);
+    assert!(refused.stdout.contains("--nx"), "{}", refused.stdout);
+    assert!(remaining(cluster.kvctl(&["--json", "ttl", "timed"]).await) > 50_000);
+    assert_eq!(
+        cluster
+            .kvctl(&["expire", "plain", "300", "--nx"])
+            .await
+            .code,
+        0
+    );
+    // --xx: only with one.
+    assert_eq!(cluster.kvctl(&["put", "plain", "v"]).await.code, 0);
+    assert_eq!(
+        cluster.kvctl(&["expire", "plain", "10", "--xx"]).await.code,
+        4
+    );
+    assert_eq!(
+        cluster
+            .kvctl(&["expire", "timed", "200", "--xx"])
+            .await
+            .code,
+        0
+    );
+    // --gt and --lt compare deadlines.
+    assert_eq!(
+        cluster.kvctl(&["expire", "timed", "50", "--gt"]).await.code,
+        4
+    );
+    assert!(remaining(cluster.kvctl(&["--json", "ttl", "timed"]).await) > 150_000);
+    assert_eq!(
+        cluster.kvctl(&["expire", "timed", "50", "--lt"]).await.code,
+        0
+    );
+    assert!(remaining(cluster.kvctl(&["--json", "ttl", "timed"]).await) <= 50_000);
+    // No key is 3 whatever the condition; two conditions are bad usage.
+    assert_eq!(
+        cluster
+            .kvctl(&["expire", "absent", "10", "--nx"])
+            .await
+            .code,
+        3
+    );
+    assert_eq!(
+        cluster
+            .kvctl(&["expire", "timed", "10", "--nx", "--gt"])
+            .await
+            .code,
+        2
+    );
+
+    // Reads at every consistency see the value; --min-revision waits for a revision.
+    let written = cluster.kvctl(&["--json", "put", "r", "v1"]).await.json()["revision"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["get", "r", "--consistency", "linearizable"],
+        vec!["get", "r", "--min-revision", &written],
+    ] {
+        let got = cluster.kvctl(&args).await;
+        assert_eq!((got.code, got.stdout.as_str()), (0, "v1"), "{args:?}");
+    }
+    // A node's own state, which may not have the write yet (one command has seen nothing, so
+    // session is stale too): the value or no key, never an error.
+    for consistency in ["stale", "session"] {
+        let got = cluster
+            .kvctl(&["get", "r", "--consistency", consistency])
+            .await;
+        assert!(
+            (got.code, got.stdout.as_str()) == (0, "v1") || got.code == 3,
+            "{consistency}: {} {}",
+            got.stdout,
+            got.stderr
+        );
+    }
+    assert_eq!(
+        cluster
+            .kvctl(&["get", "r", "--consistency", "eventual"])
+            .await
+            .code,
+        2
+    );
+    assert_eq!(
+        cluster
+            .kvctl(&["get", "r", "--stale", "--min-revision", "1"])
+            .await
+            .code,
+        2
+    );
+    // A revision far ahead is never reached: the read times out.
+    let ahead = cluster
+        .kvctl(&[
+            "get",
+            "r",
+            "--min-revision",
+            "1000000",
+            "--timeout",
+            "500ms",
+        ])
+        .await;
+    assert_eq!(ahead.code, 1, "{}", ahead.stdout);
+
+    // lease list: every live lease, with its keys counted.
+    let mut granted = Vec::new();
+    for seconds in ["60", "30"] {
+        let lease = cluster
+            .kvctl(&["--json", "lease", "grant", seconds])
+            .await
+            .json()["lease"]
+            .as_u64()
+            .unwrap();
+        granted.push(lease);
+    }
+    let (a, b) = (granted[0], granted[1]);
+    let put = cluster
+        .kvctl(&["put", "held", "v", "--lease", &a.to_string()])
+        .await;
+    assert_eq!(put.code, 0);
+    let leases = cluster.kvctl(&["--json", "lease", "list"]).await.json();
+    let rows = leases.as_array().unwrap();
+    let row = |id: u64| rows.iter().find(|row| row["lease"] == id).unwrap().clone();
+    assert_eq!(row(a)["keys"], 1);
+    assert_eq!(row(b)["keys"], 0);
+    assert_eq!(row(b)["granted_ttl_ms"], 30_000);
+    assert!(cluster
+        .kvctl(&["lease", "list"])
+        .await
+        .stdout
+        .contains(&a.to_string()));
+    assert_eq!(
+        cluster
+            .kvctl(&["lease", "revoke", &b.to_string()])
+            .await
+            .code,
+        0
+    );
+    let leases = cluster.kvctl(&["--json", "lease", "list"]).await.json();
+    assert!(leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|row| row["lease"] != b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_keep_alive_renews_until_interrupted() {
+    use tokio::io::AsyncBufReadExt;
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    let lease = cluster
+        .kvctl(&["--json", "lease", "grant", "1"])
+        .await
+        .json()["lease"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let once = cluster
+        .kvctl(&["lease", "keep-alive", &lease, "--once"])
+        .await;
+    assert_eq!(
+        (once.code, once.stdout.as_str()),
+        (0, "kept alive for 1.000 s")
+    );
+    let mut child = cluster
+        .command(&["lease", "keep-alive", &lease, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // Renewed at a third of its second: six renewals outlast the lease's own time to live.
+    let started = std::time::Instant::now();
+    for _ in 0..6 {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a renewal within 10 s")
+            .unwrap()
+            .expect("still running");
+        let renewal: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(renewal["ttl_ms"], 1000);
+    }
+    assert!(started.elapsed() > Duration::from_secs(1));
+    assert_eq!(
+        cluster.kvctl(&["lease", "ttl", &lease]).await.code,
+        0,
+        "still alive"
+    );
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("kvctl stops on Ctrl-C")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    // A lease that is gone ends the loop with 3.
+    assert_eq!(cluster.kvctl(&["lease", "revoke", &lease]).await.code, 0);
+    let gone = cluster.kvctl(&["lease", "keep-alive", &lease]).await;
+    assert_eq!(gone.code, 3, "{}", gone.stderr);
 }

@@ -8,6 +8,7 @@ mod expire;
 mod get;
 mod lease_grant;
 mod lease_keep_alive;
+mod lease_list;
 mod lease_revoke;
 mod lease_time_to_live;
 mod persist;
@@ -18,7 +19,7 @@ mod ttl;
 
 use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, Consistency, ErrorCode,
-    GetRequest, LeaseTimeToLiveRequest, ScanRequest, StatusRequest, TtlRequest,
+    GetRequest, LeaseListRequest, LeaseTimeToLiveRequest, ScanRequest, StatusRequest, TtlRequest,
 };
 use paxkv_proto::peer::{command::Op, Command};
 
@@ -34,6 +35,7 @@ pub enum ReadRequest {
     Scan(ScanRequest),
     Ttl(TtlRequest),
     LeaseTimeToLive(LeaseTimeToLiveRequest),
+    LeaseList(LeaseListRequest),
 }
 
 /// What a read asks of the state it is served from.
@@ -61,6 +63,11 @@ impl ReadRequest {
                 lease.min_revision,
                 lease.min_applied_index,
             ),
+            ReadRequest::LeaseList(list) => (
+                list.consistency(),
+                list.min_revision,
+                list.min_applied_index,
+            ),
         };
         ReadPoint {
             consistency,
@@ -76,6 +83,7 @@ impl ReadRequest {
             ReadRequest::Scan(request) => scan::answer(kv, request),
             ReadRequest::Ttl(request) => ttl::answer(kv, request),
             ReadRequest::LeaseTimeToLive(request) => lease_time_to_live::answer(kv, request),
+            ReadRequest::LeaseList(request) => lease_list::answer(kv, request),
         }
     }
 }
@@ -121,6 +129,7 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
         Some(Request::LeaseTimeToLive(request)) => {
             Routed::Read(ReadRequest::LeaseTimeToLive(request))
         }
+        Some(Request::LeaseList(request)) => Routed::Read(ReadRequest::LeaseList(request)),
         Some(Request::MemberList(_)) => Routed::MemberList,
         Some(Request::MemberAdd(add)) => Routed::MemberChange(MemberRequest::Add {
             peer_address: add.peer_address,

@@ -7,12 +7,15 @@ mod render;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use paxkv_cli::{parse_timeout, ClusterArgs};
-use paxkv_client::{Client, ClientError, ExpireCondition, PutOptions, ReadConsistency};
+use paxkv_client::{
+    Client, ClientError, ExpireCondition, PutOptions, ReadConsistency, TtlState, SCAN_LIMIT_MAX,
+};
+use tokio::io::AsyncReadExt;
 
 use crate::outcome::Outcome;
-use crate::render::{render, Format};
+use crate::render::{render, Format, EXIT_OK};
 
 /// Talk to a paxkv cluster.
 #[derive(Parser, Debug)]
@@ -35,19 +38,28 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a value. Without --ttl, --lease or --keep-ttl the key is permanent and attached to
-    /// no lease, whatever it had before.
+    /// Write a value (`-` reads it from stdin, bytes as they are). Without --ttl, --lease or
+    /// --keep-ttl the key is permanent and attached to no lease, whatever it had before.
     Put {
         key: String,
         value: String,
         #[command(flatten)]
         options: WriteOptions,
     },
-    /// Read a value (linearizable unless --stale).
+    /// Read a value; prints it as stored (bytes as they are).
     Get {
         key: String,
-        #[arg(long)]
+        /// linearizable: every write acknowledged before is seen (the leader answers);
+        /// stale: any node's state, maybe behind; session: any node, never behind what this
+        /// command saw (for one command, like stale).
+        #[arg(long, value_enum, default_value = "linearizable")]
+        consistency: ConsistencyArg,
+        /// Same as --consistency stale.
+        #[arg(long, conflicts_with_all = ["consistency", "min_revision"])]
         stale: bool,
+        /// Any node that has applied at least this revision (waits for it within --timeout).
+        #[arg(long, value_name = "REV", conflicts_with = "consistency")]
+        min_revision: Option<u64>,
     },
     /// Delete a key.
     Del {
@@ -56,9 +68,9 @@ enum Command {
         #[arg(long, value_name = "REV")]
         expected_rev: Option<u64>,
     },
-    /// Write only if the key's revision is EXPECTED_REV (0: only if absent). Takes the options
-    /// of put, with the same meaning: without them the key becomes permanent and leaves its
-    /// lease.
+    /// Write only if the key's revision is EXPECTED_REV (0: only if absent); VALUE `-` reads
+    /// stdin. Takes the options of put, with the same meaning: without them the key becomes
+    /// permanent and leaves its lease.
     Cas {
         key: String,
         expected_rev: u64,
@@ -66,19 +78,39 @@ enum Command {
         #[command(flatten)]
         options: WriteOptions,
     },
-    /// List keys starting with PREFIX.
+    /// List keys starting with PREFIX (every one, a page of 1000 at a time, unless --limit).
     Scan {
         prefix: String,
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+        /// At most this many keys.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keys only, no values.
+        #[arg(long)]
+        keys_only: bool,
     },
     /// Remaining time to live of a key.
     Ttl { key: String },
-    /// Set a key's time to live in seconds.
-    Expire { key: String, seconds: f64 },
+    /// Set a key's time to live in seconds. With a condition, exit code 4 when it does not
+    /// hold (the key exists) and 3 when there is no key.
+    Expire {
+        key: String,
+        seconds: f64,
+        /// Only if the key has no TTL.
+        #[arg(long, group = "condition")]
+        nx: bool,
+        /// Only if the key has a TTL.
+        #[arg(long, group = "condition")]
+        xx: bool,
+        /// Only if the new deadline is later than the current one (no TTL counts as never).
+        #[arg(long, group = "condition")]
+        gt: bool,
+        /// Only if the new deadline is earlier than the current one (no TTL counts as never).
+        #[arg(long, group = "condition")]
+        lt: bool,
+    },
     /// Remove a key's time to live.
     Persist { key: String },
-    /// Leases: grant, keep-alive, revoke, ttl.
+    /// Leases: grant, keep-alive, revoke, ttl, list.
     Lease {
         #[command(subcommand)]
         command: LeaseCommand,
@@ -116,6 +148,14 @@ impl WriteOptions {
     }
 }
 
+/// The read consistency of `get`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ConsistencyArg {
+    Linearizable,
+    Session,
+    Stale,
+}
+
 #[derive(Subcommand, Debug)]
 enum MemberCommand {
     /// The voters and learners, the configuration id, and a change in progress.
@@ -142,19 +182,21 @@ enum MemberCommand {
 #[derive(Subcommand, Debug)]
 enum LeaseCommand {
     /// Create a lease living SECONDS unless kept alive; prints its id.
-    Grant {
-        seconds: f64,
-    },
+    Grant { seconds: f64 },
+    /// Keep a lease alive: renews it at a third of its time to live, printing each renewal,
+    /// until Ctrl-C (or once, with --once). Exits 3 if the lease is gone.
     KeepAlive {
         id: u64,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
     },
-    Revoke {
-        id: u64,
-    },
+    /// End a lease now, deleting its keys.
+    Revoke { id: u64 },
     /// Remaining time and attached keys.
-    Ttl {
-        id: u64,
-    },
+    Ttl { id: u64 },
+    /// Every live lease: id, time left, time granted, how many keys.
+    List,
 }
 
 fn millis(seconds: f64) -> Result<u64, ClientError> {
@@ -166,6 +208,75 @@ fn millis(seconds: f64) -> Result<u64, ClientError> {
     Ok((seconds * 1000.0).round().max(1.0) as u64)
 }
 
+/// A value as given: `-` is everything on stdin, byte for byte.
+async fn value_bytes(value: String) -> Result<Vec<u8>, ClientError> {
+    if value != "-" {
+        return Ok(value.into_bytes());
+    }
+    let mut bytes = Vec::new();
+    tokio::io::stdin()
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| ClientError::InvalidArgument(format!("reading stdin: {error}")))?;
+    Ok(bytes)
+}
+
+/// Every key under `prefix` (at most `limit`), page after page. Each page is read
+/// linearizably on its own, so a scan that spans pages is not one snapshot: a key written
+/// while it runs may or may not be listed.
+async fn scan_all(
+    client: &Client,
+    prefix: &[u8],
+    limit: Option<u64>,
+    keys_only: bool,
+) -> Result<Outcome, ClientError> {
+    let wanted = limit.unwrap_or(u64::MAX);
+    let mut kvs: Vec<paxkv_client::KeyValue> = Vec::new();
+    let (more, revision) = loop {
+        let left = wanted - kvs.len() as u64;
+        let page_size = left.min(u64::from(SCAN_LIMIT_MAX)) as u32;
+        let after = kvs.last().map_or(&[][..], |kv| kv.key.as_slice()).to_vec();
+        let page = client
+            .scan(prefix, &after, page_size, ReadConsistency::Linearizable)
+            .await?;
+        kvs.extend(page.kvs);
+        if !page.more || kvs.len() as u64 >= wanted {
+            break (page.more, page.revision);
+        }
+    };
+    Ok(Outcome::Rows {
+        kvs,
+        more,
+        revision,
+        limit: wanted,
+        keys_only,
+    })
+}
+
+/// `lease keep-alive` without --once: renews at a third of the time to live, printing each
+/// renewal, until Ctrl-C (exit 0) or a failure (the lease gone: 3).
+async fn keep_alive_until_interrupted(client: &Client, id: u64, format: Format) -> u8 {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let result = tokio::select! {
+            _ = &mut interrupted => return EXIT_OK,
+            result = client.lease_keep_alive(id) => result,
+        }
+        .map(|ttl_ms| Outcome::LeaseKeptAlive { ttl_ms });
+        let rendered = render(&result, format);
+        rendered.print();
+        let Ok(Outcome::LeaseKeptAlive { ttl_ms }) = result else {
+            return rendered.exit_code;
+        };
+        let pause = Duration::from_millis((ttl_ms / 3).max(1));
+        tokio::select! {
+            _ = &mut interrupted => return EXIT_OK,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
 /// Runs the command against the cluster.
 async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> {
     let outcome = match command {
@@ -174,18 +285,25 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
             value,
             options,
         } => {
+            let value = value_bytes(value).await?;
             let put = client
-                .put(key.as_bytes(), value.as_bytes(), options.put_options()?)
+                .put(key.as_bytes(), &value, options.put_options()?)
                 .await?;
             Outcome::Written {
                 revision: put.revision,
             }
         }
-        Command::Get { key, stale } => {
-            let consistency = if stale {
-                ReadConsistency::Stale
-            } else {
-                ReadConsistency::Linearizable
+        Command::Get {
+            key,
+            consistency,
+            stale,
+            min_revision,
+        } => {
+            let consistency = match (stale, min_revision, consistency) {
+                (true, _, _) | (_, None, ConsistencyArg::Stale) => ReadConsistency::Stale,
+                (_, Some(revision), _) => ReadConsistency::AtLeast(revision),
+                (_, None, ConsistencyArg::Session) => ReadConsistency::Session,
+                (_, None, ConsistencyArg::Linearizable) => ReadConsistency::Linearizable,
             };
             let kv = client.get(key.as_bytes(), consistency).await?.kv;
             Outcome::Value { key, kv }
@@ -207,13 +325,9 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
             value,
             options,
         } => {
+            let value = value_bytes(value).await?;
             let cas = client
-                .compare_and_set(
-                    key.as_bytes(),
-                    expected_rev,
-                    value.as_bytes(),
-                    options.put_options()?,
-                )
+                .compare_and_set(key.as_bytes(), expected_rev, &value, options.put_options()?)
                 .await?;
             Outcome::CompareAndSet {
                 key,
@@ -221,18 +335,40 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
                 cas,
             }
         }
-        Command::Scan { prefix, limit } => {
-            let page = client
-                .scan(prefix.as_bytes(), b"", limit, ReadConsistency::Linearizable)
-                .await?;
-            Outcome::Rows { page, limit }
-        }
+        Command::Scan {
+            prefix,
+            limit,
+            keys_only,
+        } => scan_all(client, prefix.as_bytes(), limit, keys_only).await?,
         Command::Ttl { key } => Outcome::Ttl(client.ttl(key.as_bytes()).await?),
-        Command::Expire { key, seconds } => {
+        Command::Expire {
+            key,
+            seconds,
+            nx,
+            xx,
+            gt,
+            lt,
+        } => {
+            let (condition, flag) = match (nx, xx, gt, lt) {
+                (true, ..) => (ExpireCondition::Nx, "--nx"),
+                (_, true, ..) => (ExpireCondition::Xx, "--xx"),
+                (_, _, true, _) => (ExpireCondition::Gt, "--gt"),
+                (.., true) => (ExpireCondition::Lt, "--lt"),
+                _ => (ExpireCondition::Always, ""),
+            };
             let applied = client
-                .expire(key.as_bytes(), millis(seconds)?, ExpireCondition::Always)
+                .expire(key.as_bytes(), millis(seconds)?, condition)
                 .await?;
-            Outcome::Expired { key, applied }
+            // Not set: tell a condition that did not hold from a missing key.
+            let exists = !applied
+                && condition != ExpireCondition::Always
+                && client.ttl(key.as_bytes()).await?.state != TtlState::NoKey;
+            Outcome::Expired {
+                key,
+                applied,
+                exists,
+                condition: flag,
+            }
         }
         Command::Persist { key } => Outcome::Persisted {
             removed: client.persist(key.as_bytes()).await?,
@@ -297,13 +433,26 @@ async fn run_lease(client: &Client, command: LeaseCommand) -> Result<Outcome, Cl
         LeaseCommand::Grant { seconds } => Outcome::LeaseGranted {
             lease_id: client.lease_grant(millis(seconds)?).await?,
         },
-        LeaseCommand::KeepAlive { id } => Outcome::LeaseKeptAlive {
+        LeaseCommand::KeepAlive { id, .. } => Outcome::LeaseKeptAlive {
             ttl_ms: client.lease_keep_alive(id).await?,
         },
         LeaseCommand::Revoke { id } => Outcome::LeaseRevoked {
             deleted_keys: client.lease_revoke(id).await?,
         },
         LeaseCommand::Ttl { id } => Outcome::LeaseTtl(client.lease_time_to_live(id, true).await?),
+        LeaseCommand::List => {
+            let mut leases = Vec::new();
+            loop {
+                let after = leases
+                    .last()
+                    .map_or(0, |lease: &paxkv_client::LeaseSummary| lease.lease_id);
+                let page = client.lease_list(after, SCAN_LIMIT_MAX).await?;
+                leases.extend(page.leases);
+                if !page.more {
+                    break Outcome::Leases(leases);
+                }
+            }
+        }
     };
     Ok(outcome)
 }
@@ -321,7 +470,12 @@ async fn main() -> ExitCode {
         .config(args.timeout_ms.map_or(args.timeout, Duration::from_millis))
         .and_then(Client::new);
     let result = match client {
-        Ok(client) => run(&client, args.command).await,
+        Ok(client) => match args.command {
+            Command::Lease {
+                command: LeaseCommand::KeepAlive { id, once: false },
+            } => return ExitCode::from(keep_alive_until_interrupted(&client, id, format).await),
+            command => run(&client, command).await,
+        },
         Err(error) => Err(error),
     };
     let rendered = render(&result, format);

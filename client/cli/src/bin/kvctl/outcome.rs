@@ -2,7 +2,7 @@
 //! renderer (`render`) alone decides the text, the JSON and the exit code.
 
 use paxkv_client::{
-    CasResult, ClientError, DeleteResult, KeyValue, LeaseInfo, MembersResponse, ScanPage,
+    CasResult, ClientError, DeleteResult, KeyValue, LeaseInfo, LeaseSummary, MembersResponse,
     StatusResponse, TtlResult,
 };
 
@@ -25,12 +25,26 @@ pub enum Outcome {
         expected_revision: u64,
         cas: CasResult,
     },
-    /// `scan`: one page of keys, and the limit asked for (named when there are more).
-    Rows { page: ScanPage, limit: u32 },
+    /// `scan`: the keys (every page, up to the limit), whether more follow, the revision of
+    /// the last page read, the limit asked for (named when there are more), and whether only
+    /// keys were asked for.
+    Rows {
+        kvs: Vec<KeyValue>,
+        more: bool,
+        revision: u64,
+        limit: u64,
+        keys_only: bool,
+    },
     /// `ttl`: a key's time to live.
     Ttl(TtlResult),
-    /// `expire`: whether the key existed to take the new time to live.
-    Expired { key: String, applied: bool },
+    /// `expire`: whether the new time to live was set; if not, whether the key exists (so the
+    /// condition, named as its flag, did not hold).
+    Expired {
+        key: String,
+        applied: bool,
+        exists: bool,
+        condition: &'static str,
+    },
     /// `persist`: whether there was a time to live to remove.
     Persisted { removed: bool },
     /// `lease grant`: the new lease's id.
@@ -41,6 +55,8 @@ pub enum Outcome {
     LeaseRevoked { deleted_keys: u64 },
     /// `lease ttl`: time left, time granted and attached keys.
     LeaseTtl(LeaseInfo),
+    /// `lease list`: every live lease.
+    Leases(Vec<LeaseSummary>),
     /// `status`: every endpoint, with its status or why it did not answer.
     Status(Vec<(String, Result<StatusResponse, ClientError>)>),
     /// `member ...`: the members after the change (or as listed).
