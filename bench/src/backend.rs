@@ -105,9 +105,9 @@ impl Conn {
     ) -> anyhow::Result<()> {
         match self {
             Conn::Paxkv(client) => {
-                let options = PutOptions {
-                    ttl_ms: ttl.map(|ttl| ttl.as_millis() as u64),
-                    ..PutOptions::default()
+                let options = match ttl {
+                    Some(ttl) => PutOptions::new().ttl_ms(ttl.as_millis() as u64),
+                    None => PutOptions::new(),
                 };
                 client.put(key, value, options).await?;
             }
@@ -155,10 +155,7 @@ impl Conn {
         match self {
             Conn::Paxkv(client) => {
                 let id = client.lease_grant(ttl.as_millis() as u64).await?;
-                let options = PutOptions {
-                    lease_id: Some(id),
-                    ..PutOptions::default()
-                };
+                let options = PutOptions::new().lease(id);
                 client.put(key, value, options).await?;
                 Ok(Lease::Paxkv(id))
             }

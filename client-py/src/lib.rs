@@ -94,33 +94,35 @@ fn entry_tuple(kv: KeyValue, log_time_ms: u64) -> EntryTuple {
 /// The exception a client error becomes: a class of `paxkv._errors`, with a message that says
 /// what to do about it.
 fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
-    let (class, message) = match error {
-        ClientError::Unavailable(problem) => (
-            "Unavailable",
-            format!(
-                "no leader with a quorum answered: {problem}. Check that most nodes are \
-                 running and reach each other, or pass a longer timeout"
-            ),
+    let class = match &error {
+        ClientError::Unavailable(_) => "Unavailable",
+        ClientError::Timeout(_) => "Timeout",
+        ClientError::InvalidArgument(_) => "InvalidArgument",
+        ClientError::Authentication(_) => "AuthenticationError",
+        ClientError::NotFound(_) => "NotFound",
+        ClientError::SessionExpired(_) => "SessionExpired",
+        ClientError::Refused(_) => "MembershipRefused",
+        _ => "Error",
+    };
+    let problem = error.message();
+    let message = match &error {
+        ClientError::Unavailable(_) => format!(
+            "no leader with a quorum answered: {problem}. Check that most nodes are running \
+             and reach each other, or pass a longer timeout"
         ),
-        ClientError::Timeout(problem) => (
-            "Timeout",
-            format!("{problem}. Read the key to find out, or pass a longer timeout"),
+        ClientError::Timeout(_) => {
+            format!("{problem}. Read the key to find out, or pass a longer timeout")
+        }
+        ClientError::Authentication(_) => format!(
+            "{problem}. Pass the cluster's secret as cluster_secret= or cluster_secret_file="
         ),
-        ClientError::InvalidArgument(problem) => ("InvalidArgument", problem),
-        ClientError::Authentication(problem) => (
-            "AuthenticationError",
-            format!(
-                "{problem}. Pass the cluster's secret as cluster_secret= or \
-                 cluster_secret_file="
-            ),
-        ),
-        ClientError::NotFound(problem) => ("NotFound", problem),
-        ClientError::SessionExpired(problem) => (
-            "SessionExpired",
-            format!("{problem}. Read the key to find out before you write it again"),
-        ),
-        ClientError::Refused(problem) => ("MembershipRefused", problem),
-        ClientError::Server(problem) => ("Error", format!("the server failed: {problem}")),
+        ClientError::SessionExpired(_) => {
+            format!("{problem}. Read the key to find out before you write it again")
+        }
+        ClientError::InvalidArgument(_) | ClientError::NotFound(_) | ClientError::Refused(_) => {
+            problem.to_string()
+        }
+        _ => format!("the server failed: {problem}"),
     };
     let made = py
         .import("paxkv._errors")
@@ -181,9 +183,10 @@ fn consistency(name: &str, min_revision: u64) -> Result<ReadConsistency, ClientE
         "stale" => Ok(ReadConsistency::Stale),
         "session" if min_revision == 0 => Ok(ReadConsistency::Session),
         "session" => Ok(ReadConsistency::AtLeast(min_revision)),
-        other => Err(ClientError::InvalidArgument(format!(
-            "consistency {other:?} is not one of \"linearizable\", \"stale\", \"session\""
-        ))),
+        other => Err(ClientError::InvalidArgument(
+            format!("consistency {other:?} is not one of \"linearizable\", \"stale\", \"session\"")
+                .into(),
+        )),
     }
 }
 
@@ -194,10 +197,13 @@ fn expire_condition(name: Option<&str>) -> Result<ExpireCondition, ClientError> 
         Some("xx") => Ok(ExpireCondition::Xx),
         Some("gt") => Ok(ExpireCondition::Gt),
         Some("lt") => Ok(ExpireCondition::Lt),
-        Some(other) => Err(ClientError::InvalidArgument(format!(
+        Some(other) => Err(ClientError::InvalidArgument(
+            format!(
             "condition {other:?} is not one of None, \"nx\" (only without a TTL), \"xx\" (only \
              with one), \"gt\" (only later), \"lt\" (only sooner)"
-        ))),
+        )
+            .into(),
+        )),
     }
 }
 
@@ -383,9 +389,9 @@ impl NativeClient {
                 "grant" => client.lease_grant(number).await,
                 "keep_alive" => client.lease_keep_alive(number).await,
                 "revoke" => client.lease_revoke(number).await,
-                other => Err(ClientError::InvalidArgument(format!(
-                    "no lease action {other:?}"
-                ))),
+                other => Err(ClientError::InvalidArgument(
+                    format!("no lease action {other:?}").into(),
+                )),
             }
         })
     }
@@ -427,9 +433,9 @@ impl NativeClient {
                 "add" => client.member_add(&peer_address, &client_address).await,
                 "promote" => client.member_promote(node_id).await,
                 "remove" => client.member_remove(node_id).await,
-                other => Err(ClientError::InvalidArgument(format!(
-                    "no member action {other:?}"
-                ))),
+                other => Err(ClientError::InvalidArgument(
+                    format!("no member action {other:?}").into(),
+                )),
             };
             members.map(Members)
         })

@@ -259,9 +259,10 @@ async fn when_no_node_answers_the_error_names_each_and_says_the_write_may_have_a
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_millis(1500));
-    let ClientError::Timeout(message) = &error else {
+    let ClientError::Timeout(detail) = &error else {
         panic!("{error:?}")
     };
+    let message = &detail.message;
     assert!(message.contains(&first.endpoint), "{message}");
     assert!(message.contains(&second.endpoint), "{message}");
     assert!(message.contains("no answer in"), "{message}");
@@ -330,4 +331,122 @@ async fn a_forgotten_session_after_an_earlier_attempt_is_an_unknown_outcome() {
         .expect_err("the outcome is unknown");
     assert!(matches!(error, ClientError::SessionExpired(_)), "{error:?}");
     assert_eq!(forgetful.requests().len(), 1, "not sent again as new");
+}
+
+fn error_answer(code: ErrorCode, message: &str) -> Response {
+    Response::Error(ErrorAnswer {
+        code: code as i32,
+        message: message.into(),
+        leader_id: 0,
+        leader_address: String::new(),
+    })
+}
+
+#[tokio::test]
+async fn errors_carry_the_nodes_code_and_the_leader_it_named() {
+    // A node's refusal keeps its code.
+    let refusing =
+        PlayedNode::start(|_| Reply::Now(error_answer(ErrorCode::NotFound, "lease 5 not found")))
+            .await;
+    let refused = client(&[&refusing], Duration::from_secs(2));
+    let error = refused.lease_keep_alive(5).await.unwrap_err();
+    assert!(matches!(error, ClientError::NotFound(_)), "{error:?}");
+    assert_eq!(error.code(), Some(ErrorCode::NotFound));
+    assert_eq!(error.message(), "lease 5 not found");
+    // A follower names a leader that never answers: the call that gives up says where the
+    // leader was said to be, and that no node answered with a code.
+    let leader = PlayedNode::start(|_| Reply::Silent).await;
+    let hint = leader.endpoint.clone();
+    let follower = PlayedNode::start(move |_| {
+        Reply::Now(Response::Error(ErrorAnswer {
+            code: ErrorCode::NotLeader as i32,
+            message: "not the leader".into(),
+            leader_id: 7,
+            leader_address: hint.clone(),
+        }))
+    })
+    .await;
+    let client = client(&[&follower], Duration::from_millis(700));
+    let error = client
+        .get(b"k", ReadConsistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Unavailable(_)), "{error:?}");
+    assert_eq!(error.code(), None);
+    assert_eq!(
+        error.leader(),
+        Some(&LeaderHint::new(7, leader.endpoint.clone()))
+    );
+}
+
+#[tokio::test]
+async fn a_client_with_its_own_timeout_shares_the_connections_and_gives_up_sooner() {
+    let frozen = PlayedNode::start(|_| Reply::Silent).await;
+    let client = client(&[&frozen], Duration::from_secs(10));
+    let quick = client.with_timeout(Duration::from_millis(300));
+    assert_eq!(
+        (client.timeout(), quick.timeout()),
+        (Duration::from_secs(10), Duration::from_millis(300))
+    );
+    let started = Instant::now();
+    let error = quick.get(b"k", ReadConsistency::Stale).await.unwrap_err();
+    assert!(matches!(error, ClientError::Unavailable(_)), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Collects the message of every event (and its fields) emitted on this thread.
+#[derive(Default, Clone)]
+struct Events(Arc<Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut text = Text(format!("{} ", event.metadata().level()));
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn retries_and_leader_changes_are_debug_events() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(events.clone());
+    let leader = PlayedNode::start(|_| Reply::Now(put_served_by(2))).await;
+    let hint = leader.endpoint.clone();
+    let follower = PlayedNode::start(move |_| Reply::Now(not_leader(&hint))).await;
+    let client = client(&[&follower], Duration::from_secs(5));
+    client.put(b"k", b"v", PutOptions::default()).await.unwrap();
+    let seen = events.0.lock().unwrap().clone();
+    let with = |words: &[&str]| {
+        seen.iter().any(|event| {
+            event.starts_with("DEBUG") && words.iter().all(|word| event.contains(word))
+        })
+    };
+    assert!(
+        with(&["paxkv call retrying", &follower.endpoint, "not the leader"]),
+        "{seen:#?}"
+    );
+    assert!(
+        with(&["paxkv leader changed", &leader.endpoint]),
+        "{seen:#?}"
+    );
 }

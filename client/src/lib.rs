@@ -11,7 +11,9 @@
 //! that stops answering without closing its connections (a frozen process) costs a call one
 //! attempt, not its whole timeout; see `silence` for how such a node is passed over.
 
+mod config;
 mod connection;
+mod error;
 mod silence;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +28,7 @@ pub use paxkv_proto::client::{
     TtlState,
 };
 use paxkv_proto::client::{
-    Consistency, DeleteRequest, ErrorCode, ExpireRequest, GetRequest, LeaseGrantRequest,
+    Consistency, DeleteRequest, ExpireRequest, GetRequest, LeaseGrantRequest,
     LeaseKeepAliveRequest, LeaseListRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PersistRequest,
     RegisterSessionRequest, ScanRequest, StatusRequest, TtlRequest,
@@ -35,74 +37,17 @@ pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+pub use crate::config::{
+    parse_endpoints, ClientConfig, PutOptions, ReadConsistency, ATTEMPT_TIMEOUT_DEFAULT,
+    TIMEOUT_DEFAULT,
+};
 use crate::connection::{until, ConnectError, Connection};
+pub use crate::error::{ClientError, ErrorCode, ErrorDetail, LeaderHint};
 pub use crate::silence::SILENT_NODE_AVOIDANCE;
 use crate::silence::{LateAnswer, LateAnswers, SilentNodes};
 
 /// Pause between attempts when no leader is known or the cluster is busy.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// How long one attempt at one node may take by default before the client tries another.
-/// kv-server elects a new leader within two election timeouts (300 ms each by default) of the
-/// old one going silent, and a healthy leader answers in milliseconds even under heavy load, so
-/// one second outlasts both: a working leader is rarely given up on, and when it is, nothing is
-/// lost (its answer still counts if it comes first, and a write keeps its sequence, so it applies
-/// once). It is short enough that a frozen leader, whose open connections give no sign, costs a
-/// call one second instead of its whole timeout. Raise it with the servers' election timeout.
-pub const ATTEMPT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
-
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum ClientError {
-    /// No leader with a quorum answered in time; the cluster may be down or partitioned. A
-    /// write that fails with this was not applied (a write that may have been fails with
-    /// `Timeout` or `SessionExpired`).
-    #[error("cluster unavailable: {0}")]
-    Unavailable(String),
-    /// The call did not finish in time; a write may or may not have taken effect.
-    #[error("timed out: {0}")]
-    Timeout(String),
-    /// The write's session was forgotten by the cluster (it keeps a bounded number) after an
-    /// earlier attempt of this write was sent: that attempt may or may not have been applied,
-    /// and the write was not applied again. Read the key to find out.
-    #[error("session expired, outcome unknown: {0}")]
-    SessionExpired(String),
-    /// The request is invalid (too large, empty key, bad TTL) and was not applied.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-    #[error("authentication failed: {0}")]
-    Authentication(String),
-    /// The lease does not exist (or expired).
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// A membership change broke a rule (another change in progress, a learner still
-    /// catching up, a quorum that would be lost); the message says which and what to do.
-    #[error("membership change refused: {0}")]
-    Refused(String),
-    #[error("server error: {0}")]
-    Server(String),
-}
-
-/// How fresh a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReadConsistency {
-    /// Reflects every write acknowledged before the read (served by the leader).
-    #[default]
-    Linearizable,
-    /// Any node's local state; may be behind.
-    Stale,
-    /// Any node, but never older than what this client has already seen.
-    Session,
-    /// Any node, once it has applied at least this revision.
-    AtLeast(u64),
-}
-
-/// Options of a put.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PutOptions {
-    pub ttl_ms: Option<u64>,
-    pub lease_id: Option<u64>,
-    pub keep_ttl: bool,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PutResult {
@@ -176,59 +121,31 @@ pub struct LeasePage {
     pub revision: u64,
 }
 
-/// Client settings.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// `host:port` of the nodes; IPv6 in brackets (`[::1]:7001`).
-    pub endpoints: Vec<String>,
-    /// The cluster secret, if the cluster requires one.
-    pub secret: Option<Vec<u8>>,
-    /// How long one call may take, retries included.
-    pub timeout: Duration,
-    /// How long one attempt at one node may take (within `timeout`) before the client tries
-    /// the other nodes; see [`ATTEMPT_TIMEOUT_DEFAULT`].
-    pub attempt_timeout: Duration,
-}
-
-impl ClientConfig {
-    pub fn new(endpoints: Vec<String>) -> ClientConfig {
-        ClientConfig {
-            endpoints,
-            secret: None,
-            timeout: Duration::from_secs(10),
-            attempt_timeout: ATTEMPT_TIMEOUT_DEFAULT,
-        }
-    }
-}
-
 /// Whether a refused membership change only has to wait: another change is still in
 /// progress, or the learner has not started answering or not caught up yet (the server's
 /// refusals say so in these words; the others do not pass with time).
+///
+/// ```
+/// assert!(paxkv_client::refusal_passes_with_time("a membership change (log index 9) is still in progress"));
+/// assert!(!paxkv_client::refusal_passes_with_time("n1 is the last voter"));
+/// ```
 pub fn refusal_passes_with_time(message: &str) -> bool {
     ["in progress", "entries behind", "has not answered"]
         .iter()
         .any(|reason| message.contains(reason))
 }
 
-/// Splits `a,b,c` into endpoints, trimming blanks.
-pub fn parse_endpoints(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|endpoint| !endpoint.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// A paxkv client; cheap to clone and safe to share between tasks.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// How long one call may take, retries included (see [`Client::with_timeout`]).
+    timeout: Duration,
 }
 
 struct Inner {
     endpoints: Vec<String>,
     secret: Option<ClusterSecret>,
-    timeout: Duration,
     attempt_timeout: Duration,
     /// Identifies reads (sessions matter for writes only).
     client_id: u64,
@@ -240,6 +157,8 @@ struct Inner {
     /// Highest log position any answer was served at (for session reads).
     applied_index_seen: AtomicU64,
     leader: Mutex<Option<String>>,
+    /// The leader as the cluster last named it (for errors: see `ErrorDetail::leader`).
+    leader_hint: Mutex<Option<LeaderHint>>,
     /// Nodes that let an attempt run out recently: tried only when no other is left.
     silent: Mutex<SilentNodes>,
     rotation: AtomicUsize,
@@ -360,6 +279,11 @@ enum Attempt {
 }
 
 impl Client {
+    /// ```
+    /// use paxkv_client::{Client, ClientConfig};
+    /// let client = Client::new(ClientConfig::new(vec!["[::1]:7001".into()]))?;
+    /// # let _ = client; Ok::<(), paxkv_client::ClientError>(())
+    /// ```
     pub fn new(config: ClientConfig) -> Result<Client, ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::InvalidArgument("no endpoints given".into()));
@@ -372,15 +296,20 @@ impl Client {
         let secret = match &config.secret {
             Some(raw) => Some(
                 ClusterSecret::new(raw)
-                    .map_err(|error| ClientError::InvalidArgument(error.to_string()))?,
+                    .map_err(|error| ClientError::InvalidArgument(error.to_string().into()))?,
             ),
             None => None,
         };
+        if config.timeout.is_zero() {
+            return Err(ClientError::InvalidArgument(
+                "the timeout must be longer than zero".into(),
+            ));
+        }
         Ok(Client {
+            timeout: config.timeout,
             inner: Arc::new(Inner {
                 endpoints: config.endpoints,
                 secret,
-                timeout: config.timeout,
                 attempt_timeout: config.attempt_timeout,
                 client_id: Lane::new().client_id,
                 idle_lanes: Mutex::new(Vec::new()),
@@ -388,6 +317,7 @@ impl Client {
                 revision_seen: AtomicU64::new(0),
                 applied_index_seen: AtomicU64::new(0),
                 leader: Mutex::new(None),
+                leader_hint: Mutex::new(None),
                 silent: Mutex::new(SilentNodes::default()),
                 rotation: AtomicUsize::new(0),
                 connections: Mutex::new(BTreeMap::new()),
@@ -396,15 +326,53 @@ impl Client {
     }
 
     /// How long one call may take, retries included.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// println!("calls give up after {:?}", client.timeout());
+    /// # Ok(()) }
+    /// ```
     pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+        self.timeout
     }
 
+    /// The same client (same connections, sessions and knowledge of the leader) with another
+    /// timeout for the calls made through it: a per-call deadline.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use std::time::Duration;
+    /// let quick = client.with_timeout(Duration::from_millis(200));
+    /// let value = quick.get(b"config/mode", Default::default()).await?;
+    /// # let _ = value; Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            timeout,
+        }
+    }
+
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// for endpoint in client.endpoints() {
+    ///     println!("{endpoint}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints
     }
 
     /// Highest revision this client has seen in any answer.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// client.put(b"k", b"v", PutOptions::new()).await?;
+    /// assert!(client.revision_seen() > 0);
+    /// # Ok(()) }
+    /// ```
     pub fn revision_seen(&self) -> u64 {
         self.inner.revision_seen.load(Ordering::Relaxed)
     }
@@ -412,12 +380,28 @@ impl Client {
     /// Highest log position any answer this client has seen was served at: with the revision,
     /// the point a session read must not go back from (expiry and leases change what is read
     /// without a new revision).
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// client.get(b"k", ReadConsistency::Linearizable).await?;
+    /// println!("seen up to log index {}", client.applied_index_seen());
+    /// # Ok(()) }
+    /// ```
     pub fn applied_index_seen(&self) -> u64 {
         self.inner.applied_index_seen.load(Ordering::Relaxed)
     }
 
     /// Closes every connection this client holds (calls in flight on them fail and are
     /// retried on a new one). The client stays usable: the next call connects again.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// client.close();
+    /// // The next call connects again.
+    /// client.get(b"k", Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn close(&self) {
         self.inner.connections.lock().expect("not poisoned").clear();
         *self.inner.leader.lock().expect("not poisoned") = None;
@@ -492,7 +476,19 @@ impl Client {
         to_leader: bool,
     ) -> Result<Response, ClientError> {
         check_frame_size(&body)?;
-        let deadline = Instant::now() + self.inner.timeout;
+        let leader_hint = || self.inner.leader_hint.lock().expect("not poisoned").clone();
+        self.call_until(body, write, to_leader)
+            .await
+            .map_err(|error| error.with_leader(leader_hint()))
+    }
+
+    async fn call_until(
+        &self,
+        body: Request,
+        write: bool,
+        to_leader: bool,
+    ) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.timeout;
         if !write {
             let ids = (self.inner.client_id, 0);
             return self
@@ -521,11 +517,14 @@ impl Client {
             }
         }
         // Every session was refused at the first attempt: nothing of this write was applied.
-        Err(ClientError::Unavailable(format!(
-            "the cluster forgot {SESSION_REGISTRATIONS_PER_WRITE_MAX} new sessions in a row \
-             before this write reached it (it keeps too few for this many writers); the write \
-             was not applied"
-        )))
+        Err(ClientError::Unavailable(
+            format!(
+                "the cluster forgot {SESSION_REGISTRATIONS_PER_WRITE_MAX} new sessions in a row \
+                 before this write reached it (it keeps too few for this many writers); the \
+                 write was not applied"
+            )
+            .into(),
+        ))
     }
 
     /// Registers a new write session (a replicated entry); returns its id.
@@ -583,7 +582,8 @@ impl Client {
                 Attempt::AuthFailed(problem) => {
                     auth_failures.insert(endpoint.clone());
                     if auth_failures.len() >= self.inner.endpoints.len() {
-                        let error = ClientError::Authentication(format!("{endpoint}: {problem}"));
+                        let error =
+                            ClientError::Authentication(format!("{endpoint}: {problem}").into());
                         return Err(failed(error, attempts));
                     }
                     problem
@@ -605,6 +605,7 @@ impl Client {
                     problem
                 }
             };
+            tracing::debug!(%endpoint, %problem, attempts, "paxkv call retrying");
             problems.insert(endpoint, problem);
         }
         Err(failed(self.gave_up(write, &problems), attempts))
@@ -621,13 +622,18 @@ impl Client {
                 .collect();
             format!("tried {}", each.join("; "))
         };
-        let timeout = self.inner.timeout;
+        let timeout = self.timeout;
+        tracing::debug!(?timeout, write, %tried, "paxkv call gave up");
         if write {
-            ClientError::Timeout(format!(
-                "no answer within {timeout:?} ({tried}); the write may or may not have taken effect"
-            ))
+            ClientError::Timeout(
+                format!(
+                    "no answer within {timeout:?} ({tried}); the write may or may not have \
+                     taken effect"
+                )
+                .into(),
+            )
         } else {
-            ClientError::Unavailable(format!("no answer within {timeout:?} ({tried})"))
+            ClientError::Unavailable(format!("no answer within {timeout:?} ({tried})").into())
         }
     }
 
@@ -747,7 +753,8 @@ impl Client {
     fn on_success(&self, endpoint: &str, response: Response, to_leader: bool) -> Response {
         self.mark_answered(endpoint);
         if to_leader {
-            *self.inner.leader.lock().expect("not poisoned") = Some(endpoint.to_string());
+            let served_by = response.header().map_or(0, |header| header.served_by);
+            self.set_leader(Some(endpoint.to_string()), served_by);
         }
         if let Some(header) = response.header() {
             self.inner
@@ -758,6 +765,20 @@ impl Client {
                 .fetch_max(header.applied_index, Ordering::Relaxed);
         }
         response
+    }
+
+    /// Records where the leader is (None: unknown, or not worth trying), and its id if known;
+    /// a change is a debug event.
+    fn set_leader(&self, endpoint: Option<String>, id: u64) {
+        let mut leader = self.inner.leader.lock().expect("not poisoned");
+        if *leader != endpoint {
+            tracing::debug!(from = ?*leader, to = ?endpoint, id, "paxkv leader changed");
+        }
+        if let Some(address) = &endpoint {
+            *self.inner.leader_hint.lock().expect("not poisoned") =
+                Some(LeaderHint::new(id, address.clone()));
+        }
+        *leader = endpoint;
     }
 
     async fn on_error(&self, endpoint: &str, error: paxkv_proto::client::Error) -> Attempt {
@@ -771,8 +792,7 @@ impl Client {
                 });
                 // Followers name the old leader until they elect another: following a hint at a
                 // node that just went silent would lead back into it (see `call`).
-                *self.inner.leader.lock().expect("not poisoned") =
-                    hint.clone().filter(|_| !silent_hint);
+                self.set_leader(hint.clone().filter(|_| !silent_hint), error.leader_id);
                 match hint {
                     Some(hint) if silent_hint => Attempt::SilentHint {
                         problem: format!("{} ({hint} did not answer lately)", error.message),
@@ -798,16 +818,23 @@ impl Client {
             ErrorCode::KeyTooLarge
             | ErrorCode::ValueTooLarge
             | ErrorCode::BadRequest
-            | ErrorCode::FrameTooLarge => {
-                Attempt::Fail(ClientError::InvalidArgument(error.message))
-            }
+            | ErrorCode::FrameTooLarge => Attempt::Fail(ClientError::InvalidArgument(
+                ErrorDetail::from_node(code, error.message),
+            )),
             ErrorCode::Unauthenticated => Attempt::AuthFailed(error.message),
-            ErrorCode::NotFound => Attempt::Fail(ClientError::NotFound(error.message)),
-            ErrorCode::SessionExpired => Attempt::Fail(ClientError::SessionExpired(error.message)),
-            ErrorCode::MembershipRefused => Attempt::Fail(ClientError::Refused(error.message)),
-            ErrorCode::StaleSequence | ErrorCode::Unspecified => {
-                Attempt::Fail(ClientError::Server(error.message))
-            }
+            ErrorCode::NotFound => Attempt::Fail(ClientError::NotFound(ErrorDetail::from_node(
+                code,
+                error.message,
+            ))),
+            ErrorCode::SessionExpired => Attempt::Fail(ClientError::SessionExpired(
+                ErrorDetail::from_node(code, error.message),
+            )),
+            ErrorCode::MembershipRefused => Attempt::Fail(ClientError::Refused(
+                ErrorDetail::from_node(code, error.message),
+            )),
+            ErrorCode::StaleSequence | ErrorCode::Unspecified => Attempt::Fail(
+                ClientError::Server(ErrorDetail::from_node(code, error.message)),
+            ),
         }
     }
 
@@ -825,6 +852,13 @@ impl Client {
         }
     }
 
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// let put = client.put(b"session/42", b"alice", PutOptions::new().ttl_ms(30_000)).await?;
+    /// println!("written at revision {}", put.revision);
+    /// # Ok(()) }
+    /// ```
     pub async fn put(
         &self,
         key: &[u8],
@@ -851,6 +885,18 @@ impl Client {
     /// Writes `value` only if the key's revision is `expected_revision` (0: only if absent).
     /// It takes every option a put takes, with the same meaning: without a TTL, a lease or
     /// `keep_ttl`, the key written is permanent and attached to no lease, whatever it had.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// let current = client.get(b"counter", ReadConsistency::Linearizable).await?;
+    /// let revision = current.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    /// let cas = client.compare_and_set(b"counter", revision, b"2", PutOptions::new()).await?;
+    /// if !cas.succeeded {
+    ///     println!("someone else wrote it first");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn compare_and_set(
         &self,
         key: &[u8],
@@ -871,6 +917,16 @@ impl Client {
 
     /// Any put, every option of the request at hand (a TTL or lease together with an expected
     /// revision, say); `succeeded` is false only when the expected revision did not match.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// # use paxkv_client::PutRequest;
+    /// let answer = client
+    ///     .put_with(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), expected_revision: Some(0), ..Default::default() })
+    ///     .await?;
+    /// println!("created: {}", answer.succeeded);
+    /// # Ok(()) }
+    /// ```
     pub async fn put_with(&self, put: PutRequest) -> Result<CasResult, ClientError> {
         match self.request(Request::Put(put)).await? {
             Response::Put(put) => Ok(CasResult {
@@ -883,6 +939,15 @@ impl Client {
         }
     }
 
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// match client.get(b"config/mode", ReadConsistency::Linearizable).await?.kv {
+    ///     Some(kv) => println!("{:?} at revision {}", kv.value, kv.mod_revision),
+    ///     None => println!("no such key"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn get(
         &self,
         key: &[u8],
@@ -906,12 +971,29 @@ impl Client {
     }
 
     /// Deletes `key`; the result says whether it existed and what it held.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let deleted = client.delete(b"session/42").await?;
+    /// println!("existed: {}", deleted.deleted);
+    /// # Ok(()) }
+    /// ```
     pub async fn delete(&self, key: &[u8]) -> Result<DeleteResult, ClientError> {
         self.delete_with(key, None).await
     }
 
     /// Deletes `key` only if its revision is `expected_revision` (a lock released only by
     /// the one who holds it). When nothing is deleted, `previous` shows the key as it is.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// let lock = client.put(b"lock", b"me", PutOptions::new()).await?;
+    /// // ... later: release it only if it is still ours.
+    /// let released = client.compare_and_delete(b"lock", lock.revision).await?;
+    /// println!("released: {}", released.deleted);
+    /// # Ok(()) }
+    /// ```
     pub async fn compare_and_delete(
         &self,
         key: &[u8],
@@ -941,6 +1023,23 @@ impl Client {
     }
 
     /// One page of keys with `prefix` after `start_after` (empty: from the start).
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// let mut after = Vec::new();
+    /// loop {
+    ///     let page = client.scan(b"user/", &after, 1000, ReadConsistency::Linearizable).await?;
+    ///     for kv in &page.kvs {
+    ///         println!("{:?}", kv.key);
+    ///     }
+    ///     match page.kvs.last() {
+    ///         Some(last) if page.more => after = last.key.clone(),
+    ///         _ => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn scan(
         &self,
         prefix: &[u8],
@@ -968,6 +1067,12 @@ impl Client {
         }
     }
 
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let ttl = client.ttl(b"session/42").await?;
+    /// println!("{:?}: {} ms left", ttl.state, ttl.remaining_ms);
+    /// # Ok(()) }
+    /// ```
     pub async fn ttl(&self, key: &[u8]) -> Result<TtlResult, ClientError> {
         let body = Request::Ttl(TtlRequest {
             key: key.to_vec(),
@@ -986,6 +1091,15 @@ impl Client {
     }
 
     /// Sets a TTL; returns whether it was applied (false: no such key, or condition unmet).
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// // Only if the key has no TTL yet.
+    /// let set = client.expire(b"session/42", 60_000, ExpireCondition::Nx).await?;
+    /// println!("set: {set}");
+    /// # Ok(()) }
+    /// ```
     pub async fn expire(
         &self,
         key: &[u8],
@@ -1004,6 +1118,13 @@ impl Client {
     }
 
     /// Removes a TTL; returns whether the key had one.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let had_ttl = client.persist(b"session/42").await?;
+    /// println!("had a TTL: {had_ttl}");
+    /// # Ok(()) }
+    /// ```
     pub async fn persist(&self, key: &[u8]) -> Result<bool, ClientError> {
         let body = Request::Persist(PersistRequest { key: key.to_vec() });
         match self.request(body).await? {
@@ -1013,6 +1134,14 @@ impl Client {
     }
 
     /// Grants a lease; returns its id.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// let lease = client.lease_grant(10_000).await?;
+    /// client.put(b"leader", b"node-1", PutOptions::new().lease(lease)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn lease_grant(&self, ttl_ms: u64) -> Result<u64, ClientError> {
         match self
             .request(Request::LeaseGrant(LeaseGrantRequest { ttl_ms }))
@@ -1024,6 +1153,14 @@ impl Client {
     }
 
     /// Restarts a lease's time to live; returns it.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let lease = client.lease_grant(10_000).await?;
+    /// let ttl_ms = client.lease_keep_alive(lease).await?;
+    /// assert_eq!(ttl_ms, 10_000);
+    /// # Ok(()) }
+    /// ```
     pub async fn lease_keep_alive(&self, lease_id: u64) -> Result<u64, ClientError> {
         let body = Request::LeaseKeepAlive(LeaseKeepAliveRequest { lease_id });
         match self.request(body).await? {
@@ -1033,6 +1170,14 @@ impl Client {
     }
 
     /// Ends a lease, deleting its keys; returns how many keys went.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let lease = client.lease_grant(10_000).await?;
+    /// let deleted = client.lease_revoke(lease).await?;
+    /// println!("{deleted} keys went with it");
+    /// # Ok(()) }
+    /// ```
     pub async fn lease_revoke(&self, lease_id: u64) -> Result<u64, ClientError> {
         let body = Request::LeaseRevoke(LeaseRevokeRequest { lease_id });
         match self.request(body).await? {
@@ -1041,6 +1186,13 @@ impl Client {
         }
     }
 
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let lease = client.lease_grant(10_000).await?;
+    /// let info = client.lease_time_to_live(lease, true).await?;
+    /// println!("{} ms left, {} keys", info.remaining_ms, info.keys.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn lease_time_to_live(
         &self,
         lease_id: u64,
@@ -1066,6 +1218,22 @@ impl Client {
 
     /// One page of the live leases with an id above `after_id` (0: from the first), at most
     /// `limit` (capped at [`SCAN_LIMIT_MAX`]), read linearizably.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let mut after = 0;
+    /// loop {
+    ///     let page = client.lease_list(after, 1000).await?;
+    ///     for lease in &page.leases {
+    ///         println!("lease {}: {} ms left", lease.lease_id, lease.remaining_ms);
+    ///     }
+    ///     match page.leases.last() {
+    ///         Some(last) if page.more => after = last.lease_id,
+    ///         _ => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn lease_list(&self, after_id: u64, limit: u32) -> Result<LeasePage, ClientError> {
         let body = Request::LeaseList(LeaseListRequest {
             after_id,
@@ -1086,6 +1254,14 @@ impl Client {
 
     /// The members as the leader knows them (with each one's log position and whether it
     /// answered lately).
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// for member in client.members().await?.members {
+    ///     println!("{} voter={}", member.node_id, member.voter);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn members(&self) -> Result<MembersResponse, ClientError> {
         self.members_call(Request::MemberList(MemberListRequest {}))
             .await
@@ -1093,6 +1269,13 @@ impl Client {
 
     /// Adds a learner reachable at `peer_address`; the answer's `node_id` is the id the cluster
     /// picked. Asking again for the same address answers with the same id.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let added = client.member_add("[::1]:7104", "[::1]:7004").await?;
+    /// println!("start it with kv-server --join; its id is {}", added.node_id);
+    /// # Ok(()) }
+    /// ```
     pub async fn member_add(
         &self,
         peer_address: &str,
@@ -1106,12 +1289,24 @@ impl Client {
     }
 
     /// Makes a caught-up learner a voter.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// client.member_promote(4).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn member_promote(&self, node_id: u64) -> Result<MembersResponse, ClientError> {
         self.members_call(Request::MemberPromote(MemberPromoteRequest { node_id }))
             .await
     }
 
     /// Removes a voter or learner for good (its id is never used again).
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// client.member_remove(2).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn member_remove(&self, node_id: u64) -> Result<MembersResponse, ClientError> {
         self.members_call(Request::MemberRemove(MemberRemoveRequest { node_id }))
             .await
@@ -1128,6 +1323,16 @@ impl Client {
     /// once per sequence; reads where their consistency allows) and returns the whole answer,
     /// header included. Every typed call goes through here. Status requests go through
     /// [`Client::status_of`].
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// # use paxkv_client::{PutRequest, Request};
+    /// let answer = client
+    ///     .request(Request::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() }))
+    ///     .await?;
+    /// println!("revision {:?}", answer.header().map(|header| header.revision));
+    /// # Ok(()) }
+    /// ```
     pub async fn request(&self, body: Request) -> Result<Response, ClientError> {
         let linearizable = |consistency: i32| consistency == Consistency::Linearizable as i32;
         let (write, to_leader) = match &body {
@@ -1150,15 +1355,23 @@ impl Client {
             | Request::MemberPromote(_)
             | Request::MemberRemove(_) => (false, true),
             other => {
-                return Err(ClientError::InvalidArgument(format!(
-                    "{other:?} is not a key-value request"
-                )))
+                return Err(ClientError::InvalidArgument(
+                    format!("{other:?} is not a key-value request").into(),
+                ))
             }
         };
         self.call(body, write, to_leader).await
     }
 
     /// The status of every node, asked all at once, in the order of the endpoints.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// for (endpoint, status) in client.status_all().await {
+    ///     println!("{endpoint}: {:?}", status.map(|status| status.role()));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn status_all(&self) -> Vec<(String, Result<StatusResponse, ClientError>)> {
         let asked: Vec<_> = self
             .endpoints()
@@ -1173,18 +1386,32 @@ impl Client {
         for (endpoint, answer) in self.endpoints().iter().zip(asked) {
             let status = answer
                 .await
-                .unwrap_or_else(|error| Err(ClientError::Server(error.to_string())));
+                .unwrap_or_else(|error| Err(ClientError::Server(error.to_string().into())));
             statuses.push((endpoint.clone(), status));
         }
         statuses
     }
 
     /// The status of one node, asked directly.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let status = client.status_of("[::1]:7001").await?;
+    /// println!("commit index {}", status.commit_index);
+    /// # Ok(()) }
+    /// ```
     pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, ClientError> {
         self.status_with(endpoint, false).await
     }
 
     /// The status of one node, with the digest of its applied state if `with_state_hash`.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let status = client.status_with("[::1]:7001", true).await?;
+    /// println!("state digest {}", status.state_hash);
+    /// # Ok(()) }
+    /// ```
     pub async fn status_with(
         &self,
         endpoint: &str,
@@ -1194,21 +1421,21 @@ impl Client {
         let plan = CallPlan {
             body: &body,
             ids: (self.inner.client_id, 0),
-            deadline: Instant::now() + self.inner.timeout.min(Duration::from_secs(2)),
+            deadline: Instant::now() + self.timeout.min(Duration::from_secs(2)),
             to_leader: false,
         };
         match self.attempt(endpoint, &plan, false).await {
             Attempt::Done(Response::Status(status)) => Ok(status),
             Attempt::Done(other) => Err(unexpected(other)),
             Attempt::Fail(error) => Err(error),
-            Attempt::AuthFailed(problem) => Err(ClientError::Authentication(format!(
-                "{endpoint}: {problem}"
-            ))),
+            Attempt::AuthFailed(problem) => Err(ClientError::Authentication(
+                format!("{endpoint}: {problem}").into(),
+            )),
             Attempt::Retry(problem)
             | Attempt::Silent { problem, .. }
-            | Attempt::SilentHint { problem, .. } => {
-                Err(ClientError::Unavailable(format!("{endpoint}: {problem}")))
-            }
+            | Attempt::SilentHint { problem, .. } => Err(ClientError::Unavailable(
+                format!("{endpoint}: {problem}").into(),
+            )),
         }
     }
 }
@@ -1220,13 +1447,16 @@ fn check_frame_size(body: &Request) -> Result<(), ClientError> {
     const ENVELOPE_BYTES_MAX: usize = 3 * 11 + 1 + 5;
     let bytes = body.encoded_len() + ENVELOPE_BYTES_MAX;
     if bytes > paxkv_proto::CLIENT_FRAME_BYTES_MAX {
-        return Err(ClientError::InvalidArgument(format!(
-            "the request has {bytes} bytes, more than the {} a frame may carry; values are \
+        return Err(ClientError::InvalidArgument(
+            format!(
+                "the request has {bytes} bytes, more than the {} a frame may carry; values are \
              limited to {} bytes and keys to {}",
-            paxkv_proto::CLIENT_FRAME_BYTES_MAX,
-            paxkv_proto::VALUE_BYTES_MAX,
-            paxkv_proto::KEY_BYTES_MAX
-        )));
+                paxkv_proto::CLIENT_FRAME_BYTES_MAX,
+                paxkv_proto::VALUE_BYTES_MAX,
+                paxkv_proto::KEY_BYTES_MAX
+            )
+            .into(),
+        ));
     }
     Ok(())
 }
@@ -1240,7 +1470,7 @@ fn header_log_time(header: &Option<paxkv_proto::client::ResponseHeader>) -> u64 
 }
 
 fn unexpected(response: Response) -> ClientError {
-    ClientError::Server(format!("unexpected answer {response:?}"))
+    ClientError::Server(format!("unexpected answer {response:?}").into())
 }
 
 #[cfg(test)]
@@ -1263,7 +1493,7 @@ mod tests {
         assert!(check_frame_size(&put_of(paxkv_proto::VALUE_BYTES_MAX)).is_ok());
         let refused = check_frame_size(&put_of(paxkv_proto::CLIENT_FRAME_BYTES_MAX));
         assert!(
-            matches!(&refused, Err(ClientError::InvalidArgument(message)) if message.contains("frame")),
+            matches!(&refused, Err(ClientError::InvalidArgument(detail)) if detail.message.contains("frame")),
             "{refused:?}"
         );
     }

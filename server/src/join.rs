@@ -37,11 +37,9 @@ fn client(
     config: &NodeConfig,
     timeout: Duration,
 ) -> Result<Client, ServerError> {
-    let client_config = ClientConfig {
-        secret: Some(config.secret.expose().to_vec()),
-        timeout,
-        ..ClientConfig::new(endpoints.to_vec())
-    };
+    let client_config = ClientConfig::new(endpoints.to_vec())
+        .secret(config.secret.expose().to_vec())
+        .timeout(timeout);
     Client::new(client_config).map_err(|error| ServerError::Join(error.to_string()))
 }
 
@@ -58,7 +56,7 @@ pub async fn join(endpoints: &[String], config: &NodeConfig) -> Result<Joined, S
         let added = client.member_add(&peer_address, &client_address).await;
         let retry = match &added {
             // Another change is finishing: ask again.
-            Err(ClientError::Refused(message)) => refusal_passes_with_time(message),
+            Err(ClientError::Refused(refusal)) => refusal_passes_with_time(&refusal.message),
             // No leader answered yet (an election, a restart of the cluster).
             Err(ClientError::Unavailable(_) | ClientError::Timeout(_)) => true,
             _ => false,
@@ -129,7 +127,7 @@ pub async fn promote_when_caught_up(
                 return;
             }
             // Still catching up: it is promoted once within the bound of the leader's commit.
-            Err(ClientError::Refused(message)) if refusal_passes_with_time(&message) => {
+            Err(ClientError::Refused(message)) if refusal_passes_with_time(&message.message) => {
                 tracing::debug!(%message, "not promoted yet");
             }
             Err(ClientError::Refused(message)) => {

@@ -118,11 +118,9 @@ fn client_for(cluster: &LocalCluster) -> std::io::Result<paxkv_client::Client> {
         .map(|slot| cluster.client_address(slot))
         .collect();
     let secret = fs::read(cluster.secret_path())?;
-    let config = paxkv_client::ClientConfig {
-        secret: Some(secret),
-        timeout: Duration::from_secs(10),
-        ..paxkv_client::ClientConfig::new(endpoints)
-    };
+    let config = paxkv_client::ClientConfig::new(endpoints)
+        .secret(secret)
+        .timeout(Duration::from_secs(10));
     paxkv_client::Client::new(config).map_err(|error| std::io::Error::other(error.to_string()))
 }
 

@@ -258,10 +258,7 @@ async fn a_ttl_key_expires_on_time_after_its_writer_is_killed_for_good() {
     let mut cluster = LocalCluster::start(3, &[]);
     let leader = wait_for_leader(&cluster).await;
     let writer = cluster.client_for(vec![cluster.endpoints()[leader].clone()]);
-    let options = PutOptions {
-        ttl_ms: Some(3000),
-        ..PutOptions::default()
-    };
+    let options = PutOptions::new().ttl_ms(3000);
     writer.put(b"ttl-key", b"v", options).await.unwrap();
     let acked_at = Instant::now();
     cluster.kill(leader);
@@ -383,7 +380,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ClientError::InvalidArgument(ref m) if m.contains("limit")),
+        matches!(error, ClientError::InvalidArgument(ref m) if m.message.contains("limit")),
         "{error}"
     );
     let big_value = vec![b'v'; paxkv_proto::VALUE_BYTES_MAX + 1];

@@ -115,6 +115,7 @@ pub async fn poll(client: &Client, prefix: &str, started: Instant) -> Poll {
             Ok(status) => Ok(node_status(status)),
             // The row already names the node; say only what went wrong.
             Err(paxkv_client::ClientError::Unavailable(problem)) => Err(problem
+                .message
                 .trim_start_matches(&format!("{endpoint}: "))
                 .to_string()),
             Err(error) => Err(error.to_string()),

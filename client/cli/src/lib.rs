@@ -66,20 +66,21 @@ impl ClusterArgs {
     pub fn config(&self, timeout: Duration) -> Result<ClientConfig, ClientError> {
         let secret = match &self.cluster_secret_file {
             Some(file) => Some(std::fs::read(file).map_err(|error| {
-                ClientError::InvalidArgument(format!(
-                    "cannot read the cluster secret file {}: {error}",
-                    file.display()
-                ))
+                ClientError::InvalidArgument(
+                    format!(
+                        "cannot read the cluster secret file {}: {error}",
+                        file.display()
+                    )
+                    .into(),
+                )
             })?),
             None => std::env::var("PAXKV_CLUSTER_SECRET")
                 .ok()
                 .map(String::into_bytes),
         };
-        Ok(ClientConfig {
-            secret,
-            timeout,
-            ..ClientConfig::new(self.endpoint_list())
-        })
+        let mut config = ClientConfig::new(self.endpoint_list()).timeout(timeout);
+        config.secret = secret;
+        Ok(config)
     }
 }
 

@@ -140,11 +140,17 @@ struct WriteOptions {
 
 impl WriteOptions {
     fn put_options(&self) -> Result<PutOptions, ClientError> {
-        Ok(PutOptions {
-            ttl_ms: self.ttl.map(millis).transpose()?,
-            lease_id: self.lease,
-            keep_ttl: self.keep_ttl,
-        })
+        let mut options = PutOptions::new();
+        if let Some(seconds) = self.ttl {
+            options = options.ttl_ms(millis(seconds)?);
+        }
+        if let Some(lease) = self.lease {
+            options = options.lease(lease);
+        }
+        if self.keep_ttl {
+            options = options.keep_ttl();
+        }
+        Ok(options)
     }
 }
 
@@ -201,9 +207,9 @@ enum LeaseCommand {
 
 fn millis(seconds: f64) -> Result<u64, ClientError> {
     if !(seconds > 0.0 && seconds.is_finite()) {
-        return Err(ClientError::InvalidArgument(format!(
-            "{seconds} is not a positive number of seconds"
-        )));
+        return Err(ClientError::InvalidArgument(
+            format!("{seconds} is not a positive number of seconds").into(),
+        ));
     }
     Ok((seconds * 1000.0).round().max(1.0) as u64)
 }
@@ -217,7 +223,7 @@ async fn value_bytes(value: String) -> Result<Vec<u8>, ClientError> {
     tokio::io::stdin()
         .read_to_end(&mut bytes)
         .await
-        .map_err(|error| ClientError::InvalidArgument(format!("reading stdin: {error}")))?;
+        .map_err(|error| ClientError::InvalidArgument(format!("reading stdin: {error}").into()))?;
     Ok(bytes)
 }
 
@@ -410,18 +416,21 @@ async fn promote_when_caught_up(
     loop {
         match client.member_promote(id).await {
             Err(ClientError::Refused(message))
-                if paxkv_client::refusal_passes_with_time(&message)
+                if paxkv_client::refusal_passes_with_time(&message.message)
                     && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(ClientError::Refused(message))
-                if paxkv_client::refusal_passes_with_time(&message) =>
+                if paxkv_client::refusal_passes_with_time(&message.message) =>
             {
-                return Err(ClientError::Refused(format!(
-                    "{message}; {id} was added as a learner: start it with kv-server --join, \
-                     then run kvctl member promote {id}"
-                )));
+                return Err(ClientError::Refused(
+                    format!(
+                        "{message}; {id} was added as a learner: start it with kv-server \
+                         --join, then run kvctl member promote {id}"
+                    )
+                    .into(),
+                ));
             }
             other => return other,
         }

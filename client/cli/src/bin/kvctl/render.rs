@@ -70,7 +70,7 @@ pub fn render(result: &Result<Outcome, ClientError>, format: Format) -> Rendered
         Err(error) => {
             let (message, exit_code) = match error {
                 // The message alone: "not found" would say it twice.
-                ClientError::NotFound(message) => (message.clone(), EXIT_NOT_FOUND),
+                ClientError::NotFound(detail) => (detail.message.clone(), EXIT_NOT_FOUND),
                 error => (error.to_string(), EXIT_ERROR),
             };
             Rendered {
