@@ -15,9 +15,11 @@ bench/smoke.sh target/release
 tui/tests/tmux_e2e.sh target/release
 
 # The Python client: built and installed into a new virtual environment (pip fetches maturin
-# for the build), then its tests against a real 3-node cluster of release kv-servers.
+# for the build), then its tests against a real 3-node cluster of release kv-servers (mypy
+# checks a program against the package's type stubs).
 python3 -m venv --clear target/py-venv
-target/py-venv/bin/python -m pip install --quiet --disable-pip-version-check ./client-py pytest
+target/py-venv/bin/python -m pip install --quiet --disable-pip-version-check ./client-py pytest \
+    'mypy>=1.10,<3'
 PAXKV_SERVER=target/release/kv-server target/py-venv/bin/python -m pytest -q client-py/tests
 
 # The real server code in the deterministic simulator (its own target dir keeps the normal

@@ -8,10 +8,17 @@
 //! - in the background (`done` given): the call runs on the runtime and `done(ok, value)` is
 //!   called from a runtime thread when it ends; the asyncio client passes a `done` that hands
 //!   the result to its event loop.
+//!
+//! After `fork()` the child has none of the runtime's threads: the package calls
+//! `after_fork_in_child`, and from then on the child uses a runtime of its own, and each client
+//! made before the fork opens new connections on it (the parent's are left alone: see
+//! `NativeClient::client`). The client's `tracing` events (retries, leader changes) reach
+//! Python's `logging` as the `paxkv` logger's records (see `PythonLog`).
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use paxkv_client::{
@@ -26,10 +33,21 @@ use pyo3::IntoPyObjectExt;
 /// How often a blocking call lets Python handle signals (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
+/// How many forks deep a process may be and still get a runtime of its own (each generation
+/// of `fork()` children uses the next one; a runtime is never dropped, as its threads, or in a
+/// child their absence, make that unsafe).
+const GENERATIONS_MAX: usize = 64;
+
+/// Which runtime this process uses: 0 in the process that imported paxkv, one more in each
+/// generation of forked children.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
 /// One runtime for every client in the process: two workers drive all connections.
 fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
+    static RUNTIMES: [OnceLock<tokio::runtime::Runtime>; GENERATIONS_MAX] =
+        [const { OnceLock::new() }; GENERATIONS_MAX];
+    let generation = GENERATION.load(Ordering::SeqCst) as usize;
+    RUNTIMES[generation.min(GENERATIONS_MAX - 1)].get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("paxkv-io")
@@ -37,6 +55,85 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("cannot start the paxkv I/O runtime")
     })
+}
+
+/// Called in a child right after `fork()` (the package registers it with
+/// `os.register_at_fork`): the parent's runtime has no threads here, so the child's calls go
+/// to a new one.
+#[pyfunction]
+fn after_fork_in_child() -> PyResult<()> {
+    let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+    if generation as usize >= GENERATIONS_MAX {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "paxkv works in processes at most {GENERATIONS_MAX} forks deep"
+        )));
+    }
+    Ok(())
+}
+
+/// Forwards the client library's log records (its `tracing` events) to Python's `logging`, as
+/// records of the `paxkv` logger. Records below the level that logger had when the last client
+/// was made are dropped without taking the GIL.
+struct PythonLog;
+
+/// The `log::LevelFilter` the `paxkv` logger lets through, as a number (0: off).
+static LOG_LEVEL: AtomicUsize = AtomicUsize::new(0);
+
+impl log::Log for PythonLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.target().starts_with("paxkv")
+            && (metadata.level() as usize) <= LOG_LEVEL.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Error => 40,
+            log::Level::Warn => 30,
+            log::Level::Info => 20,
+            log::Level::Debug => 10,
+            log::Level::Trace => 5,
+        };
+        let message = record.args().to_string();
+        Python::attach(|py| {
+            let logged = py
+                .import("logging")
+                .and_then(|logging| logging.call_method1("getLogger", ("paxkv",)))
+                .and_then(|logger| logger.call_method1("log", (level, message)));
+            if let Err(error) = logged {
+                error.write_unraisable(py, None);
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+/// Reads the `paxkv` logger's level again (each new client does).
+fn refresh_log_level(py: Python<'_>) -> PyResult<()> {
+    let logger = py
+        .import("logging")?
+        .call_method1("getLogger", ("paxkv",))?;
+    let enabled =
+        |level: u32| -> PyResult<bool> { logger.call_method1("isEnabledFor", (level,))?.extract() };
+    let filter = if enabled(5)? {
+        log::LevelFilter::Trace
+    } else if enabled(10)? {
+        log::LevelFilter::Debug
+    } else if enabled(20)? {
+        log::LevelFilter::Info
+    } else if enabled(30)? {
+        log::LevelFilter::Warn
+    } else if enabled(40)? {
+        log::LevelFilter::Error
+    } else {
+        log::LevelFilter::Off
+    };
+    LOG_LEVEL.store(filter as usize, Ordering::Relaxed);
+    log::set_max_level(filter);
+    Ok(())
 }
 
 /// A key or value given as `str` (stored as its UTF-8 bytes), `bytes` or `bytearray`.
@@ -210,7 +307,67 @@ fn expire_condition(name: Option<&str>) -> Result<ExpireCondition, ClientError> 
 /// The handle to a cluster that `paxkv.Client` and `paxkv.AsyncClient` share.
 #[pyclass(frozen, module = "paxkv._native")]
 struct NativeClient {
-    client: Client,
+    config: ClientConfig,
+    /// The runtime generation (see `GENERATION`) the client was made in.
+    generation: u64,
+    /// The client of the process that made this one (None only once dropped).
+    client: Option<Client>,
+    /// In a forked child: a client of the same settings on the child's runtime. The parent's
+    /// is never used or dropped there: its connections are the parent's, registered with the
+    /// parent's runtime, and closing them from the child would disturb the parent.
+    in_child: Mutex<Option<(u64, Client)>>,
+}
+
+impl NativeClient {
+    /// The client for this process, with `timeout_ms` for this call if given.
+    fn client(&self, timeout_ms: Option<u64>) -> Client {
+        let generation = GENERATION.load(Ordering::SeqCst);
+        let client = match &self.client {
+            Some(client) if generation == self.generation => client.clone(),
+            _ => {
+                let mut in_child = self
+                    .in_child
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match &*in_child {
+                    Some((made_in, client)) if *made_in == generation => client.clone(),
+                    _ => {
+                        let client = Client::new(self.config.clone())
+                            .expect("the settings were accepted when the client was made");
+                        // A grandparent's client belongs to another process's runtime too.
+                        if let Some((_, older)) = in_child.replace((generation, client.clone())) {
+                            std::mem::forget(older);
+                        }
+                        client
+                    }
+                }
+            }
+        };
+        match timeout_ms {
+            Some(timeout_ms) => client.with_timeout(Duration::from_millis(timeout_ms)),
+            None => client,
+        }
+    }
+}
+
+impl Drop for NativeClient {
+    fn drop(&mut self) {
+        let generation = GENERATION.load(Ordering::SeqCst);
+        if let Some(client) = self.client.take() {
+            if generation != self.generation {
+                std::mem::forget(client);
+            }
+        }
+        let in_child = self
+            .in_child
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((made_in, client)) = in_child.take() {
+            if made_in != generation {
+                std::mem::forget(client);
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -223,21 +380,26 @@ impl NativeClient {
         secret: Option<Data>,
         py: Python<'_>,
     ) -> PyResult<Self> {
-        let mut config = ClientConfig::new(endpoints);
-        config.timeout = Duration::from_millis(timeout_ms);
+        refresh_log_level(py)?;
+        let mut config = ClientConfig::new(endpoints).timeout(Duration::from_millis(timeout_ms));
         config.secret = secret.map(|secret| secret.0);
-        let client = Client::new(config).map_err(|error| to_pyerr(py, error))?;
-        Ok(NativeClient { client })
+        let client = Client::new(config.clone()).map_err(|error| to_pyerr(py, error))?;
+        Ok(NativeClient {
+            config,
+            generation: GENERATION.load(Ordering::SeqCst),
+            client: Some(client),
+            in_child: Mutex::new(None),
+        })
     }
 
     /// Closes the connections; a later call opens new ones.
     fn close(&self) {
-        self.client.close();
+        self.client(None).close();
     }
 
     /// Returns (succeeded, revision, previous entry tuple or None); `expected_revision` makes
     /// it a compare-and-set.
-    #[pyo3(signature = (key, value, ttl_ms, lease_id, keep_ttl, expected_revision, done=None))]
+    #[pyo3(signature = (key, value, ttl_ms, lease_id, keep_ttl, expected_revision, timeout_ms=None, done=None))]
     #[allow(clippy::too_many_arguments)]
     fn put(
         &self,
@@ -248,9 +410,10 @@ impl NativeClient {
         lease_id: Option<u64>,
         keep_ttl: bool,
         expected_revision: Option<u64>,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         let put = paxkv_client::PutRequest {
             key: key.0,
             value: value.0,
@@ -268,16 +431,17 @@ impl NativeClient {
     }
 
     /// Returns None or an entry tuple (see `EntryTuple`).
-    #[pyo3(signature = (key, consistency, min_revision=0, done=None))]
+    #[pyo3(signature = (key, consistency, min_revision=0, timeout_ms=None, done=None))]
     fn get(
         &self,
         py: Python<'_>,
         key: Data,
         consistency: &str,
         min_revision: u64,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         let consistency = self::consistency(consistency, min_revision);
         run(py, done, async move {
             let answer = client.get(&key.0, consistency?).await?;
@@ -288,15 +452,16 @@ impl NativeClient {
 
     /// Returns (deleted, revision, previous entry tuple or None); `expected_revision` makes
     /// it a compare-and-delete.
-    #[pyo3(signature = (key, expected_revision=None, done=None))]
+    #[pyo3(signature = (key, expected_revision=None, timeout_ms=None, done=None))]
     fn delete(
         &self,
         py: Python<'_>,
         key: Data,
         expected_revision: Option<u64>,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         run(py, done, async move {
             let delete = match expected_revision {
                 Some(expected) => client.compare_and_delete(&key.0, expected).await?,
@@ -308,8 +473,10 @@ impl NativeClient {
         })
     }
 
-    /// Returns ([(key, value), ...], more) for keys with `prefix` after `start_after`.
-    #[pyo3(signature = (prefix, start_after, limit, consistency, done=None))]
+    /// Returns ([(key, entry tuple), ...], more, revision) for keys with `prefix` after
+    /// `start_after` (see `EntryTuple`).
+    #[pyo3(signature = (prefix, start_after, limit, consistency, timeout_ms=None, done=None))]
+    #[allow(clippy::too_many_arguments)] // one per Python argument
     fn scan(
         &self,
         py: Python<'_>,
@@ -317,27 +484,40 @@ impl NativeClient {
         start_after: Data,
         limit: u32,
         consistency: &str,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         let consistency = self::consistency(consistency, 0);
         run(py, done, async move {
             let page = client
                 .scan(&prefix.0, &start_after.0, limit, consistency?)
                 .await?;
-            let pairs: Vec<(Bytes, Bytes)> = page
+            let log_time_ms = page.log_time_ms;
+            let entries: Vec<(Bytes, EntryTuple)> = page
                 .kvs
                 .into_iter()
-                .map(|kv| (Bytes(kv.key), Bytes(kv.value)))
+                .map(|mut kv| {
+                    (
+                        Bytes(std::mem::take(&mut kv.key)),
+                        entry_tuple(kv, log_time_ms),
+                    )
+                })
                 .collect();
-            Ok((pairs, page.more))
+            Ok((entries, page.more, page.revision))
         })
     }
 
     /// Returns None if the key does not exist, else (has_ttl, remaining_ms).
-    #[pyo3(signature = (key, done=None))]
-    fn ttl(&self, py: Python<'_>, key: Data, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+    #[pyo3(signature = (key, timeout_ms=None, done=None))]
+    fn ttl(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        timeout_ms: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client(timeout_ms);
         run(py, done, async move {
             let answer = client.ttl(&key.0).await?;
             Ok(match answer.state {
@@ -349,16 +529,17 @@ impl NativeClient {
     }
 
     /// Returns whether the TTL was set.
-    #[pyo3(signature = (key, ttl_ms, condition, done=None))]
+    #[pyo3(signature = (key, ttl_ms, condition, timeout_ms=None, done=None))]
     fn expire(
         &self,
         py: Python<'_>,
         key: Data,
         ttl_ms: u64,
         condition: Option<&str>,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         let condition = expire_condition(condition);
         run(py, done, async move {
             client.expire(&key.0, ttl_ms, condition?).await
@@ -366,23 +547,30 @@ impl NativeClient {
     }
 
     /// Returns whether the key had a TTL.
-    #[pyo3(signature = (key, done=None))]
-    fn persist(&self, py: Python<'_>, key: Data, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+    #[pyo3(signature = (key, timeout_ms=None, done=None))]
+    fn persist(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        timeout_ms: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client(timeout_ms);
         run(py, done, async move { client.persist(&key.0).await })
     }
 
     /// `"grant"` a lease of `number` ms (returns its id), `"keep_alive"` lease `number`
     /// (returns its time to live in ms), or `"revoke"` it (returns how many keys went).
-    #[pyo3(signature = (action, number, done=None))]
+    #[pyo3(signature = (action, number, timeout_ms=None, done=None))]
     fn lease(
         &self,
         py: Python<'_>,
         action: &str,
         number: u64,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         let action = action.to_string();
         run(py, done, async move {
             match action.as_str() {
@@ -397,15 +585,16 @@ impl NativeClient {
     }
 
     /// Returns (remaining_ms, granted_ttl_ms, [key, ...]).
-    #[pyo3(signature = (lease_id, keys, done=None))]
+    #[pyo3(signature = (lease_id, keys, timeout_ms=None, done=None))]
     fn lease_time_to_live(
         &self,
         py: Python<'_>,
         lease_id: u64,
         keys: bool,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         run(py, done, async move {
             let lease = client.lease_time_to_live(lease_id, keys).await?;
             let keys: Vec<Bytes> = lease.keys.into_iter().map(Bytes).collect();
@@ -415,7 +604,8 @@ impl NativeClient {
 
     /// Membership: `"list"`, `"add"` (a learner at `peer_address`), `"promote"` or `"remove"`
     /// node `node_id`; returns the members as a dict (see `Members`).
-    #[pyo3(signature = (action, node_id=0, peer_address=String::new(), client_address=String::new(), done=None))]
+    #[pyo3(signature = (action, node_id=0, peer_address=String::new(), client_address=String::new(), timeout_ms=None, done=None))]
+    #[allow(clippy::too_many_arguments)] // one per Python argument
     fn member(
         &self,
         py: Python<'_>,
@@ -423,9 +613,10 @@ impl NativeClient {
         node_id: u64,
         peer_address: String,
         client_address: String,
+        timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+        let client = self.client(timeout_ms);
         let action = action.to_string();
         run(py, done, async move {
             let members = match action.as_str() {
@@ -443,9 +634,14 @@ impl NativeClient {
 
     /// Asks every node at once; returns {endpoint: status dict}, where a node that did not
     /// answer has {"reachable": False, "error": message}.
-    #[pyo3(signature = (done=None))]
-    fn status(&self, py: Python<'_>, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        let client = self.client.clone();
+    #[pyo3(signature = (timeout_ms=None, done=None))]
+    fn status(
+        &self,
+        py: Python<'_>,
+        timeout_ms: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client(timeout_ms);
         run(
             py,
             done,
@@ -553,6 +749,11 @@ impl<'py> IntoPyObject<'py> for Statuses {
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<NativeClient>()?;
+    module.add_function(wrap_pyfunction!(after_fork_in_child, module)?)?;
+    // Another extension may have set a logger first: then paxkv's records go there.
+    if log::set_logger(&PythonLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Off);
+    }
     module.add("KEY_BYTES_MAX", paxkv_client::KEY_BYTES_MAX)?;
     module.add("VALUE_BYTES_MAX", paxkv_client::VALUE_BYTES_MAX)?;
     module.add("SCAN_LIMIT_MAX", paxkv_client::SCAN_LIMIT_MAX)?;

@@ -13,14 +13,16 @@ or ``bytes``; values come back as ``bytes``. Times (TTLs, timeouts) are in secon
 or a ``datetime.timedelta``.
 """
 
-from ._client import AsyncClient, Client, Lease
-from ._model import Deleted, Entry, LeaseStatus, Written
+from ._client import AsyncClient, AsyncLease, Client, Lease
+from ._model import Deleted, Entry, Item, LeaseStatus, Written
 from ._errors import (
     AuthenticationError,
+    ClientClosed,
     ConflictError,
     MembershipRefused,
     Error,
     InvalidArgument,
+    LeaseLost,
     NotFound,
     SessionExpired,
     Timeout,
@@ -32,16 +34,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "AsyncLease",
     "AuthenticationError",
     "Client",
+    "ClientClosed",
     "ConflictError",
     "Deleted",
     "MembershipRefused",
     "Entry",
     "Error",
     "InvalidArgument",
+    "Item",
     "KEY_BYTES_MAX",
     "Lease",
+    "LeaseLost",
     "LeaseStatus",
     "NotFound",
     "SCAN_LIMIT_MAX",

@@ -10,12 +10,25 @@ answer on the event loop.
 import asyncio
 import datetime
 import functools
+import logging
 import math
+import os
+import threading
+import urllib.parse
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
-from ._errors import ConflictError, Error, InvalidArgument, NotFound
-from ._model import Deleted, Entry, LeaseStatus, Written
-from ._native import SCAN_LIMIT_MAX, NativeClient
+from ._errors import ClientClosed, ConflictError, Error, InvalidArgument, LeaseLost, NotFound
+from ._model import Deleted, Entry, Item, LeaseStatus, Written
+from ._native import SCAN_LIMIT_MAX, NativeClient, after_fork_in_child
+
+# A child made by fork() has none of the parent's I/O threads: it gets a runtime of its own,
+# and clients made before the fork open new connections in it.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=after_fork_in_child)
+
+#: Retries, leader changes and background lease renewals are logged here (DEBUG), and a lease
+#: that could not be kept alive (WARNING). The level is read when a client is made.
+logger = logging.getLogger("paxkv")
 
 Data = Union[str, bytes, bytearray]
 Seconds = Union[int, float, datetime.timedelta]
@@ -102,12 +115,51 @@ def _consistency(consistency: str) -> str:
 
 
 def _secret(secret: Optional[Data], secret_file: Optional[str]) -> Optional[bytes]:
+    """The secret given, else from PAXKV_CLUSTER_SECRET_FILE or PAXKV_CLUSTER_SECRET (as kvctl
+    reads them), else none."""
     if secret is not None and secret_file is not None:
         raise InvalidArgument("pass cluster_secret or cluster_secret_file, not both")
+    if secret is None and secret_file is None:
+        secret_file = os.environ.get("PAXKV_CLUSTER_SECRET_FILE") or None
+        secret = None if secret_file else os.environ.get("PAXKV_CLUSTER_SECRET") or None
     if secret_file is not None:
         with open(secret_file, "rb") as file:
             return file.read()
     return None if secret is None else _bytes(secret)
+
+
+def _endpoints_or_environment(endpoints: Union[str, Iterable[str], None]) -> List[str]:
+    if endpoints is None:
+        endpoints = os.environ.get("PAXKV_ENDPOINTS")
+        if not endpoints:
+            raise InvalidArgument(
+                "no endpoints given: pass them (such as '[::1]:7001,[::1]:7002') or set "
+                "PAXKV_ENDPOINTS"
+            )
+    return _endpoints(endpoints)
+
+
+def _parse_url(url: str) -> Tuple[str, Optional[bytes], Optional[float]]:
+    """``paxkv://[secret@]host:port[,host:port...][?timeout=SECONDS]`` as (endpoints, secret,
+    timeout). The secret is percent-decoded (write ``@`` as ``%40``)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme != "paxkv":
+        raise InvalidArgument(f"{url!r} is not a paxkv:// URL (paxkv://secret@host:port,host:port)")
+    rest, _, query = rest.partition("?")
+    rest = rest.rstrip("/")
+    secret: Optional[bytes] = None
+    if "@" in rest:
+        encoded, _, rest = rest.rpartition("@")
+        secret = urllib.parse.unquote_to_bytes(encoded)
+    timeout: Optional[float] = None
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        if name != "timeout":
+            raise InvalidArgument(f"unknown option {name!r} in the URL (only timeout=SECONDS)")
+        try:
+            timeout = float(value)
+        except ValueError:
+            raise InvalidArgument(f"timeout={value!r} in the URL is not a number of seconds") from None
+    return rest, secret, timeout
 
 
 def _same(answer: Any) -> Any:
@@ -126,11 +178,28 @@ def _entry(answer: Optional[tuple]) -> Optional[Entry]:
     return Entry(value, revision, create_revision, version, lease or None, ttl)
 
 
+def _item(key: bytes, answer: tuple, keys_only: bool) -> Item:
+    value, create_revision, revision, version, lease, expires_at_ms, log_time_ms = answer
+    ttl = max(0, expires_at_ms - log_time_ms) / 1000 if expires_at_ms else None
+    return Item(key, None if keys_only else value, revision, create_revision, version, lease or None, ttl)
+
+
 class _ScanPages:
     """Where a scan is: the next page to ask for, and what the pages so far said."""
 
-    def __init__(self, prefix: Data, limit: Optional[int], page_size: int, consistency: str):
+    def __init__(
+        self,
+        prefix: Data,
+        limit: Optional[int],
+        page_size: int,
+        consistency: str,
+        keys_only: bool,
+        timeout: Optional[Seconds],
+    ):
         self.prefix = _bytes(prefix)
+        self.keys_only = bool(keys_only)
+        _optional_milliseconds(timeout, "timeout")  # checked now, not at the first page
+        self.timeout = timeout
         self.remaining = None if limit is None else _count(limit, "limit")
         self.page_size = _count(page_size, "page_size", minimum=1)
         if self.page_size > SCAN_LIMIT_MAX:
@@ -143,22 +212,26 @@ class _ScanPages:
         size = self.page_size if self.remaining is None else min(self.page_size, self.remaining)
         return (self.prefix, self.start_after, size, self.consistency)
 
-    def take(self, page: tuple) -> List[Tuple[bytes, bytes]]:
-        pairs, more = page
-        if pairs:
-            self.start_after = pairs[-1][0]
+    def take(self, page: tuple) -> List[Item]:
+        entries, more, _revision = page
+        if entries:
+            self.start_after = entries[-1][0]
         if self.remaining is not None:
-            self.remaining -= len(pairs)
-        self.finished = not more or not pairs or self.remaining == 0
-        return pairs
+            self.remaining -= len(entries)
+        self.finished = not more or not entries or self.remaining == 0
+        return [_item(key, entry, self.keys_only) for key, entry in entries]
 
 
 class Lease:
     """A lease: keys put with ``lease=`` live as long as it does, and go when it expires (no
-    keep-alive within its time to live) or is revoked. As a context manager (``with`` for a
-    ``Client``'s lease, ``async with`` for an ``AsyncClient``'s) it is revoked on exit.
+    keep-alive within its time to live) or is revoked.
 
-    With an ``AsyncClient``, ``keep_alive``, ``revoke`` and ``time_to_live`` are coroutines.
+    As a context manager (``with kv.lease_grant(10) as lease:``) it is kept alive in the
+    background while the block runs (renewed every third of its time to live) and revoked at
+    the end. Should a renewal find it gone, ``lost`` holds the error at once, a warning is
+    logged, and ``LeaseLost`` is raised when the block ends: its keys are gone.
+
+    An ``AsyncClient`` grants an ``AsyncLease``: the same with coroutines and ``async with``.
     """
 
     def __init__(self, client: "_Commands", lease_id: int, ttl: float):
@@ -167,18 +240,29 @@ class Lease:
         self.id = lease_id
         #: The time to live it was granted, in seconds.
         self.ttl = ttl
+        self._lost: Optional[Error] = None
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._keeper: Optional[threading.Thread] = None
 
-    def keep_alive(self) -> float:
+    @property
+    def lost(self) -> Optional[Error]:
+        """Why the background keep-alive stopped (the lease is gone), or None."""
+        return self._lost
+
+    def keep_alive(self, *, timeout: Optional[Seconds] = None) -> float:
         """Restarts the lease's time to live; returns it in seconds. Raises ``NotFound`` if the
         lease already expired or was revoked (its keys are gone)."""
-        return self._client._execute(self._client._native.lease, "keep_alive", self.id, convert=_seconds)
+        return self._client._execute(
+            self._client._native.lease, "keep_alive", self.id, timeout=timeout, convert=_seconds
+        )
 
-    def revoke(self) -> int:
+    def revoke(self, *, timeout: Optional[Seconds] = None) -> int:
         """Ends the lease now, deleting its keys; returns how many keys it deleted. Raises
         ``NotFound`` if it already expired or was revoked."""
-        return self._client._execute(self._client._native.lease, "revoke", self.id)
+        return self._client._execute(self._client._native.lease, "revoke", self.id, timeout=timeout)
 
-    def time_to_live(self, *, keys: bool = False) -> LeaseStatus:
+    def time_to_live(self, *, keys: bool = False, timeout: Optional[Seconds] = None) -> LeaseStatus:
         """How long the lease has left, and its keys if ``keys=True``. Raises ``NotFound`` if it
         expired or was revoked."""
 
@@ -186,35 +270,117 @@ class Lease:
             remaining_ms, granted_ms, attached = answer
             return LeaseStatus(self.id, remaining_ms / 1000, granted_ms / 1000, list(attached))
 
-        return self._client._execute(self._client._native.lease_time_to_live, self.id, keys, convert=status)
+        return self._client._execute(
+            self._client._native.lease_time_to_live, self.id, keys, timeout=timeout, convert=status
+        )
 
     def __int__(self) -> int:
         return self.id
 
     def __repr__(self) -> str:
-        return f"paxkv.Lease(id={self.id}, ttl={self.ttl})"
+        return f"paxkv.{type(self).__name__}(id={self.id}, ttl={self.ttl})"
+
+    def _renewed(self, error: Optional[Error]) -> bool:
+        """Takes in a background renewal's outcome; returns whether to go on."""
+        if error is None:
+            logger.debug("paxkv lease %d kept alive for %.3f s", self.id, self.ttl)
+            return True
+        if isinstance(error, NotFound):
+            self._lost = error
+            logger.warning("paxkv lease %d is gone; the keys attached to it are deleted: %s", self.id, error)
+            return False
+        # The cluster may be electing a leader: the lease may still be alive, try again.
+        logger.warning("paxkv lease %d could not be kept alive yet: %s", self.id, error)
+        return True
+
+    def _end(self, exception: Optional[BaseException]) -> None:
+        """After the block: raises LeaseLost if the lease ended while the block ran."""
+        if self._lost is not None and exception is None:
+            raise LeaseLost(f"lease {self.id} ended while the block ran: {self._lost}") from self._lost
+
+    def _keep(self) -> None:
+        try:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    self.keep_alive(timeout=self.ttl)
+                    error = None
+                except Error as failed:
+                    error = failed
+                if not self._renewed(error):
+                    return
+        finally:
+            self._stopped.set()
 
     def __enter__(self) -> "Lease":
-        if isinstance(self._client, AsyncClient):
-            raise TypeError("this lease belongs to an AsyncClient: use 'async with'")
+        self._keeper = threading.Thread(target=self._keep, name=f"paxkv-lease-{self.id}", daemon=True)
+        self._keeper.start()
         return self
 
-    def __exit__(self, *exception: Any) -> None:
+    def __exit__(self, kind: Any, exception: Optional[BaseException], trace: Any) -> None:
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join()
         try:
             self.revoke()
         except NotFound:
             pass  # It expired already: its keys are gone, as revoking would have done.
+        self._end(exception)
 
-    async def __aenter__(self) -> "Lease":
-        if not isinstance(self._client, AsyncClient):
-            raise TypeError("this lease belongs to a Client: use 'with'")
+
+class AsyncLease(Lease):
+    """The lease of an ``AsyncClient``: ``keep_alive``, ``revoke`` and ``time_to_live`` are
+    coroutines, and ``async with`` keeps it alive in a background task while the block runs."""
+
+    def __init__(self, client: "_Commands", lease_id: int, ttl: float):
+        super().__init__(client, lease_id, ttl)
+        self._task: Optional["asyncio.Task[None]"] = None
+
+    async def keep_alive(self, *, timeout: Optional[Seconds] = None) -> float:  # type: ignore[override]
+        return await self._client._execute(
+            self._client._native.lease, "keep_alive", self.id, timeout=timeout, convert=_seconds
+        )
+
+    async def revoke(self, *, timeout: Optional[Seconds] = None) -> int:  # type: ignore[override]
+        return await self._client._execute(self._client._native.lease, "revoke", self.id, timeout=timeout)
+
+    async def time_to_live(  # type: ignore[override]
+        self, *, keys: bool = False, timeout: Optional[Seconds] = None
+    ) -> LeaseStatus:
+        return await super().time_to_live(keys=keys, timeout=timeout)  # type: ignore[misc]
+
+    def __enter__(self) -> "Lease":
+        raise TypeError("this lease belongs to an AsyncClient: use 'async with'")
+
+    async def _keep_async(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.ttl / 3)
+                try:
+                    await self.keep_alive(timeout=self.ttl)
+                    error = None
+                except Error as failed:
+                    error = failed
+                if not self._renewed(error):
+                    return
+        finally:
+            self._stopped.set()
+
+    async def __aenter__(self) -> "AsyncLease":
+        self._task = asyncio.get_running_loop().create_task(self._keep_async())
         return self
 
-    async def __aexit__(self, *exception: Any) -> None:
+    async def __aexit__(self, kind: Any, exception: Optional[BaseException], trace: Any) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
         try:
             await self.revoke()
         except NotFound:
             pass  # It expired already: its keys are gone, as revoking would have done.
+        self._end(exception)
 
 
 class _Commands:
@@ -225,19 +391,28 @@ class _Commands:
 
     def __init__(
         self,
-        endpoints: Union[str, Iterable[str]],
+        endpoints: Union[str, Iterable[str], None] = None,
         *,
         timeout: Seconds = 10.0,
         cluster_secret: Optional[Data] = None,
         cluster_secret_file: Optional[str] = None,
     ):
-        self._endpoints = _endpoints(endpoints)
+        self._endpoints = _endpoints_or_environment(endpoints)
         self._native = NativeClient(
             self._endpoints,
             _milliseconds(timeout, "timeout"),
             _secret(cluster_secret, cluster_secret_file),
         )
         self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: Optional[Seconds] = None) -> Any:
+        """A client from one string: ``paxkv://SECRET@[::1]:7001,[::1]:7002?timeout=5``. The
+        secret (percent-encoded: ``@`` is ``%40``) and the timeout are optional; without a
+        secret, the environment's is used (as for the constructor)."""
+        endpoints, secret, url_timeout = _parse_url(url)
+        chosen = timeout if timeout is not None else url_timeout if url_timeout is not None else 10.0
+        return cls(endpoints, timeout=chosen, cluster_secret=secret)
 
     def __repr__(self) -> str:
         return f"paxkv.{type(self).__name__}({','.join(self._endpoints)!r})"
@@ -249,9 +424,15 @@ class _Commands:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise Error(f"this {type(self).__name__} is closed; make a new one")
+            raise ClientClosed(f"this {type(self).__name__} is closed; make a new one")
 
-    def _execute(self, call: Callable[..., Any], *args: Any, convert: Callable[[Any], Any] = _same) -> Any:
+    def _execute(
+        self,
+        call: Callable[..., Any],
+        *args: Any,
+        timeout: Optional[Seconds] = None,
+        convert: Callable[[Any], Any] = _same,
+    ) -> Any:
         raise NotImplementedError
 
     def put(
@@ -263,6 +444,7 @@ class _Commands:
         lease: "Union[Lease, int, None]" = None,
         keep_ttl: bool = False,
         prev_kv: bool = False,
+        timeout: Optional[Seconds] = None,
     ) -> Any:
         """Writes ``value`` under ``key``; returns the revision of the write (with
         ``prev_kv=True``, a ``Written`` with the revision and the key as it was before).
@@ -271,7 +453,8 @@ class _Commands:
         time even if this client or the node it wrote to is gone). ``lease``: a ``Lease`` (or
         its id) the key lives and dies with. ``keep_ttl=True`` keeps the TTL the key has
         instead of clearing it. A put without ``ttl``, ``lease`` or ``keep_ttl`` makes the key
-        permanent and detaches it from any lease it was on.
+        permanent and detaches it from any lease it was on. ``timeout``: seconds this call may
+        take, retries included (default: the client's).
         """
 
         def written(answer: tuple) -> Any:
@@ -279,7 +462,13 @@ class _Commands:
             return Written(revision, _entry(previous)) if prev_kv else revision
 
         return self._execute(
-            self._native.put, key, value, *_write_options(ttl, lease, keep_ttl), None, convert=written
+            self._native.put,
+            key,
+            value,
+            *_write_options(ttl, lease, keep_ttl),
+            None,
+            timeout=timeout,
+            convert=written,
         )
 
     def create(
@@ -289,6 +478,7 @@ class _Commands:
         *,
         ttl: Optional[Seconds] = None,
         lease: "Union[Lease, int, None]" = None,
+        timeout: Optional[Seconds] = None,
     ) -> int:
         """Writes ``value`` under ``key`` only if the key does not exist; returns the revision
         of the write. Raises ``ConflictError`` if it exists (a lock or a leader claim held by
@@ -308,6 +498,7 @@ class _Commands:
             _lease_id(lease),
             False,
             0,
+            timeout=timeout,
             convert=created,
         )
 
@@ -320,6 +511,7 @@ class _Commands:
         ttl: Optional[Seconds] = None,
         lease: "Union[Lease, int, None]" = None,
         keep_ttl: bool = False,
+        timeout: Optional[Seconds] = None,
     ) -> bool:
         """Writes ``value`` only if the key's revision (``get_with_meta(key).revision``) is
         still ``expected_revision``, or, with ``expected_revision=0``, only if the key does not
@@ -337,29 +529,63 @@ class _Commands:
             value,
             *_write_options(ttl, lease, keep_ttl),
             expected,
+            timeout=timeout,
             convert=lambda answer: answer[0],
         )
 
-    def get(self, key: Data, *, consistency: str = "linearizable") -> Optional[bytes]:
+    def _read_point(self, consistency: str, min_revision: Optional[int]) -> Tuple[str, int]:
+        if min_revision is None:
+            return _consistency(consistency), 0
+        if consistency not in ("linearizable", "session"):
+            raise InvalidArgument("min_revision= goes with the session consistency, not with 'stale'")
+        return "session", _count(min_revision, "min_revision", minimum=1)
+
+    def get(
+        self,
+        key: Data,
+        *,
+        consistency: str = "linearizable",
+        min_revision: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[bytes]:
         """The value of ``key``, or None if it does not exist.
 
         ``consistency``: ``"linearizable"`` (the default: sees every write acknowledged before
         the call; served by the leader), ``"stale"`` (any node's copy, possibly behind, and
         cheap), or ``"session"`` (any node, but never older than what this client has seen).
+        ``min_revision``: any node that has applied at least this revision (a revision another
+        client wrote at, say), waiting for one within the timeout.
         """
         return self._execute(
             self._native.get,
             key,
-            _consistency(consistency),
+            *self._read_point(consistency, min_revision),
+            timeout=timeout,
             convert=lambda answer: None if answer is None else answer[0],
         )
 
-    def get_with_meta(self, key: Data, *, consistency: str = "linearizable") -> Optional[Entry]:
+    def get_with_meta(
+        self,
+        key: Data,
+        *,
+        consistency: str = "linearizable",
+        min_revision: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[Entry]:
         """The value of ``key`` with its revision, version, lease and TTL left, as an
-        ``Entry``; None if the key does not exist."""
-        return self._execute(self._native.get, key, _consistency(consistency), convert=_entry)
+        ``Entry``; None if the key does not exist. Arguments as for ``get``."""
+        return self._execute(
+            self._native.get, key, *self._read_point(consistency, min_revision), timeout=timeout, convert=_entry
+        )
 
-    def delete(self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: bool = False) -> Any:
+    def delete(
+        self,
+        key: Data,
+        *,
+        expected_revision: Optional[int] = None,
+        prev_kv: bool = False,
+        timeout: Optional[Seconds] = None,
+    ) -> Any:
         """Deletes ``key``; returns whether it was deleted (with ``prev_kv=True``, a
         ``Deleted`` that also holds the key as it was).
 
@@ -372,7 +598,7 @@ class _Commands:
             done, revision, previous = answer
             return Deleted(done, revision, _entry(previous)) if prev_kv else done
 
-        return self._execute(self._native.delete, key, expected, convert=deleted)
+        return self._execute(self._native.delete, key, expected, timeout=timeout, convert=deleted)
 
     def scan(
         self,
@@ -381,19 +607,25 @@ class _Commands:
         limit: Optional[int] = None,
         page_size: int = 100,
         consistency: str = "linearizable",
-    ) -> Iterator[Tuple[bytes, bytes]]:
-        """Iterates over ``(key, value)`` of the keys that start with ``prefix``, in key order,
-        at most ``limit`` of them, fetching ``page_size`` at a time (with an ``AsyncClient``:
-        ``async for key, value in kv.scan(prefix)``). Each page is one read: a scan over many
-        pages is not one snapshot."""
-        pages = _ScanPages(prefix, limit, page_size, consistency)
-        self._check_open()
-        return self._pairs(pages)
+        keys_only: bool = False,
+        timeout: Optional[Seconds] = None,
+    ) -> Any:
+        """Iterates over the keys that start with ``prefix``, in key order, at most ``limit`` of
+        them, fetching ``page_size`` at a time (with an ``AsyncClient``: ``async for``). Each is
+        an ``Item``: it unpacks as ``key, value`` and has the key's ``revision``, ``version``,
+        ``lease`` and ``ttl``; with ``keys_only=True`` its value is None. ``timeout`` applies to
+        each page.
 
-    def _pairs(self, pages: _ScanPages) -> Any:
+        Each page is one read at its own revision: a scan over many pages is not one snapshot
+        (a key written while it runs may or may not be listed)."""
+        pages = _ScanPages(prefix, limit, page_size, consistency, keys_only, timeout)
+        self._check_open()
+        return self._items(pages)
+
+    def _items(self, pages: _ScanPages) -> Any:
         raise NotImplementedError
 
-    def ttl(self, key: Data) -> Optional[float]:
+    def ttl(self, key: Data, *, timeout: Optional[Seconds] = None) -> Optional[float]:
         """Seconds left before ``key`` expires, or None if it has no TTL of its own. Raises
         ``NotFound`` if the key does not exist."""
 
@@ -403,56 +635,65 @@ class _Commands:
             has_ttl, remaining_ms = answer
             return remaining_ms / 1000 if has_ttl else None
 
-        return self._execute(self._native.ttl, key, convert=seconds_left)
+        return self._execute(self._native.ttl, key, timeout=timeout, convert=seconds_left)
 
-    def expire(self, key: Data, ttl: Seconds, *, condition: Optional[str] = None) -> bool:
+    def expire(
+        self, key: Data, ttl: Seconds, *, condition: Optional[str] = None, timeout: Optional[Seconds] = None
+    ) -> bool:
         """Gives ``key`` a TTL of ``ttl`` seconds from now; returns whether it did (False: no
         such key, or the condition did not hold). ``condition``: ``"nx"`` only if the key has no
         TTL, ``"xx"`` only if it has one, ``"gt"`` only if the new deadline is later, ``"lt"``
         only if it is sooner (no TTL counts as never)."""
-        return self._execute(self._native.expire, key, _milliseconds(ttl, "ttl"), condition)
+        return self._execute(self._native.expire, key, _milliseconds(ttl, "ttl"), condition, timeout=timeout)
 
-    def persist(self, key: Data) -> bool:
+    def persist(self, key: Data, *, timeout: Optional[Seconds] = None) -> bool:
         """Removes the TTL of ``key``; returns whether it had one."""
-        return self._execute(self._native.persist, key)
+        return self._execute(self._native.persist, key, timeout=timeout)
 
-    def lease_grant(self, ttl: Seconds) -> Lease:
+    def _lease(self, lease_id: int, ttl: float) -> Lease:
+        return Lease(self, lease_id, ttl)
+
+    def lease_grant(self, ttl: Seconds, *, timeout: Optional[Seconds] = None) -> Any:
         """Grants a lease that lives ``ttl`` seconds unless kept alive; see ``Lease``."""
         ttl_ms = _milliseconds(ttl, "ttl")
         return self._execute(
-            self._native.lease, "grant", ttl_ms, convert=lambda lease_id: Lease(self, lease_id, ttl_ms / 1000)
+            self._native.lease,
+            "grant",
+            ttl_ms,
+            timeout=timeout,
+            convert=lambda lease_id: self._lease(lease_id, ttl_ms / 1000),
         )
 
-    def members(self) -> dict:
+    def members(self, *, timeout: Optional[Seconds] = None) -> Any:
         """The cluster's members as its leader knows them: ``{"configuration_index": ...,
         "change_in_progress": bool, "leader_id": ..., "members": [{"node_id", "voter",
         "peer_address", "client_address", "match_index", "reachable"}, ...], "retired": [ids]}``.
         Voters come first, then learners (members that receive the log but do not vote)."""
-        return self._execute(self._native.member, "list")
+        return self._execute(self._native.member, "list", timeout=timeout)
 
-    def member_add(self, peer_address: str, client_address: str = "") -> dict:
+    def member_add(self, peer_address: str, client_address: str = "", *, timeout: Optional[Seconds] = None) -> Any:
         """Adds a learner whose peer port is at ``peer_address`` (such as ``"[::1]:7104"``);
         the cluster picks its id, found in the answer's ``node_id``. Start that node with
         ``kv-server --join``; asking again for the same address answers with the same id."""
-        return self._execute(self._native.member, "add", 0, peer_address, client_address)
+        return self._execute(self._native.member, "add", 0, peer_address, client_address, timeout=timeout)
 
-    def member_promote(self, node_id: int) -> dict:
+    def member_promote(self, node_id: int, *, timeout: Optional[Seconds] = None) -> Any:
         """Makes learner ``node_id`` a voter; raises ``MembershipRefused`` while it is still
         catching up (retry), or if the cluster has the most voters it may have."""
-        return self._execute(self._native.member, "promote", node_id)
+        return self._execute(self._native.member, "promote", node_id, timeout=timeout)
 
-    def member_remove(self, node_id: int) -> dict:
+    def member_remove(self, node_id: int, *, timeout: Optional[Seconds] = None) -> Any:
         """Removes member ``node_id`` for good (its id is never used again; a running node
         stops by itself). Raises ``MembershipRefused`` if the voters left that answer would
         not make a quorum."""
-        return self._execute(self._native.member, "remove", node_id)
+        return self._execute(self._native.member, "remove", node_id, timeout=timeout)
 
-    def status(self) -> dict:
+    def status(self, *, timeout: Optional[Seconds] = None) -> Any:
         """Every node's view of the cluster, asked directly: ``{endpoint: {...}}`` with its
         ``role`` ("leader", "follower", "candidate"), ``node_id``, ``leader_id``, ``ballot``,
         ``commit_index``, ``applied_index``, ``revision``, ``key_count``, ``lease_count`` and
         ``peers``; a node that did not answer has ``{"reachable": False, "error": ...}``."""
-        return self._execute(self._native.status)
+        return self._execute(self._native.status, timeout=timeout)
 
 
 class Client(_Commands):
@@ -460,22 +701,32 @@ class Client(_Commands):
 
     ``endpoints``: the nodes, as a list of ``"host:port"`` strings or one comma-separated
     string (IPv6 in brackets: ``"[::1]:7001"``); any of them will do, the client finds the
-    leader. ``timeout``: how long one call may take in seconds, retries included.
+    leader. Without them, ``PAXKV_ENDPOINTS`` is read (as kvctl does). ``timeout``: how long one
+    call may take in seconds, retries included (each call may pass its own ``timeout=``).
     ``cluster_secret`` (str or bytes) or ``cluster_secret_file`` (a path): the cluster's shared
-    secret, if it requires one.
+    secret, if it requires one; without them, ``PAXKV_CLUSTER_SECRET_FILE`` or
+    ``PAXKV_CLUSTER_SECRET``. ``Client.from_url("paxkv://secret@[::1]:7001,[::1]:7002")`` takes
+    all of it as one string.
 
-    One client may be shared by any number of threads; it keeps one connection per node and
-    sends their calls side by side. Calls release the GIL while they wait. Use it as a context
-    manager, or call ``close()``, to close the connections.
+    One client may be shared by any number of threads, and survives ``fork()`` (the child opens
+    connections of its own); it keeps one connection per node and sends their calls side by
+    side. Calls release the GIL while they wait. Use it as a context manager, or call
+    ``close()``, to close the connections.
     """
 
-    def _execute(self, call: Callable[..., Any], *args: Any, convert: Callable[[Any], Any] = _same) -> Any:
+    def _execute(
+        self,
+        call: Callable[..., Any],
+        *args: Any,
+        timeout: Optional[Seconds] = None,
+        convert: Callable[[Any], Any] = _same,
+    ) -> Any:
         self._check_open()
-        return convert(call(*args))
+        return convert(call(*args, timeout_ms=_optional_milliseconds(timeout, "timeout")))
 
-    def _pairs(self, pages: _ScanPages) -> Iterator[Tuple[bytes, bytes]]:
+    def _items(self, pages: _ScanPages) -> Iterator[Item]:
         while not pages.finished:
-            yield from pages.take(self._execute(self._native.scan, *pages.request()))
+            yield from pages.take(self._execute(self._native.scan, *pages.request(), timeout=pages.timeout))
 
     def close(self) -> None:
         """Closes the connections; the client cannot be used afterwards."""
@@ -515,17 +766,31 @@ class AsyncClient(_Commands):
     request: a write may still take effect.
     """
 
-    async def _execute(self, call: Callable[..., Any], *args: Any, convert: Callable[[Any], Any] = _same) -> Any:
+    async def _execute(  # type: ignore[override]
+        self,
+        call: Callable[..., Any],
+        *args: Any,
+        timeout: Optional[Seconds] = None,
+        convert: Callable[[Any], Any] = _same,
+    ) -> Any:
         self._check_open()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        call(*args, done=functools.partial(_deliver, loop, future))
+        call(
+            *args,
+            timeout_ms=_optional_milliseconds(timeout, "timeout"),
+            done=functools.partial(_deliver, loop, future),
+        )
         return convert(await future)
 
-    async def _pairs(self, pages: _ScanPages) -> AsyncIterator[Tuple[bytes, bytes]]:
+    def _lease(self, lease_id: int, ttl: float) -> Lease:
+        return AsyncLease(self, lease_id, ttl)
+
+    async def _items(self, pages: _ScanPages) -> AsyncIterator[Item]:  # type: ignore[override]
         while not pages.finished:
-            for pair in pages.take(await self._execute(self._native.scan, *pages.request())):
-                yield pair
+            page = await self._execute(self._native.scan, *pages.request(), timeout=pages.timeout)
+            for item in pages.take(page):
+                yield item
 
     async def close(self) -> None:
         """Closes the connections; the client cannot be used afterwards."""

@@ -2,41 +2,106 @@
 # AsyncClient (see _client.py); this stub says what each returns: values for Client,
 # coroutines for AsyncClient.
 import datetime
+import logging
 from types import TracebackType
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Literal, Optional, Tuple, Type, Union, overload
+from typing import AsyncIterator, Iterable, Iterator, List, Literal, Optional, Type, TypedDict, TypeVar, Union, overload
 
-from ._model import Deleted as Deleted, Entry as Entry, LeaseStatus as LeaseStatus, Written as Written
+from ._errors import Error
+from ._model import Deleted as Deleted, Entry as Entry, Item as Item, LeaseStatus as LeaseStatus, Written as Written
 
 Data = Union[str, bytes, bytearray]
 Seconds = Union[int, float, datetime.timedelta]
 Consistency = Literal["linearizable", "stale", "session"]
 ExpireCondition = Literal["nx", "xx", "gt", "lt"]
 
+logger: logging.Logger
+
+class Member(TypedDict):
+    node_id: int
+    voter: bool
+    peer_address: str
+    client_address: str
+    match_index: int
+    reachable: bool
+
+class Members(TypedDict):
+    configuration_index: int
+    change_in_progress: bool
+    leader_id: Optional[int]
+    node_id: Optional[int]
+    members: List[Member]
+    retired: List[int]
+
+class Peer(TypedDict):
+    node_id: int
+    address: str
+    reachable: bool
+    last_contact_ms: int
+    match_index: int
+    lag_entries: int
+
+class NodeStatus(TypedDict, total=False):
+    # Always there; False with only "error" when the node did not answer.
+    reachable: bool
+    error: str
+    node_id: int
+    role: Literal["leader", "follower", "candidate"]
+    ballot: tuple[int, int]
+    leader_id: Optional[int]
+    leader_address: str
+    commit_index: int
+    applied_index: int
+    revision: int
+    key_count: int
+    lease_count: int
+    requests_per_second: float
+    syncs: int
+    peers: List[Peer]
+
+_Client = TypeVar("_Client", bound="Client")
+_AsyncClient = TypeVar("_AsyncClient", bound="AsyncClient")
+
 class Lease:
     id: int
     ttl: float
-    def keep_alive(self) -> Any: ...
-    def revoke(self) -> Any: ...
-    def time_to_live(self, *, keys: bool = False) -> Any: ...
+    @property
+    def lost(self) -> Optional[Error]: ...
+    def keep_alive(self, *, timeout: Optional[Seconds] = None) -> float: ...
+    def revoke(self, *, timeout: Optional[Seconds] = None) -> int: ...
+    def time_to_live(self, *, keys: bool = False, timeout: Optional[Seconds] = None) -> LeaseStatus: ...
     def __int__(self) -> int: ...
     def __enter__(self) -> Lease: ...
     def __exit__(
         self, kind: Optional[Type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
     ) -> None: ...
-    async def __aenter__(self) -> Lease: ...
+
+class AsyncLease:
+    id: int
+    ttl: float
+    @property
+    def lost(self) -> Optional[Error]: ...
+    async def keep_alive(self, *, timeout: Optional[Seconds] = None) -> float: ...
+    async def revoke(self, *, timeout: Optional[Seconds] = None) -> int: ...
+    async def time_to_live(self, *, keys: bool = False, timeout: Optional[Seconds] = None) -> LeaseStatus: ...
+    def __int__(self) -> int: ...
+    async def __aenter__(self) -> AsyncLease: ...
     async def __aexit__(
         self, kind: Optional[Type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
     ) -> None: ...
 
+_AnyLease = Union[Lease, AsyncLease, int, None]
+
 class Client:
     def __init__(
         self,
-        endpoints: Union[str, Iterable[str]],
+        endpoints: Union[str, Iterable[str], None] = None,
         *,
         timeout: Seconds = 10.0,
         cluster_secret: Optional[Data] = None,
         cluster_secret_file: Optional[str] = None,
     ) -> None: ...
+    @classmethod
+    def from_url(cls: Type[_Client], url: str, *, timeout: Optional[Seconds] = None) -> _Client: ...
     @property
     def endpoints(self) -> List[str]: ...
     @overload
@@ -46,9 +111,10 @@ class Client:
         value: Data,
         *,
         ttl: Optional[Seconds] = None,
-        lease: Union[Lease, int, None] = None,
+        lease: _AnyLease = None,
         keep_ttl: bool = False,
         prev_kv: Literal[False] = False,
+        timeout: Optional[Seconds] = None,
     ) -> int: ...
     @overload
     def put(
@@ -57,12 +123,19 @@ class Client:
         value: Data,
         *,
         ttl: Optional[Seconds] = None,
-        lease: Union[Lease, int, None] = None,
+        lease: _AnyLease = None,
         keep_ttl: bool = False,
         prev_kv: Literal[True],
+        timeout: Optional[Seconds] = None,
     ) -> Written: ...
     def create(
-        self, key: Data, value: Data, *, ttl: Optional[Seconds] = None, lease: Union[Lease, int, None] = None
+        self,
+        key: Data,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: _AnyLease = None,
+        timeout: Optional[Seconds] = None,
     ) -> int: ...
     def compare_and_set(
         self,
@@ -71,17 +144,44 @@ class Client:
         value: Data,
         *,
         ttl: Optional[Seconds] = None,
-        lease: Union[Lease, int, None] = None,
+        lease: _AnyLease = None,
         keep_ttl: bool = False,
+        timeout: Optional[Seconds] = None,
     ) -> bool: ...
-    def get(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[bytes]: ...
-    def get_with_meta(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[Entry]: ...
+    def get(
+        self,
+        key: Data,
+        *,
+        consistency: Consistency = "linearizable",
+        min_revision: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[bytes]: ...
+    def get_with_meta(
+        self,
+        key: Data,
+        *,
+        consistency: Consistency = "linearizable",
+        min_revision: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[Entry]: ...
     @overload
     def delete(
-        self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[False] = False
+        self,
+        key: Data,
+        *,
+        expected_revision: Optional[int] = None,
+        prev_kv: Literal[False] = False,
+        timeout: Optional[Seconds] = None,
     ) -> bool: ...
     @overload
-    def delete(self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[True]) -> Deleted: ...
+    def delete(
+        self,
+        key: Data,
+        *,
+        expected_revision: Optional[int] = None,
+        prev_kv: Literal[True],
+        timeout: Optional[Seconds] = None,
+    ) -> Deleted: ...
     def scan(
         self,
         prefix: Data = b"",
@@ -89,18 +189,29 @@ class Client:
         limit: Optional[int] = None,
         page_size: int = 100,
         consistency: Consistency = "linearizable",
-    ) -> Iterator[Tuple[bytes, bytes]]: ...
-    def ttl(self, key: Data) -> Optional[float]: ...
-    def expire(self, key: Data, ttl: Seconds, *, condition: Optional[ExpireCondition] = None) -> bool: ...
-    def persist(self, key: Data) -> bool: ...
-    def lease_grant(self, ttl: Seconds) -> Lease: ...
-    def members(self) -> Dict[str, Any]: ...
-    def member_add(self, peer_address: str, client_address: str = "") -> Dict[str, Any]: ...
-    def member_promote(self, node_id: int) -> Dict[str, Any]: ...
-    def member_remove(self, node_id: int) -> Dict[str, Any]: ...
-    def status(self) -> Dict[str, Dict[str, Any]]: ...
+        keys_only: bool = False,
+        timeout: Optional[Seconds] = None,
+    ) -> Iterator[Item]: ...
+    def ttl(self, key: Data, *, timeout: Optional[Seconds] = None) -> Optional[float]: ...
+    def expire(
+        self,
+        key: Data,
+        ttl: Seconds,
+        *,
+        condition: Optional[ExpireCondition] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> bool: ...
+    def persist(self, key: Data, *, timeout: Optional[Seconds] = None) -> bool: ...
+    def lease_grant(self, ttl: Seconds, *, timeout: Optional[Seconds] = None) -> Lease: ...
+    def members(self, *, timeout: Optional[Seconds] = None) -> Members: ...
+    def member_add(
+        self, peer_address: str, client_address: str = "", *, timeout: Optional[Seconds] = None
+    ) -> Members: ...
+    def member_promote(self, node_id: int, *, timeout: Optional[Seconds] = None) -> Members: ...
+    def member_remove(self, node_id: int, *, timeout: Optional[Seconds] = None) -> Members: ...
+    def status(self, *, timeout: Optional[Seconds] = None) -> dict[str, NodeStatus]: ...
     def close(self) -> None: ...
-    def __enter__(self) -> Client: ...
+    def __enter__(self: _Client) -> _Client: ...
     def __exit__(
         self, kind: Optional[Type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
     ) -> None: ...
@@ -108,12 +219,14 @@ class Client:
 class AsyncClient:
     def __init__(
         self,
-        endpoints: Union[str, Iterable[str]],
+        endpoints: Union[str, Iterable[str], None] = None,
         *,
         timeout: Seconds = 10.0,
         cluster_secret: Optional[Data] = None,
         cluster_secret_file: Optional[str] = None,
     ) -> None: ...
+    @classmethod
+    def from_url(cls: Type[_AsyncClient], url: str, *, timeout: Optional[Seconds] = None) -> _AsyncClient: ...
     @property
     def endpoints(self) -> List[str]: ...
     @overload
@@ -123,9 +236,10 @@ class AsyncClient:
         value: Data,
         *,
         ttl: Optional[Seconds] = None,
-        lease: Union[Lease, int, None] = None,
+        lease: _AnyLease = None,
         keep_ttl: bool = False,
         prev_kv: Literal[False] = False,
+        timeout: Optional[Seconds] = None,
     ) -> int: ...
     @overload
     async def put(
@@ -134,12 +248,19 @@ class AsyncClient:
         value: Data,
         *,
         ttl: Optional[Seconds] = None,
-        lease: Union[Lease, int, None] = None,
+        lease: _AnyLease = None,
         keep_ttl: bool = False,
         prev_kv: Literal[True],
+        timeout: Optional[Seconds] = None,
     ) -> Written: ...
     async def create(
-        self, key: Data, value: Data, *, ttl: Optional[Seconds] = None, lease: Union[Lease, int, None] = None
+        self,
+        key: Data,
+        value: Data,
+        *,
+        ttl: Optional[Seconds] = None,
+        lease: _AnyLease = None,
+        timeout: Optional[Seconds] = None,
     ) -> int: ...
     async def compare_and_set(
         self,
@@ -148,17 +269,44 @@ class AsyncClient:
         value: Data,
         *,
         ttl: Optional[Seconds] = None,
-        lease: Union[Lease, int, None] = None,
+        lease: _AnyLease = None,
         keep_ttl: bool = False,
+        timeout: Optional[Seconds] = None,
     ) -> bool: ...
-    async def get(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[bytes]: ...
-    async def get_with_meta(self, key: Data, *, consistency: Consistency = "linearizable") -> Optional[Entry]: ...
+    async def get(
+        self,
+        key: Data,
+        *,
+        consistency: Consistency = "linearizable",
+        min_revision: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[bytes]: ...
+    async def get_with_meta(
+        self,
+        key: Data,
+        *,
+        consistency: Consistency = "linearizable",
+        min_revision: Optional[int] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> Optional[Entry]: ...
     @overload
     async def delete(
-        self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[False] = False
+        self,
+        key: Data,
+        *,
+        expected_revision: Optional[int] = None,
+        prev_kv: Literal[False] = False,
+        timeout: Optional[Seconds] = None,
     ) -> bool: ...
     @overload
-    async def delete(self, key: Data, *, expected_revision: Optional[int] = None, prev_kv: Literal[True]) -> Deleted: ...
+    async def delete(
+        self,
+        key: Data,
+        *,
+        expected_revision: Optional[int] = None,
+        prev_kv: Literal[True],
+        timeout: Optional[Seconds] = None,
+    ) -> Deleted: ...
     def scan(
         self,
         prefix: Data = b"",
@@ -166,18 +314,29 @@ class AsyncClient:
         limit: Optional[int] = None,
         page_size: int = 100,
         consistency: Consistency = "linearizable",
-    ) -> AsyncIterator[Tuple[bytes, bytes]]: ...
-    async def ttl(self, key: Data) -> Optional[float]: ...
-    async def expire(self, key: Data, ttl: Seconds, *, condition: Optional[ExpireCondition] = None) -> bool: ...
-    async def persist(self, key: Data) -> bool: ...
-    async def lease_grant(self, ttl: Seconds) -> Lease: ...
-    async def members(self) -> Dict[str, Any]: ...
-    async def member_add(self, peer_address: str, client_address: str = "") -> Dict[str, Any]: ...
-    async def member_promote(self, node_id: int) -> Dict[str, Any]: ...
-    async def member_remove(self, node_id: int) -> Dict[str, Any]: ...
-    async def status(self) -> Dict[str, Dict[str, Any]]: ...
+        keys_only: bool = False,
+        timeout: Optional[Seconds] = None,
+    ) -> AsyncIterator[Item]: ...
+    async def ttl(self, key: Data, *, timeout: Optional[Seconds] = None) -> Optional[float]: ...
+    async def expire(
+        self,
+        key: Data,
+        ttl: Seconds,
+        *,
+        condition: Optional[ExpireCondition] = None,
+        timeout: Optional[Seconds] = None,
+    ) -> bool: ...
+    async def persist(self, key: Data, *, timeout: Optional[Seconds] = None) -> bool: ...
+    async def lease_grant(self, ttl: Seconds, *, timeout: Optional[Seconds] = None) -> AsyncLease: ...
+    async def members(self, *, timeout: Optional[Seconds] = None) -> Members: ...
+    async def member_add(
+        self, peer_address: str, client_address: str = "", *, timeout: Optional[Seconds] = None
+    ) -> Members: ...
+    async def member_promote(self, node_id: int, *, timeout: Optional[Seconds] = None) -> Members: ...
+    async def member_remove(self, node_id: int, *, timeout: Optional[Seconds] = None) -> Members: ...
+    async def status(self, *, timeout: Optional[Seconds] = None) -> dict[str, NodeStatus]: ...
     async def close(self) -> None: ...
-    async def __aenter__(self) -> AsyncClient: ...
+    async def __aenter__(self: _AsyncClient) -> _AsyncClient: ...
     async def __aexit__(
         self, kind: Optional[Type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
     ) -> None: ...

@@ -6,15 +6,17 @@ class Error(Exception):
     """Base class of every paxkv error."""
 
 
-class Unavailable(Error, ConnectionError):
-    """No leader with a quorum answered within the timeout: most nodes are down, cannot reach
-    each other, or this client cannot reach them. Nothing was applied by a read; a write that
-    raises this was not acknowledged. Retry later or with a longer timeout."""
-
-
 class Timeout(Error, TimeoutError):
-    """A write got no answer within the timeout: it may or may not have taken effect. Read the
-    key to find out before you write it again."""
+    """A call ran out of time. For a write: it got no answer within the timeout and may or may
+    not have taken effect; read the key to find out before you write it again. A read that runs
+    out of time raises ``Unavailable``, a kind of ``Timeout``."""
+
+
+class Unavailable(Timeout, ConnectionError):
+    """No leader with a quorum answered within the timeout: most nodes are down, cannot reach
+    each other, or this client cannot reach them. A read changed nothing; a write that raises
+    this was not applied. Retry later or with a longer timeout. It is a ``Timeout`` (and so a
+    ``TimeoutError``): ``except paxkv.Timeout`` catches every call that ran out of time."""
 
 
 class SessionExpired(Timeout):
@@ -45,3 +47,14 @@ class MembershipRefused(Error):
     """A membership change broke a rule and was not made: another change is still in
     progress, the learner is still catching up, the cluster has its most voters, or the change
     would leave too few answering voters for a quorum. The message says which."""
+
+
+class ClientClosed(Error):
+    """The client was closed (``close()``, or the end of its ``with`` block): make a new one."""
+
+
+class LeaseLost(Error):
+    """A lease that a ``with`` block kept alive in the background ended before the block did
+    (it expired while the cluster could not be reached, or someone revoked it): the keys
+    attached to it are gone. Raised when the block ends; ``Lease.lost`` says so as soon as the
+    keep-alive finds out, and it is logged as a warning of the ``paxkv`` logger."""

@@ -1,7 +1,7 @@
 """The records paxkv's clients return."""
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,42 @@ class LeaseStatus:
     granted: float
     #: The keys attached to it (only when asked for with ``keys=True``).
     keys: List[bytes]
+
+
+class Item(Tuple[bytes, Optional[bytes]]):
+    """One key of a scan. It unpacks as ``key, value`` (``for key, value in kv.scan(...)``),
+    and carries the key's metadata as attributes. ``value`` is None in a ``keys_only`` scan."""
+
+    key: bytes
+    value: Optional[bytes]
+    #: Revision of the last write to the key.
+    revision: int
+    #: Revision of the write that created the key.
+    create_revision: int
+    #: Number of writes since the key was created, starting at 1.
+    version: int
+    #: Id of the lease the key is attached to, or None.
+    lease: Optional[int]
+    #: Seconds left of the key's own TTL, or None if it has none.
+    ttl: Optional[float]
+
+    def __new__(
+        cls,
+        key: bytes,
+        value: Optional[bytes],
+        revision: int,
+        create_revision: int,
+        version: int,
+        lease: Optional[int],
+        ttl: Optional[float],
+    ) -> "Item":
+        item = super().__new__(cls, (key, value))
+        item.key, item.value, item.revision = key, value, revision
+        item.create_revision, item.version, item.lease, item.ttl = create_revision, version, lease, ttl
+        return item
+
+    def __repr__(self) -> str:
+        return (
+            f"paxkv.Item(key={self.key!r}, value={self.value!r}, revision={self.revision}, "
+            f"version={self.version}, lease={self.lease}, ttl={self.ttl})"
+        )
