@@ -276,7 +276,7 @@ fn complete(
                 "lease_keepalive" | "lease_revoke" => {
                     json!({"type": "ok", "f": f, "succeeded": false})
                 }
-                _ => json!({"type": "fail", "f": f, "error": message}),
+                _ => json!({"type": "fail", "f": f, "error": message.message}),
             };
         }
         // Definite refusals: nothing was applied (a write the cluster may have applied fails
