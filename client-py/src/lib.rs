@@ -199,6 +199,7 @@ fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
         ClientError::NotFound(_) => "NotFound",
         ClientError::SessionExpired(_) => "SessionExpired",
         ClientError::Refused(_) => "MembershipRefused",
+        ClientError::Compacted(_) => "Compacted",
         _ => "Error",
     };
     let problem = error.message();
@@ -216,9 +217,10 @@ fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
         ClientError::SessionExpired(_) => {
             format!("{problem}. Read the key to find out before you write it again")
         }
-        ClientError::InvalidArgument(_) | ClientError::NotFound(_) | ClientError::Refused(_) => {
-            problem.to_string()
-        }
+        ClientError::InvalidArgument(_)
+        | ClientError::NotFound(_)
+        | ClientError::Refused(_)
+        | ClientError::Compacted(_) => problem.to_string(),
         _ => format!("the server failed: {problem}"),
     };
     let made = py
@@ -474,8 +476,8 @@ impl NativeClient {
     }
 
     /// Returns ([(key, entry tuple), ...], more, revision) for keys with `prefix` after
-    /// `start_after` (see `EntryTuple`).
-    #[pyo3(signature = (prefix, start_after, limit, consistency, timeout_ms=None, done=None))]
+    /// `start_after` (see `EntryTuple`), as they are, or as they were at `revision` if given.
+    #[pyo3(signature = (prefix, start_after, limit, consistency, revision=0, timeout_ms=None, done=None))]
     #[allow(clippy::too_many_arguments)] // one per Python argument
     fn scan(
         &self,
@@ -484,15 +486,25 @@ impl NativeClient {
         start_after: Data,
         limit: u32,
         consistency: &str,
+        revision: u64,
         timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let client = self.client(timeout_ms);
         let consistency = self::consistency(consistency, 0);
         run(py, done, async move {
-            let page = client
-                .scan(&prefix.0, &start_after.0, limit, consistency?)
-                .await?;
+            let page = match revision {
+                0 => {
+                    client
+                        .scan(&prefix.0, &start_after.0, limit, consistency?)
+                        .await?
+                }
+                revision => {
+                    client
+                        .scan_at(&prefix.0, &start_after.0, limit, revision)
+                        .await?
+                }
+            };
             let log_time_ms = page.log_time_ms;
             let entries: Vec<(Bytes, EntryTuple)> = page
                 .kvs
@@ -757,5 +769,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("KEY_BYTES_MAX", paxkv_client::KEY_BYTES_MAX)?;
     module.add("VALUE_BYTES_MAX", paxkv_client::VALUE_BYTES_MAX)?;
     module.add("SCAN_LIMIT_MAX", paxkv_client::SCAN_LIMIT_MAX)?;
+    module.add("HISTORY_REVISIONS_MAX", paxkv_client::HISTORY_REVISIONS_MAX)?;
     Ok(())
 }

@@ -187,3 +187,21 @@ def test_the_stubs_type_check_a_program_that_uses_every_method():
         text=True,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_scan_over_many_pages_shows_one_revision(kv, prefix):
+    for name in "abcdef":
+        kv.put(prefix + name, name)
+    seen = []
+    scan = kv.scan(prefix, page_size=2)
+    for item in scan:
+        seen.append((item.key.decode()[-1], item.value.decode()))
+        if len(seen) == 1:
+            # While the first page is read: an overwrite, a delete and a new key, all in pages
+            # still to come.
+            kv.put(prefix + "e", "changed")
+            kv.delete(prefix + "f")
+            kv.put(prefix + "d2", "new")
+    assert seen == [(name, name) for name in "abcdef"]
+    # A new scan shows the changes.
+    assert [item.value for item in kv.scan(prefix)] == [b"a", b"b", b"c", b"d", b"new", b"changed"]

@@ -134,6 +134,10 @@ pub enum ClientError {
     Refused(ErrorDetail),
     #[error("server error: {0}")]
     Server(ErrorDetail),
+    /// A read at a revision older than the history the node keeps (a scan whose first page
+    /// is too old): start it again.
+    #[error("compacted: {0}")]
+    Compacted(ErrorDetail),
 }
 
 impl ClientError {
@@ -155,7 +159,8 @@ impl ClientError {
             | ClientError::Authentication(detail)
             | ClientError::NotFound(detail)
             | ClientError::Refused(detail)
-            | ClientError::Server(detail) => detail,
+            | ClientError::Server(detail)
+            | ClientError::Compacted(detail) => detail,
         }
     }
 
@@ -168,7 +173,8 @@ impl ClientError {
             | ClientError::Authentication(detail)
             | ClientError::NotFound(detail)
             | ClientError::Refused(detail)
-            | ClientError::Server(detail) => detail,
+            | ClientError::Server(detail)
+            | ClientError::Compacted(detail) => detail,
         }
     }
 

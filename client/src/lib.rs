@@ -33,7 +33,7 @@ use paxkv_proto::client::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PersistRequest,
     RegisterSessionRequest, ScanRequest, StatusRequest, TtlRequest,
 };
-pub use paxkv_proto::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+pub use paxkv_proto::{HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -378,8 +378,8 @@ impl Client {
     }
 
     /// Highest log position any answer this client has seen was served at: with the revision,
-    /// the point a session read must not go back from (expiry and leases change what is read
-    /// without a new revision).
+    /// the point a session read must not go back from (the time a lease or a TTL has left
+    /// changes with log time alone, without a new revision).
     ///
     /// ```no_run
     /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
@@ -829,6 +829,10 @@ impl Client {
             ErrorCode::SessionExpired => Attempt::Fail(ClientError::SessionExpired(
                 ErrorDetail::from_node(code, error.message),
             )),
+            ErrorCode::Compacted => Attempt::Fail(ClientError::Compacted(ErrorDetail::from_node(
+                code,
+                error.message,
+            ))),
             ErrorCode::MembershipRefused => Attempt::Fail(ClientError::Refused(
                 ErrorDetail::from_node(code, error.message),
             )),
@@ -1048,14 +1052,58 @@ impl Client {
         consistency: ReadConsistency,
     ) -> Result<ScanPage, ClientError> {
         let (consistency, min_revision, min_applied_index) = self.read_consistency(consistency);
-        let body = Request::Scan(ScanRequest {
+        self.scan_request(ScanRequest {
             prefix: prefix.to_vec(),
             limit,
             start_after: start_after.to_vec(),
             consistency: consistency as i32,
             min_revision,
             min_applied_index,
-        });
+            revision: 0,
+        })
+        .await
+    }
+
+    /// One page of keys with `prefix` after `start_after`, as they were at `revision` (the
+    /// first page's [`ScanPage::revision`]): the later pages of a scan that shows one state.
+    /// Any node that has applied `revision` answers; one whose history no longer reaches back
+    /// to it fails with [`ClientError::Compacted`].
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::ReadConsistency;
+    /// let first = client.scan(b"user/", b"", 1000, ReadConsistency::Linearizable).await?;
+    /// let mut keys: Vec<Vec<u8>> = first.kvs.iter().map(|kv| kv.key.clone()).collect();
+    /// let mut more = first.more;
+    /// while more {
+    ///     let after = keys.last().cloned().unwrap_or_default();
+    ///     let page = client.scan_at(b"user/", &after, 1000, first.revision).await?;
+    ///     keys.extend(page.kvs.into_iter().map(|kv| kv.key));
+    ///     more = page.more;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn scan_at(
+        &self,
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: u32,
+        revision: u64,
+    ) -> Result<ScanPage, ClientError> {
+        self.scan_request(ScanRequest {
+            prefix: prefix.to_vec(),
+            limit,
+            start_after: start_after.to_vec(),
+            consistency: Consistency::AtLeastRevision as i32,
+            min_revision: revision,
+            min_applied_index: 0,
+            revision,
+        })
+        .await
+    }
+
+    async fn scan_request(&self, scan: ScanRequest) -> Result<ScanPage, ClientError> {
+        let body = Request::Scan(scan);
         match self.request(body).await? {
             Response::Scan(scan) => Ok(ScanPage {
                 revision: header_revision(&scan.header),

@@ -61,10 +61,16 @@ pub enum Bug {
     /// whose data was wiped votes and acknowledges again, having forgotten what it promised and
     /// accepted.
     WipedMemberAccepted,
+    /// Expiry deletes keys without a revision of its own: a key is there at a revision and
+    /// gone at the same revision, so a scan at a revision or a compare by revision is wrong.
+    ExpiryWithoutRevision,
+    /// A read at a revision undoes the changes made after the revision that follows it, not
+    /// after it: the changes of the next revision show through.
+    HistoryOffByOne,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 18] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -83,6 +89,8 @@ impl Bug {
         Bug::QuorumOfOldConfiguration,
         Bug::ChangesOverlap,
         Bug::WipedMemberAccepted,
+        Bug::ExpiryWithoutRevision,
+        Bug::HistoryOffByOne,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -152,6 +160,8 @@ impl Bug {
             Bug::QuorumOfOldConfiguration => "quorum-of-old-configuration",
             Bug::ChangesOverlap => "changes-overlap",
             Bug::WipedMemberAccepted => "wiped-member-accepted",
+            Bug::ExpiryWithoutRevision => "expiry-without-revision",
+            Bug::HistoryOffByOne => "history-off-by-one",
         }
     }
 }

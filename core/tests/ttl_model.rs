@@ -389,50 +389,85 @@ fn an_overwrite_with_a_new_ttl_outlives_the_old_deadline() {
     ]);
 }
 
-/// A burst of deadlines is removed a bounded amount per entry, yet every expired key is
-/// invisible at once.
+fn put_with_ttl(key: &str, ttl_ms: u64) -> Entry {
+    Entry {
+        kind: Some(Kind::Command(Command {
+            client_id: 0,
+            sequence: 0,
+            op: Some(Op::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ttl_ms: Some(ttl_ms),
+                ..Default::default()
+            })),
+        })),
+        log_time_ms: 0,
+    }
+}
+
+fn tick(log_time_ms: u64) -> Entry {
+    Entry {
+        kind: Some(Kind::Noop(Noop {})),
+        log_time_ms,
+    }
+}
+
+/// A burst of keys that end at the same millisecond goes at once, at one revision, whatever
+/// the bound on expiry work per entry.
 #[test]
-fn a_burst_of_expiries_is_removed_gradually_but_hidden_at_once() {
+fn a_burst_of_expiries_at_one_deadline_goes_at_once_at_one_revision() {
     let mut store = KvStore::new();
     let count = paxkv_core::kv::EXPIRED_KEYS_PER_ENTRY_MAX * 2 + 10;
     for index in 0..count {
-        let put = Op::Put(PutRequest {
-            key: format!("k{index:05}").into_bytes(),
-            value: b"v".to_vec(),
-            ttl_ms: Some(10),
-            ..Default::default()
-        });
-        let entry = Entry {
-            kind: Some(Kind::Command(Command {
-                client_id: 0,
-                sequence: 0,
-                op: Some(put),
-            })),
-            log_time_ms: 0,
-        };
-        store.apply(index as u64 + 1, &entry);
+        store.apply(index as u64 + 1, &put_with_ttl(&format!("k{index:05}"), 10));
     }
-    let tick = |time| Entry {
-        kind: Some(Kind::Noop(Noop {})),
-        log_time_ms: time,
-    };
+    let revision = store.revision();
     store.apply(count as u64 + 1, &tick(10));
-    assert_eq!(
-        store.key_count(),
-        count - paxkv_core::kv::EXPIRED_KEYS_PER_ENTRY_MAX,
-        "bounded removal"
-    );
-    assert_eq!(
-        store.scan(b"k", b"", 0).0.len(),
-        0,
-        "every expired key is already invisible"
-    );
-    assert!(
-        store.get(b"k00000").is_none()
-            && store.get(format!("k{:05}", count - 1).as_bytes()).is_none()
-    );
-    store.apply(count as u64 + 2, &tick(11));
-    store.apply(count as u64 + 3, &tick(12));
     assert_eq!(store.key_count(), 0);
-    assert!(!store.has_deadlines());
+    assert_eq!(
+        store.revision(),
+        revision + 1,
+        "one revision for the whole burst"
+    );
+    assert!(!store.has_deadlines() && !store.expiry_lags());
+}
+
+/// Deadlines spread over several milliseconds, more keys than the bound: each entry deletes
+/// whole deadlines while they fit, and the store's log time stops just before the first that
+/// does not, so that no key is ever visible after its deadline and none vanishes without a
+/// revision.
+#[test]
+fn spread_expiries_beyond_the_bound_hold_log_time_back_and_catch_up() {
+    let mut store = KvStore::new();
+    let per_deadline = paxkv_core::kv::EXPIRED_KEYS_PER_ENTRY_MAX * 6 / 10;
+    let mut index = 0;
+    for deadline in 10..14u64 {
+        for key in 0..per_deadline {
+            index += 1;
+            store.apply(
+                index,
+                &put_with_ttl(&format!("d{deadline}/{key:04}"), deadline),
+            );
+        }
+    }
+    let revision = store.revision();
+    for (step, deadline) in (10..14u64).enumerate() {
+        index += 1;
+        store.apply(index, &tick(100));
+        let step = step as u64 + 1;
+        assert_eq!(store.revision(), revision + step, "one revision per entry");
+        assert_eq!(store.key_count(), per_deadline * (4 - step as usize));
+        if deadline < 13 {
+            // Held just before the next deadline, whose keys are still there and visible.
+            assert_eq!(store.log_time_ms(), deadline);
+            assert!(store.expiry_lags());
+            assert!(store
+                .get(format!("d{}/0000", deadline + 1).as_bytes())
+                .is_some());
+        } else {
+            assert_eq!(store.log_time_ms(), 100);
+            assert!(!store.expiry_lags());
+        }
+        assert!(store.get(format!("d{deadline}/0000").as_bytes()).is_none());
+    }
 }

@@ -33,6 +33,13 @@ pub const KEY_BYTES_MAX: usize = 4 * 1024;
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// Largest number of keys one scan page returns.
 pub const SCAN_LIMIT_MAX: u32 = 1000;
+
+/// Revisions of changes a node keeps at most, to show the keys as they were at a recent
+/// revision (`ScanRequest.revision`). It also keeps at most `HISTORY_BYTES_MAX` bytes of them.
+pub const HISTORY_REVISIONS_MAX: u64 = 100_000;
+
+/// Bytes of keys and values of recent changes a node keeps at most (32 MiB).
+pub const HISTORY_BYTES_MAX: usize = 32 << 20;
 /// Scan page size when the request asks for 0.
 pub const SCAN_LIMIT_DEFAULT: u32 = 100;
 /// Largest frame a client may send or receive, in bytes (a maximal put plus headroom).

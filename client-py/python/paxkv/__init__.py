@@ -18,6 +18,7 @@ from ._model import Deleted, Entry, Item, LeaseStatus, Written
 from ._errors import (
     AuthenticationError,
     ClientClosed,
+    Compacted,
     ConflictError,
     MembershipRefused,
     Error,
@@ -28,7 +29,7 @@ from ._errors import (
     Timeout,
     Unavailable,
 )
-from ._native import KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX
+from ._native import HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX
 
 __version__ = "0.1.0"
 
@@ -38,11 +39,13 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "ClientClosed",
+    "Compacted",
     "ConflictError",
     "Deleted",
     "MembershipRefused",
     "Entry",
     "Error",
+    "HISTORY_REVISIONS_MAX",
     "InvalidArgument",
     "Item",
     "KEY_BYTES_MAX",

@@ -207,13 +207,16 @@ class _ScanPages:
         self.consistency = _consistency(consistency)
         self.start_after = b""
         self.finished = self.remaining == 0
+        #: The revision every page shows: the first page's (0 until it came).
+        self.revision = 0
 
     def request(self) -> tuple:
         size = self.page_size if self.remaining is None else min(self.page_size, self.remaining)
-        return (self.prefix, self.start_after, size, self.consistency)
+        return (self.prefix, self.start_after, size, self.consistency, self.revision)
 
     def take(self, page: tuple) -> List[Item]:
-        entries, more, _revision = page
+        entries, more, revision = page
+        self.revision = revision
         if entries:
             self.start_after = entries[-1][0]
         if self.remaining is not None:
@@ -616,8 +619,10 @@ class _Commands:
         ``lease`` and ``ttl``; with ``keys_only=True`` its value is None. ``timeout`` applies to
         each page.
 
-        Each page is one read at its own revision: a scan over many pages is not one snapshot
-        (a key written while it runs may or may not be listed)."""
+        Every page shows the keys as they were at the first page's revision, so a scan over
+        many pages is one state (writes made while it runs are not seen). A node keeps a
+        bounded history (``paxkv.HISTORY_REVISIONS_MAX`` revisions): a scan that takes longer
+        than that many writes raises ``paxkv.Compacted``; start it again."""
         pages = _ScanPages(prefix, limit, page_size, consistency, keys_only, timeout)
         self._check_open()
         return self._items(pages)

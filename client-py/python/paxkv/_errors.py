@@ -58,3 +58,8 @@ class LeaseLost(Error):
     (it expired while the cluster could not be reached, or someone revoked it): the keys
     attached to it are gone. Raised when the block ends; ``Lease.lost`` says so as soon as the
     keep-alive finds out, and it is logged as a warning of the ``paxkv`` logger."""
+
+
+class Compacted(Error, LookupError):
+    """A read asked for a revision older than the history the node keeps (a scan that ran
+    while more than ``paxkv.HISTORY_REVISIONS_MAX`` writes happened): start it again."""

@@ -10,6 +10,7 @@ _EntryTuple = Tuple[bytes, int, int, int, int, int, int]
 KEY_BYTES_MAX: int
 VALUE_BYTES_MAX: int
 SCAN_LIMIT_MAX: int
+HISTORY_REVISIONS_MAX: int
 
 def after_fork_in_child() -> None: ...
 
@@ -33,7 +34,8 @@ class NativeClient:
         self, key: _Data, expected_revision: Optional[int] = None, timeout_ms: Optional[int] = None, done: _Done = None
     ) -> Tuple[bool, int, Optional[_EntryTuple]]: ...
     def scan(
-        self, prefix: _Data, start_after: _Data, limit: int, consistency: str, timeout_ms: Optional[int] = None, done: _Done = None
+        self, prefix: _Data, start_after: _Data, limit: int, consistency: str, revision: int = 0,
+        timeout_ms: Optional[int] = None, done: _Done = None
     ) -> Tuple[List[Tuple[bytes, _EntryTuple]], bool, int]: ...
     def ttl(self, key: _Data, timeout_ms: Optional[int] = None, done: _Done = None) -> Optional[Tuple[bool, int]]: ...
     def expire(self, key: _Data, ttl_ms: int, condition: Optional[str], timeout_ms: Optional[int] = None, done: _Done = None) -> bool: ...

@@ -1,40 +1,116 @@
-//! Log time and expiry: moving the store's log time forward, removing what expired (a bounded
-//! amount per entry), and deciding whether a key is live at the current log time.
+//! Log time and expiry: moving the store's log time forward and deleting what expired, at a
+//! revision of its own, so that a key's disappearance is a change like any other (a scan at a
+//! revision, a change stream, a compare-and-set all see it at one revision).
+//!
+//! Invariant after every applied entry: no stored key has a deadline at or before the store's
+//! log time, and no lease does. So a key is visible exactly while it is stored, and nothing
+//! becomes invisible between entries (log time only moves when an entry applies).
+//!
+//! Work per entry is bounded without ever showing a key past its deadline: deadlines are
+//! taken in order, a whole deadline at a time (every key and every lease's keys that end at
+//! that millisecond), while they fit `EXPIRED_KEYS_PER_ENTRY_MAX`; if the next one does not fit
+//! (and something was deleted already), the store's log time stops just before it, behind the
+//! leader's stamp, and the next entries catch up (the leader proposes them at once while the
+//! store lags: `KvStore::expiry_lags`). Every replica applies the same entries, so every
+//! replica stops at the same time. A single deadline with more keys than the bound (a lease
+//! with many keys) goes whole.
+
+use std::collections::BTreeMap;
 
 use super::{KvStore, StoredValue};
 
-/// Expired keys removed per applied entry at most (a lease's keys go all at once, counted
-/// here too), so a burst of deadlines never stalls the apply loop. What is left is already
-/// invisible and goes with the next entries.
+/// Keys deleted by expiry per applied entry at most (beyond that, see the module comment).
 pub const EXPIRED_KEYS_PER_ENTRY_MAX: usize = 1000;
 
 impl KvStore {
-    /// Moves log time forward to `log_time_ms` (never back) and removes what expired.
+    /// Moves log time toward `log_time_ms` (never back) and deletes what expired, at one new
+    /// revision if anything did.
     pub(super) fn advance_time(&mut self, log_time_ms: u64) {
-        self.log_time_ms = self.log_time_ms.max(log_time_ms);
-        let mut budget = EXPIRED_KEYS_PER_ENTRY_MAX;
-        while budget > 0 {
-            let Some((deadline, key)) = self.key_deadlines.first().cloned() else {
-                break;
-            };
-            if deadline > self.log_time_ms {
+        let target = self.log_time_ms.max(log_time_ms);
+        let mut expired: BTreeMap<Box<[u8]>, StoredValue> = BTreeMap::new();
+        let mut reached = target;
+        while let Some(deadline) = self.next_deadline().filter(|deadline| *deadline <= target) {
+            if !expired.is_empty()
+                && expired.len() + self.keys_ending_at(deadline) > EXPIRED_KEYS_PER_ENTRY_MAX
+            {
+                // Just before the deadline that does not fit: nothing else ends in between.
+                reached = deadline - 1;
                 break;
             }
-            self.remove_key(&key);
-            budget -= 1;
+            self.delete_ending_at(deadline, &mut expired);
         }
-        while budget > 0 {
-            let Some(&(deadline, lease_id)) = self.lease_deadlines.first() else {
-                break;
-            };
-            if deadline > self.log_time_ms {
-                break;
+        self.expiry_lags = reached < target;
+        self.log_time_ms = reached.max(self.log_time_ms);
+        if !expired.is_empty() {
+            if !crate::planted::active(crate::planted::Bug::ExpiryWithoutRevision) {
+                self.revision += 1;
             }
-            let removed = self.end_lease(lease_id);
-            budget = budget.saturating_sub(removed.max(1));
+            for (key, stored) in expired {
+                self.record(key, Some(stored), None);
+            }
         }
     }
 
+    /// The earliest deadline of a key or a lease.
+    fn next_deadline(&self) -> Option<u64> {
+        let key = self.key_deadlines.first().map(|(deadline, _)| *deadline);
+        let lease = self.lease_deadlines.first().map(|(deadline, _)| *deadline);
+        key.into_iter().chain(lease).min()
+    }
+
+    /// How many keys end at `deadline` (by their own TTL or their lease's), counting a key
+    /// that ends both ways twice (a bound, not an exact count).
+    fn keys_ending_at(&self, deadline: u64) -> usize {
+        let own = self
+            .key_deadlines
+            .range((deadline, Vec::new())..)
+            .take_while(|(at, _)| *at == deadline)
+            .count();
+        let leased: usize = self
+            .lease_deadlines
+            .range((deadline, 0)..)
+            .take_while(|(at, _)| *at == deadline)
+            .map(|(_, lease_id)| self.leases[lease_id].keys.len().max(1))
+            .sum();
+        own + leased
+    }
+
+    /// Deletes every key whose TTL ends at `deadline` and ends every lease that does (with its
+    /// keys), moving what was stored into `expired`.
+    fn delete_ending_at(&mut self, deadline: u64, expired: &mut BTreeMap<Box<[u8]>, StoredValue>) {
+        while let Some((at, key)) = self.key_deadlines.first().cloned() {
+            if at != deadline {
+                break;
+            }
+            let stored = self
+                .remove_key(&key)
+                .expect("every deadline's key is stored");
+            expired.insert(key.into_boxed_slice(), stored);
+        }
+        while let Some(&(at, lease_id)) = self.lease_deadlines.first() {
+            if at != deadline {
+                break;
+            }
+            let lease = self
+                .take_lease(lease_id)
+                .expect("every deadline's lease exists");
+            for key in lease.keys {
+                if let Some(stored) = self.remove_key(&key) {
+                    expired.insert(key.into_boxed_slice(), stored);
+                }
+            }
+        }
+    }
+
+    /// True if the last entry stopped short of its log time to bound its work: more is due,
+    /// and the leader should propose the next entry at once.
+    pub fn expiry_lags(&self) -> bool {
+        self.expiry_lags
+    }
+
+    /// Whether a stored key is visible. After every entry every stored key is (see the module
+    /// comment); this holds for a store loaded from an older snapshot too, whose expired
+    /// leftovers go with its first entry.
     pub(super) fn is_live(&self, stored: &StoredValue) -> bool {
         let ttl_live = stored.expires_at_ms == 0 || stored.expires_at_ms > self.log_time_ms;
         let lease_live = stored.lease_id == 0 || self.live_lease(stored.lease_id).is_some();
@@ -46,21 +122,12 @@ impl KvStore {
         self.map.get(key).filter(|stored| self.is_live(stored))
     }
 
-    /// Removes a key that expired but is still stored, so a write sees it as absent.
-    pub(super) fn purge_if_expired(&mut self, key: &[u8]) {
-        let expired = self
-            .map
-            .get(key)
-            .is_some_and(|stored| !self.is_live(stored));
-        if expired {
-            self.remove_key(key);
-        }
-    }
-
-    /// Sets (or with 0 clears) the deadline of a stored key.
-    pub(super) fn set_key_deadline(&mut self, key: &[u8], expires_at_ms: u64) {
-        let mut stored = self.map.get(key).expect("the key exists").clone();
+    /// Sets (or with 0 clears) the deadline of a stored key; returns the key as it was.
+    pub(super) fn set_key_deadline(&mut self, key: &[u8], expires_at_ms: u64) -> StoredValue {
+        let previous = self.map.get(key).expect("the key exists").clone();
+        let mut stored = previous.clone();
         stored.expires_at_ms = expires_at_ms;
         self.insert_key(key.to_vec(), stored);
+        previous
     }
 }

@@ -20,25 +20,27 @@ impl KvStore {
             .filter(|lease| lease.expires_at_ms > self.log_time_ms)
     }
 
-    /// Removes a lease and every key attached to it; returns how many keys went.
-    pub(super) fn end_lease(&mut self, lease_id: u64) -> usize {
-        let Some(lease) = self.leases.remove(&lease_id) else {
-            return 0;
-        };
+    /// Removes a lease and its deadline, not its keys.
+    pub(super) fn take_lease(&mut self, lease_id: u64) -> Option<Lease> {
+        let lease = self.leases.remove(&lease_id)?;
         let removed = self
             .lease_deadlines
             .remove(&(lease.expires_at_ms, lease_id));
         assert!(removed, "every lease is in the deadline index");
-        for key in &lease.keys {
-            let stored = self
-                .map
-                .remove(key.as_slice())
-                .expect("a lease's keys are stored");
-            if stored.expires_at_ms != 0 {
-                self.key_deadlines
-                    .remove(&(stored.expires_at_ms, key.clone()));
-            }
+        Some(lease)
+    }
+
+    /// Removes a lease and deletes every key attached to it, as changes at the current
+    /// revision (the caller moved it, if there are keys); returns how many keys went.
+    pub(super) fn end_lease(&mut self, lease_id: u64) -> usize {
+        let Some(lease) = self.take_lease(lease_id) else {
+            return 0;
+        };
+        let count = lease.keys.len();
+        for key in lease.keys {
+            let stored = self.remove_key(&key).expect("a lease's keys are stored");
+            self.record(key.into_boxed_slice(), Some(stored), None);
         }
-        lease.keys.len()
+        count
     }
 }

@@ -8,14 +8,17 @@
 //! holds the store itself, the order in which an entry is applied, and the key indexes.
 //!
 //! Time: every entry carries the log time its leader stamped. Applying an entry first moves the
-//! store's log time forward, then removes what expired (a bounded amount per entry, oldest
-//! deadline first), then applies the command. A key exists at log time t iff its own deadline
-//! (if any) is after t and its lease (if any) is live at t; keys past their deadline but not yet
-//! removed are already invisible, so the bound on removal work never changes an answer.
+//! store's log time forward and deletes what expired, at a revision of its own (see `expiry`:
+//! work per entry is bounded by holding log time back, never by showing a key past its
+//! deadline), then applies the command. A key exists at log time t iff it is stored: nothing
+//! stored has a deadline at or before the store's log time once an entry has applied.
+//! Every change of visible state is recorded in the replica's own `history` (for reads at a
+//! past revision).
 
 pub mod cmd;
 mod errors;
 mod expiry;
+mod history;
 mod leases;
 mod sessions;
 mod snapshot_codec;
@@ -28,8 +31,10 @@ use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, SessionRecord}
 pub use cmd::{route, validate_command, ReadPoint, ReadRequest, Routed};
 pub use errors::{error_response, validate_key, TTL_MS_MAX};
 pub use expiry::EXPIRED_KEYS_PER_ENTRY_MAX;
+pub use history::{HISTORY_BYTES_MAX, HISTORY_REVISIONS_MAX};
 pub use sessions::SESSIONS_MAX;
 
+use history::{Change, History};
 use leases::Lease;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,10 @@ pub struct KvStore {
     /// Sessions kept at most (`SESSIONS_MAX` unless configured). Every replica must use the
     /// same bound, or they would forget different sessions and answer a write differently.
     sessions_max: usize,
+    /// The recent changes (this replica's own: see `history`). Not part of the state hash.
+    history: History,
+    /// The last entry stopped short of its log time to bound its expiry work (see `expiry`).
+    expiry_lags: bool,
 }
 
 /// An empty store; the same as [`KvStore::new`] (a derived default would keep no sessions).
@@ -87,7 +96,30 @@ impl KvStore {
             sessions: BTreeMap::new(),
             sessions_by_age: BTreeMap::new(),
             sessions_max: SESSIONS_MAX,
+            history: History::starting_at(0, 0),
+            expiry_lags: false,
         }
+    }
+
+    /// Records a change of `key` at the current revision and log time.
+    fn record(
+        &mut self,
+        key: Box<[u8]>,
+        previous: Option<StoredValue>,
+        current: Option<StoredValue>,
+    ) {
+        self.history.record(Change {
+            revision: self.revision,
+            log_time_ms: self.log_time_ms,
+            key,
+            previous,
+            current,
+        });
+    }
+
+    /// The oldest revision this replica can still show (see `scan_at`).
+    pub fn history_first_revision(&self) -> u64 {
+        self.history.first_revision()
     }
 
     pub fn revision(&self) -> u64 {

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use paxkv_proto::peer::{KvSnapshot, LeaseRecord};
 
+use super::history::History;
 use super::leases::Lease;
 use super::{fnv1a, KvStore, StoredValue};
 
@@ -123,6 +124,7 @@ impl KvStore {
                 .insert((session.last_index, session.client_id), ());
             store.sessions.insert(session.client_id, session);
         }
+        store.history = History::starting_at(store.revision, store.log_time_ms);
         store
     }
 

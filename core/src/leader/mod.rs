@@ -211,12 +211,17 @@ impl Replica {
         // A leader without a quorum must not grow its log with ticks forever.
         let room = self.log.last_index() - self.commit_index < self.config.uncommitted_entries_max;
         let deadlines = self.kv.has_deadlines();
+        let expiry_lags = self.kv.expiry_lags();
+        let applied_all = self.kv.applied_index() == self.log.last_index();
         let (now, tick_interval_ms) = (self.now, self.config.log_tick_interval_ms);
         let Some(leader) = self.role.leader_mut() else {
             return;
         };
         let idle_ms = now.millis_since(leader.log_clock.last_append_at);
-        if leader.is_active() && room && idle_ms >= tick_interval_ms && deadlines {
+        // Expiry that stopped short to bound its work goes on with the next entry at once, as
+        // soon as the last one applied (one such entry in flight at a time).
+        let catching_up = expiry_lags && applied_all;
+        if leader.is_active() && room && deadlines && (idle_ms >= tick_interval_ms || catching_up) {
             leader.append(&mut self.log, now, Kind::Noop(Noop {}));
         }
     }

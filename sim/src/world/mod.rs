@@ -30,7 +30,7 @@ use paxkv_core::{DurableState, LogWrite, NodeId, SnapshotWrite};
 use paxkv_proto::auth::ClusterSecret;
 use paxkv_proto::client::{
     Consistency, DeleteRequest, ExpireCondition, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, Role, TtlRequest, TtlState,
+    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, Role, ScanRequest, TtlRequest, TtlState,
 };
 use paxkv_proto::peer::HardState;
 use paxkv_server::clock::NodeClock;

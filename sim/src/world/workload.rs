@@ -32,10 +32,13 @@ pub enum OperationKind {
     GetLeaseKey,
     /// On the client's own lease: grant, put with it, keep-alive, revoke, read its key.
     Lease,
+    /// A read of a shared key as it was at a revision a little older than the newest its client
+    /// saw (a scan page at a revision, rebuilt from a node's change history).
+    GetAtRevision,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 10] = [
+    pub const ALL: [OperationKind; 11] = [
         OperationKind::Put,
         OperationKind::LinearizableGet,
         OperationKind::StaleGet,
@@ -46,6 +49,7 @@ impl OperationKind {
         OperationKind::Ttl,
         OperationKind::GetLeaseKey,
         OperationKind::Lease,
+        OperationKind::GetAtRevision,
     ];
 
     /// The kind's weight in a seed that asks it (out of 100 when a seed asks every kind).
@@ -54,7 +58,7 @@ impl OperationKind {
             OperationKind::Put | OperationKind::LinearizableGet => 22,
             OperationKind::Lease => 17,
             OperationKind::CompareAndSet => 10,
-            OperationKind::StaleGet | OperationKind::SessionGet => 6,
+            OperationKind::StaleGet | OperationKind::SessionGet | OperationKind::GetAtRevision => 6,
             OperationKind::Delete => 5,
             OperationKind::Expire | OperationKind::Ttl | OperationKind::GetLeaseKey => 4,
         }
@@ -77,6 +81,7 @@ impl OperationKind {
             OperationKind::Ttl => "ttl",
             OperationKind::GetLeaseKey => "get_lease_key",
             OperationKind::Lease => "lease",
+            OperationKind::GetAtRevision => "get_at_revision",
         }
     }
 }
@@ -216,7 +221,25 @@ fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
             planned_get(&other, consistency)
         }
         OperationKind::Lease => plan_lease(state, value, stored_value),
+        OperationKind::GetAtRevision => Planned {
+            // The revision is chosen just before it is sent (`at_revision`).
+            request: Request::Scan(ScanRequest {
+                prefix: shared_key.clone().into_bytes(),
+                limit: 1,
+                consistency: Consistency::AtLeastRevision as i32,
+                ..Default::default()
+            }),
+            invoke: json!({"f": "get", "key": shared_key, "consistency": "stale",
+                           "at_revision": true}),
+        },
     }
+}
+
+/// A revision for a read at a revision: up to 30 before the newest this client saw.
+pub(super) fn at_revision(newest_seen: u64) -> u64 {
+    newest_seen
+        .saturating_sub(thread_rng().gen_range(0..30))
+        .max(1)
 }
 
 /// An operation on the client's own lease: a grant while it has none, else a put with it, a
@@ -265,7 +288,10 @@ fn complete(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let is_read = matches!(planned.request, Request::Get(_) | Request::Ttl(_));
+    let is_read = matches!(
+        planned.request,
+        Request::Get(_) | Request::Ttl(_) | Request::Scan(_)
+    );
     let response = match result {
         Ok(response) => response,
         Err(ClientError::NotFound(message)) => {
@@ -327,6 +353,18 @@ fn complete(
                 state.revisions.insert(key, 0);
             }
         },
+        // A read at a revision: the page holds the key, or it did not exist then.
+        Response::Scan(scan) => {
+            if let Some(kv) = scan.kvs.into_iter().find(|kv| kv.key == key.as_bytes()) {
+                let name = kv
+                    .value
+                    .split(|byte| *byte == VALUE_PADDING_MARK)
+                    .next()
+                    .unwrap_or_default();
+                line["value"] = json!(String::from_utf8_lossy(name));
+                line["mod_revision"] = json!(kv.mod_revision);
+            }
+        }
         Response::Delete(delete) => line["succeeded"] = json!(delete.deleted),
         Response::Expire(expire) => line["succeeded"] = json!(expire.applied),
         Response::Ttl(ttl) => {
@@ -389,6 +427,10 @@ pub(super) async fn client_loop(
                 get.min_revision = client.revision_seen();
                 get.min_applied_index = client.applied_index_seen();
             }
+        }
+        if let Request::Scan(scan) = &mut planned.request {
+            scan.revision = at_revision(client.revision_seen());
+            scan.min_revision = scan.revision;
         }
         // Served again: an operation completed after the heal.
         if perform(&client, &mut state, &planned, &shared).await {

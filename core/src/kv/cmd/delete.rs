@@ -12,7 +12,6 @@ pub(super) fn validate(delete: &DeleteRequest) -> Result<(), Response> {
 
 impl KvStore {
     pub(super) fn delete(&mut self, delete: &DeleteRequest) -> Response {
-        self.purge_if_expired(&delete.key);
         let current = self.map.get(delete.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&delete.key, stored));
         if current.is_none() || !Self::revision_matches(current, delete.expected_revision) {
@@ -23,7 +22,8 @@ impl KvStore {
             });
         }
         self.revision += 1;
-        self.remove_key(&delete.key);
+        let removed = self.remove_key(&delete.key);
+        self.record(delete.key.as_slice().into(), removed, None);
         Response::Delete(DeleteResponse {
             header: self.header(),
             deleted: true,

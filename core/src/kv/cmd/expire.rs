@@ -16,7 +16,6 @@ pub(super) fn validate(expire: &ExpireRequest) -> Result<(), Response> {
 
 impl KvStore {
     pub(super) fn expire(&mut self, expire: &ExpireRequest) -> Response {
-        self.purge_if_expired(&expire.key);
         let deadline = self.log_time_ms.saturating_add(expire.ttl_ms);
         let applied = match self.map.get(expire.key.as_slice()) {
             None => false,
@@ -33,7 +32,9 @@ impl KvStore {
         };
         if applied {
             self.revision += 1;
-            self.set_key_deadline(&expire.key, deadline);
+            let before = self.set_key_deadline(&expire.key, deadline);
+            let after = self.map.get(expire.key.as_slice()).cloned();
+            self.record(expire.key.as_slice().into(), Some(before), after);
         }
         Response::Expire(ExpireResponse {
             header: self.header(),

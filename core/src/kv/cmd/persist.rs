@@ -12,14 +12,15 @@ pub(super) fn validate(persist: &PersistRequest) -> Result<(), Response> {
 
 impl KvStore {
     pub(super) fn persist(&mut self, persist: &PersistRequest) -> Response {
-        self.purge_if_expired(&persist.key);
         let removed = self
             .map
             .get(persist.key.as_slice())
             .is_some_and(|stored| stored.expires_at_ms != 0);
         if removed {
             self.revision += 1;
-            self.set_key_deadline(&persist.key, 0);
+            let before = self.set_key_deadline(&persist.key, 0);
+            let after = self.map.get(persist.key.as_slice()).cloned();
+            self.record(persist.key.as_slice().into(), Some(before), after);
         }
         Response::Persist(PersistResponse {
             header: self.header(),

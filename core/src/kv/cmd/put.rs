@@ -37,7 +37,6 @@ impl KvStore {
                 return lease_not_found(lease_id);
             }
         }
-        self.purge_if_expired(&put.key);
         let current = self.map.get(put.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&put.key, stored));
         if !Self::revision_matches(current, put.expected_revision) {
@@ -61,7 +60,9 @@ impl KvStore {
             lease_id: put.lease_id.unwrap_or(0),
             expires_at_ms,
         };
-        self.insert_key(put.key.clone(), stored);
+        let before = current.cloned();
+        self.insert_key(put.key.clone(), stored.clone());
+        self.record(put.key.as_slice().into(), before, Some(stored));
         Response::Put(PutResponse {
             header: self.header(),
             succeeded: true,

@@ -227,9 +227,8 @@ async fn value_bytes(value: String) -> Result<Vec<u8>, ClientError> {
     Ok(bytes)
 }
 
-/// Every key under `prefix` (at most `limit`), page after page. Each page is read
-/// linearizably on its own, so a scan that spans pages is not one snapshot: a key written
-/// while it runs may or may not be listed.
+/// Every key under `prefix` (at most `limit`), page after page, all as they were at the
+/// first page's revision (read linearizably): one state, however many pages.
 async fn scan_all(
     client: &Client,
     prefix: &[u8],
@@ -238,13 +237,20 @@ async fn scan_all(
 ) -> Result<Outcome, ClientError> {
     let wanted = limit.unwrap_or(u64::MAX);
     let mut kvs: Vec<paxkv_client::KeyValue> = Vec::new();
+    let mut pinned = None;
     let (more, revision) = loop {
         let left = wanted - kvs.len() as u64;
         let page_size = left.min(u64::from(SCAN_LIMIT_MAX)) as u32;
         let after = kvs.last().map_or(&[][..], |kv| kv.key.as_slice()).to_vec();
-        let page = client
-            .scan(prefix, &after, page_size, ReadConsistency::Linearizable)
-            .await?;
+        let page = match pinned {
+            None => {
+                client
+                    .scan(prefix, &after, page_size, ReadConsistency::Linearizable)
+                    .await?
+            }
+            Some(revision) => client.scan_at(prefix, &after, page_size, revision).await?,
+        };
+        pinned = Some(page.revision);
         kvs.extend(page.kvs);
         if !page.more || kvs.len() as u64 >= wanted {
             break (page.more, page.revision);

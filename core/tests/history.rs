@@ -1,0 +1,186 @@
+//! Scans at a revision: every page of a scan shows one state, rebuilt from the change history
+//! (deletes, overwrites, expiry and lease ends undone), and a revision older than the history
+//! is refused with its bound.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+use paxkv_core::{KvStore, ReadRequest};
+use paxkv_proto::client::{
+    client_response::Body as Response, Consistency, DeleteRequest, ErrorCode, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, ScanRequest,
+};
+use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, Noop};
+
+struct Store {
+    kv: KvStore,
+    index: u64,
+    time: u64,
+}
+
+impl Store {
+    fn new() -> Store {
+        Store {
+            kv: KvStore::new(),
+            index: 0,
+            time: 0,
+        }
+    }
+
+    fn apply(&mut self, op: Option<Op>) -> Option<Response> {
+        self.index += 1;
+        let kind = match op {
+            Some(op) => Kind::Command(Command {
+                client_id: 0,
+                sequence: 0,
+                op: Some(op),
+            }),
+            None => Kind::Noop(Noop {}),
+        };
+        let entry = Entry {
+            kind: Some(kind),
+            log_time_ms: self.time,
+        };
+        self.kv.apply(self.index, &entry)
+    }
+
+    fn put(&mut self, key: &str, value: &str, ttl_ms: Option<u64>, lease_id: Option<u64>) -> u64 {
+        self.apply(Some(Op::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ttl_ms,
+            lease_id,
+            ..Default::default()
+        })));
+        self.kv.revision()
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.apply(Some(Op::Delete(DeleteRequest {
+            key: key.into(),
+            expected_revision: None,
+        })));
+    }
+
+    /// (key, value) of one page at `revision` (0: now), the page's header revision, and more.
+    fn page(&self, after: &str, limit: u32, revision: u64) -> (Vec<(String, String)>, u64, bool) {
+        let read = ReadRequest::Scan(ScanRequest {
+            prefix: b"k".to_vec(),
+            limit,
+            start_after: after.into(),
+            consistency: Consistency::AtLeastRevision as i32,
+            min_revision: revision,
+            min_applied_index: 0,
+            revision,
+        });
+        match read.answer(&self.kv) {
+            Response::Scan(scan) => (
+                scan.kvs
+                    .iter()
+                    .map(|kv| {
+                        (
+                            String::from_utf8(kv.key.clone()).unwrap(),
+                            String::from_utf8(kv.value.clone()).unwrap(),
+                        )
+                    })
+                    .collect(),
+                scan.header.unwrap().revision,
+                scan.more,
+            ),
+            other => panic!("not a scan: {other:?}"),
+        }
+    }
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+#[test]
+fn later_pages_show_the_first_pages_revision_whatever_changed_since() {
+    let mut store = Store::new();
+    store.apply(Some(Op::LeaseGrant(LeaseGrantRequest { ttl_ms: 60_000 })));
+    let lease = store.kv.lease_list(0, 10).0[0].lease_id;
+    store.put("k1", "a", None, None);
+    store.put("k2", "b", Some(50), None);
+    store.put("k3", "c", None, Some(lease));
+    store.put("k4", "d", None, None);
+    let (first, pinned, more) = store.page("", 2, 0);
+    assert_eq!((first, more), (pairs(&[("k1", "a"), ("k2", "b")]), true));
+    // Everything changes after the first page: an overwrite, a delete, a new key, an expiry
+    // (k2's TTL ends) and a lease revoked with its key.
+    store.put("k1", "a2", None, None);
+    store.delete("k4");
+    store.put("k5", "e", None, None);
+    store.time = 100;
+    store.apply(None);
+    store.apply(Some(Op::LeaseRevoke(LeaseRevokeRequest {
+        lease_id: lease,
+    })));
+    assert!(store.kv.revision() >= pinned + 5);
+    assert_eq!(store.page("", 10, 0).0, pairs(&[("k1", "a2"), ("k5", "e")]));
+    // The later pages, at the first page's revision, show the state it showed.
+    let (rest, revision, more) = store.page("k2", 2, pinned);
+    assert_eq!(
+        (rest, revision, more),
+        (pairs(&[("k3", "c"), ("k4", "d")]), pinned, false)
+    );
+    let (all, _, _) = store.page("", 10, pinned);
+    assert_eq!(
+        all,
+        pairs(&[("k1", "a"), ("k2", "b"), ("k3", "c"), ("k4", "d")])
+    );
+    // Every revision in between shows what it was.
+    let (at_overwrite, _, _) = store.page("", 10, pinned + 1);
+    assert_eq!(at_overwrite[0], ("k1".to_string(), "a2".to_string()));
+    assert_eq!(at_overwrite.len(), 4);
+}
+
+#[test]
+fn expiry_is_a_revision_of_its_own() {
+    let mut store = Store::new();
+    let written = store.put("k1", "v", Some(10), None);
+    store.time = 5;
+    store.apply(None);
+    assert_eq!(store.kv.revision(), written, "nothing expired yet");
+    store.time = 10;
+    store.apply(None);
+    assert_eq!(
+        store.kv.revision(),
+        written + 1,
+        "the expiry is one revision"
+    );
+    assert_eq!(store.page("", 10, written).0, pairs(&[("k1", "v")]));
+    assert!(store.page("", 10, 0).0.is_empty());
+}
+
+#[test]
+fn a_revision_older_than_the_history_is_refused_with_its_bound() {
+    let mut store = Store::new();
+    store.put("k1", "v", None, None);
+    store.put("k2", "v", None, None);
+    // A replica built from a snapshot keeps no history from before it.
+    let mut restored = Store::new();
+    restored.kv = KvStore::from_snapshot(store.kv.to_snapshot());
+    assert_eq!(restored.kv.history_first_revision(), 2);
+    let read = ReadRequest::Scan(ScanRequest {
+        prefix: b"k".to_vec(),
+        revision: 1,
+        ..Default::default()
+    });
+    match read.answer(&restored.kv) {
+        Response::Error(error) => {
+            assert_eq!(error.code, ErrorCode::Compacted as i32);
+            assert!(
+                error.message.contains("starts at revision 2"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    // The node that applied them can.
+    assert_eq!(store.page("", 10, 1).0, pairs(&[("k1", "v")]));
+}
