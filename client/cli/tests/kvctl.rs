@@ -311,6 +311,37 @@ async fn status_members_global_flags_and_bad_usage() {
     let members = cluster.kvctl(&["member", "list", "--json"]).await.json();
     assert_eq!(members["members"].as_array().unwrap().len(), 3);
     assert!(members["leader"].as_u64().unwrap() > 0);
+    // A learner added for a node that never starts: listed, not promoted (it never answered),
+    // then removed for good.
+    let phantom = free_address().to_string();
+    let added = cluster
+        .kvctl(&["--json", "member", "add", &phantom, "--learner"])
+        .await;
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let id = added.json()["node"].as_u64().unwrap();
+    let learner = |members: &serde_json::Value| {
+        members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|member| member["id"] == id)
+            .cloned()
+    };
+    assert_eq!(learner(&added.json()).unwrap()["voter"], false);
+    let promoted = cluster
+        .kvctl(&["member", "promote", &id.to_string(), "--timeout", "2s"])
+        .await;
+    assert_eq!(promoted.code, 1, "{}", promoted.stdout);
+    assert!(promoted.stderr.contains("refused"), "{}", promoted.stderr);
+    let removed = cluster
+        .kvctl(&["--json", "member", "remove", &id.to_string()])
+        .await;
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(learner(&removed.json()).is_none());
+    assert!(removed.json()["retired"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(id)));
     // Bad usage is 2, before anything is sent.
     assert_eq!(cluster.kvctl(&["get"]).await.code, 2);
     assert_eq!(
