@@ -90,6 +90,43 @@ fn codec() -> FrameCodec {
     FrameCodec::new(CLIENT_FRAME_BYTES_MAX)
 }
 
+/// The two halves of an authenticated connection.
+pub(crate) type Halves = (
+    FrameReader<tokio::io::ReadHalf<TcpStream>>,
+    tokio::io::WriteHalf<TcpStream>,
+);
+
+/// Connects to `endpoint` and proves the cluster secret (if the node asks for it).
+pub(crate) async fn open_halves(
+    endpoint: &str,
+    secret: Option<&ClusterSecret>,
+    deadline: Instant,
+) -> Result<Halves, ConnectError> {
+    let limit = deadline.min(Instant::now() + CONNECT_TIMEOUT);
+    let stream = tokio::time::timeout(until(limit), TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| ConnectError::ConnectTimedOut)?
+        .map_err(ConnectError::Connect)?;
+    stream.set_nodelay(true).map_err(ConnectError::Socket)?;
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(read_half, codec());
+    tokio::time::timeout(
+        until(limit),
+        authenticate(&mut reader, &mut write_half, secret),
+    )
+    .await
+    .map_err(|_| ConnectError::HandshakeTimedOut)??;
+    Ok((reader, write_half))
+}
+
+/// Sends one request on a stream of one's own (a watch).
+pub(crate) async fn write_request(
+    writer: &mut tokio::io::WriteHalf<TcpStream>,
+    request: &ClientRequest,
+) -> Result<(), IoError> {
+    write_frame(writer, &codec(), request).await
+}
+
 impl Connection {
     /// Connects and proves the cluster secret (if the node asks for it).
     pub async fn open(
@@ -97,20 +134,7 @@ impl Connection {
         secret: Option<&ClusterSecret>,
         deadline: Instant,
     ) -> Result<Connection, ConnectError> {
-        let limit = deadline.min(Instant::now() + CONNECT_TIMEOUT);
-        let stream = tokio::time::timeout(until(limit), TcpStream::connect(endpoint))
-            .await
-            .map_err(|_| ConnectError::ConnectTimedOut)?
-            .map_err(ConnectError::Connect)?;
-        stream.set_nodelay(true).map_err(ConnectError::Socket)?;
-        let (read_half, mut write_half) = tokio::io::split(stream);
-        let mut reader = FrameReader::new(read_half, codec());
-        tokio::time::timeout(
-            until(limit),
-            authenticate(&mut reader, &mut write_half, secret),
-        )
-        .await
-        .map_err(|_| ConnectError::HandshakeTimedOut)??;
+        let (reader, write_half) = open_halves(endpoint, secret, deadline).await?;
         let (calls, receiver) = mpsc::channel(QUEUE_MAX);
         let open = Arc::new(AtomicBool::new(true));
         tokio::spawn(run(reader, write_half, receiver, open.clone()));

@@ -15,6 +15,7 @@ mod config;
 mod connection;
 mod error;
 mod silence;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,6 +46,7 @@ use crate::connection::{until, ConnectError, Connection};
 pub use crate::error::{ClientError, ErrorCode, ErrorDetail, LeaderHint};
 pub use crate::silence::SILENT_NODE_AVOIDANCE;
 use crate::silence::{LateAnswer, LateAnswers, SilentNodes};
+pub use crate::watch::{EventKind, Watch, WatchBatch, WatchEvent, WatchOptions};
 
 /// Pause between attempts when no leader is known or the cluster is busy.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -829,10 +831,9 @@ impl Client {
             ErrorCode::SessionExpired => Attempt::Fail(ClientError::SessionExpired(
                 ErrorDetail::from_node(code, error.message),
             )),
-            ErrorCode::Compacted => Attempt::Fail(ClientError::Compacted(ErrorDetail::from_node(
-                code,
-                error.message,
-            ))),
+            ErrorCode::Compacted | ErrorCode::WatcherTooSlow => Attempt::Fail(
+                ClientError::Compacted(ErrorDetail::from_node(code, error.message)),
+            ),
             ErrorCode::MembershipRefused => Attempt::Fail(ClientError::Refused(
                 ErrorDetail::from_node(code, error.message),
             )),

@@ -184,3 +184,50 @@ fn a_revision_older_than_the_history_is_refused_with_its_bound() {
     // The node that applied them can.
     assert_eq!(store.page("", 10, 1).0, pairs(&[("k1", "v")]));
 }
+
+#[test]
+fn watch_events_name_each_change_with_its_kind_revision_and_previous_value() {
+    use paxkv_proto::client::EventKind;
+    let mut store = Store::new();
+    let first = store.put("k1", "a", None, None);
+    store.put("k1", "b", Some(10), None);
+    store.delete("k1");
+    store.put("k2", "c", Some(10), None);
+    store.time = 10;
+    store.apply(None);
+    let events = store.kv.watch_events(first - 1).unwrap();
+    let seen: Vec<(EventKind, u64, String, Option<String>)> = events
+        .iter()
+        .map(|event| {
+            let kv = event.kv.as_ref().unwrap();
+            (
+                event.kind(),
+                event.revision,
+                String::from_utf8(kv.key.clone()).unwrap(),
+                event
+                    .prev_kv
+                    .as_ref()
+                    .map(|previous| String::from_utf8(previous.value.clone()).unwrap()),
+            )
+        })
+        .collect();
+    let k = |key: &str| key.to_string();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::Put, first, k("k1"), None),
+            (EventKind::Put, first + 1, k("k1"), Some(k("a"))),
+            (EventKind::Delete, first + 2, k("k1"), Some(k("b"))),
+            (EventKind::Put, first + 3, k("k2"), None),
+            (EventKind::Expire, first + 4, k("k2"), Some(k("c"))),
+        ]
+    );
+    assert_eq!(events[1].kv.as_ref().unwrap().value, b"b");
+    assert!(store
+        .kv
+        .watch_events(store.kv.revision())
+        .unwrap()
+        .is_empty());
+    let restored = KvStore::from_snapshot(store.kv.to_snapshot());
+    assert_eq!(restored.watch_events(first), Err(store.kv.revision()));
+}

@@ -22,6 +22,7 @@ macro_rules! answers_with_header {
             Body::LeaseRevoke($answer) => $then,
             Body::LeaseTimeToLive($answer) => $then,
             Body::LeaseList($answer) => $then,
+            Body::Watch($answer) => $then,
             Body::RegisterSession($answer) => $then,
             Body::Members($answer) => $then,
             Body::Status(_) | Body::Error(_) | Body::AuthChallenge(_) | Body::AuthOk(_) => $none,

@@ -34,6 +34,8 @@ fn codec() -> FrameCodec {
 pub struct ClientPort {
     pub inputs: mpsc::Sender<Input>,
     pub secret: Option<ClusterSecret>,
+    /// What the node applies, for the watches on this port (`watch`).
+    pub feed: crate::watch::Feed,
 }
 
 pub async fn serve(listener: TcpListener, port: ClientPort, shutdown: crate::shutdown::Shutdown) {
@@ -138,6 +140,16 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
                 );
                 let _ = answers.send(answer(request_id, error)).await;
                 break Ok(());
+            }
+            Some(Request::Watch(watch)) => {
+                let (feed, inputs) = (port.feed.clone(), port.inputs.clone());
+                tokio::spawn(crate::watch::run(
+                    request_id,
+                    watch,
+                    feed,
+                    inputs,
+                    answers.clone(),
+                ));
             }
             body => {
                 let input = match to_input(request.client_id, request.sequence, body) {

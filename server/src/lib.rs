@@ -11,6 +11,7 @@ pub mod node;
 pub mod peer;
 pub mod shutdown;
 pub mod storage;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -219,15 +220,17 @@ pub async fn start_node(
         storage = back;
         written?;
     }
+    let feed = watch::Feed::new(replica.kv().revision());
     let port = client_port::ClientPort {
         inputs,
         secret: (!config.allow_unauthenticated_clients).then(|| config.secret.clone()),
+        feed: feed.clone(),
     };
     tokio::spawn(
         client_port::serve(client_listener, port, shutdown.clone()).instrument(span.clone()),
     );
     let metrics = Arc::new(NodeMetrics::default());
-    let node = Node::new(replica, storage, clock, directory, metrics.clone());
+    let node = Node::new(replica, storage, clock, directory, metrics.clone(), feed);
     let node = tokio::spawn(node.run(receiver, shutdown).instrument(span));
     Ok(RunningNode {
         id: config.id,

@@ -11,13 +11,16 @@ use std::sync::Arc;
 use paxkv_core::{
     LogWrite, MemberRequest, NodeId, ReadRequest, Ready, Replica, RequestId, Role, SnapshotWrite,
 };
-use paxkv_proto::client::{client_response::Body as Response, PeerStatus, StatusResponse};
+use paxkv_proto::client::{
+    client_response::Body as Response, PeerStatus, StatusResponse, WatchEvent,
+};
 use paxkv_proto::peer::{Command, HardState, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::NodeClock;
 use crate::peer::PeerDirectory;
 use crate::storage::{Storage, StorageError};
+use crate::watch::{Batch, Feed};
 
 /// How often the replica's timers are driven.
 pub const TICK_MS: u64 = 10;
@@ -53,6 +56,12 @@ pub enum Input {
         change: MemberRequest,
         reply: oneshot::Sender<Response>,
     },
+    /// The changes after revision `after` from the history, with the revision they reach, or
+    /// the oldest revision the history keeps (for a watch: see `watch`).
+    WatchHistory {
+        after: u64,
+        reply: oneshot::Sender<Result<(Vec<WatchEvent>, u64), u64>>,
+    },
 }
 
 /// Why the node loop ended without a storage error.
@@ -87,6 +96,10 @@ pub struct Node {
     started: tokio::time::Instant,
     /// The index of the configuration whose addresses the peer directory last learnt.
     configuration_seen: Option<u64>,
+    /// Where the changes each turn applies go to the watches (`watch`), and the revision
+    /// published last.
+    feed: Feed,
+    published: u64,
 }
 
 /// Writes and syncs what a ready asks to keep, in one hop off the async threads. Under the
@@ -128,8 +141,12 @@ impl Node {
         clock: NodeClock,
         peers: Arc<PeerDirectory>,
         metrics: Arc<NodeMetrics>,
+        feed: Feed,
     ) -> Node {
+        let published = replica.kv().revision();
         Node {
+            feed,
+            published,
             replica,
             storage: Some(storage),
             clock,
@@ -171,6 +188,7 @@ impl Node {
             while self.replica.has_ready() {
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
+                self.publish_changes();
             }
             self.learn_configuration();
             if let Some(reason) = self.peers.refused() {
@@ -258,7 +276,39 @@ impl Node {
                 self.replica
                     .change_membership(request, change, self.clock.now());
             }
+            Input::WatchHistory { after, reply } => {
+                let kv = self.replica.kv();
+                let _ = reply.send(kv.watch_events(after).map(|events| (events, kv.revision())));
+            }
         }
+    }
+
+    /// Hands the watches what was applied since the last turn (only if some watch listens:
+    /// a watch that starts later reads the history).
+    fn publish_changes(&mut self) {
+        let kv = self.replica.kv();
+        let revision = kv.revision();
+        if revision <= self.published {
+            return;
+        }
+        let batch = if self.feed.has_watchers() {
+            match kv.watch_events(self.published) {
+                Ok(events) => Batch::Changes {
+                    after: self.published,
+                    to: revision,
+                    events,
+                },
+                Err(_) => Batch::Gap { to: revision },
+            }
+        } else {
+            Batch::Changes {
+                after: self.published,
+                to: revision,
+                events: Vec::new(),
+            }
+        };
+        self.published = revision;
+        self.feed.publish(batch);
     }
 
     fn answer(&mut self, responses: Vec<(RequestId, Response)>) {

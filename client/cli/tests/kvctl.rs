@@ -650,3 +650,189 @@ async fn lease_keep_alive_renews_until_interrupted() {
     let gone = cluster.kvctl(&["lease", "keep-alive", &lease]).await;
     assert_eq!(gone.code, 3, "{}", gone.stderr);
 }
+
+/// Reads batches until `count` events came (within 20 s).
+async fn events(watch: &mut paxkv_client::Watch, count: usize) -> Vec<paxkv_client::WatchEvent> {
+    let mut events = Vec::new();
+    while events.len() < count {
+        let Ok(batch) = tokio::time::timeout(Duration::from_secs(20), watch.next()).await else {
+            panic!("{count} events within 20 s; came: {:?}", described(&events));
+        };
+        let batch = batch.unwrap();
+        events.extend(batch.events);
+    }
+    events
+}
+
+fn described(events: &[paxkv_client::WatchEvent]) -> Vec<(paxkv_client::EventKind, String)> {
+    events
+        .iter()
+        .map(|event| {
+            let key = &event.kv.as_ref().unwrap().key;
+            (event.kind(), String::from_utf8_lossy(key).to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_deliver_every_change_once_in_order_and_survive_their_node() {
+    use paxkv_client::{EventKind, PutOptions, WatchOptions};
+    let mut cluster = start_cluster().await;
+    cluster.settled().await;
+    let client = cluster.client();
+    let mut watch = client
+        .watch(b"w/", WatchOptions::new().prefix().prev_kv())
+        .await
+        .unwrap();
+    let started = client
+        .put(b"w/a", b"1", PutOptions::new())
+        .await
+        .unwrap()
+        .revision;
+    client.put(b"w/b", b"2", PutOptions::new()).await.unwrap();
+    client
+        .put(b"elsewhere", b"x", PutOptions::new())
+        .await
+        .unwrap();
+    client.delete(b"w/a").await.unwrap();
+    client
+        .put(b"w/t", b"3", PutOptions::new().ttl_ms(300))
+        .await
+        .unwrap();
+    let lease = client.lease_grant(60_000).await.unwrap();
+    client
+        .put(b"w/l", b"4", PutOptions::new().lease(lease))
+        .await
+        .unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    let seen = events(&mut watch, 7).await;
+    let key = |name: &str| name.to_string();
+    assert_eq!(
+        described(&seen)[..5],
+        [
+            (EventKind::Put, key("w/a")),
+            (EventKind::Put, key("w/b")),
+            (EventKind::Delete, key("w/a")),
+            (EventKind::Put, key("w/t")),
+            (EventKind::Put, key("w/l")),
+        ]
+    );
+    // The TTL (300 ms) ran out before the lease was revoked, or after: either order, each at
+    // its revision.
+    let mut tail = described(&seen)[5..].to_vec();
+    tail.sort();
+    assert_eq!(
+        tail,
+        [
+            (EventKind::Delete, key("w/l")),
+            (EventKind::Expire, key("w/t"))
+        ]
+    );
+    assert!(seen
+        .windows(2)
+        .all(|pair| pair[0].revision < pair[1].revision));
+    assert_eq!(seen[2].prev_kv.as_ref().unwrap().value, b"1");
+    // From a revision in the past: the same changes, from the history.
+    let mut replay = client
+        .watch(b"w/", WatchOptions::new().prefix().from_revision(started))
+        .await
+        .unwrap();
+    let replayed = events(&mut replay, 7).await;
+    assert_eq!(described(&replayed), described(&seen));
+    // The node a watch reads from stops: the stream goes on through another, from the next
+    // revision, with nothing missed and nothing twice.
+    let first_node = cluster.endpoints[0].clone();
+    let mut config = paxkv_client::ClientConfig::new(vec![first_node]);
+    config
+        .endpoints
+        .extend(cluster.endpoints[1..].iter().cloned());
+    config.secret = Some(SECRET.as_bytes().to_vec());
+    let pinned = paxkv_client::Client::new(config).unwrap();
+    let mut moving = pinned
+        .watch(b"m/", WatchOptions::new().prefix())
+        .await
+        .unwrap();
+    client
+        .put(b"m/1", b"before", PutOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        described(&events(&mut moving, 1).await),
+        [(EventKind::Put, key("m/1"))]
+    );
+    cluster.stops.remove(0).stop();
+    let writer = paxkv_client::Client::new({
+        let mut config = paxkv_client::ClientConfig::new(cluster.endpoints[1..].to_vec());
+        config.secret = Some(SECRET.as_bytes().to_vec());
+        config
+    })
+    .unwrap();
+    for index in 2..=4 {
+        writer
+            .put(format!("m/{index}").as_bytes(), b"after", PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let after = events(&mut moving, 3).await;
+    assert_eq!(
+        described(&after),
+        [
+            (EventKind::Put, key("m/2")),
+            (EventKind::Put, key("m/3")),
+            (EventKind::Put, key("m/4"))
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvctl_watch_prints_each_change_until_interrupted() {
+    use tokio::io::AsyncBufReadExt;
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    let mut child = cluster
+        .command(&["watch", "cfg/", "--prefix", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The watch starts after kvctl connected: write until its first event shows.
+    let first = loop {
+        assert_eq!(cluster.kvctl(&["put", "cfg/mode", "fast"]).await.code, 0);
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+        {
+            break line.unwrap().expect("still running");
+        }
+    };
+    let event: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (
+            event["kind"].as_str(),
+            event["key"].as_str(),
+            event["value"].as_str()
+        ),
+        (Some("put"), Some("cfg/mode"), Some("fast"))
+    );
+    assert_eq!(cluster.kvctl(&["del", "cfg/mode"]).await.code, 0);
+    let deleted = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the delete within 10 s")
+            .unwrap()
+            .expect("still running");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["kind"] == "delete" {
+            break event;
+        }
+    };
+    assert_eq!(deleted["key"], "cfg/mode");
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("kvctl stops on Ctrl-C")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

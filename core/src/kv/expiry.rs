@@ -46,7 +46,7 @@ impl KvStore {
                 self.revision += 1;
             }
             for (key, stored) in expired {
-                self.record(key, Some(stored), None);
+                self.record_change(key, Some(stored), None, true);
             }
         }
     }

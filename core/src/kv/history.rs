@@ -33,6 +33,8 @@ pub(super) struct Change {
     pub(super) previous: Option<StoredValue>,
     /// The key after the change (None: deleted, or expired).
     pub(super) current: Option<StoredValue>,
+    /// Deleted by log time (its TTL or its lease ran out), not by a request.
+    pub(super) expired: bool,
 }
 
 impl Change {
@@ -154,6 +156,7 @@ mod tests {
             log_time_ms: revision * 10,
             key: key.as_bytes().into(),
             previous: None,
+            expired: false,
             current: Some(StoredValue {
                 value: vec![7; value_bytes].into_boxed_slice(),
                 create_revision: revision,

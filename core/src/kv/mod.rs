@@ -25,7 +25,9 @@ mod snapshot_codec;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use paxkv_proto::client::{client_response::Body as Response, KeyValue, ResponseHeader};
+use paxkv_proto::client::{
+    client_response::Body as Response, EventKind, KeyValue, ResponseHeader, WatchEvent,
+};
 use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, SessionRecord};
 
 pub use cmd::{route, validate_command, ReadPoint, ReadRequest, Routed};
@@ -108,13 +110,63 @@ impl KvStore {
         previous: Option<StoredValue>,
         current: Option<StoredValue>,
     ) {
+        self.record_change(key, previous, current, false);
+    }
+
+    /// Records a change, saying whether it is an expiry.
+    fn record_change(
+        &mut self,
+        key: Box<[u8]>,
+        previous: Option<StoredValue>,
+        current: Option<StoredValue>,
+        expired: bool,
+    ) {
         self.history.record(Change {
             revision: self.revision,
             log_time_ms: self.log_time_ms,
             key,
             previous,
             current,
+            expired,
         });
+    }
+
+    /// Every change after `after` (at least the oldest revision kept) as watch events, oldest
+    /// first, with the keys as they were before; or the oldest revision kept if `after` is
+    /// older.
+    pub fn watch_events(&self, after: u64) -> Result<Vec<WatchEvent>, u64> {
+        if after < self.history.first_revision() {
+            return Err(self.history.first_revision());
+        }
+        Ok(self
+            .history
+            .since(after)
+            .map(|change| {
+                let key = &change.key;
+                let kind = match (&change.current, change.expired) {
+                    (Some(_), _) => EventKind::Put,
+                    (None, true) => EventKind::Expire,
+                    (None, false) => EventKind::Delete,
+                };
+                let kv = match &change.current {
+                    Some(stored) => Self::key_value(key, stored),
+                    None => KeyValue {
+                        key: key.to_vec(),
+                        mod_revision: change.revision,
+                        ..KeyValue::default()
+                    },
+                };
+                WatchEvent {
+                    kind: kind as i32,
+                    revision: change.revision,
+                    kv: Some(kv),
+                    prev_kv: change
+                        .previous
+                        .as_ref()
+                        .map(|stored| Self::key_value(key, stored)),
+                }
+            })
+            .collect())
     }
 
     /// The oldest revision this replica can still show (see `scan_at`).

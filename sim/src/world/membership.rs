@@ -217,6 +217,11 @@ impl Nemesis<'_> {
         let index = removed[thread_rng().gen_range(0..removed.len())];
         *self.storages[index].disk.lock().expect("not poisoned") = Default::default();
         self.shared.set_slot(index, Slot::Retired);
+        self.shared
+            .must_be_refused
+            .lock()
+            .expect("not poisoned")
+            .insert(index);
         self.down[index] = false;
         self.shared
             .trace("wiped_node_rejoins", json!({"node": index + 1}));
@@ -242,6 +247,16 @@ impl Nemesis<'_> {
         else {
             return;
         };
+        // Every voter must be one the leader hears (so holds the cluster's data): a voter that
+        // never started (refused later as a late first start) and a wiped one would be two
+        // lost, which no cluster of four or five survives.
+        if members
+            .members
+            .iter()
+            .any(|member| member.voter && !member.reachable)
+        {
+            return;
+        }
         let voters: Vec<usize> = members
             .members
             .iter()
@@ -290,6 +305,11 @@ impl Nemesis<'_> {
         }
         self.handle.kill(self.nodes[wiped].id());
         *self.storages[wiped].disk.lock().expect("not poisoned") = Default::default();
+        self.shared
+            .must_be_refused
+            .lock()
+            .expect("not poisoned")
+            .insert(wiped);
         self.down[wiped] = false;
         for a in &cut {
             for b in &everyone {

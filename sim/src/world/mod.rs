@@ -107,8 +107,11 @@ pub(super) struct Shared {
     applied: Mutex<BTreeMap<usize, u64>>,
     /// What runs on each address (`membership::Slot`).
     slots: Mutex<Vec<Slot>>,
-    /// What the nodes saw go wrong during the run (a retired node let in).
+    /// What the nodes saw go wrong during the run (a wiped node let in).
     problems: Mutex<Vec<String>>,
+    /// Nodes restarted with an empty data directory under an id the cluster knows (a retired
+    /// node, a wiped member): each must be refused, never start serving.
+    must_be_refused: Mutex<BTreeSet<usize>>,
     options: SimOptions,
 }
 
@@ -164,6 +167,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         applied: Mutex::new(BTreeMap::new()),
         slots: Mutex::new(vec![Slot::Spare; SLOTS]),
         problems: Mutex::new(Vec::new()),
+        must_be_refused: Mutex::new(BTreeSet::new()),
         options: SimOptions::from_seed(config.seed, config.nodes),
     });
     RUNNING_TRACE.with(|running| *running.borrow_mut() = Some(shared.clone()));

@@ -108,6 +108,11 @@ pub(super) fn start_sim_node(
                                 "node_refused_to_start",
                                 json!({"node": index + 1, "error": error.to_string()}),
                             );
+                            shared
+                                .must_be_refused
+                                .lock()
+                                .expect("not poisoned")
+                                .remove(&index);
                             shared.set_slot(index, Slot::Removed);
                             return;
                         }
@@ -138,11 +143,21 @@ pub(super) fn start_sim_node(
                     "node_serving",
                     json!({"node": index + 1, "id": running.id.0}),
                 );
-                if slot == Slot::Retired {
+                if shared
+                    .must_be_refused
+                    .lock()
+                    .expect("not poisoned")
+                    .contains(&index)
+                {
                     shared.problems.lock().expect("not poisoned").push(format!(
-                        "node {}, removed and then restarted with an empty data directory \
-                         under its old id, was let start (it must be refused)",
-                        index + 1
+                        "node {}, restarted with an empty data directory under an id the \
+                         cluster knows ({}), was let start (it must be refused)",
+                        index + 1,
+                        if slot == Slot::Retired {
+                            "removed"
+                        } else {
+                            "a member"
+                        }
                     ));
                 }
                 match running.node.await {

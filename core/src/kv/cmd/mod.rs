@@ -130,6 +130,11 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
             Routed::Read(ReadRequest::LeaseTimeToLive(request))
         }
         Some(Request::LeaseList(request)) => Routed::Read(ReadRequest::LeaseList(request)),
+        Some(Request::Watch(_)) => {
+            return Err(bad_request(
+                "a watch is a stream of answers: the client port serves it, not the node loop",
+            ))
+        }
         Some(Request::MemberList(_)) => Routed::MemberList,
         Some(Request::MemberAdd(add)) => Routed::MemberChange(MemberRequest::Add {
             peer_address: add.peer_address,

@@ -115,6 +115,21 @@ enum Command {
         #[command(subcommand)]
         command: LeaseCommand,
     },
+    /// Print every change of KEY (or, with --prefix, of the keys under it) as it happens:
+    /// writes, deletes, expiry and lease revokes, in revision order, until Ctrl-C. Survives the
+    /// node it reads from going away. Exit 4 if --rev is older than the nodes' history.
+    Watch {
+        key: String,
+        /// KEY is a prefix (an empty one watches everything).
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this revision (default: the changes after now).
+        #[arg(long, value_name = "REV")]
+        rev: Option<u64>,
+        /// Also show each key as it was before the change.
+        #[arg(long)]
+        prev_kv: bool,
+    },
     /// Status of every node.
     Status,
     /// Cluster membership: list, add, promote, remove.
@@ -289,6 +304,38 @@ async fn keep_alive_until_interrupted(client: &Client, id: u64, format: Format) 
     }
 }
 
+/// `watch`: prints every event until Ctrl-C (exit 0) or a failure.
+async fn watch_until_interrupted(
+    client: &Client,
+    key: &str,
+    options: paxkv_client::WatchOptions,
+    format: Format,
+) -> u8 {
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut watch = tokio::select! {
+        _ = &mut interrupted => return EXIT_OK,
+        watch = client.watch(key.as_bytes(), options) => match watch {
+            Ok(watch) => watch,
+            Err(error) => return render::failure(&error),
+        },
+    };
+    loop {
+        let batch = tokio::select! {
+            _ = &mut interrupted => return EXIT_OK,
+            batch = watch.next() => batch,
+        };
+        match batch {
+            Ok(batch) => {
+                for event in &batch.events {
+                    render::print_event(event, format);
+                }
+            }
+            Err(error) => return render::failure(&error),
+        }
+    }
+}
+
 /// Runs the command against the cluster.
 async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> {
     let outcome = match command {
@@ -387,6 +434,7 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
         },
         Command::Lease { command } => run_lease(client, command).await?,
         Command::Status => Outcome::Status(client.status_all().await),
+        Command::Watch { .. } => unreachable!("a watch runs until interrupted: see main"),
         Command::Member { command } => run_member(client, command).await?,
     };
     Ok(outcome)
@@ -489,6 +537,26 @@ async fn main() -> ExitCode {
             Command::Lease {
                 command: LeaseCommand::KeepAlive { id, once: false },
             } => return ExitCode::from(keep_alive_until_interrupted(&client, id, format).await),
+            Command::Watch {
+                key,
+                prefix,
+                rev,
+                prev_kv,
+            } => {
+                let mut options = paxkv_client::WatchOptions::new();
+                if prefix {
+                    options = options.prefix();
+                }
+                if let Some(rev) = rev {
+                    options = options.from_revision(rev);
+                }
+                if prev_kv {
+                    options = options.prev_kv();
+                }
+                return ExitCode::from(
+                    watch_until_interrupted(&client, &key, options, format).await,
+                );
+            }
             command => run(&client, command).await,
         },
         Err(error) => Err(error),

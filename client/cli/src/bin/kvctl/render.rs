@@ -10,7 +10,8 @@
 
 use base64::Engine;
 use paxkv_client::{
-    ClientError, DeleteResult, KeyValue, LeaseSummary, MembersResponse, StatusResponse, TtlState,
+    ClientError, DeleteResult, EventKind, KeyValue, LeaseSummary, MembersResponse, StatusResponse,
+    TtlState, WatchEvent,
 };
 use serde_json::{json, Value};
 
@@ -80,6 +81,72 @@ pub fn render(result: &Result<Outcome, ClientError>, format: Format) -> Rendered
             }
         }
     }
+}
+
+/// Prints why a command that streams (`watch`) stopped, and returns its exit code: 4 when
+/// the revision asked for is older than the history (a conflict with what the cluster keeps).
+pub fn failure(error: &ClientError) -> u8 {
+    let rendered = render(&Err(error.clone()), Format::Text);
+    rendered.print();
+    match error {
+        ClientError::Compacted(_) => EXIT_CONFLICT,
+        _ => rendered.exit_code,
+    }
+}
+
+/// One watch event as a line: `PUT key = value (revision N)`, or JSON.
+pub fn event_line(event: &WatchEvent, format: Format) -> Vec<u8> {
+    let kind = match event.kind() {
+        EventKind::Put => "put",
+        EventKind::Delete => "delete",
+        EventKind::Expire => "expire",
+    };
+    let empty = KeyValue::default();
+    let kv = event.kv.as_ref().unwrap_or(&empty);
+    match format {
+        Format::Json => {
+            let mut line =
+                json!({"kind": kind, "revision": event.revision, "key": bytes_json(&kv.key)});
+            if event.kind() == EventKind::Put {
+                line["value"] = bytes_json(&kv.value);
+                line["lease"] = json!(kv.lease_id);
+            }
+            if let Some(previous) = &event.prev_kv {
+                line["prev_kv"] = kv_json(previous, false);
+            }
+            line.to_string().into_bytes()
+        }
+        Format::Text => {
+            let mut line = match event.kind() {
+                EventKind::Put => format!(
+                    "PUT {} = {} (revision {})",
+                    printable(&kv.key),
+                    printable(&kv.value),
+                    event.revision
+                ),
+                _ => format!(
+                    "{} {} (revision {})",
+                    kind.to_uppercase(),
+                    printable(&kv.key),
+                    event.revision
+                ),
+            };
+            if let Some(previous) = &event.prev_kv {
+                line.push_str(&format!("; was {}", printable(&previous.value)));
+            }
+            line.into_bytes()
+        }
+    }
+}
+
+/// Prints one watch event and flushes, so that a pipe sees it at once.
+pub fn print_event(event: &WatchEvent, format: Format) {
+    Rendered {
+        stdout: event_line(event, format),
+        stderr: String::new(),
+        exit_code: EXIT_OK,
+    }
+    .print();
 }
 
 fn exit_code(outcome: &Outcome) -> u8 {
