@@ -644,6 +644,39 @@ impl NativeClient {
         })
     }
 
+    /// Opens a change stream (see `NativeWatch`); raises like a read if no node takes it.
+    #[pyo3(signature = (key, prefix, start_revision, prev_kv, progress_ms, timeout_ms=None, done=None))]
+    #[allow(clippy::too_many_arguments)] // one per Python argument
+    fn watch_open(
+        &self,
+        py: Python<'_>,
+        key: Data,
+        prefix: bool,
+        start_revision: u64,
+        prev_kv: bool,
+        progress_ms: u64,
+        timeout_ms: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client(timeout_ms);
+        let mut options = paxkv_client::WatchOptions::new().from_revision(start_revision);
+        if prefix {
+            options = options.prefix();
+        }
+        if prev_kv {
+            options = options.prev_kv();
+        }
+        if progress_ms > 0 {
+            options = options.progress(Duration::from_millis(progress_ms));
+        }
+        run(py, done, async move {
+            let watch = client.watch(&key.0, options).await?;
+            Ok(NativeWatch {
+                watch: std::sync::Arc::new(tokio::sync::Mutex::new(watch)),
+            })
+        })
+    }
+
     /// Asks every node at once; returns {endpoint: status dict}, where a node that did not
     /// answer has {"reachable": False, "error": message}.
     #[pyo3(signature = (timeout_ms=None, done=None))]
@@ -659,6 +692,51 @@ impl NativeClient {
             done,
             async move { Ok(Statuses(client.status_all().await)) },
         )
+    }
+}
+
+/// One change stream. `next` returns (revision, [event tuple, ...], progress), each event
+/// (kind, revision, key, entry tuple of the key after a put or None, entry tuple before or
+/// None), kind one of "put", "delete", "expire".
+#[pyclass(frozen, module = "paxkv._native")]
+struct NativeWatch {
+    watch: std::sync::Arc<tokio::sync::Mutex<paxkv_client::Watch>>,
+}
+
+/// A watch event as a tuple for the package (see `NativeWatch`).
+type EventTuple = (
+    &'static str,
+    u64,
+    Bytes,
+    Option<EntryTuple>,
+    Option<EntryTuple>,
+);
+
+#[pymethods]
+impl NativeWatch {
+    #[pyo3(signature = (done=None))]
+    fn next(&self, py: Python<'_>, done: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        let watch = self.watch.clone();
+        run(py, done, async move {
+            let batch = watch.lock().await.next().await?;
+            let events: Vec<EventTuple> = batch
+                .events
+                .into_iter()
+                .map(|event| {
+                    let kind = match event.kind() {
+                        paxkv_client::EventKind::Put => "put",
+                        paxkv_client::EventKind::Delete => "delete",
+                        paxkv_client::EventKind::Expire => "expire",
+                    };
+                    let mut kv = event.kv.unwrap_or_default();
+                    let key = Bytes(std::mem::take(&mut kv.key));
+                    let after = (kind == "put").then(|| entry_tuple(kv, 0));
+                    let before = event.prev_kv.map(|previous| entry_tuple(previous, 0));
+                    (kind, event.revision, key, after, before)
+                })
+                .collect();
+            Ok((batch.revision, events, batch.progress))
+        })
     }
 }
 
@@ -761,6 +839,7 @@ impl<'py> IntoPyObject<'py> for Statuses {
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<NativeClient>()?;
+    module.add_class::<NativeWatch>()?;
     module.add_function(wrap_pyfunction!(after_fork_in_child, module)?)?;
     // Another extension may have set a logger first: then paxkv's records go there.
     if log::set_logger(&PythonLog).is_ok() {

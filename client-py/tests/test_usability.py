@@ -205,3 +205,39 @@ def test_a_scan_over_many_pages_shows_one_revision(kv, prefix):
     assert seen == [(name, name) for name in "abcdef"]
     # A new scan shows the changes.
     assert [item.value for item in kv.scan(prefix)] == [b"a", b"b", b"c", b"d", b"new", b"changed"]
+
+
+def test_a_watch_delivers_every_change_of_a_prefix_in_order(kv, cluster, prefix):
+    with kv.watch_prefix(prefix, prev_kv=True) as watch:
+        first = kv.put(prefix + "a", "1")
+        kv.put(prefix + "a", "2")
+        kv.put("elsewhere/" + prefix, "not watched")
+        kv.delete(prefix + "a")
+        kv.put(prefix + "t", "3", ttl=0.3)
+        events = [next(watch) for _ in range(5)]
+    assert [(event.kind, event.key.decode()[len(prefix):]) for event in events] == [
+        ("put", "a"), ("put", "a"), ("delete", "a"), ("put", "t"), ("expire", "t")
+    ]
+    assert [event.revision for event in events][0] == first
+    assert all(a.revision < b.revision for a, b in zip(events, events[1:]))
+    assert events[1].value == b"2" and events[1].previous.value == b"1"
+    assert events[2].value is None and events[2].previous.value == b"2"
+    # From a past revision: the same changes again, from the history.
+    with kv.watch_prefix(prefix, start_revision=first) as replay:
+        assert [next(replay).revision for _ in range(5)] == [event.revision for event in events]
+
+
+def test_an_async_watch_is_an_async_iterator(cluster, prefix):
+    async def scenario():
+        async with cluster.async_client() as kv:
+            revision = await kv.put(prefix + "k", "v")
+            seen = []
+            async for event in kv.watch(prefix + "k", start_revision=revision):
+                seen.append((event.kind, event.value))
+                if len(seen) == 1:
+                    await kv.delete(prefix + "k")
+                else:
+                    break
+            assert seen == [("put", b"v"), ("delete", None)]
+
+    asyncio.run(scenario())

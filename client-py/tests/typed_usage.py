@@ -37,6 +37,13 @@ def blocking(kv: paxkv.Client) -> None:
     assert_type(kv.member_add("[::1]:7104")["node_id"], Optional[int])
     assert_type(kv.status()["[::1]:7001"]["reachable"], bool)
     assert_type(paxkv.Client.from_url("paxkv://s@[::1]:7001"), paxkv.Client)
+    with kv.watch_prefix("config/", prev_kv=True) as watch:
+        for event in watch:
+            assert_type(event, paxkv.Event)
+            assert_type(event.value, Optional[bytes])
+            assert_type(event.previous, Optional[paxkv.Entry])
+            assert_type(watch.revision, int)
+            break
 
 
 async def asynchronous(kv: paxkv.AsyncClient) -> None:
@@ -53,6 +60,9 @@ async def asynchronous(kv: paxkv.AsyncClient) -> None:
         assert_type(await lease.revoke(), int)
     assert_type(await kv.members(), paxkv._client.Members)
     assert_type(paxkv.AsyncClient.from_url("paxkv://[::1]:7001"), paxkv.AsyncClient)
+    async for event in kv.watch("config/mode", start_revision=3):
+        assert_type(event, paxkv.Event)
+        break
     await kv.close()
 
 

@@ -13,8 +13,8 @@ or ``bytes``; values come back as ``bytes``. Times (TTLs, timeouts) are in secon
 or a ``datetime.timedelta``.
 """
 
-from ._client import AsyncClient, AsyncLease, Client, Lease
-from ._model import Deleted, Entry, Item, LeaseStatus, Written
+from ._client import AsyncClient, AsyncLease, AsyncWatch, Client, Lease, Watch
+from ._model import Deleted, Entry, Event, Item, LeaseStatus, Written
 from ._errors import (
     AuthenticationError,
     ClientClosed,
@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncClient",
     "AsyncLease",
+    "AsyncWatch",
     "AuthenticationError",
     "Client",
     "ClientClosed",
@@ -45,6 +46,7 @@ __all__ = [
     "MembershipRefused",
     "Entry",
     "Error",
+    "Event",
     "HISTORY_REVISIONS_MAX",
     "InvalidArgument",
     "Item",
@@ -58,5 +60,6 @@ __all__ = [
     "Timeout",
     "Unavailable",
     "VALUE_BYTES_MAX",
+    "Watch",
     "Written",
 ]

@@ -8,6 +8,7 @@ answer on the event loop.
 """
 
 import asyncio
+import collections
 import datetime
 import functools
 import logging
@@ -18,7 +19,7 @@ import urllib.parse
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from ._errors import ClientClosed, ConflictError, Error, InvalidArgument, LeaseLost, NotFound
-from ._model import Deleted, Entry, Item, LeaseStatus, Written
+from ._model import Deleted, Entry, Event, Item, LeaseStatus, Written
 from ._native import SCAN_LIMIT_MAX, NativeClient, after_fork_in_child
 
 # A child made by fork() has none of the parent's I/O threads: it gets a runtime of its own,
@@ -176,6 +177,19 @@ def _entry(answer: Optional[tuple]) -> Optional[Entry]:
     value, create_revision, revision, version, lease, expires_at_ms, log_time_ms = answer
     ttl = max(0, expires_at_ms - log_time_ms) / 1000 if expires_at_ms else None
     return Entry(value, revision, create_revision, version, lease or None, ttl)
+
+
+def _event(answer: tuple) -> Event:
+    kind, revision, key, after, before = answer
+
+    def entry(found: Optional[tuple]) -> Optional[Entry]:
+        if found is None:
+            return None
+        value, create_revision, mod_revision, version, lease, _, _ = found
+        return Entry(value, mod_revision, create_revision, version, lease or None, None)
+
+    current = entry(after)
+    return Event(kind, key, revision, None if current is None else current.value, current, entry(before))
 
 
 def _item(key: bytes, answer: tuple, keys_only: bool) -> Item:
@@ -384,6 +398,83 @@ class AsyncLease(Lease):
         except NotFound:
             pass  # It expired already: its keys are gone, as revoking would have done.
         self._end(exception)
+
+
+class Watch:
+    """A change stream (``Client.watch``): iterate over it for every change, as ``Event``s, in
+    revision order; it waits for the next one as long as it takes, and moves to another node
+    by itself when the one it reads from fails. ``revision``: every change up to it has been
+    delivered (resume a later watch from ``revision + 1``). Close it, or use it in a ``with``
+    block, to stop."""
+
+    def __init__(self, client: "_Commands", native: Any):
+        self._client = client
+        self._native = native
+        self._pending: "collections.deque[Event]" = collections.deque()
+        self._closed = False
+        #: Every change up to this revision has been delivered.
+        self.revision = 0
+
+    def _take(self, batch: tuple) -> None:
+        revision, events, _progress = batch
+        self.revision = revision
+        self._pending.extend(_event(event) for event in events)
+
+    def __iter__(self) -> "Watch":
+        return self
+
+    def __next__(self) -> Event:
+        while not self._pending:
+            if self._closed:
+                raise StopIteration
+            self._client._check_open()
+            self._take(self._native.next())
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        """Stops the stream (the iteration ends)."""
+        self._closed = True
+        self._native = None
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        self.close()
+
+
+class AsyncWatch(Watch):
+    """The change stream of an ``AsyncClient``: ``async for event in kv.watch_prefix(...)``."""
+
+    def __init__(self, client: "_Commands", open_call: Callable[[], Any]):
+        super().__init__(client, None)
+        self._open_call = open_call
+
+    def __aiter__(self) -> "AsyncWatch":
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._pending:
+            if self._closed:
+                raise StopAsyncIteration
+            self._client._check_open()
+            if self._native is None:
+                self._native = await self._open_call()
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._native.next(done=functools.partial(_deliver, loop, future))
+            self._take(await future)
+        return self._pending.popleft()
+
+    async def aclose(self) -> None:
+        """Stops the stream."""
+        self.close()
+
+    async def __aenter__(self) -> "AsyncWatch":
+        return self
+
+    async def __aexit__(self, *exception: Any) -> None:
+        self.close()
 
 
 class _Commands:
@@ -693,6 +784,41 @@ class _Commands:
         not make a quorum."""
         return self._execute(self._native.member, "remove", node_id, timeout=timeout)
 
+    def watch(
+        self,
+        key: Data,
+        *,
+        prefix: bool = False,
+        start_revision: Optional[int] = None,
+        prev_kv: bool = False,
+        timeout: Optional[Seconds] = None,
+    ) -> Any:
+        """Every change of ``key`` (with ``prefix=True``: of the keys under it) from now, or
+        from ``start_revision``: ``for event in kv.watch("config/mode"):`` (with an
+        ``AsyncClient``: ``async for``). Puts, deletes, expiry and lease revokes, each an
+        ``Event`` at its revision, in revision order, each once, committed changes only; the
+        stream moves to another node by itself when its node fails. A ``start_revision`` older
+        than every node's history (``paxkv.HISTORY_REVISIONS_MAX``) raises
+        ``paxkv.Compacted``. ``timeout``: for opening the stream (it then waits as long as it
+        takes)."""
+        start = 0 if start_revision is None else _count(start_revision, "start_revision", minimum=1)
+        args = (_bytes(key), bool(prefix), start, bool(prev_kv), 0)
+        return self._watch(args, timeout)
+
+    def watch_prefix(
+        self,
+        prefix: Data,
+        *,
+        start_revision: Optional[int] = None,
+        prev_kv: bool = False,
+        timeout: Optional[Seconds] = None,
+    ) -> Any:
+        """``watch(prefix, prefix=True, ...)``: every change of the keys under ``prefix``."""
+        return self.watch(prefix, prefix=True, start_revision=start_revision, prev_kv=prev_kv, timeout=timeout)
+
+    def _watch(self, args: tuple, timeout: Optional[Seconds]) -> Any:
+        raise NotImplementedError
+
     def status(self, *, timeout: Optional[Seconds] = None) -> Any:
         """Every node's view of the cluster, asked directly: ``{endpoint: {...}}`` with its
         ``role`` ("leader", "follower", "candidate"), ``node_id``, ``leader_id``, ``ballot``,
@@ -728,6 +854,9 @@ class Client(_Commands):
     ) -> Any:
         self._check_open()
         return convert(call(*args, timeout_ms=_optional_milliseconds(timeout, "timeout")))
+
+    def _watch(self, args: tuple, timeout: Optional[Seconds]) -> Watch:
+        return Watch(self, self._execute(self._native.watch_open, *args, timeout=timeout))
 
     def _items(self, pages: _ScanPages) -> Iterator[Item]:
         while not pages.finished:
@@ -790,6 +919,9 @@ class AsyncClient(_Commands):
 
     def _lease(self, lease_id: int, ttl: float) -> Lease:
         return AsyncLease(self, lease_id, ttl)
+
+    def _watch(self, args: tuple, timeout: Optional[Seconds]) -> AsyncWatch:  # type: ignore[override]
+        return AsyncWatch(self, lambda: self._execute(self._native.watch_open, *args, timeout=timeout))
 
     async def _items(self, pages: _ScanPages) -> AsyncIterator[Item]:  # type: ignore[override]
         while not pages.finished:

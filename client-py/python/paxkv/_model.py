@@ -94,3 +94,22 @@ class Item(Tuple[bytes, Optional[bytes]]):
             f"paxkv.Item(key={self.key!r}, value={self.value!r}, revision={self.revision}, "
             f"version={self.version}, lease={self.lease}, ttl={self.ttl})"
         )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change a watch delivers."""
+
+    #: ``"put"`` (written, or its TTL set or removed), ``"delete"`` (deleted, or its lease
+    #: revoked) or ``"expire"`` (its TTL or its lease ran out).
+    kind: str
+    key: bytes
+    #: The revision of the change.
+    revision: int
+    #: The value after a put; None for a delete or an expiry.
+    value: Optional[bytes]
+    #: The key after a put, with its revisions and lease (``ttl`` is None: a stream does not
+    #: say how much time is left).
+    entry: Optional[Entry]
+    #: The key before the change, if the watch asked for it (``prev_kv=True``) and it existed.
+    previous: Optional[Entry]
