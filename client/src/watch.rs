@@ -284,7 +284,16 @@ impl Watch {
         let mut problems = Vec::new();
         while Instant::now() < deadline {
             let endpoint = self.client.next_endpoint(false);
-            match self.open(&endpoint, deadline).await {
+            let start = self.delivered.map_or(0, |delivered| delivered + 1);
+            let opened = open(
+                &self.client,
+                &self.key,
+                &self.options,
+                start,
+                &endpoint,
+                deadline,
+            );
+            match opened.await {
                 Ok(stream) => {
                     self.stream = Some(stream);
                     self.endpoint = endpoint;
@@ -300,32 +309,38 @@ impl Watch {
             format!("no node took the watch: {}", problems.join("; ")).into(),
         ))
     }
+}
 
-    async fn open(&self, endpoint: &str, deadline: Instant) -> Result<Stream, String> {
-        let (reader, mut writer) =
-            open_halves(endpoint, self.client.inner.secret.as_ref(), deadline)
-                .await
-                .map_err(|error| error.to_string())?;
-        let request = ClientRequest {
-            request_id: 1,
-            client_id: 0,
-            sequence: 0,
-            body: Some(Request::Watch(WatchRequest {
-                key: self.key.clone(),
-                prefix: self.options.prefix,
-                start_revision: self.delivered.map_or(0, |delivered| delivered + 1),
-                prev_kv: self.options.prev_kv,
-                progress_interval_ms: self
-                    .options
-                    .progress_interval
-                    .map_or(HEARTBEAT, |interval| interval.min(HEARTBEAT))
-                    .as_millis()
-                    .clamp(1, u128::from(u32::MAX)) as u32,
-            })),
-        };
-        write_request(&mut writer, &request)
-            .await
-            .map_err(|error| error.to_string())?;
-        Ok((reader, writer))
-    }
+/// Opens a stream on `endpoint` from revision `start` (0: from now).
+async fn open(
+    client: &Client,
+    key: &[u8],
+    options: &WatchOptions,
+    start: u64,
+    endpoint: &str,
+    deadline: Instant,
+) -> Result<Stream, String> {
+    let (reader, mut writer) = open_halves(endpoint, client.inner.secret.as_ref(), deadline)
+        .await
+        .map_err(|error| error.to_string())?;
+    let request = ClientRequest {
+        request_id: 1,
+        client_id: 0,
+        sequence: 0,
+        body: Some(Request::Watch(WatchRequest {
+            key: key.to_vec(),
+            prefix: options.prefix,
+            start_revision: start,
+            prev_kv: options.prev_kv,
+            progress_interval_ms: options
+                .progress_interval
+                .map_or(HEARTBEAT, |interval| interval.min(HEARTBEAT))
+                .as_millis()
+                .clamp(1, u128::from(u32::MAX)) as u32,
+        })),
+    };
+    write_request(&mut writer, &request)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok((reader, writer))
 }

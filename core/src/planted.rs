@@ -67,10 +67,13 @@ pub enum Bug {
     /// A read at a revision undoes the changes made after the revision that follows it, not
     /// after it: the changes of the next revision show through.
     HistoryOffByOne,
+    /// A watch from a revision starts one revision late: the changes of its first revision
+    /// (on a resume, those right after the last one delivered) are never sent.
+    WatchResumedLate,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 21] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -91,6 +94,7 @@ impl Bug {
         Bug::WipedMemberAccepted,
         Bug::ExpiryWithoutRevision,
         Bug::HistoryOffByOne,
+        Bug::WatchResumedLate,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -162,6 +166,7 @@ impl Bug {
             Bug::WipedMemberAccepted => "wiped-member-accepted",
             Bug::ExpiryWithoutRevision => "expiry-without-revision",
             Bug::HistoryOffByOne => "history-off-by-one",
+            Bug::WatchResumedLate => "watch-resumed-late",
         }
     }
 }

@@ -128,8 +128,10 @@ pub async fn run(
     let mut batches = feed.batches.subscribe();
     let mut revision = feed.revision.subscribe();
     // The revision the stream has delivered everything up to.
+    let late = paxkv_core::planted::active(paxkv_core::planted::Bug::WatchResumedLate);
     let mut sent = match request.start_revision {
         0 => *revision.borrow(),
+        start if late => start,
         start => start - 1,
     };
     let reached = tokio::time::timeout(WATCH_START_TIMEOUT, revision.wait_for(|now| *now >= sent))

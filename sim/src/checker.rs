@@ -507,6 +507,115 @@ pub fn check(operations: &[Operation]) -> Result<Option<Violation>, CheckError> 
     Ok(check_relaxed_reads(operations).or_else(|| check_reads_at_one_revision(operations)))
 }
 
+/// What one watch delivered without a break: every change of every key from revision `start`
+/// to revision `end`, as (revision, key, value's name or None for a delete or an expiry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSegment {
+    pub start: u64,
+    pub end: u64,
+    pub events: Vec<(u64, String, Option<String>)>,
+}
+
+/// A watch stream must show every committed change exactly once, in revision order: each
+/// segment's events rise by revision (one event per key per revision), every acknowledged write
+/// and delete within its revisions is there with its value, and every read answered at a
+/// revision it covers agrees with what the stream says the key held then.
+pub fn check_watches(operations: &[Operation], segments: &[WatchSegment]) -> Option<Violation> {
+    let violation = |key: &str, reason: String, shown: Vec<Operation>| {
+        Some(Violation {
+            key: key.to_string(),
+            reason,
+            operations: shown,
+        })
+    };
+    for (number, segment) in segments.iter().enumerate() {
+        let mut seen = HashSet::new();
+        let mut last = 0;
+        for (revision, key, _) in &segment.events {
+            if *revision < last || !seen.insert((*revision, key.as_str())) {
+                return violation(
+                    key,
+                    format!("watch segment {number} delivered revision {revision} out of order or twice"),
+                    Vec::new(),
+                );
+            }
+            if *revision < segment.start || *revision > segment.end {
+                return violation(
+                    key,
+                    format!(
+                        "watch segment {number} (revisions {}..={}) delivered revision {revision}",
+                        segment.start, segment.end
+                    ),
+                    Vec::new(),
+                );
+            }
+            last = *revision;
+        }
+        let covers = |revision: u64| segment.start <= revision && revision <= segment.end;
+        let event_at = |revision: u64, key: &str| {
+            segment
+                .events
+                .iter()
+                .find(|(r, k, _)| *r == revision && k == key)
+                .map(|(_, _, value)| value.clone())
+        };
+        // The key as the stream says it was at `revision`: its last event up to then (None:
+        // no event since the segment began, so the stream does not say).
+        let state_at = |revision: u64, key: &str| {
+            segment
+                .events
+                .iter()
+                .rfind(|(r, k, _)| *r <= revision && k == key)
+                .map(|(_, _, value)| value.clone())
+        };
+        for operation in operations {
+            let Some(revision) = operation.revision.filter(|r| covers(*r)) else {
+                continue;
+            };
+            let key = operation.key.as_str();
+            let expected = match (&operation.call, &operation.outcome) {
+                (
+                    Call::Put { value, .. } | Call::Cas { value, .. },
+                    Outcome::Ok(Returned::Written { .. }),
+                ) => Some(Some(value.clone())),
+                (_, Outcome::Ok(Returned::Deleted { deleted: true })) => Some(None),
+                _ => None,
+            };
+            if let Some(expected) = expected {
+                if event_at(revision, key) != Some(expected.clone()) {
+                    return violation(
+                        key,
+                        format!(
+                            "watch segment {number} (revisions {}..={}) has no event {expected:?} \
+                             at revision {revision}, where this write was acknowledged",
+                            segment.start, segment.end
+                        ),
+                        vec![operation.clone()],
+                    );
+                }
+                continue;
+            }
+            if let (Call::Get { .. }, Outcome::Ok(Returned::Read { value, .. })) =
+                (&operation.call, &operation.outcome)
+            {
+                if let Some(streamed) = state_at(revision, key) {
+                    if &streamed != value {
+                        return violation(
+                            key,
+                            format!(
+                                "watch segment {number} says the key held {streamed:?} at \
+                                 revision {revision}, but a read served there saw {value:?}"
+                            ),
+                            vec![operation.clone()],
+                        );
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Every visible change has a revision of its own (expiry and lease ends included), so two
 /// reads of a key served at the same revision, at any node and any consistency, saw the same
 /// thing: the same value, or no key.
@@ -1139,6 +1248,50 @@ mod tests {
             violation.reason.contains("revision of its own"),
             "{violation}"
         );
+    }
+
+    #[test]
+    fn a_watch_must_show_every_acknowledged_write_and_agree_with_reads() {
+        let operations = parse(
+            &[
+                r#"{"process":1,"type":"invoke","f":"put","key":"k","value":"a"}"#,
+                r#"{"process":1,"type":"ok","f":"put","revision":5}"#,
+                r#"{"process":1,"type":"invoke","f":"delete","key":"k"}"#,
+                r#"{"process":1,"type":"ok","f":"delete","succeeded":true,"revision":6}"#,
+                r#"{"process":2,"type":"invoke","f":"get","key":"k","consistency":"stale"}"#,
+                r#"{"process":2,"type":"ok","f":"get","value":"a","mod_revision":5,"revision":5}"#,
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let segment = |events: Vec<(u64, &str, Option<&str>)>| WatchSegment {
+            start: 4,
+            end: 6,
+            events: events
+                .into_iter()
+                .map(|(r, k, v)| (r, k.to_string(), v.map(str::to_string)))
+                .collect(),
+        };
+        let whole = segment(vec![(5, "k", Some("a")), (6, "k", None)]);
+        assert_eq!(check_watches(&operations, &[whole]), None);
+        let gap = segment(vec![(6, "k", None)]);
+        let violation = check_watches(&operations, &[gap]).expect("the put is missing");
+        assert!(violation.reason.contains("revision 5"), "{violation}");
+        let twice = segment(vec![
+            (5, "k", Some("a")),
+            (5, "k", Some("a")),
+            (6, "k", None),
+        ]);
+        assert!(check_watches(&operations, &[twice]).is_some());
+        let wrong = segment(vec![(5, "k", Some("b")), (6, "k", None)]);
+        assert!(check_watches(&operations, &[wrong]).is_some());
+        // A segment that began after these changes says nothing about them.
+        let later = WatchSegment {
+            start: 7,
+            end: 9,
+            events: Vec::new(),
+        };
+        assert_eq!(check_watches(&operations, &[later]), None);
     }
 
     #[test]

@@ -146,6 +146,8 @@ fn verdict(report: &RunReport, simulated_secs: f64, started: Instant) -> (Option
         report.trace_hash,
         started.elapsed().as_secs_f64() - simulated_secs,
     );
+    let violation =
+        violation.or_else(|| crate::checker::check_watches(&operations, &report.watches));
     let violation = match violation {
         Some(violation) => Some(format!("history violation\n{violation}")),
         None if !report.problems.is_empty() => Some(report.problems.join("\n")),

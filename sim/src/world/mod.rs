@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
-use paxkv_client::{Client, ClientConfig, ClientError, Request, Response};
+use paxkv_client::{Client, ClientConfig, ClientError, ReadConsistency, Request, Response};
+
+use crate::checker::WatchSegment;
 use paxkv_core::planted::Bug;
 use paxkv_core::{DurableState, LogWrite, NodeId, SnapshotWrite};
 use paxkv_proto::auth::ClusterSecret;
@@ -86,6 +88,8 @@ pub struct RunReport {
     pub problems: Vec<String>,
     /// Simulated time from the heal until every client completed an operation.
     pub served_after: Option<Duration>,
+    /// What the watcher's stream delivered.
+    pub watches: Vec<WatchSegment>,
     /// Simulated time from the clients' last operation until every replica had the same
     /// applied state.
     pub converged_after: Option<Duration>,
@@ -112,6 +116,8 @@ pub(super) struct Shared {
     /// Nodes restarted with an empty data directory under an id the cluster knows (a retired
     /// node, a wiped member): each must be refused, never start serving.
     must_be_refused: Mutex<BTreeSet<usize>>,
+    /// What the watcher's stream delivered, segment by segment.
+    watched: Mutex<Vec<WatchSegment>>,
     options: SimOptions,
 }
 
@@ -168,6 +174,7 @@ async fn simulate(config: RunConfig) -> RunReport {
         slots: Mutex::new(vec![Slot::Spare; SLOTS]),
         problems: Mutex::new(Vec::new()),
         must_be_refused: Mutex::new(BTreeSet::new()),
+        watched: Mutex::new(Vec::new()),
         options: SimOptions::from_seed(config.seed, config.nodes),
     });
     RUNNING_TRACE.with(|running| *running.borrow_mut() = Some(shared.clone()));
@@ -246,7 +253,9 @@ async fn simulate(config: RunConfig) -> RunReport {
     for storage in &storages {
         *storage.disk.lock().expect("not poisoned") = Default::default();
     }
+    let watches = std::mem::take(&mut *shared.watched.lock().expect("not poisoned"));
     RunReport {
+        watches,
         options: shared.options.clone(),
         trace_hash: trace_hash(&trace),
         history,
@@ -269,6 +278,11 @@ async fn clients(
     }
     let count = shared.options.nodes as usize;
     let clients = shared.options.clients;
+    let watcher = tokio::spawn(workload::watcher(
+        endpoints.clone(),
+        shared.clone(),
+        workload_end,
+    ));
     let tasks: Vec<_> = (1..=clients)
         .map(|process| {
             tokio::spawn(client_loop(
@@ -283,6 +297,7 @@ async fn clients(
     for task in tasks {
         let _ = task.await;
     }
+    let _ = watcher.await;
     checks::verify(clients + 1, &endpoints, &shared).await;
     checks::convergence(&shared).await
 }

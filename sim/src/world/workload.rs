@@ -471,3 +471,65 @@ fn strip_nulls(mut value: Value) -> Value {
     }
     value
 }
+
+/// The watcher: one watch of every key, from a revision read just before it starts, followed
+/// until the workload ends. The client moves it between nodes by itself; when it cannot go on
+/// (its start left every node's history, no node answered in time) the segment ends and a new
+/// one starts. Every segment is judged against the history (`checker::check_watches`).
+pub(super) async fn watcher(endpoints: Vec<String>, shared: Arc<Shared>, workload_end: Duration) {
+    let client = new_client(&endpoints);
+    while shared.start.elapsed() < workload_end {
+        let Ok(now) = client.get(b"k0", ReadConsistency::Linearizable).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let start = now.revision + 1;
+        let options = paxkv_client::WatchOptions::new()
+            .prefix()
+            .from_revision(start);
+        let Ok(mut watch) = client.watch(b"", options).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut segment = WatchSegment {
+            start,
+            end: now.revision,
+            events: Vec::new(),
+        };
+        loop {
+            let left = workload_end.saturating_sub(shared.start.elapsed());
+            match tokio::time::timeout(left, watch.next()).await {
+                Ok(Ok(batch)) => {
+                    for event in batch.events {
+                        let put = event.kind() == paxkv_client::EventKind::Put;
+                        let kv = event.kv.unwrap_or_default();
+                        let value = put.then(|| {
+                            let name = kv
+                                .value
+                                .split(|byte| *byte == VALUE_PADDING_MARK)
+                                .next()
+                                .unwrap_or_default();
+                            String::from_utf8_lossy(name).to_string()
+                        });
+                        let key = String::from_utf8_lossy(&kv.key).to_string();
+                        segment.events.push((event.revision, key, value));
+                    }
+                }
+                Ok(Err(error)) => {
+                    shared.trace("watch_ended", json!({"error": error.to_string()}));
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        segment.end = watch
+            .delivered()
+            .unwrap_or(segment.end)
+            .max(segment.start - 1);
+        shared.trace(
+            "watch_segment",
+            json!({"start": segment.start, "end": segment.end, "events": segment.events.len()}),
+        );
+        shared.watched.lock().expect("not poisoned").push(segment);
+    }
+}
