@@ -475,6 +475,23 @@ impl NativeClient {
         })
     }
 
+    /// Deletes every key under `prefix`; returns how many went.
+    #[pyo3(signature = (prefix, timeout_ms=None, done=None))]
+    fn delete_prefix(
+        &self,
+        py: Python<'_>,
+        prefix: Data,
+        timeout_ms: Option<u64>,
+        done: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let client = self.client(timeout_ms);
+        run(
+            py,
+            done,
+            async move { client.delete_prefix(&prefix.0).await },
+        )
+    }
+
     /// Returns ([(key, entry tuple), ...], more, revision) for keys with `prefix` after
     /// `start_after` (see `EntryTuple`), as they are, or as they were at `revision` if given.
     #[pyo3(signature = (prefix, start_after, limit, consistency, revision=0, timeout_ms=None, done=None))]
@@ -849,5 +866,9 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("VALUE_BYTES_MAX", paxkv_client::VALUE_BYTES_MAX)?;
     module.add("SCAN_LIMIT_MAX", paxkv_client::SCAN_LIMIT_MAX)?;
     module.add("HISTORY_REVISIONS_MAX", paxkv_client::HISTORY_REVISIONS_MAX)?;
+    module.add(
+        "DELETE_PREFIX_KEYS_MAX",
+        paxkv_client::DELETE_PREFIX_KEYS_MAX,
+    )?;
     Ok(())
 }

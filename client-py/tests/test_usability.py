@@ -241,3 +241,15 @@ def test_an_async_watch_is_an_async_iterator(cluster, prefix):
             assert seen == [("put", b"v"), ("delete", None)]
 
     asyncio.run(scenario())
+
+
+def test_delete_prefix_removes_every_key_under_it(kv, prefix):
+    for name in "abc":
+        kv.put(prefix + name, name)
+    kv.put(prefix.rstrip("/") + "-other", "stays")
+    assert kv.delete_prefix(prefix) == 3
+    assert list(kv.scan(prefix)) == []
+    assert kv.get(prefix.rstrip("/") + "-other") == b"stays"
+    assert kv.delete_prefix(prefix) == 0
+    with pytest.raises(paxkv.InvalidArgument, match="empty prefix"):
+        kv.delete_prefix("")

@@ -34,7 +34,9 @@ use paxkv_proto::client::{
     MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PersistRequest,
     RegisterSessionRequest, ScanRequest, StatusRequest, TtlRequest,
 };
-pub use paxkv_proto::{HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+pub use paxkv_proto::{
+    DELETE_PREFIX_KEYS_MAX, HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX,
+};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -1007,6 +1009,36 @@ impl Client {
         self.delete_with(key, Some(expected_revision)).await
     }
 
+    /// Deletes every key that starts with `prefix` (not empty); returns how many went. The
+    /// cluster removes up to [`DELETE_PREFIX_KEYS_MAX`] keys at one revision; a prefix holding
+    /// more is deleted in several such steps (a watcher sees one batch per step).
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let deleted = client.delete_prefix(b"session/").await?;
+    /// println!("{deleted} sessions removed");
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_prefix(&self, prefix: &[u8]) -> Result<u64, ClientError> {
+        let mut deleted = 0;
+        loop {
+            let body = Request::Delete(DeleteRequest {
+                key: prefix.to_vec(),
+                expected_revision: None,
+                prefix: true,
+            });
+            match self.request(body).await? {
+                Response::Delete(delete) => {
+                    deleted += delete.deleted_count;
+                    if !delete.more {
+                        return Ok(deleted);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
     async fn delete_with(
         &self,
         key: &[u8],
@@ -1015,6 +1047,7 @@ impl Client {
         let body = Request::Delete(DeleteRequest {
             key: key.to_vec(),
             expected_revision,
+            prefix: false,
         });
         match self.request(body).await? {
             Response::Delete(delete) => Ok(DeleteResult {

@@ -58,6 +58,7 @@ impl Store {
         self.apply(Some(Op::Delete(DeleteRequest {
             key: key.into(),
             expected_revision: None,
+            prefix: false,
         })));
     }
 
@@ -230,4 +231,48 @@ fn watch_events_name_each_change_with_its_kind_revision_and_previous_value() {
         .is_empty());
     let restored = KvStore::from_snapshot(store.kv.to_snapshot());
     assert_eq!(restored.watch_events(first), Err(store.kv.revision()));
+}
+
+#[test]
+fn a_prefix_delete_removes_every_key_under_it_at_one_revision() {
+    use paxkv_proto::client::EventKind;
+    let mut store = Store::new();
+    store.put("k1", "a", None, None);
+    store.put("k2", "b", Some(1000), None);
+    store.put("x", "c", None, None);
+    let before = store.kv.revision();
+    let answer = store.apply(Some(Op::Delete(DeleteRequest {
+        key: b"k".to_vec(),
+        expected_revision: None,
+        prefix: true,
+    })));
+    match answer {
+        Some(Response::Delete(delete)) => {
+            assert_eq!(
+                (delete.deleted, delete.deleted_count, delete.more),
+                (true, 2, false)
+            );
+        }
+        other => panic!("not a delete: {other:?}"),
+    }
+    assert_eq!(
+        store.kv.revision(),
+        before + 1,
+        "one revision for the whole prefix"
+    );
+    assert!(store.page("", 10, 0).0.is_empty());
+    assert!(store.kv.get(b"x").is_some());
+    let events = store.kv.watch_events(before).unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|event| event.kind() == EventKind::Delete && event.revision == before + 1));
+    // Nothing under it: nothing changes, no revision.
+    let again = store.apply(Some(Op::Delete(DeleteRequest {
+        key: b"k".to_vec(),
+        expected_revision: None,
+        prefix: true,
+    })));
+    assert!(matches!(again, Some(Response::Delete(delete)) if delete.deleted_count == 0));
+    assert_eq!(store.kv.revision(), before + 1);
 }

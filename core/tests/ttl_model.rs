@@ -257,6 +257,7 @@ fn entry(index: u64, step: &Step, model: &Model, log_time_ms: u64) -> Entry {
         Step::Delete { key } => Op::Delete(DeleteRequest {
             key: KEYS[key].to_vec(),
             expected_revision: None,
+            prefix: false,
         }),
         Step::Expire {
             key,

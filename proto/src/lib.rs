@@ -34,6 +34,9 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// Largest number of keys one scan page returns.
 pub const SCAN_LIMIT_MAX: u32 = 1000;
 
+/// Keys one prefix delete removes at most (at one revision); a client asks again for the rest.
+pub const DELETE_PREFIX_KEYS_MAX: usize = 10_000;
+
 /// Revisions of changes a node keeps at most, to show the keys as they were at a recent
 /// revision (`ScanRequest.revision`). It also keeps at most `HISTORY_BYTES_MAX` bytes of them.
 pub const HISTORY_REVISIONS_MAX: u64 = 100_000;

@@ -29,7 +29,7 @@ from ._errors import (
     Timeout,
     Unavailable,
 )
-from ._native import HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX
+from ._native import DELETE_PREFIX_KEYS_MAX, HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "ClientClosed",
     "Compacted",
     "ConflictError",
+    "DELETE_PREFIX_KEYS_MAX",
     "Deleted",
     "MembershipRefused",
     "Entry",

@@ -694,6 +694,14 @@ class _Commands:
 
         return self._execute(self._native.delete, key, expected, timeout=timeout, convert=deleted)
 
+    def delete_prefix(self, prefix: Data, *, timeout: Optional[Seconds] = None) -> int:
+        """Deletes every key that starts with ``prefix`` (not empty); returns how many went.
+        Up to ``paxkv.DELETE_PREFIX_KEYS_MAX`` keys go at one revision; a prefix holding more
+        goes in several such steps."""
+        if not _bytes(prefix):
+            raise InvalidArgument("an empty prefix would delete every key; name a prefix")
+        return self._execute(self._native.delete_prefix, prefix, timeout=timeout)
+
     def scan(
         self,
         prefix: Data = b"",

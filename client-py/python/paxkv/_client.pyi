@@ -203,6 +203,7 @@ class Client:
         prev_kv: Literal[True],
         timeout: Optional[Seconds] = None,
     ) -> Deleted: ...
+    def delete_prefix(self, prefix: Data, *, timeout: Optional[Seconds] = None) -> int: ...
     def scan(
         self,
         prefix: Data = b"",
@@ -345,6 +346,7 @@ class AsyncClient:
         prev_kv: Literal[True],
         timeout: Optional[Seconds] = None,
     ) -> Deleted: ...
+    async def delete_prefix(self, prefix: Data, *, timeout: Optional[Seconds] = None) -> int: ...
     def scan(
         self,
         prefix: Data = b"",

@@ -11,6 +11,7 @@ KEY_BYTES_MAX: int
 VALUE_BYTES_MAX: int
 SCAN_LIMIT_MAX: int
 HISTORY_REVISIONS_MAX: int
+DELETE_PREFIX_KEYS_MAX: int
 
 def after_fork_in_child() -> None: ...
 
@@ -39,6 +40,7 @@ class NativeClient:
     def delete(
         self, key: _Data, expected_revision: Optional[int] = None, timeout_ms: Optional[int] = None, done: _Done = None
     ) -> Tuple[bool, int, Optional[_EntryTuple]]: ...
+    def delete_prefix(self, prefix: _Data, timeout_ms: Optional[int] = None, done: _Done = None) -> int: ...
     def scan(
         self, prefix: _Data, start_after: _Data, limit: int, consistency: str, revision: int = 0,
         timeout_ms: Optional[int] = None, done: _Done = None

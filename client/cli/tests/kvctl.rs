@@ -220,6 +220,18 @@ async fn keys_writes_and_their_exit_codes() {
         .map(|row| row["key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["s/a", "s/b", "s/c"]);
+    // A prefix goes at once; then there is nothing under it (3).
+    let deleted = cluster.kvctl(&["--json", "del", "s/", "--prefix"]).await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert_eq!(deleted.json()["deleted_count"], 3);
+    assert_eq!(cluster.kvctl(&["del", "s/", "--prefix"]).await.code, 3);
+    assert_eq!(
+        cluster
+            .kvctl(&["del", "s/", "--prefix", "--expected-rev", "1"])
+            .await
+            .code,
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

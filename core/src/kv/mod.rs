@@ -352,6 +352,7 @@ mod tests {
                 op: Some(Op::Delete(DeleteRequest {
                     key: key.into(),
                     expected_revision: expected,
+                    prefix: false,
                 })),
             })),
         }

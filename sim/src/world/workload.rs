@@ -175,6 +175,7 @@ fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
             request: Request::Delete(DeleteRequest {
                 key: shared_key.clone().into_bytes(),
                 expected_revision: None,
+                prefix: false,
             }),
             invoke: json!({"f": "delete", "key": shared_key}),
         },

@@ -61,12 +61,15 @@ enum Command {
         #[arg(long, value_name = "REV", conflicts_with = "consistency")]
         min_revision: Option<u64>,
     },
-    /// Delete a key.
+    /// Delete a key (or, with --prefix, every key under it).
     Del {
         key: String,
         /// Only if the key's revision is this (exit code 4 and no change if it is not).
-        #[arg(long, value_name = "REV")]
+        #[arg(long, value_name = "REV", conflicts_with = "prefix")]
         expected_rev: Option<u64>,
+        /// Delete every key starting with KEY (exit 3 if there was none).
+        #[arg(long)]
+        prefix: bool,
     },
     /// Write only if the key's revision is EXPECTED_REV (0: only if absent); VALUE `-` reads
     /// stdin. Takes the options of put, with the same meaning: without them the key becomes
@@ -367,7 +370,14 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
             let kv = client.get(key.as_bytes(), consistency).await?.kv;
             Outcome::Value { key, kv }
         }
-        Command::Del { key, expected_rev } => {
+        Command::Del {
+            key, prefix: true, ..
+        } => Outcome::DeletedPrefix {
+            count: client.delete_prefix(key.as_bytes()).await?,
+        },
+        Command::Del {
+            key, expected_rev, ..
+        } => {
             let delete = match expected_rev {
                 Some(expected) => client.compare_and_delete(key.as_bytes(), expected).await?,
                 None => client.delete(key.as_bytes()).await?,

@@ -19,6 +19,8 @@ pub enum Outcome {
         expected_revision: Option<u64>,
         delete: DeleteResult,
     },
+    /// `del --prefix`: how many keys went.
+    DeletedPrefix { count: u64 },
     /// `cas`: the key, the revision the write expected, and the answer.
     CompareAndSet {
         key: String,

@@ -156,6 +156,7 @@ fn exit_code(outcome: &Outcome) -> u8 {
             return EXIT_CONFLICT
         }
         Outcome::Deleted { delete, .. } => delete.deleted,
+        Outcome::DeletedPrefix { count } => *count > 0,
         Outcome::Ttl(ttl) => ttl.state != TtlState::NoKey,
         Outcome::Expired {
             applied: false,
@@ -218,6 +219,8 @@ fn text_line(outcome: &Outcome) -> String {
             current.mod_revision
         ),
         Outcome::Deleted { key, .. } => format!("(no key {key})"),
+        Outcome::DeletedPrefix { count: 0 } => "(no key under the prefix)".into(),
+        Outcome::DeletedPrefix { count } => format!("deleted {count} keys"),
         Outcome::CompareAndSet { cas, .. } if cas.succeeded => {
             format!("OK (revision {})", cas.revision)
         }
@@ -408,6 +411,7 @@ fn json(outcome: &Outcome) -> Value {
         Outcome::CompareAndSet { cas, .. } => {
             json!({"succeeded": cas.succeeded, "revision": cas.revision})
         }
+        Outcome::DeletedPrefix { count } => json!({ "deleted_count": count }),
         Outcome::Rows {
             kvs,
             more,
