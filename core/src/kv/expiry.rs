@@ -122,12 +122,12 @@ impl KvStore {
         self.map.get(key).filter(|stored| self.is_live(stored))
     }
 
-    /// Sets (or with 0 clears) the deadline of a stored key; returns the key as it was.
-    pub(super) fn set_key_deadline(&mut self, key: &[u8], expires_at_ms: u64) -> StoredValue {
-        let previous = self.map.get(key).expect("the key exists").clone();
-        let mut stored = previous.clone();
+    /// Sets (or with 0 clears) the deadline of a stored key, at the current revision: a change
+    /// the history records.
+    pub(super) fn set_key_deadline(&mut self, key: &[u8], expires_at_ms: u64) {
+        let mut stored = self.map.get(key).expect("the key exists").clone();
         stored.expires_at_ms = expires_at_ms;
-        self.insert_key(key.to_vec(), stored);
-        previous
+        let before = self.insert_key(key.to_vec(), stored.clone());
+        self.record(key.into(), before, Some(stored));
     }
 }

@@ -272,9 +272,10 @@ impl KvStore {
         }
     }
 
-    /// Stores `stored` under `key`, keeping the deadline and lease indexes in step.
-    fn insert_key(&mut self, key: Vec<u8>, stored: StoredValue) {
-        self.remove_key(&key);
+    /// Stores `stored` under `key`, keeping the deadline and lease indexes in step; returns
+    /// what was stored before.
+    fn insert_key(&mut self, key: Vec<u8>, stored: StoredValue) -> Option<StoredValue> {
+        let replaced = self.remove_key(&key);
         if stored.expires_at_ms != 0 {
             self.key_deadlines
                 .insert((stored.expires_at_ms, key.clone()));
@@ -287,6 +288,7 @@ impl KvStore {
             lease.keys.insert(key.clone());
         }
         self.map.insert(key.into_boxed_slice(), stored);
+        replaced
     }
 
     /// Removes `key` and its index entries; returns what was stored.

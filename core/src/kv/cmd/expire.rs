@@ -32,9 +32,7 @@ impl KvStore {
         };
         if applied {
             self.revision += 1;
-            let before = self.set_key_deadline(&expire.key, deadline);
-            let after = self.map.get(expire.key.as_slice()).cloned();
-            self.record(expire.key.as_slice().into(), Some(before), after);
+            self.set_key_deadline(&expire.key, deadline);
         }
         Response::Expire(ExpireResponse {
             header: self.header(),

@@ -18,9 +18,7 @@ impl KvStore {
             .is_some_and(|stored| stored.expires_at_ms != 0);
         if removed {
             self.revision += 1;
-            let before = self.set_key_deadline(&persist.key, 0);
-            let after = self.map.get(persist.key.as_slice()).cloned();
-            self.record(persist.key.as_slice().into(), Some(before), after);
+            self.set_key_deadline(&persist.key, 0);
         }
         Response::Persist(PersistResponse {
             header: self.header(),

@@ -60,8 +60,7 @@ impl KvStore {
             lease_id: put.lease_id.unwrap_or(0),
             expires_at_ms,
         };
-        let before = current.cloned();
-        self.insert_key(put.key.clone(), stored.clone());
+        let before = self.insert_key(put.key.clone(), stored.clone());
         self.record(put.key.as_slice().into(), before, Some(stored));
         Response::Put(PutResponse {
             header: self.header(),
