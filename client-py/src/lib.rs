@@ -191,37 +191,35 @@ fn entry_tuple(kv: KeyValue, log_time_ms: u64) -> EntryTuple {
 /// The exception a client error becomes: a class of `paxkv._errors`, with a message that says
 /// what to do about it.
 fn to_pyerr(py: Python<'_>, error: ClientError) -> PyErr {
-    let class = match &error {
-        ClientError::Unavailable(_) => "Unavailable",
-        ClientError::Timeout(_) => "Timeout",
-        ClientError::InvalidArgument(_) => "InvalidArgument",
-        ClientError::Authentication(_) => "AuthenticationError",
-        ClientError::NotFound(_) => "NotFound",
-        ClientError::SessionExpired(_) => "SessionExpired",
-        ClientError::Refused(_) => "MembershipRefused",
-        ClientError::Compacted(_) => "Compacted",
-        _ => "Error",
-    };
     let problem = error.message();
-    let message = match &error {
-        ClientError::Unavailable(_) => format!(
-            "no leader with a quorum answered: {problem}. Check that most nodes are running \
-             and reach each other, or pass a longer timeout"
+    let (class, message) = match &error {
+        ClientError::Unavailable(_) => (
+            "Unavailable",
+            format!(
+                "no leader with a quorum answered: {problem}. Check that most nodes are \
+                 running and reach each other, or pass a longer timeout"
+            ),
         ),
-        ClientError::Timeout(_) => {
-            format!("{problem}. Read the key to find out, or pass a longer timeout")
-        }
-        ClientError::Authentication(_) => format!(
-            "{problem}. Pass the cluster's secret as cluster_secret= or cluster_secret_file="
+        ClientError::Timeout(_) => (
+            "Timeout",
+            format!("{problem}. Read the key to find out, or pass a longer timeout"),
         ),
-        ClientError::SessionExpired(_) => {
-            format!("{problem}. Read the key to find out before you write it again")
-        }
-        ClientError::InvalidArgument(_)
-        | ClientError::NotFound(_)
-        | ClientError::Refused(_)
-        | ClientError::Compacted(_) => problem.to_string(),
-        _ => format!("the server failed: {problem}"),
+        ClientError::Authentication(_) => (
+            "AuthenticationError",
+            format!(
+                "{problem}. Pass the cluster's secret as cluster_secret= or \
+                 cluster_secret_file="
+            ),
+        ),
+        ClientError::SessionExpired(_) => (
+            "SessionExpired",
+            format!("{problem}. Read the key to find out before you write it again"),
+        ),
+        ClientError::InvalidArgument(_) => ("InvalidArgument", problem.to_string()),
+        ClientError::NotFound(_) => ("NotFound", problem.to_string()),
+        ClientError::Refused(_) => ("MembershipRefused", problem.to_string()),
+        ClientError::Compacted(_) => ("Compacted", problem.to_string()),
+        _ => ("Error", format!("the server failed: {problem}")),
     };
     let made = py
         .import("paxkv._errors")

@@ -83,6 +83,20 @@ async fn start_cluster() -> Cluster {
     }
 }
 
+/// Sends a running kvctl SIGINT (Ctrl-C); returns its exit code (within 10 s).
+async fn interrupt(child: &mut tokio::process::Child) -> Option<i32> {
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("kvctl stops on Ctrl-C")
+        .unwrap();
+    status.code()
+}
+
 /// What a kvctl run printed and its exit code.
 struct Run {
     code: i32,
@@ -316,10 +330,17 @@ async fn status_members_global_flags_and_bad_usage() {
         .iter()
         .map(|node| node["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles.iter().filter(|role| **role == "leader").count(), 1);
-    assert!(roles
-        .iter()
-        .all(|role| ["leader", "follower"].contains(role)));
+    assert_eq!(
+        roles.iter().filter(|role| **role == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    assert!(
+        roles
+            .iter()
+            .all(|role| ["leader", "follower"].contains(role)),
+        "{roles:?}"
+    );
     let members = cluster.kvctl(&["member", "list", "--json"]).await.json();
     assert_eq!(members["members"].as_array().unwrap().len(), 3);
     assert!(members["leader"].as_u64().unwrap() > 0);
@@ -343,7 +364,7 @@ async fn status_members_global_flags_and_bad_usage() {
     let promoted = cluster
         .kvctl(&["member", "promote", &id.to_string(), "--timeout", "2s"])
         .await;
-    assert_eq!(promoted.code, 1, "{}", promoted.stdout);
+    assert_eq!(promoted.code, 1, "{} {}", promoted.stdout, promoted.stderr);
     assert!(promoted.stderr.contains("refused"), "{}", promoted.stderr);
     let removed = cluster
         .kvctl(&["--json", "member", "remove", &id.to_string()])
@@ -647,16 +668,7 @@ async fn lease_keep_alive_renews_until_interrupted() {
         0,
         "still alive"
     );
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("kvctl stops on Ctrl-C")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(interrupt(&mut child).await, Some(0));
     // A lease that is gone ends the loop with 3.
     assert_eq!(cluster.kvctl(&["lease", "revoke", &lease]).await.code, 0);
     let gone = cluster.kvctl(&["lease", "keep-alive", &lease]).await;
@@ -837,14 +849,5 @@ async fn kvctl_watch_prints_each_change_until_interrupted() {
         }
     };
     assert_eq!(deleted["key"], "cfg/mode");
-    let interrupted = std::process::Command::new("kill")
-        .args(["-INT", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("kvctl stops on Ctrl-C")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(interrupt(&mut child).await, Some(0));
 }
