@@ -14,7 +14,9 @@
 mod config;
 mod connection;
 mod error;
+mod recipes;
 mod silence;
+mod txn;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,8 +48,12 @@ pub use crate::config::{
 };
 use crate::connection::{until, ConnectError, Connection};
 pub use crate::error::{ClientError, ErrorCode, ErrorDetail, LeaderHint};
+pub use crate::recipes::{Election, Held, Leadership, LockGuard, LockOptions, Observer};
 pub use crate::silence::SILENT_NODE_AVOIDANCE;
 use crate::silence::{LateAnswer, LateAnswers, SilentNodes};
+pub use crate::txn::{
+    Compare, CompareOn, Txn, TxnOp, TxnOpResult, TxnResult, TXN_COMPARES_MAX, TXN_OPS_MAX,
+};
 pub use crate::watch::{EventKind, Watch, WatchBatch, WatchEvent, WatchOptions};
 
 /// Pause between attempts when no leader is known or the cluster is busy.
@@ -1024,8 +1030,8 @@ impl Client {
         loop {
             let body = Request::Delete(DeleteRequest {
                 key: prefix.to_vec(),
-                expected_revision: None,
                 prefix: true,
+                ..Default::default()
             });
             match self.request(body).await? {
                 Response::Delete(delete) => {
@@ -1039,6 +1045,60 @@ impl Client {
         }
     }
 
+    /// Deletes every key from `start` (included) to `end` (excluded, after `start`); returns
+    /// how many went. Like [`Client::delete_prefix`], at most [`DELETE_PREFIX_KEYS_MAX`] keys
+    /// go at one revision and a larger range takes several.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// let deleted = client.delete_range(b"log/2026-01", b"log/2026-07").await?;
+    /// println!("{deleted} entries of the first half-year removed");
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<u64, ClientError> {
+        let mut deleted = 0;
+        loop {
+            let body = Request::Delete(DeleteRequest {
+                key: start.to_vec(),
+                range_end: end.to_vec(),
+                ..Default::default()
+            });
+            match self.request(body).await? {
+                Response::Delete(delete) => {
+                    deleted += delete.deleted_count;
+                    if !delete.more {
+                        return Ok(deleted);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+
+    /// Runs a transaction: compares on several keys, then one branch of operations, applied
+    /// atomically at one revision (see [`Txn`]). A retry after a lost answer applies it once.
+    ///
+    /// ```no_run
+    /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
+    /// use paxkv_client::*;
+    /// // Create both keys, or neither if either exists.
+    /// let txn = Txn::new()
+    ///     .when([Compare::absent(b"user/alice"), Compare::absent(b"email/alice@example.org")])
+    ///     .and_then([
+    ///         TxnOp::put(b"user/alice", b"alice@example.org", PutOptions::new()),
+    ///         TxnOp::put(b"email/alice@example.org", b"alice", PutOptions::new()),
+    ///     ]);
+    /// let created = client.txn(txn).await?.succeeded;
+    /// # let _ = created;
+    /// # Ok(()) }
+    /// ```
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResult, ClientError> {
+        match self.request(Request::Txn(txn.into_request())).await? {
+            Response::Txn(txn) => Ok(TxnResult::from_wire(txn)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn delete_with(
         &self,
         key: &[u8],
@@ -1047,7 +1107,7 @@ impl Client {
         let body = Request::Delete(DeleteRequest {
             key: key.to_vec(),
             expected_revision,
-            prefix: false,
+            ..Default::default()
         });
         match self.request(body).await? {
             Response::Delete(delete) => Ok(DeleteResult {
@@ -1424,7 +1484,8 @@ impl Client {
             | Request::Persist(_)
             | Request::LeaseGrant(_)
             | Request::LeaseKeepAlive(_)
-            | Request::LeaseRevoke(_) => (true, true),
+            | Request::LeaseRevoke(_)
+            | Request::Txn(_) => (true, true),
             Request::Get(get) => (false, linearizable(get.consistency)),
             Request::Scan(scan) => (false, linearizable(scan.consistency)),
             Request::Ttl(ttl) => (false, linearizable(ttl.consistency)),

@@ -70,10 +70,13 @@ pub enum Bug {
     /// A watch from a revision starts one revision late: the changes of its first revision
     /// (on a resume, those right after the last one delivered) are never sent.
     WatchResumedLate,
+    /// A transaction leaves the check of a put's lease to the put itself: when the lease is
+    /// gone, the writes before that put stay applied and the client is told it failed.
+    TxnAppliedPartially,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 21] = [
+    pub const ALL: [Bug; 22] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -95,6 +98,7 @@ impl Bug {
         Bug::ExpiryWithoutRevision,
         Bug::HistoryOffByOne,
         Bug::WatchResumedLate,
+        Bug::TxnAppliedPartially,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -167,6 +171,7 @@ impl Bug {
             Bug::ExpiryWithoutRevision => "expiry-without-revision",
             Bug::HistoryOffByOne => "history-off-by-one",
             Bug::WatchResumedLate => "watch-resumed-late",
+            Bug::TxnAppliedPartially => "txn-applied-partially",
         }
     }
 }

@@ -59,6 +59,7 @@ impl Store {
             key: key.into(),
             expected_revision: None,
             prefix: false,
+            range_end: Vec::new(),
         })));
     }
 
@@ -245,6 +246,7 @@ fn a_prefix_delete_removes_every_key_under_it_at_one_revision() {
         key: b"k".to_vec(),
         expected_revision: None,
         prefix: true,
+        range_end: Vec::new(),
     })));
     match answer {
         Some(Response::Delete(delete)) => {
@@ -272,6 +274,7 @@ fn a_prefix_delete_removes_every_key_under_it_at_one_revision() {
         key: b"k".to_vec(),
         expected_revision: None,
         prefix: true,
+        range_end: Vec::new(),
     })));
     assert!(matches!(again, Some(Response::Delete(delete)) if delete.deleted_count == 0));
     assert_eq!(store.kv.revision(), before + 1);

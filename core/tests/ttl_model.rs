@@ -258,6 +258,7 @@ fn entry(index: u64, step: &Step, model: &Model, log_time_ms: u64) -> Entry {
             key: KEYS[key].to_vec(),
             expected_revision: None,
             prefix: false,
+            range_end: Vec::new(),
         }),
         Step::Expire {
             key,

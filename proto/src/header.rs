@@ -25,6 +25,7 @@ macro_rules! answers_with_header {
             Body::Watch($answer) => $then,
             Body::RegisterSession($answer) => $then,
             Body::Members($answer) => $then,
+            Body::Txn($answer) => $then,
             Body::Status(_) | Body::Error(_) | Body::AuthChallenge(_) | Body::AuthOk(_) => $none,
         }
     };

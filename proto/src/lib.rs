@@ -37,6 +37,11 @@ pub const SCAN_LIMIT_MAX: u32 = 1000;
 /// Keys one prefix delete removes at most (at one revision); a client asks again for the rest.
 pub const DELETE_PREFIX_KEYS_MAX: usize = 10_000;
 
+/// Compares one transaction holds at most.
+pub const TXN_COMPARES_MAX: usize = 128;
+/// Operations one branch of a transaction holds at most.
+pub const TXN_OPS_MAX: usize = 128;
+
 /// Revisions of changes a node keeps at most, to show the keys as they were at a recent
 /// revision (`ScanRequest.revision`). It also keeps at most `HISTORY_BYTES_MAX` bytes of them.
 pub const HISTORY_REVISIONS_MAX: u64 = 100_000;

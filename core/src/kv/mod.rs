@@ -76,6 +76,9 @@ pub struct KvStore {
     history: History,
     /// The last entry stopped short of its log time to bound its expiry work (see `expiry`).
     expiry_lags: bool,
+    /// While a transaction applies: whether one of its writes has taken its revision yet
+    /// (every write of a transaction shares one). None outside a transaction.
+    txn_revision_taken: Option<bool>,
 }
 
 /// An empty store; the same as [`KvStore::new`] (a derived default would keep no sessions).
@@ -100,6 +103,20 @@ impl KvStore {
             sessions_max: SESSIONS_MAX,
             history: History::starting_at(0, 0),
             expiry_lags: false,
+            txn_revision_taken: None,
+        }
+    }
+
+    /// Moves to the revision of a write that changes something: the next one, unless a write
+    /// of the same transaction took it already.
+    fn take_revision(&mut self) {
+        match self.txn_revision_taken {
+            None => self.revision += 1,
+            Some(false) => {
+                self.revision += 1;
+                self.txn_revision_taken = Some(true);
+            }
+            Some(true) => {}
         }
     }
 
@@ -355,6 +372,7 @@ mod tests {
                     key: key.into(),
                     expected_revision: expected,
                     prefix: false,
+                    range_end: Vec::new(),
                 })),
             })),
         }

@@ -176,6 +176,7 @@ fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
                 key: shared_key.clone().into_bytes(),
                 expected_revision: None,
                 prefix: false,
+                range_end: Vec::new(),
             }),
             invoke: json!({"f": "delete", "key": shared_key}),
         },

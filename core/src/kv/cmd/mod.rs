@@ -16,6 +16,9 @@ mod put;
 mod register_session;
 mod scan;
 mod ttl;
+mod txn;
+
+pub use txn::TXN_READ_BYTES_MAX;
 
 use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, Consistency, ErrorCode,
@@ -114,6 +117,7 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
         Some(Request::LeaseKeepAlive(keep_alive)) => Routed::Write(Op::LeaseKeepAlive(keep_alive)),
         Some(Request::LeaseRevoke(revoke)) => Routed::Write(Op::LeaseRevoke(revoke)),
         Some(Request::RegisterSession(register)) => Routed::Write(Op::RegisterSession(register)),
+        Some(Request::Txn(txn)) => Routed::Write(Op::Txn(txn)),
         Some(Request::Get(request)) => {
             get::validate(&request)?;
             Routed::Read(ReadRequest::Get(request))
@@ -169,6 +173,7 @@ pub fn validate_command(command: &Command) -> Result<(), Response> {
         Some(Op::LeaseKeepAlive(keep_alive)) => lease_keep_alive::validate(keep_alive),
         Some(Op::LeaseRevoke(revoke)) => lease_revoke::validate(revoke),
         Some(Op::RegisterSession(_)) => register_session::validate(command),
+        Some(Op::Txn(txn)) => txn::validate(txn),
         None => Err(bad_request("the command has no operation")),
     }
 }
@@ -185,6 +190,7 @@ impl KvStore {
             Op::LeaseKeepAlive(keep_alive) => self.lease_keep_alive(keep_alive),
             Op::LeaseRevoke(revoke) => self.lease_revoke(revoke),
             Op::RegisterSession(_) => self.register_session(index, command),
+            Op::Txn(txn) => self.txn(txn),
         }
     }
 }

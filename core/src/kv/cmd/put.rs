@@ -51,12 +51,13 @@ impl KvStore {
             (None, true) => current.map_or(0, |stored| stored.expires_at_ms),
             (None, false) => 0,
         };
-        self.revision += 1;
+        let existing = current.map(|stored| (stored.create_revision, stored.version));
+        self.take_revision();
         let stored = StoredValue {
             value: Box::from(put.value.as_slice()),
-            create_revision: current.map_or(self.revision, |stored| stored.create_revision),
+            create_revision: existing.map_or(self.revision, |(create, _)| create),
             mod_revision: self.revision,
-            version: current.map_or(1, |stored| stored.version + 1),
+            version: existing.map_or(1, |(_, version)| version + 1),
             lease_id: put.lease_id.unwrap_or(0),
             expires_at_ms,
         };
