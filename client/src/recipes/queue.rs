@@ -223,7 +223,7 @@ impl Held {
         *self.lost.borrow()
     }
 
-    /// Resolves when a renewal finds the lease gone.
+    /// Resolves when a renewal finds the lease gone (it borrows nothing: keep it across awaits).
     ///
     /// ```no_run
     /// # async fn example(client: paxkv_client::Client) -> Result<(), paxkv_client::ClientError> {
@@ -234,9 +234,11 @@ impl Held {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn lost(&self) {
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut lost = self.lost.clone();
-        let _ = lost.wait_for(|lost| *lost).await;
+        async move {
+            let _ = lost.wait_for(|lost| *lost).await;
+        }
     }
 }
 
