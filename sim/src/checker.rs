@@ -15,7 +15,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::history::{Call, Operation, Outcome, ReadKind, Returned, TtlAnswer};
+use crate::history::{
+    Call, Operand, Operation, Outcome, ReadKind, Returned, StepResult, TtlAnswer, TxnCompare,
+    TxnPart, TxnStep,
+};
 
 /// Operations per key the search takes on; larger sub-histories are refused, not guessed.
 pub const OPERATIONS_PER_KEY_MAX: usize = 20_000;
@@ -138,6 +141,125 @@ fn deadline_after(time: Option<u64>, ttl_ms: u64) -> Deadline {
     })
 }
 
+/// Whether a transaction's compare holds for the key's state (None: the revision that wrote
+/// the value is not known). A value compare on a missing key is false, whatever the operator.
+fn compare_holds(state: &Register, compare: &TxnCompare) -> Option<bool> {
+    let matches = match &compare.operand {
+        Operand::Value(value) => match &state.value {
+            None => return Some(false),
+            Some(held) => held == value,
+        },
+        Operand::ModRevision(revision) => match (state.visible(), state.revision) {
+            (false, _) => *revision == 0,
+            (true, Some(written)) => written == *revision,
+            (true, None) => return None,
+        },
+    };
+    Some(matches == compare.equal)
+}
+
+/// Whether all of a part's compares hold: false if one surely fails, unknown if one may.
+fn compares_hold(state: &Register, part: &TxnPart) -> Option<bool> {
+    let mut holds = Some(true);
+    for compare in &part.compares {
+        match compare_holds(state, compare) {
+            Some(false) => return Some(false),
+            None => holds = None,
+            Some(true) => {}
+        }
+    }
+    holds
+}
+
+/// The state after the branch's puts on this key (written at `revision`, which is None when
+/// unknown, as is then the log time of their TTLs) and deletes; None if a put names a lease
+/// that had ended (the whole transaction would have failed).
+fn apply_branch_writes(
+    mut state: Register,
+    steps: &[(usize, TxnStep)],
+    revision: Option<u64>,
+    time: Option<u64>,
+) -> Option<Register> {
+    for (_, step) in steps {
+        state = match step {
+            TxnStep::Put {
+                value,
+                ttl_ms,
+                lease_id,
+            } => {
+                if let Some(id) = lease_id {
+                    if state.leases.get(id) == Some(&Lease::Ended) {
+                        return None;
+                    }
+                }
+                let mut next = state.written(value, revision);
+                next.deadline = match (ttl_ms, revision) {
+                    (None, _) => Deadline::Never,
+                    (Some(ttl), Some(_)) => deadline_after(time, *ttl),
+                    (Some(_), None) => Deadline::Unknown,
+                };
+                next.lease = *lease_id;
+                next
+            }
+            TxnStep::Delete => state.cleared(),
+            TxnStep::Get => state,
+        };
+    }
+    Some(state)
+}
+
+/// A completed transaction's part: the branch it says ran must be the one the compares on
+/// this key allow, and each of its operations on this key must answer what the key held then.
+fn apply_txn_known(
+    state: Register,
+    part: &TxnPart,
+    succeeded: bool,
+    revision: Option<u64>,
+    results: &[StepResult],
+    time: Option<u64>,
+) -> Option<Register> {
+    let holds = compares_hold(&state, part);
+    if (succeeded && holds == Some(false)) || (!succeeded && part.decides && holds == Some(true)) {
+        return None;
+    }
+    let steps = part.branch(succeeded);
+    if steps.len() != results.len() {
+        return None;
+    }
+    let mut state = state;
+    for (step, result) in steps.iter().zip(results) {
+        state = match (&step.1, result) {
+            (TxnStep::Put { .. }, StepResult::Written) => {
+                apply_branch_writes(state, std::slice::from_ref(step), revision, time)?
+            }
+            (TxnStep::Delete, StepResult::Deleted { deleted }) => {
+                if *deleted != state.visible() {
+                    return None;
+                }
+                state.cleared()
+            }
+            (
+                TxnStep::Get,
+                StepResult::Read {
+                    value,
+                    mod_revision,
+                },
+            ) => {
+                let revision_fits = match (mod_revision, state.revision) {
+                    (Some(read), Some(known)) => *read == known,
+                    _ => true,
+                };
+                if &state.value != value || !revision_fits {
+                    return None;
+                }
+                state
+            }
+            _ => return None,
+        };
+    }
+    Some(state)
+}
+
 /// The state after a completed operation, if what it returned fits `state` at its log time.
 fn apply_known(
     state: Register,
@@ -203,6 +325,22 @@ fn apply_known(
                 _ => None,
             }
         }
+        (Call::CasValue { old, value }, returned) => {
+            let matches = state.value.as_ref() == Some(old);
+            match returned {
+                Returned::Written { revision } if matches => Some(state.written(value, *revision)),
+                Returned::CasRefused if !matches => Some(state),
+                _ => None,
+            }
+        }
+        (
+            Call::Txn(part),
+            Returned::Txn {
+                succeeded,
+                revision,
+                results,
+            },
+        ) => apply_txn_known(state, part, *succeeded, *revision, results, time),
         (Call::Expire { ttl_ms }, Returned::Expired { applied }) => {
             if *applied != visible {
                 return None;
@@ -283,7 +421,33 @@ fn apply_known(
 
 /// The states an operation with an unknown outcome may leave, besides leaving `state` as it
 /// was: it took effect at some unknown log time after the state's.
-fn apply_unknown(state: &Register, call: &Call) -> Option<Register> {
+fn apply_unknown(state: &Register, call: &Call) -> Vec<Register> {
+    if let Call::Txn(part) = call {
+        let holds = compares_hold(state, part);
+        let mut states = Vec::new();
+        if holds != Some(false) {
+            states.extend(apply_branch_writes(
+                state.clone(),
+                &part.success,
+                None,
+                None,
+            ));
+        }
+        if !part.decides || holds != Some(true) {
+            states.extend(apply_branch_writes(
+                state.clone(),
+                &part.failure,
+                None,
+                None,
+            ));
+        }
+        return states;
+    }
+    apply_unknown_single(state, call).into_iter().collect()
+}
+
+/// `apply_unknown` of an operation on one key alone.
+fn apply_unknown_single(state: &Register, call: &Call) -> Option<Register> {
     match call {
         Call::Put {
             value,
@@ -314,6 +478,10 @@ fn apply_unknown(state: &Register, call: &Call) -> Option<Register> {
             };
             possible.then(|| state.written(value, None))
         }
+        Call::CasValue { old, value } => {
+            (state.value.as_ref() == Some(old)).then(|| state.written(value, None))
+        }
+        Call::Txn(_) => None,
         Call::Expire { .. } => state.visible().then(|| {
             let mut next = state.clone();
             next.deadline = Deadline::Unknown;
@@ -394,6 +562,42 @@ pub fn describe(operation: &Operation) -> String {
         Call::LeaseGrant { ttl_ms } => format!("lease grant {ttl_ms} ms"),
         Call::LeaseKeepAlive { lease_id } => format!("lease keep-alive {lease_id}"),
         Call::LeaseRevoke { lease_id } => format!("lease revoke {lease_id}"),
+        Call::CasValue { old, value } => format!("cas {value:?} if value {old:?}"),
+        Call::Txn(part) => {
+            let steps = |steps: &[(usize, TxnStep)]| {
+                steps
+                    .iter()
+                    .map(|(_, step)| match step {
+                        TxnStep::Put { value, .. } => format!("put {value:?}"),
+                        TxnStep::Delete => "delete".to_string(),
+                        TxnStep::Get => "get".to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let compares = part
+                .compares
+                .iter()
+                .map(|compare| {
+                    let op = if compare.equal { "=" } else { "!=" };
+                    match &compare.operand {
+                        Operand::Value(value) => format!("value {op} {value:?}"),
+                        Operand::ModRevision(revision) => format!("revision {op} {revision}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" and ");
+            format!(
+                "txn part: if [{compares}]{} then [{}] else [{}]",
+                if part.decides {
+                    ""
+                } else {
+                    " (and other keys)"
+                },
+                steps(&part.success),
+                steps(&part.failure)
+            )
+        }
     };
     let outcome = match &operation.outcome {
         Outcome::Failed => "failed".to_string(),
@@ -416,6 +620,15 @@ pub fn describe(operation: &Operation) -> String {
                 Returned::Ttl(answer) => format!("{answer:?}"),
                 Returned::Granted { lease_id } => format!("lease {lease_id}"),
                 Returned::LeaseFound { found } => format!("found {found}"),
+                Returned::Txn {
+                    succeeded,
+                    revision,
+                    results,
+                } => format!(
+                    "{} at revision {}: {results:?}",
+                    if *succeeded { "then" } else { "else" },
+                    optional(*revision)
+                ),
             };
             format!(
                 "{what}; state revision {}, log time {}",
@@ -575,10 +788,27 @@ pub fn check_watches(operations: &[Operation], segments: &[WatchSegment]) -> Opt
             let key = operation.key.as_str();
             let expected = match (&operation.call, &operation.outcome) {
                 (
-                    Call::Put { value, .. } | Call::Cas { value, .. },
+                    Call::Put { value, .. }
+                    | Call::Cas { value, .. }
+                    | Call::CasValue { value, .. },
                     Outcome::Ok(Returned::Written { .. }),
                 ) => Some(Some(value.clone())),
                 (_, Outcome::Ok(Returned::Deleted { deleted: true })) => Some(None),
+                (
+                    Call::Txn(part),
+                    Outcome::Ok(Returned::Txn {
+                        succeeded, results, ..
+                    }),
+                ) => part
+                    .branch(*succeeded)
+                    .iter()
+                    .zip(results)
+                    .filter_map(|((_, step), result)| match (step, result) {
+                        (TxnStep::Put { value, .. }, _) => Some(Some(value.clone())),
+                        (TxnStep::Delete, StepResult::Deleted { deleted: true }) => Some(None),
+                        _ => None,
+                    })
+                    .next(),
                 _ => None,
             };
             if let Some(expected) = expected {
@@ -696,11 +926,17 @@ fn shortest_failing_prefix(
 fn check_relaxed_reads(operations: &[Operation]) -> Option<Violation> {
     let mut writes: HashMap<(&str, &str), Vec<&Operation>> = HashMap::new();
     for operation in operations {
-        let value = match &operation.call {
-            Call::Put { value, .. } | Call::Cas { value, .. } => value,
+        if operation.outcome == Outcome::Failed {
+            continue;
+        }
+        let values: Vec<&String> = match &operation.call {
+            Call::Put { value, .. } | Call::Cas { value, .. } | Call::CasValue { value, .. } => {
+                vec![value]
+            }
+            Call::Txn(part) => part.put_values().collect(),
             _ => continue,
         };
-        if operation.outcome != Outcome::Failed {
+        for value in values {
             writes
                 .entry((&operation.key, value))
                 .or_default()
@@ -810,7 +1046,12 @@ fn check_relaxed_read(
     }
     if let Some(read_revision) = mod_revision {
         let fits = candidates.iter().any(|write| match &write.outcome {
-            Outcome::Ok(Returned::Written { revision: Some(r) }) => *r == read_revision,
+            Outcome::Ok(
+                Returned::Written { revision: Some(r) }
+                | Returned::Txn {
+                    revision: Some(r), ..
+                },
+            ) => *r == read_revision,
             _ => true,
         });
         if !fits {

@@ -31,8 +31,9 @@ use paxkv_core::planted::Bug;
 use paxkv_core::{DurableState, LogWrite, NodeId, SnapshotWrite};
 use paxkv_proto::auth::ClusterSecret;
 use paxkv_proto::client::{
-    Consistency, DeleteRequest, ExpireCondition, ExpireRequest, GetRequest, LeaseGrantRequest,
-    LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, Role, ScanRequest, TtlRequest, TtlState,
+    txn_op, txn_op_response, Compare, CompareOp, CompareTarget, Consistency, DeleteRequest,
+    ExpireCondition, ExpireRequest, GetRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
+    LeaseRevokeRequest, PutRequest, Role, ScanRequest, TtlRequest, TtlState, TxnOp, TxnRequest,
 };
 use paxkv_proto::peer::HardState;
 use paxkv_server::clock::NodeClock;

@@ -125,8 +125,9 @@ impl SimOptions {
             })
             .collect();
         let fault_interval_ms_max = rng.gen_range(300..=5000);
-        let operation_weights = OperationKind::ALL
+        let mut operation_weights: BTreeMap<OperationKind, u32> = OperationKind::ALL
             .into_iter()
+            .filter(|kind| *kind != OperationKind::Transaction)
             .map(|kind| {
                 let on = kind.always() || rng.gen_bool(0.85);
                 (kind, if on { kind.base_weight() } else { 0 })
@@ -156,6 +157,16 @@ impl SimOptions {
             paxkv_core::SNAPSHOT_CHUNK_BYTES
         };
         let reader_clients = rng.gen_range(0..=2);
+        // Drawn last, so that the options drawn before it stay what they were for every seed.
+        let transactions = rng.gen_bool(0.85);
+        operation_weights.insert(
+            OperationKind::Transaction,
+            if transactions {
+                OperationKind::Transaction.base_weight()
+            } else {
+                0
+            },
+        );
         SimOptions {
             seed,
             nodes,

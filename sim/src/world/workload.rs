@@ -35,10 +35,14 @@ pub enum OperationKind {
     /// A read of a shared key as it was at a revision a little older than the newest its client
     /// saw (a scan page at a revision, rebuilt from a node's change history).
     GetAtRevision,
+    /// A transaction on two shared keys: compares on what the client last saw of them (by
+    /// revision or by value), puts and deletes if they hold (sometimes a put on the client's
+    /// own lease key, with its lease, which may have ended), gets of both if not.
+    Transaction,
 }
 
 impl OperationKind {
-    pub const ALL: [OperationKind; 11] = [
+    pub const ALL: [OperationKind; 12] = [
         OperationKind::Put,
         OperationKind::LinearizableGet,
         OperationKind::StaleGet,
@@ -50,6 +54,7 @@ impl OperationKind {
         OperationKind::GetLeaseKey,
         OperationKind::Lease,
         OperationKind::GetAtRevision,
+        OperationKind::Transaction,
     ];
 
     /// The kind's weight in a seed that asks it (out of 100 when a seed asks every kind).
@@ -57,7 +62,7 @@ impl OperationKind {
         match self {
             OperationKind::Put | OperationKind::LinearizableGet => 22,
             OperationKind::Lease => 17,
-            OperationKind::CompareAndSet => 10,
+            OperationKind::CompareAndSet | OperationKind::Transaction => 10,
             OperationKind::StaleGet | OperationKind::SessionGet | OperationKind::GetAtRevision => 6,
             OperationKind::Delete => 5,
             OperationKind::Expire | OperationKind::Ttl | OperationKind::GetLeaseKey => 4,
@@ -82,6 +87,7 @@ impl OperationKind {
             OperationKind::GetLeaseKey => "get_lease_key",
             OperationKind::Lease => "lease",
             OperationKind::GetAtRevision => "get_at_revision",
+            OperationKind::Transaction => "txn",
         }
     }
 }
@@ -93,6 +99,8 @@ pub(super) struct ClientState {
     lease: Option<u64>,
     /// Last revision seen per key, for compare-and-set.
     revisions: BTreeMap<String, u64>,
+    /// Last value seen per key, whole (padding included), for compares by value.
+    values: BTreeMap<String, Vec<u8>>,
 }
 
 impl ClientState {
@@ -102,6 +110,7 @@ impl ClientState {
             counter: 0,
             lease: None,
             revisions: BTreeMap::new(),
+            values: BTreeMap::new(),
         }
     }
 }
@@ -223,6 +232,7 @@ fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
             planned_get(&other, consistency)
         }
         OperationKind::Lease => plan_lease(state, value, stored_value),
+        OperationKind::Transaction => plan_txn(state, options, &shared_key, (value, stored_value)),
         OperationKind::GetAtRevision => Planned {
             // The revision is chosen just before it is sent (`at_revision`).
             request: Request::Scan(ScanRequest {
@@ -235,6 +245,141 @@ fn plan(state: &mut ClientState, options: &SimOptions) -> Planned {
                            "at_revision": true}),
         },
     }
+}
+
+/// A transaction on `first` and another shared key (see `OperationKind::Transaction`).
+fn plan_txn(
+    state: &mut ClientState,
+    options: &SimOptions,
+    first: &str,
+    first_value: (String, Vec<u8>),
+) -> Planned {
+    let mut rng = thread_rng();
+    let second = loop {
+        let key = format!("k{}", rng.gen_range(0..options.shared_keys));
+        if key != first {
+            break key;
+        }
+    };
+    let mut compares = Vec::new();
+    let mut compare_lines = Vec::new();
+    for key in [first, second.as_str()] {
+        // The first key is always compared; the second in half the transactions.
+        if key != first && rng.gen_bool(0.5) {
+            continue;
+        }
+        let equal = rng.gen_bool(0.9);
+        let op = if equal {
+            CompareOp::Equal
+        } else {
+            CompareOp::NotEqual
+        };
+        let symbol = if equal { "=" } else { "!=" };
+        match state.values.get(key).filter(|_| rng.gen_bool(0.3)) {
+            Some(bytes) => {
+                let name = value_name(bytes);
+                compares.push(Compare {
+                    key: key.as_bytes().to_vec(),
+                    target: CompareTarget::Value as i32,
+                    op: op as i32,
+                    value: bytes.clone(),
+                    number: 0,
+                });
+                compare_lines.push(json!({"key": key, "target": "value", "op": symbol,
+                                          "value": name}));
+            }
+            None => {
+                let revision = state.revisions.get(key).copied().unwrap_or(0);
+                compares.push(Compare {
+                    key: key.as_bytes().to_vec(),
+                    target: CompareTarget::ModRevision as i32,
+                    op: op as i32,
+                    number: revision,
+                    ..Default::default()
+                });
+                compare_lines.push(json!({"key": key, "target": "mod_revision", "op": symbol,
+                                          "revision": revision}));
+            }
+        }
+    }
+    let (value, stored_value) = first_value;
+    let ttl_ms = rng.gen_bool(0.25).then(|| rng.gen_range(300..3000u64));
+    let mut success = vec![TxnOp {
+        op: Some(txn_op::Op::Put(PutRequest {
+            key: first.as_bytes().to_vec(),
+            value: stored_value,
+            ttl_ms,
+            ..Default::default()
+        })),
+    }];
+    let mut success_lines = vec![json!({"f": "put", "key": first, "value": value,
+                                        "ttl_ms": ttl_ms})];
+    if rng.gen_bool(0.25) {
+        success.push(TxnOp {
+            op: Some(txn_op::Op::Delete(DeleteRequest {
+                key: second.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        });
+        success_lines.push(json!({"f": "delete", "key": second}));
+    } else {
+        let (value, stored_value) = new_value(state, options);
+        success.push(TxnOp {
+            op: Some(txn_op::Op::Put(PutRequest {
+                key: second.as_bytes().to_vec(),
+                value: stored_value,
+                ..Default::default()
+            })),
+        });
+        success_lines.push(json!({"f": "put", "key": second, "value": value}));
+    }
+    // Last, so that a lease that ended would leave the writes above applied if the branch
+    // were not checked whole first.
+    if let Some(lease_id) = state.lease.filter(|_| rng.gen_bool(0.4)) {
+        let own = format!("l{}", state.process);
+        let (value, stored_value) = new_value(state, options);
+        success.push(TxnOp {
+            op: Some(txn_op::Op::Put(PutRequest {
+                key: own.as_bytes().to_vec(),
+                value: stored_value,
+                lease_id: Some(lease_id),
+                ..Default::default()
+            })),
+        });
+        success_lines.push(json!({"f": "put", "key": own, "value": value,
+                                  "lease_id": lease_id}));
+    }
+    let failure = [first, second.as_str()]
+        .into_iter()
+        .map(|key| TxnOp {
+            op: Some(txn_op::Op::Get(GetRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        })
+        .collect();
+    let failure_lines = vec![
+        json!({"f": "get", "key": first}),
+        json!({"f": "get", "key": second}),
+    ];
+    Planned {
+        request: Request::Txn(TxnRequest {
+            compare: compares,
+            success,
+            failure,
+        }),
+        invoke: json!({"f": "txn", "compare": compare_lines, "success": success_lines,
+                       "failure": failure_lines}),
+    }
+}
+
+/// The name a stored value carries before its padding.
+fn value_name(bytes: &[u8]) -> String {
+    let name = bytes
+        .split(|byte| *byte == VALUE_PADDING_MARK)
+        .next()
+        .unwrap_or_default();
+    String::from_utf8_lossy(name).to_string()
 }
 
 /// A revision for a read at a revision: up to 30 before the newest this client saw.
@@ -349,12 +494,54 @@ fn complete(
                     .unwrap_or_default();
                 line["value"] = json!(String::from_utf8_lossy(name));
                 line["mod_revision"] = json!(kv.mod_revision);
-                state.revisions.insert(key, kv.mod_revision);
+                state.revisions.insert(key.clone(), kv.mod_revision);
+                state.values.insert(key, kv.value);
             }
             None => {
-                state.revisions.insert(key, 0);
+                state.revisions.insert(key.clone(), 0);
+                state.values.remove(&key);
             }
         },
+        Response::Txn(txn) => {
+            line["succeeded"] = json!(txn.succeeded);
+            let branch = if txn.succeeded { "success" } else { "failure" };
+            let steps = planned.invoke[branch]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut results = Vec::new();
+            for (step, answer) in steps.iter().zip(txn.responses) {
+                let key = step["key"].as_str().unwrap_or_default().to_string();
+                results.push(match answer.op {
+                    Some(txn_op_response::Op::Put(_)) => {
+                        state.revisions.insert(key.clone(), header.revision);
+                        state.values.remove(&key);
+                        json!({})
+                    }
+                    Some(txn_op_response::Op::Delete(delete)) => {
+                        state.revisions.insert(key.clone(), 0);
+                        state.values.remove(&key);
+                        json!({"succeeded": delete.deleted})
+                    }
+                    Some(txn_op_response::Op::Get(get)) => match get.kv {
+                        Some(kv) => {
+                            state.revisions.insert(key.clone(), kv.mod_revision);
+                            let result = json!({"value": value_name(&kv.value),
+                                                "mod_revision": kv.mod_revision});
+                            state.values.insert(key, kv.value);
+                            result
+                        }
+                        None => {
+                            state.revisions.insert(key.clone(), 0);
+                            state.values.remove(&key);
+                            json!({})
+                        }
+                    },
+                    None => json!({}),
+                });
+            }
+            line["results"] = json!(results);
+        }
         // A read at a revision: the page holds the key, or it did not exist then.
         Response::Scan(scan) => {
             if let Some(kv) = scan.kvs.into_iter().find(|kv| kv.key == key.as_bytes()) {
