@@ -73,10 +73,13 @@ pub enum Bug {
     /// A transaction leaves the check of a put's lease to the put itself: when the lease is
     /// gone, the writes before that put stay applied and the client is told it failed.
     TxnAppliedPartially,
+    /// A follower's watch feed reports as expired the keys whose deadline its own clock has
+    /// passed, with the changes it publishes, instead of waiting for the log's expiry.
+    WatchExpiryByOwnClock,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 22] = [
+    pub const ALL: [Bug; 23] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -99,6 +102,7 @@ impl Bug {
         Bug::HistoryOffByOne,
         Bug::WatchResumedLate,
         Bug::TxnAppliedPartially,
+        Bug::WatchExpiryByOwnClock,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -172,6 +176,7 @@ impl Bug {
             Bug::HistoryOffByOne => "history-off-by-one",
             Bug::WatchResumedLate => "watch-resumed-late",
             Bug::TxnAppliedPartially => "txn-applied-partially",
+            Bug::WatchExpiryByOwnClock => "watch-expiry-by-own-clock",
         }
     }
 }

@@ -346,6 +346,18 @@ impl Replica {
         &self.kv
     }
 
+    /// Every change after revision `after` as watch events (see `KvStore::watch_events`):
+    /// expiry among them only as the log applied it, never by this node's own clock.
+    pub fn watch_events(&self, after: u64) -> Result<Vec<paxkv_proto::client::WatchEvent>, u64> {
+        let mut events = self.kv.watch_events(after)?;
+        if crate::planted::active(crate::planted::Bug::WatchExpiryByOwnClock)
+            && !self.role.is_leader()
+        {
+            events.extend(self.kv.expiry_events_due_by(self.now.0));
+        }
+        Ok(events)
+    }
+
     /// The voters and learners of the newest configuration in the log.
     pub fn members(&self) -> Vec<NodeId> {
         let newest = self.log.configs().newest();

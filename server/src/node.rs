@@ -277,8 +277,12 @@ impl Node {
                     .change_membership(request, change, self.clock.now());
             }
             Input::WatchHistory { after, reply } => {
-                let kv = self.replica.kv();
-                let _ = reply.send(kv.watch_events(after).map(|events| (events, kv.revision())));
+                let revision = self.replica.kv().revision();
+                let _ = reply.send(
+                    self.replica
+                        .watch_events(after)
+                        .map(|events| (events, revision)),
+                );
             }
         }
     }
@@ -286,13 +290,12 @@ impl Node {
     /// Hands the watches what was applied since the last turn (only if some watch listens:
     /// a watch that starts later reads the history).
     fn publish_changes(&mut self) {
-        let kv = self.replica.kv();
-        let revision = kv.revision();
+        let revision = self.replica.kv().revision();
         if revision <= self.published {
             return;
         }
         let batch = if self.feed.has_watchers() {
-            match kv.watch_events(self.published) {
+            match self.replica.watch_events(self.published) {
                 Ok(events) => Batch::Changes {
                     after: self.published,
                     to: revision,

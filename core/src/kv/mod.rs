@@ -186,6 +186,26 @@ impl KvStore {
             .collect())
     }
 
+    /// Expire events, at the current revision, for the keys whose own deadline is at or before
+    /// `time_ms` but that the log has not expired yet. Only the planted bug
+    /// `WatchExpiryByOwnClock` asks this (with a node's own clock): expiry is the log's.
+    pub fn expiry_events_due_by(&self, time_ms: u64) -> Vec<WatchEvent> {
+        self.key_deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= time_ms)
+            .map(|(_, key)| WatchEvent {
+                kind: EventKind::Expire as i32,
+                revision: self.revision,
+                kv: Some(KeyValue {
+                    key: key.clone(),
+                    mod_revision: self.revision,
+                    ..KeyValue::default()
+                }),
+                prev_kv: None,
+            })
+            .collect()
+    }
+
     /// The oldest revision this replica can still show (see `scan_at`).
     pub fn history_first_revision(&self) -> u64 {
         self.history.first_revision()

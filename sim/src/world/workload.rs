@@ -661,7 +661,8 @@ fn strip_nulls(mut value: Value) -> Value {
     value
 }
 
-/// The watcher: one watch of every key, from a revision read just before it starts, followed
+/// The watcher: one watch of every key, from a revision read just before it starts (or up to
+/// 200 before it), followed
 /// until the workload ends. The client moves it between nodes by itself; when it cannot go on
 /// (its start left every node's history, no node answered in time) the segment ends and a new
 /// one starts. Every segment is judged against the history (`checker::check_watches`).
@@ -672,7 +673,14 @@ pub(super) async fn watcher(endpoints: Vec<String>, shared: Arc<Shared>, workloa
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let start = now.revision + 1;
+        // Half the segments start from the past: a watch from an old revision replays the
+        // node's history before it follows new changes.
+        let back = if thread_rng().gen_bool(0.5) {
+            thread_rng().gen_range(1..=200)
+        } else {
+            0
+        };
+        let start = (now.revision + 1).saturating_sub(back).max(1);
         let options = paxkv_client::WatchOptions::new()
             .prefix()
             .from_revision(start);
@@ -682,7 +690,7 @@ pub(super) async fn watcher(endpoints: Vec<String>, shared: Arc<Shared>, workloa
         };
         let mut segment = WatchSegment {
             start,
-            end: now.revision,
+            end: start - 1,
             events: Vec::new(),
         };
         loop {
