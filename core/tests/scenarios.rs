@@ -547,3 +547,31 @@ fn a_snapshot_of_several_chunks_crosses_a_lossy_network() {
     );
     settle_and_check(&mut cluster);
 }
+
+/// Followers apply a write as soon as it commits, not with the next write or heartbeat: a
+/// watch or a session read served by a follower then sees it at once. Heartbeats here come
+/// once a second, so only the leader's commit notice can tell them within 40 ms.
+#[test]
+fn followers_learn_a_commit_without_waiting_for_the_next_heartbeat() {
+    let mut cluster = Cluster::with_config(3, 11, |config| {
+        config.heartbeat_interval_ms = 1000;
+        config.election_timeout_ms = 3000;
+    });
+    cluster
+        .time_to_working_leader(30_000, 999)
+        .expect("a fresh cluster elects a leader");
+    cluster.run_for(1500);
+    assert_eq!(write_keys(&mut cluster, 0, 1, 1), 1);
+    let leader = cluster.leader().unwrap();
+    let index = cluster.replica(leader).unwrap().applied_index();
+    let committed_at = cluster.now;
+    cluster.run_for(40);
+    for id in cluster.ids() {
+        let applied = cluster.replica(id).unwrap().applied_index();
+        assert!(
+            applied >= index,
+            "node {id:?} (leader {leader:?}) applied {applied} of {index} {} ms after the write",
+            cluster.now.millis_since(committed_at)
+        );
+    }
+}

@@ -103,7 +103,12 @@ impl Ticket {
             let wait = wait_for_delete(&self.client, &ahead.key, revision + 1);
             match deadline {
                 None => wait.await?,
-                Some(deadline) => match tokio::time::timeout_at(deadline, wait).await {
+                Some(deadline) => match tokio::time::timeout(
+                    deadline.saturating_duration_since(Instant::now()),
+                    wait,
+                )
+                .await
+                {
                     Ok(result) => result?,
                     Err(_) => {
                         return Err(ClientError::Timeout(

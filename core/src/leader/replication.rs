@@ -24,6 +24,8 @@ pub(crate) struct Progress {
     /// When it last answered, with no such grace: none since leading began (or since it was
     /// added). Membership checks count a node as live only on this.
     pub(crate) heard_at: Option<Time>,
+    /// The commit index the last Accept sent to it carried.
+    pub(crate) commit_told: u64,
 }
 
 impl Progress {
@@ -34,6 +36,7 @@ impl Progress {
             last_ack_at: now,
             answered_at: now,
             heard_at: None,
+            commit_told: 0,
         }
     }
 
@@ -52,6 +55,7 @@ impl Progress {
     /// Starts sending at `next_index` when leading begins.
     pub(crate) fn restart_at(&mut self, next_index: u64, now: Time) {
         self.next_index = next_index;
+        self.commit_told = 0;
         self.last_ack_at = now;
         self.answered_at = now;
         self.heard_at = None;
@@ -87,6 +91,49 @@ impl Replica {
         }
         // A cluster of one commits as soon as its own log is durable.
         self.leader_maybe_commit();
+        self.tell_commit();
+    }
+
+    /// Tells every follower that has not heard it yet that the commit index moved, with an
+    /// Accept without entries, so that it applies (and serves reads and watches of) what
+    /// committed now rather than with the next write or heartbeat.
+    fn tell_commit(&mut self) {
+        let commit_index = self.commit_index;
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            if self.outgoing_snapshots.contains_key(&peer) {
+                continue;
+            }
+            let snapshot_index = self.log.snapshot_index();
+            let last_index = self.log.last_index();
+            let Some(leader) = self.role.leader_mut() else {
+                return;
+            };
+            let Some(progress) = leader.followers.get_mut(&peer) else {
+                continue;
+            };
+            let prev_index = progress.next_index - 1;
+            if progress.commit_told >= commit_index
+                || prev_index < snapshot_index
+                || prev_index > last_index
+            {
+                continue;
+            }
+            progress.commit_told = commit_index;
+            let prev_ballot = self
+                .log
+                .ballot_at(prev_index)
+                .expect("prev is the snapshot point or in the log");
+            self.send(
+                peer,
+                Body::Accept(Accept {
+                    prev_index,
+                    prev_ballot: Some(prev_ballot),
+                    entries: Vec::new(),
+                    commit_index,
+                }),
+            );
+        }
     }
 
     pub(crate) fn send_accepts(&mut self, peer: NodeId) {
@@ -114,6 +161,7 @@ impl Replica {
                 .log
                 .slice(next, ACCEPT_BATCH_ENTRIES_MAX, ACCEPT_BATCH_BYTES_MAX);
             progress.next_index = next + entries.len() as u64;
+            progress.commit_told = commit_index;
             let prev_index = next - 1;
             let prev_ballot = self
                 .log
