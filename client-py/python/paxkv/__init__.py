@@ -14,7 +14,19 @@ or a ``datetime.timedelta``.
 """
 
 from ._client import AsyncClient, AsyncLease, AsyncWatch, Client, Lease, Watch
-from ._model import Deleted, Entry, Event, Item, LeaseStatus, Written
+from ._model import Deleted, Entry, Event, Item, LeaseStatus, TxnResult, Written
+from ._recipes import (
+    Acquiring,
+    AsyncElection,
+    AsyncLeadership,
+    AsyncLock,
+    AsyncObserver,
+    Election,
+    Leadership,
+    Lock,
+    Observer,
+)
+from ._txn import Compare, CompareNumber, CompareValue, Op
 from ._errors import (
     AuthenticationError,
     ClientClosed,
@@ -29,22 +41,38 @@ from ._errors import (
     Timeout,
     Unavailable,
 )
-from ._native import DELETE_PREFIX_KEYS_MAX, HISTORY_REVISIONS_MAX, KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX
+from ._native import (
+    DELETE_PREFIX_KEYS_MAX,
+    HISTORY_REVISIONS_MAX,
+    KEY_BYTES_MAX,
+    SCAN_LIMIT_MAX,
+    TXN_COMPARES_MAX,
+    TXN_OPS_MAX,
+    VALUE_BYTES_MAX,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Acquiring",
     "AsyncClient",
+    "AsyncElection",
+    "AsyncLeadership",
     "AsyncLease",
+    "AsyncLock",
+    "AsyncObserver",
     "AsyncWatch",
     "AuthenticationError",
     "Client",
     "ClientClosed",
     "Compacted",
+    "Compare",
+    "CompareNumber",
+    "CompareValue",
     "ConflictError",
     "DELETE_PREFIX_KEYS_MAX",
     "Deleted",
-    "MembershipRefused",
+    "Election",
     "Entry",
     "Error",
     "Event",
@@ -52,13 +80,21 @@ __all__ = [
     "InvalidArgument",
     "Item",
     "KEY_BYTES_MAX",
+    "Leadership",
     "Lease",
     "LeaseLost",
     "LeaseStatus",
+    "Lock",
+    "MembershipRefused",
     "NotFound",
+    "Observer",
+    "Op",
     "SCAN_LIMIT_MAX",
     "SessionExpired",
     "Timeout",
+    "TXN_COMPARES_MAX",
+    "TXN_OPS_MAX",
+    "TxnResult",
     "Unavailable",
     "VALUE_BYTES_MAX",
     "Watch",

@@ -9,18 +9,29 @@ answer on the event loop.
 
 import asyncio
 import collections
-import datetime
 import functools
 import logging
-import math
 import os
 import threading
 import urllib.parse
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
+from ._arguments import (
+    Data,
+    LeaseHandle,
+    Seconds,
+    _bytes,
+    _count,
+    _lease_id,
+    _milliseconds,
+    _optional_milliseconds,
+    _write_options,
+)
 from ._errors import ClientClosed, ConflictError, Error, InvalidArgument, LeaseLost, NotFound
-from ._model import Deleted, Entry, Event, Item, LeaseStatus, Written
+from ._model import Deleted, Entry, Event, Item, LeaseStatus, TxnResult, Written
 from ._native import SCAN_LIMIT_MAX, NativeClient, after_fork_in_child
+from ._recipes import Acquiring, AsyncElection, AsyncLock, Election, Lock, acquiring, name_of
+from ._txn import Compare, Op, _check_range
 
 # A child made by fork() has none of the parent's I/O threads: it gets a runtime of its own,
 # and clients made before the fork open new connections in it.
@@ -30,9 +41,6 @@ if hasattr(os, "register_at_fork"):
 #: Retries, leader changes and background lease renewals are logged here (DEBUG), and a lease
 #: that could not be kept alive (WARNING). The level is read when a client is made.
 logger = logging.getLogger("paxkv")
-
-Data = Union[str, bytes, bytearray]
-Seconds = Union[int, float, datetime.timedelta]
 
 _CONSISTENCIES = ("linearizable", "stale", "session")
 
@@ -57,54 +65,6 @@ def _endpoints(endpoints: Union[str, Iterable[str]]) -> List[str]:
     if not found:
         raise InvalidArgument("no endpoints given; pass ['host:port', ...] or 'host:port,host:port'")
     return found
-
-
-def _milliseconds(seconds: Seconds, what: str) -> int:
-    """A positive duration in whole milliseconds, rounded up so it never becomes 0."""
-    if isinstance(seconds, datetime.timedelta):
-        seconds = seconds.total_seconds()
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(f"{what} must be seconds (int, float or timedelta), not {type(seconds).__name__}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidArgument(f"{what} must be a positive number of seconds, not {seconds!r}")
-    return math.ceil(seconds * 1000)
-
-
-def _optional_milliseconds(seconds: Optional[Seconds], what: str) -> Optional[int]:
-    return None if seconds is None else _milliseconds(seconds, what)
-
-
-def _count(value: Any, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise InvalidArgument(f"{what} must be at least {minimum}, not {value}")
-    return value
-
-
-def _lease_id(lease: "Union[Lease, int, None]") -> Optional[int]:
-    if lease is None:
-        return None
-    if isinstance(lease, Lease):
-        return lease.id
-    return _count(lease, "lease", minimum=1)
-
-
-def _write_options(
-    ttl: Optional[Seconds], lease: "Union[Lease, int, None]", keep_ttl: bool
-) -> Tuple[Optional[int], Optional[int], bool]:
-    """The TTL and lease arguments of a put or a compare-and-set, checked."""
-    if keep_ttl and ttl is not None:
-        raise InvalidArgument("pass ttl= or keep_ttl=True, not both")
-    return _optional_milliseconds(ttl, "ttl"), _lease_id(lease), bool(keep_ttl)
-
-
-def _bytes(data: Data) -> bytes:
-    if isinstance(data, str):
-        return data.encode()
-    if isinstance(data, (bytes, bytearray)):
-        return bytes(data)
-    raise TypeError(f"expected str or bytes, not {type(data).__name__}")
 
 
 def _consistency(consistency: str) -> str:
@@ -198,6 +158,33 @@ def _item(key: bytes, answer: tuple, keys_only: bool) -> Item:
     return Item(key, None if keys_only else value, revision, create_revision, version, lease or None, ttl)
 
 
+def _listed(items: Any, kind: type, what: str) -> list:
+    """The compares or operations of a transaction, as a list, each checked."""
+    if isinstance(items, (kind, str, bytes)):
+        raise TypeError(f"{what}= takes a list of paxkv.{kind.__name__}, not one {type(items).__name__}")
+    listed = list(items)
+    for item in listed:
+        if not isinstance(item, kind):
+            hint = " (it needs an operator: == value, !=, > or <)" if kind is Compare else ""
+            raise TypeError(f"{what}= takes paxkv.{kind.__name__} items, not {item!r}{hint}")
+    return listed
+
+
+def _txn_result(answer: tuple) -> TxnResult:
+    succeeded, revision, answers = answer
+    results: List[Union[int, Item, None]] = []
+    for kind, deleted, found in answers:
+        if kind == "put":
+            results.append(revision)
+        elif kind == "delete":
+            results.append(deleted)
+        elif kind == "get" and found is not None:
+            results.append(_item(found[0], found[1], False))
+        else:
+            results.append(None)
+    return TxnResult(succeeded, revision, results)
+
+
 class _ScanPages:
     """Where a scan is: the next page to ask for, and what the pages so far said."""
 
@@ -239,7 +226,7 @@ class _ScanPages:
         return [_item(key, entry, self.keys_only) for key, entry in entries]
 
 
-class Lease:
+class Lease(LeaseHandle):
     """A lease: keys put with ``lease=`` live as long as it does, and go when it expires (no
     keep-alive within its time to live) or is revoked.
 
@@ -702,6 +689,71 @@ class _Commands:
             raise InvalidArgument("an empty prefix would delete every key; name a prefix")
         return self._execute(self._native.delete_prefix, prefix, timeout=timeout)
 
+    def delete_range(self, start: Data, end: Data, *, timeout: Optional[Seconds] = None) -> int:
+        """Deletes every key from ``start`` (included) to ``end`` (excluded, after ``start``
+        in byte order); returns how many went. Like ``delete_prefix``, up to
+        ``paxkv.DELETE_PREFIX_KEYS_MAX`` keys go at one revision, and a larger range in
+        several such steps."""
+        start, end = _bytes(start), _bytes(end)
+        _check_range(start, end)
+        return self._execute(self._native.delete_range, start, end, timeout=timeout)
+
+    def transaction(
+        self,
+        compare: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+        *,
+        timeout: Optional[Seconds] = None,
+    ) -> Any:
+        """If every compare holds, applies the ``success`` operations, else the ``failure``
+        ones, all at one revision, atomically: nothing else happens between the compares and
+        the operations, and a branch applies whole or not at all. Returns a ``TxnResult``
+        (``succeeded``, ``revision``, and one result per operation of the branch that ran).
+
+        ``compare``: ``paxkv.Compare`` conditions, such as ``Compare.value("mode") == "on"``,
+        ``Compare.mod_revision("config") == 42``, ``Compare.absent("lock")`` or a lock's
+        ``held``. ``success``, ``failure``: ``paxkv.Op.put``, ``delete``, ``delete_prefix``,
+        ``delete_range`` and ``get`` operations, applied in order. At most
+        ``paxkv.TXN_COMPARES_MAX`` compares and ``paxkv.TXN_OPS_MAX`` operations per branch.
+
+        A branch writes each key once: putting a key twice, or putting and deleting it,
+        raises ``InvalidArgument``; a put with a lease that is gone raises ``NotFound``.
+        Either way nothing is applied.
+        """
+        compares = [item._native for item in _listed(compare, Compare, "compare")]
+        success_ops = [item._native for item in _listed(success, Op, "success")]
+        failure_ops = [item._native for item in _listed(failure, Op, "failure")]
+        return self._execute(
+            self._native.txn, compares, success_ops, failure_ops, timeout=timeout, convert=_txn_result
+        )
+
+    def lock(self, name: Data, *, ttl: Seconds = 10, timeout: Optional[Seconds] = None) -> Any:
+        """Takes the lock ``name`` and returns the held ``Lock``: ``with kv.lock("jobs/nightly",
+        timeout=5) as lock:`` holds it for the block and releases it at the end, also on an
+        exception. One holder at a time, in the order they asked; the wait is on a watch of
+        the holder just ahead, not polling.
+
+        ``ttl``: seconds of the holder's lease, renewed in the background while it holds, so
+        how long a holder that died (or was cut off) keeps the others waiting. ``timeout``:
+        how long to wait for the turn (None: as long as it takes); then ``paxkv.Timeout`` is
+        raised and nothing is left waiting.
+
+        The lock's ``token`` is a fencing token and ``held`` a compare that holds only while
+        it is held: a holder can lose the lock without knowing (a pause longer than ``ttl``),
+        so guard what it writes with them (see ``Lock.token``).
+        """
+        args = (name_of(name), _milliseconds(ttl, "ttl"), _optional_milliseconds(timeout, "timeout"))
+        return self._lock(args, timeout)
+
+    def _lock(self, args: tuple, timeout: Optional[Seconds]) -> Any:
+        raise NotImplementedError
+
+    def election(self, name: Data) -> Any:
+        """The election ``name``: ``campaign`` to lead, ``leader`` to ask who leads,
+        ``observe`` to follow it (see ``Election``). Nothing is sent until one is called."""
+        raise NotImplementedError
+
     def scan(
         self,
         prefix: Data = b"",
@@ -866,6 +918,14 @@ class Client(_Commands):
     def _watch(self, args: tuple, timeout: Optional[Seconds]) -> Watch:
         return Watch(self, self._execute(self._native.watch_open, *args, timeout=timeout))
 
+    def _lock(self, args: tuple, timeout: Optional[Seconds]) -> Lock:
+        with acquiring("the lock", args[0]):
+            native = self._execute(self._native.lock, *args, timeout=timeout)
+        return Lock(self, args[0], native)
+
+    def election(self, name: Data) -> Election:
+        return Election(self, name)
+
     def _items(self, pages: _ScanPages) -> Iterator[Item]:
         while not pages.finished:
             yield from pages.take(self._execute(self._native.scan, *pages.request(), timeout=pages.timeout))
@@ -901,7 +961,9 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 
 class AsyncClient(_Commands):
     """The asyncio paxkv client: every method of ``Client``, as a coroutine (``scan`` is an
-    async iterator, ``close`` a coroutine, and it is an async context manager).
+    async iterator, ``close`` a coroutine, and it is an async context manager). ``lock``
+    returns something to ``await`` or to use in ``async with``; ``election`` an
+    ``AsyncElection``, whose ``campaign`` works the same way.
 
     The calls run on paxkv's own I/O threads, so they never block the event loop, and many may
     be in flight at once (``asyncio.gather``). Cancelling a call stops the wait, not the
@@ -930,6 +992,17 @@ class AsyncClient(_Commands):
 
     def _watch(self, args: tuple, timeout: Optional[Seconds]) -> AsyncWatch:  # type: ignore[override]
         return AsyncWatch(self, lambda: self._execute(self._native.watch_open, *args, timeout=timeout))
+
+    def _lock(self, args: tuple, timeout: Optional[Seconds]) -> Acquiring[AsyncLock]:
+        async def acquire() -> AsyncLock:
+            with acquiring("the lock", args[0]):
+                native = await self._execute(self._native.lock, *args, timeout=timeout)
+            return AsyncLock(self, args[0], native)
+
+        return Acquiring(acquire)
+
+    def election(self, name: Data) -> AsyncElection:
+        return AsyncElection(self, name)
 
     async def _items(self, pages: _ScanPages) -> AsyncIterator[Item]:  # type: ignore[override]
         while not pages.finished:

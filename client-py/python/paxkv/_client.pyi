@@ -6,8 +6,11 @@ import logging
 from types import TracebackType
 from typing import AsyncIterator, Iterable, Iterator, List, Literal, Optional, Type, TypedDict, TypeVar, Union, overload
 
+from ._arguments import LeaseHandle
 from ._errors import Error
-from ._model import Deleted as Deleted, Entry as Entry, Event as Event, Item as Item, LeaseStatus as LeaseStatus, Written as Written
+from ._model import Deleted as Deleted, Entry as Entry, Event as Event, Item as Item, LeaseStatus as LeaseStatus, TxnResult as TxnResult, Written as Written
+from ._recipes import Acquiring, AsyncElection, AsyncLock, Election, Lock
+from ._txn import Compare, Op
 
 Data = Union[str, bytes, bytearray]
 Seconds = Union[int, float, datetime.timedelta]
@@ -61,7 +64,7 @@ class NodeStatus(TypedDict, total=False):
 _Client = TypeVar("_Client", bound="Client")
 _AsyncClient = TypeVar("_AsyncClient", bound="AsyncClient")
 
-class Lease:
+class Lease(LeaseHandle):
     id: int
     ttl: float
     @property
@@ -75,7 +78,7 @@ class Lease:
         self, kind: Optional[Type[BaseException]], error: Optional[BaseException], trace: Optional[TracebackType]
     ) -> None: ...
 
-class AsyncLease:
+class AsyncLease(LeaseHandle):
     id: int
     ttl: float
     @property
@@ -204,6 +207,17 @@ class Client:
         timeout: Optional[Seconds] = None,
     ) -> Deleted: ...
     def delete_prefix(self, prefix: Data, *, timeout: Optional[Seconds] = None) -> int: ...
+    def delete_range(self, start: Data, end: Data, *, timeout: Optional[Seconds] = None) -> int: ...
+    def transaction(
+        self,
+        compare: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+        *,
+        timeout: Optional[Seconds] = None,
+    ) -> TxnResult: ...
+    def lock(self, name: Data, *, ttl: Seconds = 10, timeout: Optional[Seconds] = None) -> Lock: ...
+    def election(self, name: Data) -> Election: ...
     def scan(
         self,
         prefix: Data = b"",
@@ -347,6 +361,17 @@ class AsyncClient:
         timeout: Optional[Seconds] = None,
     ) -> Deleted: ...
     async def delete_prefix(self, prefix: Data, *, timeout: Optional[Seconds] = None) -> int: ...
+    async def delete_range(self, start: Data, end: Data, *, timeout: Optional[Seconds] = None) -> int: ...
+    async def transaction(
+        self,
+        compare: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+        *,
+        timeout: Optional[Seconds] = None,
+    ) -> TxnResult: ...
+    def lock(self, name: Data, *, ttl: Seconds = 10, timeout: Optional[Seconds] = None) -> Acquiring[AsyncLock]: ...
+    def election(self, name: Data) -> AsyncElection: ...
     def scan(
         self,
         prefix: Data = b"",

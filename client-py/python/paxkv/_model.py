@@ -1,7 +1,7 @@
 """The records paxkv's clients return."""
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,23 @@ class Event:
     entry: Optional[Entry]
     #: The key before the change, if the watch asked for it (``prev_kv=True``) and it existed.
     previous: Optional[Entry]
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """What ``transaction`` returns. It is true when the ``success`` branch ran, so
+    ``if kv.transaction(...):`` reads as it should."""
+
+    #: True if every compare held and the ``success`` operations ran; False if the
+    #: ``failure`` ones did.
+    succeeded: bool
+    #: The revision of the state after it (the revision its writes share, if it wrote).
+    revision: int
+    #: One result per operation of the branch that ran, in order: for ``Op.put``, the
+    #: revision it wrote (the transaction's); for ``Op.delete``, ``Op.delete_prefix`` and
+    #: ``Op.delete_range``, how many keys went; for ``Op.get``, the key as an ``Item`` (as the
+    #: branch left it at that point), or None if it did not exist.
+    results: List[Union[int, Item, None]]
+
+    def __bool__(self) -> bool:
+        return self.succeeded
