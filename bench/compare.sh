@@ -8,9 +8,10 @@
 #
 # Settings (environment): ROUNDS (3), DURATION (10s per workload and round), WARMUP (2s),
 # CONCURRENCY (64 requests in flight), CONNECTIONS (1), KEYS (10000), WORKLOADS
-# (put,get,get-stale,mixed,ttl-churn,lease), FAILOVERS (5 tries of each: kill and freeze of the
+# (put,get,get-stale,mixed,ttl-churn,lease,txn), WATCHERS (1,100,10000: one watch run with each
+# count), PUT_RATE (50 puts a second under the watchers), FAILOVERS (5 tries of each: kill and freeze of the
 # leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
-# PHASES (load,failover,replace,memory: which parts to run),
+# PHASES (load,watch,failover,replace,memory: which parts to run),
 # WORK (the directory for data and results; default a new one under /var/tmp; KEEP=1 keeps it).
 # Results: a table on standard output, and $WORK/results.md with the same table.
 set -euo pipefail
@@ -21,12 +22,14 @@ WARMUP=${WARMUP:-2s}
 CONCURRENCY=${CONCURRENCY:-64}
 CONNECTIONS=${CONNECTIONS:-1}
 KEYS=${KEYS:-10000}
-WORKLOADS=${WORKLOADS:-put,get,get-stale,mixed,ttl-churn,lease}
+WORKLOADS=${WORKLOADS:-put,get,get-stale,mixed,ttl-churn,lease,txn}
+WATCHERS=${WATCHERS:-1,100,10000}
+PUT_RATE=${PUT_RATE:-50}
 FAILOVERS=${FAILOVERS:-5}
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 RESTARTS=${RESTARTS:-3}
 KEEP=${KEEP:-0}
-PHASES=${PHASES:-load,failover,replace,memory}
+PHASES=${PHASES:-load,watch,failover,replace,memory}
 want() { [[ ",$PHASES," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
@@ -197,6 +200,42 @@ for round in $(seq "$ROUNDS"); do
                 --keys "$KEYS" --duration "$DURATION" --warmup "$WARMUP" --no-preload --quiet \
                 --label "$round" --json "$RESULTS/load-$round-$workload-$store.json" >/dev/null
         done
+    done
+done
+
+# ---------------------------------------------------------------- watch
+# N watchers on one prefix (spread over the nodes the client picks), one writer at PUT_RATE;
+# events delivered per second and put-to-delivery latency. Each node's resident memory is
+# taken idle and again in the middle of the measured window (the sum over the 3 nodes).
+seconds_of() { # 10s, 500ms, 2m -> seconds
+    case "$1" in
+        *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
+        *s) echo "${1%s}" ;;
+        *m) awk -v v="${1%m}" 'BEGIN { print v * 60 }' ;;
+        *) echo "$1" ;;
+    esac
+}
+nodes_rss_mb() { # store
+    local total=0 i
+    for i in 1 2 3; do total=$((total + $(rss_mb "$(cat "$WORK/pids/$1-$i")"))); done
+    echo "$total"
+}
+IFS=, read -r -a watcher_list <<<"$WATCHERS"
+want watch || watcher_list=()
+for watchers in "${watcher_list[@]}"; do
+    for store in paxkv etcd; do
+        log "watch: $watchers watchers, $PUT_RATE puts/s: $store"
+        idle=$(nodes_rss_mb "$store")
+        bench "$store" --workload watch --watchers "$watchers" --put-rate "$PUT_RATE" \
+            --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --quiet \
+            --json "$RESULTS/watch-$watchers-$store.json" >/dev/null &
+        bench_pid=$!
+        # Opening 10,000 watches takes a while; sample once the writer has run half the window.
+        sleep "$(awk -v w="$(seconds_of "$WARMUP")" -v d="$(seconds_of "$DURATION")" -v n="$watchers" \
+            'BEGIN { print w + d / 2 + n / 2000 }')"
+        watched=$(nodes_rss_mb "$store")
+        wait "$bench_pid"
+        echo "$idle / $watched" >"$RESULTS/watch-rss-$watchers-$store.txt"
     done
 done
 

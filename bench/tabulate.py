@@ -134,7 +134,53 @@ def main(results):
         )
     if extra:
         lines += ["", "| measure | paxkv | etcd | paxkv / etcd |", "|---|---:|---:|---:|"] + extra
+    lines += watch_table(results)
     print("\n".join(lines))
+
+
+def watch_table(results):
+    """The watch runs: events delivered per second (all watchers), put sent to delivery, the
+    serving nodes' memory while watched."""
+    watch = {}
+    for path in sorted(results.glob("watch-*.json")):
+        for run in load(path)["runs"]:
+            watch.setdefault(run["concurrency"], {})[run["backend"]] = run
+    if not watch:
+        return []
+    rss = {}
+    for path in sorted(results.glob("watch-rss-*.txt")):
+        _, _, watchers, store = path.stem.split("-")
+        rss[(int(watchers), store)] = path.read_text().strip()
+    lines = [
+        "",
+        "| watchers | paxkv events/s | etcd events/s | paxkv / etcd | paxkv p50 / p99 ms "
+        "| etcd p50 / p99 ms | paxkv / etcd p99 | missed (paxkv / etcd) "
+        "| nodes' memory idle / watched, MB (paxkv; etcd) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for watchers in sorted(watch):
+        pax, etc = watch[watchers].get("paxkv"), watch[watchers].get("etcd")
+
+        def cell(run, pick):
+            return pick(run) if run else float("nan")
+
+        def ops(run):
+            return run["ops_per_sec"]
+
+        def p(run, q):
+            return run["latency_us"][q] / 1000
+
+        both = pax and etc
+        lines.append(
+            f"| {watchers:,} | {cell(pax, ops):,.0f} | {cell(etc, ops):,.0f} "
+            f"| {ops(pax) / ops(etc) if both and ops(etc) else float('nan'):.2f} "
+            f"| {cell(pax, lambda r: p(r, 'p50')):.2f} / {cell(pax, lambda r: p(r, 'p99')):.2f} "
+            f"| {cell(etc, lambda r: p(r, 'p50')):.2f} / {cell(etc, lambda r: p(r, 'p99')):.2f} "
+            f"| {p(pax, 'p99') / p(etc, 'p99') if both and p(etc, 'p99') else float('nan'):.2f} "
+            f"| {cell(pax, lambda r: r['misses'])} / {cell(etc, lambda r: r['misses'])} "
+            f"| {rss.get((watchers, 'paxkv'), '-')}; {rss.get((watchers, 'etcd'), '-')} |"
+        )
+    return lines
 
 
 def fmt_median(values):

@@ -6,7 +6,10 @@ use std::time::Duration;
 #[cfg(feature = "etcd")]
 use anyhow::Context;
 use anyhow::{anyhow, bail};
-use paxkv_client::{Client, ClientConfig, PutOptions, ReadConsistency, Role};
+use paxkv_client::{
+    Client, ClientConfig, Compare, EventKind, PutOptions, ReadConsistency, Role, Txn, TxnOp,
+    WatchOptions,
+};
 
 /// Which store to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -43,6 +46,41 @@ pub enum Lease {
         keeper: Box<etcd_client::LeaseKeeper>,
         answers: Box<etcd_client::LeaseKeepAliveStream>,
     },
+}
+
+/// A change stream on a prefix.
+pub enum WatchStream {
+    Paxkv(Box<paxkv_client::Watch>),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd_client::WatchStream>),
+}
+
+impl WatchStream {
+    /// The values of the next puts delivered (empty for a progress notice).
+    pub async fn next_values(&mut self) -> anyhow::Result<Vec<Vec<u8>>> {
+        match self {
+            WatchStream::Paxkv(watch) => Ok(watch
+                .next()
+                .await?
+                .events
+                .into_iter()
+                .filter(|event| event.kind() == EventKind::Put)
+                .filter_map(|event| event.kv.map(|kv| kv.value))
+                .collect()),
+            #[cfg(feature = "etcd")]
+            WatchStream::Etcd(stream) => {
+                let Some(answer) = stream.message().await? else {
+                    bail!("etcd closed the watch stream");
+                };
+                Ok(answer
+                    .events()
+                    .iter()
+                    .filter(|event| event.event_type() == etcd_client::EventType::Put)
+                    .filter_map(|event| event.kv().map(|kv| kv.value().to_vec()))
+                    .collect())
+            }
+        }
+    }
 }
 
 /// Opens `count` independent connections to the cluster at `endpoints`.
@@ -141,6 +179,56 @@ impl Conn {
             Conn::Etcd(client) => {
                 let options = stale.then(|| etcd_client::GetOptions::new().with_serializable());
                 Ok(!client.get(key, options).await?.kvs().is_empty())
+            }
+        }
+    }
+
+    /// A transaction on two keys: if `first` holds `value`, put `value` under both; else read
+    /// `first`. Returns whether the compare held.
+    pub async fn txn_pair(
+        &mut self,
+        first: &[u8],
+        second: &[u8],
+        value: &[u8],
+    ) -> anyhow::Result<bool> {
+        match self {
+            Conn::Paxkv(client) => {
+                let txn = Txn::new()
+                    .when([Compare::value(first).eq(value)])
+                    .and_then([
+                        TxnOp::put(first, value, PutOptions::new()),
+                        TxnOp::put(second, value, PutOptions::new()),
+                    ])
+                    .or_else([TxnOp::get(first)]);
+                Ok(client.txn(txn).await?.succeeded)
+            }
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(client) => {
+                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let txn = Txn::new()
+                    .when([Compare::value(first, CompareOp::Equal, value)])
+                    .and_then([
+                        TxnOp::put(first, value, None),
+                        TxnOp::put(second, value, None),
+                    ])
+                    .or_else([TxnOp::get(first, None)]);
+                Ok(client.txn(txn).await?.succeeded())
+            }
+        }
+    }
+
+    /// Watches every key under `prefix`, from now.
+    pub async fn watch_prefix(&mut self, prefix: &[u8]) -> anyhow::Result<WatchStream> {
+        match self {
+            Conn::Paxkv(client) => {
+                let watch = client.watch(prefix, WatchOptions::new().prefix()).await?;
+                Ok(WatchStream::Paxkv(Box::new(watch)))
+            }
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(client) => {
+                let options = etcd_client::WatchOptions::new().with_prefix();
+                let stream = client.watch(prefix, Some(options)).await?;
+                Ok(WatchStream::Etcd(Box::new(stream)))
             }
         }
     }

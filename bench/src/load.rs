@@ -28,6 +28,12 @@ pub enum Workload {
     Lease,
     /// Put every key once, in order (fills the store; ends when all are written).
     Load,
+    /// A transaction on two keys: if the first holds the preloaded value, put both.
+    Txn,
+    /// --watchers watches on one prefix and one writer putting under it at --put-rate; measures
+    /// events delivered per second (all watchers together) and the time from a put being sent
+    /// to its delivery.
+    Watch,
 }
 
 impl Workload {
@@ -40,12 +46,17 @@ impl Workload {
             Workload::TtlChurn => "ttl-churn",
             Workload::Lease => "lease",
             Workload::Load => "load",
+            Workload::Txn => "txn",
+            Workload::Watch => "watch",
         }
     }
 
     /// Whether the keys must exist before the run starts.
     pub fn reads(self) -> bool {
-        matches!(self, Workload::Get | Workload::GetStale | Workload::Mixed)
+        matches!(
+            self,
+            Workload::Get | Workload::GetStale | Workload::Mixed | Workload::Txn
+        )
     }
 }
 
@@ -101,13 +112,19 @@ pub struct Plan {
     pub duration: Duration,
     pub shape: Shape,
     pub progress: bool,
+    /// Watches of the watch workload.
+    pub watchers: usize,
+    /// Puts per second of the watch workload's writer.
+    pub put_rate: u32,
 }
 
 /// What a run measured.
 pub struct Outcome {
+    /// Requests completed (the watch workload: events delivered).
     pub ops: u64,
     pub errors: u64,
-    /// Gets that found no value (the keys were preloaded, so this should stay 0).
+    /// Gets that found no value (the keys were preloaded, so this should stay 0); the watch
+    /// workload: events never delivered.
     pub misses: u64,
     pub measured: Duration,
     pub histogram: Histogram<u64>,
@@ -137,6 +154,9 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Runs `plan` against the cluster behind `conns` and returns what it measured.
 pub async fn run(conns: &[Conn], plan: Plan) -> anyhow::Result<Outcome> {
+    if plan.workload == Workload::Watch {
+        return crate::watch::run(conns, plan).await;
+    }
     anyhow::ensure!(plan.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(!conns.is_empty(), "--connections must be at least 1");
     let shared = Arc::new(Shared {
@@ -258,6 +278,13 @@ async fn work(
                 let lease = lease.as_mut().expect("granted above");
                 conn.keep_alive(lease).await.map(|()| true)
             }
+            Workload::Txn => {
+                let first = random.below(shape.keys);
+                let second = (first + 1) % shape.keys;
+                conn.txn_pair(&shape.key(first), &shape.key(second), &value)
+                    .await
+            }
+            Workload::Watch => unreachable!("the watch workload runs apart"),
             Workload::Load => {
                 let index = shared.next_key.fetch_add(1, Ordering::Relaxed);
                 if index >= shape.keys {

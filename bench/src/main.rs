@@ -5,6 +5,7 @@ mod backend;
 mod failover;
 mod load;
 mod report;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -107,6 +108,12 @@ struct RunArgs {
     /// TTL of the leases of the lease workload.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     lease_ttl: Duration,
+    /// Watches the watch workload opens on its prefix (each gets every put).
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Puts per second the watch workload's writer sends (one at a time, on a fixed schedule).
+    #[arg(long, default_value_t = 100)]
+    put_rate: u32,
     /// Do not write the keys before read workloads (they must exist already).
     #[arg(long)]
     no_preload: bool,
@@ -222,6 +229,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: args.duration,
         shape,
         progress: !args.quiet,
+        watchers: args.watchers,
+        put_rate: args.put_rate,
     };
     let mut report = Report::default();
     let mut preloaded = args.no_preload;
@@ -303,6 +312,8 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         duration: args.warmup,
         shape,
         progress: false,
+        watchers: 0,
+        put_rate: 0,
     };
     let before = load::run(&conns, warm).await?;
     if before.ops == 0 {

@@ -54,7 +54,12 @@ impl RunReport {
             backend,
             label: label.to_string(),
             workload: plan.workload.name(),
-            concurrency: plan.concurrency,
+            // The watch workload's column is its watchers.
+            concurrency: if plan.workload == crate::load::Workload::Watch {
+                plan.watchers
+            } else {
+                plan.concurrency
+            },
             connections,
             keys: plan.shape.keys,
             key_size: plan.shape.key_size,

@@ -18,8 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::node::Input;
 use paxkv_proto::auth::{nonce, ClusterSecret};
 
-/// Client connections at once at most; more are refused.
-pub const CLIENT_CONNECTIONS_MAX: usize = 1024;
+/// Client connections at once at most; more are refused. Each watch of the Rust and Python
+/// clients has a connection of its own (a stream that moves between nodes by itself), so this
+/// also bounds the watches one node serves; the process needs a file descriptor limit above it.
+pub const CLIENT_CONNECTIONS_MAX: usize = 16_384;
 /// Requests in flight on one connection at most; the reader waits beyond that.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 /// A request not answered within this gets ERROR_CODE_TIMEOUT.
