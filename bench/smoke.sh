@@ -51,13 +51,14 @@ bench() {
 # The first put waits (up to the client's 10 s) for the cluster to elect a leader.
 bench --workload put --keys 1 --concurrency 1 --warmup 0s --duration 100ms --quiet --strict >/dev/null ||
     { cat "$work/cluster.log" >&2; exit 1; }
-bench --workload put,get,get-stale,mixed,ttl-churn,lease --keys 1000 --concurrency 16 \
-    --connections 2 --warmup 200ms --duration 1s --quiet --strict --json "$work/smoke.json"
+bench --workload put,get,get-stale,mixed,ttl-churn,lease,txn,watch --keys 1000 --concurrency 16 \
+    --connections 2 --watchers 20 --put-rate 50 --warmup 200ms --duration 1s --quiet --strict \
+    --json "$work/smoke.json"
 python3 - "$work/smoke.json" <<'EOF'
 import json, sys
 runs = json.load(open(sys.argv[1]))["runs"]
 names = [run["workload"] for run in runs]
-assert names == ["put", "get", "get-stale", "mixed", "ttl-churn", "lease"], names
+assert names == ["put", "get", "get-stale", "mixed", "ttl-churn", "lease", "txn", "watch"], names
 for run in runs:
     latency = run["latency_us"]
     assert run["ops"] > 0 and run["ops_per_sec"] > 0, run
