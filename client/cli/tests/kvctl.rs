@@ -851,3 +851,186 @@ async fn kvctl_watch_prints_each_change_until_interrupted() {
     assert_eq!(deleted["key"], "cfg/mode");
     assert_eq!(interrupt(&mut child).await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_from_a_file_and_stdin_with_their_exit_codes() {
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    let a = cluster.kvctl(&["--json", "put", "a", "1"]).await.json()["revision"]
+        .as_u64()
+        .unwrap();
+    let b = cluster.kvctl(&["--json", "put", "b", "2"]).await.json()["revision"]
+        .as_u64()
+        .unwrap();
+    let file = cluster.dir.path().join("move.json");
+    let transaction = serde_json::json!({
+        "compare": [{"key": "a", "target": "value", "op": "=", "value": "1"},
+                    {"key": "b", "target": "mod_revision", "op": "=", "number": b},
+                    {"key": "c", "target": "exists", "op": "!="}],
+        "success": [{"put": {"key": "a", "value": "10"}},
+                    {"delete": {"key": "b"}},
+                    {"put": {"key": {"base64": "/wA="}, "value": {"base64": "AP8="}}},
+                    {"get": {"key": "a"}}],
+        "failure": [{"get": {"key": "a"}}, {"get": {"key": "b"}}]
+    });
+    std::fs::write(&file, transaction.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Every compare holds: the success branch runs, at one revision.
+    let done = cluster.kvctl(&["--json", "txn", file]).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let done = done.json();
+    assert_eq!(done["succeeded"], true);
+    let revision = done["revision"].as_u64().unwrap();
+    assert_eq!(
+        done["results"],
+        serde_json::json!([
+            {"put": {"key": "a", "revision": revision}},
+            {"delete": {"key": "b", "deleted": 1}},
+            {"put": {"key": {"base64": "/wA="}, "revision": revision}},
+            {"get": {"key": "a", "kv": {"key": "a", "value": "10", "create_revision": a,
+                                        "mod_revision": revision, "version": 2, "lease": 0}}},
+        ])
+    );
+    let scan = cluster.kvctl(&["--json", "scan", ""]).await.json();
+    assert!(scan["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|kv| kv["key"] == serde_json::json!({"base64": "/wA="})
+            && kv["value"] == serde_json::json!({"base64": "AP8="})));
+
+    // The same again: a compare fails, so the failure branch runs and exits 4.
+    let failed = cluster.kvctl(&["txn", file]).await;
+    assert_eq!(failed.code, 4, "{}", failed.stderr);
+    assert_eq!(
+        failed.stdout,
+        format!(
+            "FAILED at revision {revision}: a compare did not hold; the failure branch ran\n\
+             get a = 10 (revision {revision})\n\
+             get b: (no key)"
+        )
+    );
+
+    // From stdin, as `-` or with no file at all.
+    let create = r#"{"compare": [{"key": "c", "target": "version", "op": "=", "number": 0}],
+                     "success": [{"put": {"key": "c", "value": "new", "ttl_ms": 60000}}]}"#;
+    let created = cluster
+        .kvctl_with_stdin(&["txn", "-"], create.as_bytes())
+        .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let revision = cluster.kvctl(&["--json", "get", "c"]).await.json()["mod_revision"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        created.stdout,
+        format!("SUCCEEDED at revision {revision}\nput c (revision {revision})")
+    );
+    let ttl = cluster.kvctl(&["--json", "ttl", "c"]).await.json();
+    assert!(ttl["remaining_ms"].as_u64().unwrap() > 50_000, "{ttl}");
+    let again = cluster
+        .kvctl_with_stdin(&["--json", "txn"], create.as_bytes())
+        .await;
+    assert_eq!(again.code, 4, "{}", again.stderr);
+    assert_eq!(
+        again.json(),
+        serde_json::json!({"succeeded": false, "revision": again.json()["revision"], "results": []})
+    );
+
+    // A branch that writes a key twice is refused by the cluster (1), a lease that is gone
+    // is not found (3): nothing of either is applied.
+    let twice =
+        r#"{"success": [{"put": {"key": "d", "value": "1"}}, {"delete": {"prefix": "d"}}]}"#;
+    let refused = cluster.kvctl_with_stdin(&["txn"], twice.as_bytes()).await;
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("writes each key once"),
+        "{}",
+        refused.stderr
+    );
+    let gone = r#"{"success": [{"put": {"key": "d", "value": "1"}},
+                               {"put": {"key": "e", "value": "1", "lease": 123456}}]}"#;
+    assert_eq!(
+        cluster
+            .kvctl_with_stdin(&["txn"], gone.as_bytes())
+            .await
+            .code,
+        3
+    );
+    assert_eq!(cluster.kvctl(&["get", "d"]).await.code, 3);
+
+    // A malformed file is bad usage (2), named with what is wrong and where; nothing is sent.
+    let bad = cluster.dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"compare": [{"key": "a", "target": "version", "op": "=", "value": "1"}]}"#,
+    )
+    .unwrap();
+    let malformed = cluster.kvctl(&["txn", bad.to_str().unwrap()]).await;
+    assert_eq!(malformed.code, 2);
+    assert!(
+        malformed
+            .stderr
+            .contains("compare[0] (\"a\"): a version compare takes \"number\""),
+        "{}",
+        malformed.stderr
+    );
+    for (json, expected) in [
+        ("{\"compare\": [", "EOF while parsing"),
+        (
+            "{\"success\": [{\"remove\": {\"key\": \"a\"}}]}",
+            "unknown variant `remove`",
+        ),
+    ] {
+        let run = cluster
+            .kvctl_with_stdin(&["txn", "-"], json.as_bytes())
+            .await;
+        assert_eq!(run.code, 2, "{json}");
+        assert!(
+            run.stderr.starts_with("kvctl: stdin: ") && run.stderr.contains(expected),
+            "{}",
+            run.stderr
+        );
+    }
+    let missing = cluster.kvctl(&["txn", "/nonexistent/txn.json"]).await;
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("/nonexistent/txn.json"));
+    assert_eq!(cluster.kvctl(&["get", "a"]).await.stdout, "10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn del_range_deletes_from_start_up_to_end() {
+    let cluster = start_cluster().await;
+    cluster.settled().await;
+    for key in ["r/a", "r/b", "r/c", "r/d", "r/e"] {
+        assert_eq!(cluster.kvctl(&["put", key, "x"]).await.code, 0);
+    }
+    let deleted = cluster
+        .kvctl(&["--json", "del", "--range", "r/b", "r/d"])
+        .await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert_eq!(deleted.json()["deleted_count"], 2);
+    let left = cluster.kvctl(&["scan", "r/", "--keys-only"]).await;
+    assert_eq!(left.stdout, "r/a\nr/d\nr/e");
+    // Nothing left in the range: 3, like a prefix with no key.
+    let again = cluster.kvctl(&["del", "--range", "r/b", "r/d"]).await;
+    assert_eq!(
+        (again.code, again.stdout.as_str()),
+        (3, "(no key in the range)")
+    );
+    let text = cluster.kvctl(&["del", "--range", "r/", "r/z"]).await;
+    assert_eq!((text.code, text.stdout.as_str()), (0, "deleted 3 keys"));
+    // An end before the start, one bound, or a key as well: bad usage, nothing deleted.
+    assert_eq!(cluster.kvctl(&["put", "r/m", "x"]).await.code, 0);
+    for args in [
+        &["del", "--range", "r/z", "r/a"][..],
+        &["del", "--range", "r/a", "r/a"],
+        &["del", "--range", "r/a"],
+        &["del", "r/m", "--range", "r/a", "r/z"],
+        &["del", "--range", "r/a", "r/z", "--prefix"],
+    ] {
+        let run = cluster.kvctl(args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(cluster.kvctl(&["get", "r/m"]).await.stdout, "x");
+}

@@ -3,6 +3,7 @@
 
 mod outcome;
 mod render;
+mod txn;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use paxkv_client::{
 use tokio::io::AsyncReadExt;
 
 use crate::outcome::Outcome;
-use crate::render::{render, Format, EXIT_OK};
+use crate::render::{render, Format, EXIT_OK, EXIT_USAGE};
 
 /// Talk to a paxkv cluster.
 #[derive(Parser, Debug)]
@@ -61,15 +62,22 @@ enum Command {
         #[arg(long, value_name = "REV", conflicts_with = "consistency")]
         min_revision: Option<u64>,
     },
-    /// Delete a key (or, with --prefix, every key under it).
+    /// Delete a key (or, with --prefix, every key under it; with --range, every key in a
+    /// range).
     Del {
-        key: String,
+        /// The key (with --prefix, the prefix).
+        #[arg(required_unless_present = "range")]
+        key: Option<String>,
         /// Only if the key's revision is this (exit code 4 and no change if it is not).
-        #[arg(long, value_name = "REV", conflicts_with = "prefix")]
+        #[arg(long, value_name = "REV", conflicts_with_all = ["prefix", "range"])]
         expected_rev: Option<u64>,
         /// Delete every key starting with KEY (exit 3 if there was none).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "range")]
         prefix: bool,
+        /// Delete every key from START (included) up to END (excluded, after START), 10,000
+        /// at one revision (exit 3 if there was none), instead of KEY.
+        #[arg(long, num_args = 2, value_names = ["START", "END"], conflicts_with = "key")]
+        range: Option<Vec<String>>,
     },
     /// Write only if the key's revision is EXPECTED_REV (0: only if absent); VALUE `-` reads
     /// stdin. Takes the options of put, with the same meaning: without them the key becomes
@@ -80,6 +88,19 @@ enum Command {
         value: String,
         #[command(flatten)]
         options: WriteOptions,
+    },
+    /// Run a transaction written in JSON, from FILE or stdin: if every compare holds, the
+    /// success operations, else the failure ones, all at one revision. Exit 0 when the
+    /// success branch ran, 4 when the failure branch did, 2 when the JSON is wrong (then
+    /// nothing is sent). --help shows the format.
+    #[command(after_long_help = txn::FORMAT_HELP)]
+    Txn {
+        /// The file holding the transaction (`-` or none: stdin).
+        #[arg(value_name = "FILE")]
+        file: Option<String>,
+        /// The transaction read from it (see `prepare`).
+        #[arg(skip)]
+        prepared: Option<txn::PreparedTxn>,
     },
     /// List keys starting with PREFIX (every one, a page of 1000 at a time, unless --limit).
     Scan {
@@ -339,6 +360,47 @@ async fn watch_until_interrupted(
     }
 }
 
+/// Reads and checks what a command needs before it goes to the cluster (a transaction file,
+/// a range); an error here is bad usage, and nothing is sent.
+async fn prepare(command: &mut Command) -> Result<(), String> {
+    match command {
+        Command::Txn { file, prepared } => {
+            let (name, json) = read_input(file.as_deref()).await?;
+            let parsed = txn::parse(&json).map_err(|error| format!("{name}: {error}"))?;
+            *prepared = Some(parsed);
+        }
+        Command::Del {
+            range: Some(range), ..
+        } => txn::check_range(range[0].as_bytes(), range[1].as_bytes())?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What `file` holds (stdin for `-` or none) and the name to call it by; at most one byte
+/// more than a transaction may have, so that a larger one is refused without reading it all.
+async fn read_input(file: Option<&str>) -> Result<(String, Vec<u8>), String> {
+    use std::io::Read;
+    let limit = txn::TXN_FILE_BYTES_MAX as u64 + 1;
+    let mut bytes = Vec::new();
+    match file {
+        None | Some("-") => {
+            tokio::io::stdin()
+                .take(limit)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|error| format!("reading stdin: {error}"))?;
+            Ok(("stdin".to_string(), bytes))
+        }
+        Some(path) => {
+            std::fs::File::open(path)
+                .and_then(|file| file.take(limit).read_to_end(&mut bytes))
+                .map_err(|error| format!("{path}: {error}"))?;
+            Ok((path.to_string(), bytes))
+        }
+    }
+}
+
 /// Runs the command against the cluster.
 async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> {
     let outcome = match command {
@@ -371,13 +433,23 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
             Outcome::Value { key, kv }
         }
         Command::Del {
-            key, prefix: true, ..
+            range: Some(range), ..
+        } => Outcome::DeletedRange {
+            count: client
+                .delete_range(range[0].as_bytes(), range[1].as_bytes())
+                .await?,
+        },
+        Command::Del {
+            key: Some(key),
+            prefix: true,
+            ..
         } => Outcome::DeletedPrefix {
             count: client.delete_prefix(key.as_bytes()).await?,
         },
         Command::Del {
             key, expected_rev, ..
         } => {
+            let key = key.expect("clap requires KEY unless --range is given");
             let delete = match expected_rev {
                 Some(expected) => client.compare_and_delete(key.as_bytes(), expected).await?,
                 None => client.delete(key.as_bytes()).await?,
@@ -409,6 +481,20 @@ async fn run(client: &Client, command: Command) -> Result<Outcome, ClientError> 
             limit,
             keys_only,
         } => scan_all(client, prefix.as_bytes(), limit, keys_only).await?,
+        Command::Txn { prepared, .. } => {
+            let prepared = prepared.expect("main prepares the transaction before connecting");
+            let result = client.txn(prepared.txn).await?;
+            let steps = match result.succeeded {
+                true => prepared.success,
+                false => prepared.failure,
+            };
+            Outcome::Txn {
+                succeeded: result.succeeded,
+                revision: result.revision,
+                steps,
+                results: result.results,
+            }
+        }
         Command::Ttl { key } => Outcome::Ttl(client.ttl(key.as_bytes()).await?),
         Command::Expire {
             key,
@@ -532,7 +618,11 @@ async fn run_lease(client: &Client, command: LeaseCommand) -> Result<Outcome, Cl
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Err(message) = prepare(&mut args.command).await {
+        eprintln!("kvctl: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let format = if args.json {
         Format::Json
     } else {

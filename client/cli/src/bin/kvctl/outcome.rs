@@ -3,7 +3,7 @@
 
 use paxkv_client::{
     CasResult, ClientError, DeleteResult, KeyValue, LeaseInfo, LeaseSummary, MembersResponse,
-    StatusResponse, TtlResult,
+    StatusResponse, TtlResult, TxnOpResult,
 };
 
 /// The answer of one command that reached the cluster (failures are `ClientError`s).
@@ -21,6 +21,15 @@ pub enum Outcome {
     },
     /// `del --prefix`: how many keys went.
     DeletedPrefix { count: u64 },
+    /// `del --range`: how many keys went.
+    DeletedRange { count: u64 },
+    /// `txn`: which branch ran, at which revision, its operations and what each answered.
+    Txn {
+        succeeded: bool,
+        revision: u64,
+        steps: Vec<TxnStep>,
+        results: Vec<TxnOpResult>,
+    },
     /// `cas`: the key, the revision the write expected, and the answer.
     CompareAndSet {
         key: String,
@@ -63,4 +72,14 @@ pub enum Outcome {
     Status(Vec<(String, Result<StatusResponse, ClientError>)>),
     /// `member ...`: the members after the change (or as listed).
     Members(MembersResponse),
+}
+
+/// One operation of a transaction's branch, as its file named it (to show its result by).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnStep {
+    Put { key: Vec<u8> },
+    Delete { key: Vec<u8> },
+    DeletePrefix { prefix: Vec<u8> },
+    DeleteRange { start: Vec<u8>, end: Vec<u8> },
+    Get { key: Vec<u8> },
 }

@@ -3,22 +3,24 @@
 //!
 //! Exit codes: 0 done; 1 error (also `status` when a node did not answer); 3 not found (no
 //! such key or lease); 4 conflict (a `cas` or `del --expected-rev` found the key at another
-//! revision, or the condition of `expire --nx/--xx/--gt/--lt` did not hold). Bad usage (2) is
-//! clap's, before any of this.
+//! revision, the condition of `expire --nx/--xx/--gt/--lt` did not hold, or a `txn` ran its
+//! failure branch). Bad usage (2) is clap's, or a `txn` file or a `del --range` refused before
+//! anything is sent (`EXIT_USAGE`), before any of this.
 //!
 //! JSON: keys and values are strings when they are UTF-8, else `{"base64": "..."}`.
 
 use base64::Engine;
 use paxkv_client::{
     ClientError, DeleteResult, EventKind, KeyValue, LeaseSummary, MembersResponse, StatusResponse,
-    TtlState, WatchEvent,
+    TtlState, TxnOpResult, WatchEvent,
 };
 use serde_json::{json, Value};
 
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, TxnStep};
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOT_FOUND: u8 = 3;
 pub const EXIT_CONFLICT: u8 = 4;
 
@@ -156,7 +158,10 @@ fn exit_code(outcome: &Outcome) -> u8 {
             return EXIT_CONFLICT
         }
         Outcome::Deleted { delete, .. } => delete.deleted,
-        Outcome::DeletedPrefix { count } => *count > 0,
+        Outcome::DeletedPrefix { count } | Outcome::DeletedRange { count } => *count > 0,
+        Outcome::Txn {
+            succeeded: false, ..
+        } => return EXIT_CONFLICT,
         Outcome::Ttl(ttl) => ttl.state != TtlState::NoKey,
         Outcome::Expired {
             applied: false,
@@ -221,6 +226,14 @@ fn text_line(outcome: &Outcome) -> String {
         Outcome::Deleted { key, .. } => format!("(no key {key})"),
         Outcome::DeletedPrefix { count: 0 } => "(no key under the prefix)".into(),
         Outcome::DeletedPrefix { count } => format!("deleted {count} keys"),
+        Outcome::DeletedRange { count: 0 } => "(no key in the range)".into(),
+        Outcome::DeletedRange { count } => format!("deleted {count} keys"),
+        Outcome::Txn {
+            succeeded,
+            revision,
+            steps,
+            results,
+        } => txn_text(*succeeded, *revision, steps, results),
         Outcome::CompareAndSet { cas, .. } if cas.succeeded => {
             format!("OK (revision {})", cas.revision)
         }
@@ -303,6 +316,82 @@ fn text_line(outcome: &Outcome) -> String {
             .map(|(endpoint, status)| status_text(endpoint, status))
             .collect::<Vec<_>>()
             .join("\n"),
+    }
+}
+
+/// `SUCCEEDED at revision N` or `FAILED ...`, then a line per operation of the branch that ran.
+fn txn_text(succeeded: bool, revision: u64, steps: &[TxnStep], results: &[TxnOpResult]) -> String {
+    let mut lines = vec![if succeeded {
+        format!("SUCCEEDED at revision {revision}")
+    } else {
+        format!("FAILED at revision {revision}: a compare did not hold; the failure branch ran")
+    }];
+    for (step, answer) in steps.iter().zip(results) {
+        let deleted = deleted_count(answer);
+        lines.push(match step {
+            TxnStep::Put { key } => format!("put {} (revision {revision})", printable(key)),
+            TxnStep::Delete { key } => format!("delete {}: {deleted} deleted", printable(key)),
+            TxnStep::DeletePrefix { prefix } => {
+                format!("delete prefix {}: {deleted} deleted", printable(prefix))
+            }
+            TxnStep::DeleteRange { start, end } => format!(
+                "delete {} up to {}: {deleted} deleted",
+                printable(start),
+                printable(end)
+            ),
+            TxnStep::Get { key } => match answer {
+                TxnOpResult::Get(Some(kv)) => format!(
+                    "get {} = {} (revision {})",
+                    printable(key),
+                    printable(&kv.value),
+                    kv.mod_revision
+                ),
+                _ => format!("get {}: (no key)", printable(key)),
+            },
+        });
+    }
+    lines.join("\n")
+}
+
+/// `{"succeeded", "revision", "results"}`, each result shaped as the operation was written
+/// in the file, with what it did: `{"put": {"key", "revision"}}`, `{"delete": {"key" (or
+/// "prefix", or "key" and "range_end"), "deleted"}}`, `{"get": {"key", "kv"}}` (null: no key).
+fn txn_json(succeeded: bool, revision: u64, steps: &[TxnStep], results: &[TxnOpResult]) -> Value {
+    let shown: Vec<Value> = steps
+        .iter()
+        .zip(results)
+        .map(|(step, answer)| {
+            let deleted = deleted_count(answer);
+            match step {
+                TxnStep::Put { key } => {
+                    json!({"put": {"key": bytes_json(key), "revision": revision}})
+                }
+                TxnStep::Delete { key } => {
+                    json!({"delete": {"key": bytes_json(key), "deleted": deleted}})
+                }
+                TxnStep::DeletePrefix { prefix } => {
+                    json!({"delete": {"prefix": bytes_json(prefix), "deleted": deleted}})
+                }
+                TxnStep::DeleteRange { start, end } => json!({"delete": {
+                    "key": bytes_json(start), "range_end": bytes_json(end), "deleted": deleted
+                }}),
+                TxnStep::Get { key } => {
+                    let kv = match answer {
+                        TxnOpResult::Get(Some(kv)) => kv_json(kv, false),
+                        _ => Value::Null,
+                    };
+                    json!({"get": {"key": bytes_json(key), "kv": kv}})
+                }
+            }
+        })
+        .collect();
+    json!({"succeeded": succeeded, "revision": revision, "results": shown})
+}
+
+fn deleted_count(answer: &TxnOpResult) -> u64 {
+    match answer {
+        TxnOpResult::Delete { deleted } => *deleted,
+        _ => 0,
     }
 }
 
@@ -411,7 +500,15 @@ fn json(outcome: &Outcome) -> Value {
         Outcome::CompareAndSet { cas, .. } => {
             json!({"succeeded": cas.succeeded, "revision": cas.revision})
         }
-        Outcome::DeletedPrefix { count } => json!({ "deleted_count": count }),
+        Outcome::DeletedPrefix { count } | Outcome::DeletedRange { count } => {
+            json!({ "deleted_count": count })
+        }
+        Outcome::Txn {
+            succeeded,
+            revision,
+            steps,
+            results,
+        } => txn_json(*succeeded, *revision, steps, results),
         Outcome::Rows {
             kvs,
             more,
@@ -719,6 +816,84 @@ mod tests {
                 "0.900 s left of 2.000 s; keys: a b",
                 r#"{"remaining_ms":900,"granted_ttl_ms":2000,"keys":["a","b"]}"#,
                 EXIT_OK
+            )
+        );
+    }
+
+    #[test]
+    fn a_transaction_shows_each_result_of_the_branch_that_ran_and_a_failure_is_a_conflict() {
+        let steps = vec![
+            TxnStep::Put { key: b"a".to_vec() },
+            TxnStep::Delete { key: b"b".to_vec() },
+            TxnStep::DeletePrefix {
+                prefix: b"p/".to_vec(),
+            },
+            TxnStep::DeleteRange {
+                start: b"l/1".to_vec(),
+                end: b"l/5".to_vec(),
+            },
+            TxnStep::Get { key: b"a".to_vec() },
+            TxnStep::Get { key: vec![0xff] },
+        ];
+        let results = vec![
+            TxnOpResult::Put,
+            TxnOpResult::Delete { deleted: 1 },
+            TxnOpResult::Delete { deleted: 3 },
+            TxnOpResult::Delete { deleted: 0 },
+            TxnOpResult::Get(Some(kv("a", "2", 9))),
+            TxnOpResult::Get(None),
+        ];
+        let (text, json, code) = both(Outcome::Txn {
+            succeeded: true,
+            revision: 9,
+            steps,
+            results,
+        });
+        assert_eq!(
+            text,
+            "SUCCEEDED at revision 9\n\
+             put a (revision 9)\n\
+             delete b: 1 deleted\n\
+             delete prefix p/: 3 deleted\n\
+             delete l/1 up to l/5: 0 deleted\n\
+             get a = 2 (revision 9)\n\
+             get \\xff: (no key)"
+        );
+        assert_eq!(
+            json,
+            json!({"succeeded": true, "revision": 9, "results": [
+                {"put": {"key": "a", "revision": 9}},
+                {"delete": {"key": "b", "deleted": 1}},
+                {"delete": {"prefix": "p/", "deleted": 3}},
+                {"delete": {"key": "l/1", "range_end": "l/5", "deleted": 0}},
+                {"get": {"key": "a", "kv": {"key": "a", "value": "2", "create_revision": 1,
+                                            "mod_revision": 9, "version": 2, "lease": 0}}},
+                {"get": {"key": {"base64": "/w=="}, "kv": null}},
+            ]})
+        );
+        assert_eq!(code, EXIT_OK);
+        let (text, json, code) = both(Outcome::Txn {
+            succeeded: false,
+            revision: 9,
+            steps: Vec::new(),
+            results: Vec::new(),
+        });
+        assert_eq!(
+            text,
+            "FAILED at revision 9: a compare did not hold; the failure branch ran"
+        );
+        assert_eq!(
+            json,
+            json!({"succeeded": false, "revision": 9, "results": []})
+        );
+        assert_eq!(code, EXIT_CONFLICT);
+        // A range delete that found nothing is "not found", as a prefix delete is.
+        assert_eq!(
+            both(Outcome::DeletedRange { count: 0 }),
+            rendered(
+                "(no key in the range)",
+                r#"{"deleted_count":0}"#,
+                EXIT_NOT_FOUND
             )
         );
     }
