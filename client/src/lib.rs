@@ -1056,6 +1056,14 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<u64, ClientError> {
+        if end <= start {
+            // An empty end would ask the node for the one key `start`.
+            return Err(ClientError::InvalidArgument(
+                "the range end must come after the start (start..end, end excluded)"
+                    .to_string()
+                    .into(),
+            ));
+        }
         let mut deleted = 0;
         loop {
             let body = Request::Delete(DeleteRequest {

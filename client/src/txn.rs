@@ -345,7 +345,8 @@ impl TxnOp {
         }))
     }
 
-    /// Deletes every key from `start` (included) to `end` (excluded).
+    /// Deletes every key from `start` (included) to `end` (excluded, after `start`; an empty
+    /// `end` is no range: it deletes `start` alone).
     ///
     /// ```
     /// let op = paxkv_client::TxnOp::delete_range(b"log/0100", b"log/0200");

@@ -69,7 +69,8 @@ impl Election {
         options: LockOptions,
     ) -> Result<Leadership, ClientError> {
         let deadline = deadline(options.timeout);
-        let ticket = Ticket::join(&self.client, &self.name, value, options.ttl_ms).await?;
+        let ticket =
+            Ticket::join_by(&self.client, &self.name, value, options.ttl_ms, deadline).await?;
         match ticket.wait_turn(&queue_prefix(&self.name), deadline).await {
             Ok(()) => Ok(Leadership { ticket }),
             Err(error) => {

@@ -19,7 +19,7 @@ pub struct LockOptions {
     /// Time to live of the holder's lease, renewed at a third of it in the background: how
     /// long a holder that died keeps others waiting.
     pub ttl_ms: u64,
-    /// How long to wait for the turn (None: as long as it takes).
+    /// How long to wait to join the queue and for the turn (None: as long as it takes).
     pub timeout: Option<Duration>,
 }
 
@@ -87,7 +87,7 @@ impl Client {
     /// ```
     pub async fn lock(&self, name: &[u8], options: LockOptions) -> Result<LockGuard, ClientError> {
         let deadline = deadline(options.timeout);
-        let ticket = Ticket::join(self, name, b"", options.ttl_ms).await?;
+        let ticket = Ticket::join_by(self, name, b"", options.ttl_ms, deadline).await?;
         match ticket.wait_turn(&queue_prefix(name), deadline).await {
             Ok(()) => Ok(LockGuard { ticket }),
             Err(error) => {

@@ -32,8 +32,31 @@ pub(crate) fn queue_prefix(name: &[u8]) -> Vec<u8> {
 }
 
 impl Ticket {
+    /// Joins the queue under `name` with `value`, on a new lease of `ttl_ms`, by `deadline`.
+    pub(crate) async fn join_by(
+        client: &Client,
+        name: &[u8],
+        value: &[u8],
+        ttl_ms: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Ticket, ClientError> {
+        let join = Ticket::join(client, name, value, ttl_ms);
+        let Some(deadline) = deadline else {
+            return join.await;
+        };
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await {
+            Ok(joined) => joined,
+            // A lease granted by then runs out by itself.
+            Err(_) => Err(ClientError::Timeout(
+                "the cluster did not take this contender before the timeout"
+                    .to_string()
+                    .into(),
+            )),
+        }
+    }
+
     /// Joins the queue under `name` with `value`, on a new lease of `ttl_ms`.
-    pub(crate) async fn join(
+    async fn join(
         client: &Client,
         name: &[u8],
         value: &[u8],
