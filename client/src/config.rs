@@ -145,6 +145,23 @@ pub struct PutOptions {
 }
 
 impl PutOptions {
+    /// The put request these options make of `key` and `value`.
+    pub(crate) fn request(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expected_revision: Option<u64>,
+    ) -> paxkv_proto::client::PutRequest {
+        paxkv_proto::client::PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl_ms: self.ttl_ms,
+            lease_id: self.lease_id,
+            keep_ttl: self.keep_ttl,
+            expected_revision,
+        }
+    }
+
     /// A permanent key on no lease (as [`PutOptions::default`]).
     ///
     /// ```

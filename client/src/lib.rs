@@ -878,16 +878,7 @@ impl Client {
         value: &[u8],
         options: PutOptions,
     ) -> Result<PutResult, ClientError> {
-        let put = self
-            .put_with(PutRequest {
-                key: key.to_vec(),
-                value: value.to_vec(),
-                ttl_ms: options.ttl_ms,
-                lease_id: options.lease_id,
-                keep_ttl: options.keep_ttl,
-                expected_revision: None,
-            })
-            .await?;
+        let put = self.put_with(options.request(key, value, None)).await?;
         Ok(PutResult {
             revision: put.revision,
             previous: put.previous,
@@ -917,15 +908,8 @@ impl Client {
         value: &[u8],
         options: PutOptions,
     ) -> Result<CasResult, ClientError> {
-        self.put_with(PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ttl_ms: options.ttl_ms,
-            lease_id: options.lease_id,
-            keep_ttl: options.keep_ttl,
-            expected_revision: Some(expected_revision),
-        })
-        .await
+        self.put_with(options.request(key, value, Some(expected_revision)))
+            .await
     }
 
     /// Any put, every option of the request at hand (a TTL or lease together with an expected
@@ -1026,14 +1010,19 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn delete_prefix(&self, prefix: &[u8]) -> Result<u64, ClientError> {
+        self.delete_all(DeleteRequest {
+            key: prefix.to_vec(),
+            prefix: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Sends a prefix or range delete again until nothing is left; returns how many went.
+    async fn delete_all(&self, request: DeleteRequest) -> Result<u64, ClientError> {
         let mut deleted = 0;
         loop {
-            let body = Request::Delete(DeleteRequest {
-                key: prefix.to_vec(),
-                prefix: true,
-                ..Default::default()
-            });
-            match self.request(body).await? {
+            match self.request(Request::Delete(request.clone())).await? {
                 Response::Delete(delete) => {
                     deleted += delete.deleted_count;
                     if !delete.more {
@@ -1064,23 +1053,12 @@ impl Client {
                     .into(),
             ));
         }
-        let mut deleted = 0;
-        loop {
-            let body = Request::Delete(DeleteRequest {
-                key: start.to_vec(),
-                range_end: end.to_vec(),
-                ..Default::default()
-            });
-            match self.request(body).await? {
-                Response::Delete(delete) => {
-                    deleted += delete.deleted_count;
-                    if !delete.more {
-                        return Ok(deleted);
-                    }
-                }
-                other => return Err(unexpected(other)),
-            }
-        }
+        self.delete_all(DeleteRequest {
+            key: start.to_vec(),
+            range_end: end.to_vec(),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Runs a transaction: compares on several keys, then one branch of operations, applied

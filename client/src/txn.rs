@@ -20,7 +20,7 @@
 
 use paxkv_proto::client::{
     txn_op, txn_op_response, Compare as WireCompare, CompareOp, CompareTarget, DeleteRequest,
-    GetRequest, KeyValue, PutRequest, TxnOp as WireOp, TxnRequest, TxnResponse,
+    GetRequest, KeyValue, TxnOp as WireOp, TxnRequest, TxnResponse,
 };
 pub use paxkv_proto::{TXN_COMPARES_MAX, TXN_OPS_MAX};
 
@@ -307,14 +307,7 @@ impl TxnOp {
     /// # let _ = op;
     /// ```
     pub fn put(key: &[u8], value: &[u8], options: PutOptions) -> TxnOp {
-        TxnOp::wire(txn_op::Op::Put(PutRequest {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            ttl_ms: options.ttl_ms,
-            lease_id: options.lease_id,
-            keep_ttl: options.keep_ttl,
-            expected_revision: None,
-        }))
+        TxnOp::wire(txn_op::Op::Put(options.request(key, value, None)))
     }
 
     /// Deletes `key` if it exists.

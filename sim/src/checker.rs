@@ -186,26 +186,42 @@ fn apply_branch_writes(
                 value,
                 ttl_ms,
                 lease_id,
-            } => {
-                if let Some(id) = lease_id {
-                    if state.leases.get(id) == Some(&Lease::Ended) {
-                        return None;
-                    }
-                }
-                let mut next = state.written(value, revision);
-                next.deadline = match (ttl_ms, revision) {
-                    (None, _) => Deadline::Never,
-                    (Some(ttl), Some(_)) => deadline_after(time, *ttl),
-                    (Some(_), None) => Deadline::Unknown,
-                };
-                next.lease = *lease_id;
-                next
-            }
+            } => put_on(&state, value, *ttl_ms, *lease_id, revision, time)?,
             TxnStep::Delete => state.cleared(),
             TxnStep::Get => state,
         };
     }
     Some(state)
+}
+
+/// Whether a read of `value`, written at `mod_revision` (if reported), fits the key's state.
+fn read_fits(state: &Register, value: &Option<String>, mod_revision: Option<u64>) -> bool {
+    let revision_fits = match (mod_revision, state.revision) {
+        (Some(read), Some(known)) => read == known,
+        _ => true,
+    };
+    &state.value == value && revision_fits
+}
+
+/// The key after a put of `value` at `revision` and log `time` (None: unknown, and so is then
+/// its TTL's deadline); None if the put names a lease that had ended.
+fn put_on(
+    state: &Register,
+    value: &str,
+    ttl_ms: Option<u64>,
+    lease_id: Option<u64>,
+    revision: Option<u64>,
+    time: Option<u64>,
+) -> Option<Register> {
+    if let Some(id) = lease_id {
+        if state.leases.get(&id) == Some(&Lease::Ended) {
+            return None;
+        }
+    }
+    let mut next = state.written(value, revision);
+    next.deadline = ttl_ms.map_or(Deadline::Never, |ttl| deadline_after(time, ttl));
+    next.lease = lease_id;
+    Some(next)
 }
 
 /// A completed transaction's part: the branch it says ran must be the one the compares on
@@ -245,11 +261,7 @@ fn apply_txn_known(
                     mod_revision,
                 },
             ) => {
-                let revision_fits = match (mod_revision, state.revision) {
-                    (Some(read), Some(known)) => *read == known,
-                    _ => true,
-                };
-                if &state.value != value || !revision_fits {
+                if !read_fits(&state, value, *mod_revision) {
                     return None;
                 }
                 state
@@ -276,30 +288,14 @@ fn apply_known(
                 lease_id,
             },
             Returned::Written { revision },
-        ) => {
-            if let Some(id) = lease_id {
-                if state.leases.get(id) == Some(&Lease::Ended) {
-                    return None;
-                }
-            }
-            let mut next = state.written(value, *revision);
-            next.deadline = ttl_ms.map_or(Deadline::Never, |ttl| deadline_after(time, ttl));
-            next.lease = *lease_id;
-            Some(next)
-        }
+        ) => put_on(&state, value, *ttl_ms, *lease_id, *revision, time),
         (
             Call::Get { .. },
             Returned::Read {
                 value,
                 mod_revision,
             },
-        ) => {
-            let revision_fits = match (mod_revision, state.revision) {
-                (Some(read), Some(known)) => *read == known,
-                _ => true,
-            };
-            (&state.value == value && revision_fits).then_some(state)
-        }
+        ) => read_fits(&state, value, *mod_revision).then_some(state),
         (Call::Delete, Returned::Deleted { deleted }) => {
             (*deleted == visible).then(|| state.cleared())
         }
@@ -453,17 +449,7 @@ fn apply_unknown_single(state: &Register, call: &Call) -> Option<Register> {
             value,
             ttl_ms,
             lease_id,
-        } => {
-            if let Some(id) = lease_id {
-                if state.leases.get(id) == Some(&Lease::Ended) {
-                    return None;
-                }
-            }
-            let mut next = state.written(value, None);
-            next.deadline = ttl_ms.map_or(Deadline::Never, |_| Deadline::Unknown);
-            next.lease = *lease_id;
-            Some(next)
-        }
+        } => put_on(state, value, *ttl_ms, *lease_id, None, None),
         Call::Get { .. } | Call::Ttl | Call::LeaseGrant { .. } => None,
         Call::Delete => Some(state.clone().cleared()),
         Call::Cas {

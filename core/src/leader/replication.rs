@@ -1,7 +1,7 @@
 //! Replication: what the leader knows of each follower's log, sending it what it misses in
 //! batches within a pipeline window, and committing what a quorum durably holds.
 
-use paxkv_proto::peer::{peer_message::Body, Accept, AcceptReject, Accepted, Ballot};
+use paxkv_proto::peer::{peer_message::Body, Accept, AcceptReject, Accepted, Ballot, LogEntry};
 
 use crate::replica::Replica;
 use crate::types::{NodeId, Time};
@@ -120,20 +120,31 @@ impl Replica {
                 continue;
             }
             progress.commit_told = commit_index;
-            let prev_ballot = self
-                .log
-                .ballot_at(prev_index)
-                .expect("prev is the snapshot point or in the log");
-            self.send(
-                peer,
-                Body::Accept(Accept {
-                    prev_index,
-                    prev_ballot: Some(prev_ballot),
-                    entries: Vec::new(),
-                    commit_index,
-                }),
-            );
+            self.send_accept(peer, prev_index, Vec::new(), commit_index);
         }
+    }
+
+    /// Sends `entries` after `prev_index` (in the log or its snapshot point) to `peer`.
+    fn send_accept(
+        &mut self,
+        peer: NodeId,
+        prev_index: u64,
+        entries: Vec<LogEntry>,
+        commit_index: u64,
+    ) {
+        let prev_ballot = self
+            .log
+            .ballot_at(prev_index)
+            .expect("prev is the snapshot point or in the log");
+        self.send(
+            peer,
+            Body::Accept(Accept {
+                prev_index,
+                prev_ballot: Some(prev_ballot),
+                entries,
+                commit_index,
+            }),
+        );
     }
 
     pub(crate) fn send_accepts(&mut self, peer: NodeId) {
@@ -162,20 +173,7 @@ impl Replica {
                 .slice(next, ACCEPT_BATCH_ENTRIES_MAX, ACCEPT_BATCH_BYTES_MAX);
             progress.next_index = next + entries.len() as u64;
             progress.commit_told = commit_index;
-            let prev_index = next - 1;
-            let prev_ballot = self
-                .log
-                .ballot_at(prev_index)
-                .expect("prev is the snapshot point or in the log");
-            self.send(
-                peer,
-                Body::Accept(Accept {
-                    prev_index,
-                    prev_ballot: Some(prev_ballot),
-                    entries,
-                    commit_index,
-                }),
-            );
+            self.send_accept(peer, next - 1, entries, commit_index);
         }
     }
 
