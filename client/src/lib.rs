@@ -18,6 +18,7 @@ mod recipes;
 mod silence;
 mod txn;
 mod watch;
+mod watch_hub;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -173,6 +174,8 @@ struct Inner {
     silent: Mutex<SilentNodes>,
     rotation: AtomicUsize,
     connections: Mutex<BTreeMap<String, Arc<Connection>>>,
+    /// One connection per node for all watches (see `watch_hub`).
+    watch_hubs: watch_hub::Hubs,
 }
 
 /// A write session: a client id the cluster registered and the sequence of its next write.
@@ -331,6 +334,7 @@ impl Client {
                 silent: Mutex::new(SilentNodes::default()),
                 rotation: AtomicUsize::new(0),
                 connections: Mutex::new(BTreeMap::new()),
+                watch_hubs: watch_hub::Hubs::default(),
             }),
         })
     }

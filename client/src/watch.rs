@@ -11,11 +11,10 @@ use paxkv_proto::client::{
     WatchRequest,
 };
 pub use paxkv_proto::client::{EventKind, WatchEvent};
-use paxkv_proto::io::FrameReader;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::connection::{open_halves, until, write_request};
+use crate::connection::until;
+use crate::watch_hub::Subscription;
 
 /// A watch asks its node for a progress notice at least this often, so that a node that
 /// stopped answering without closing the connection (a frozen process) shows.
@@ -108,11 +107,6 @@ pub struct WatchBatch {
     pub progress: bool,
 }
 
-type Stream = (
-    FrameReader<tokio::io::ReadHalf<TcpStream>>,
-    tokio::io::WriteHalf<TcpStream>,
-);
-
 /// A change stream (see [`Client::watch`]).
 pub struct Watch {
     client: Client,
@@ -121,7 +115,8 @@ pub struct Watch {
     /// The revision up to which every change was delivered (None before the first answer of a
     /// watch from now).
     delivered: Option<u64>,
-    stream: Option<Stream>,
+    /// The stream on the node it reads from now (see `watch_hub`).
+    stream: Option<Subscription>,
     /// The endpoint the stream reads from now.
     endpoint: String,
     /// When `next` last returned a batch.
@@ -184,18 +179,15 @@ impl Watch {
             if self.stream.is_none() {
                 self.connect().await?;
             }
-            let Some((reader, _)) = self.stream.as_mut() else {
+            let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            let answer = tokio::time::timeout(
-                SILENCE_MAX,
-                reader.read::<paxkv_proto::client::ClientResponse>(),
-            )
-            .await;
+            let answer = tokio::time::timeout(SILENCE_MAX, stream.answers.recv()).await;
             let body = match answer {
-                Ok(Ok(answer)) => answer.body,
-                Ok(Err(problem)) => {
-                    tracing::debug!(endpoint = %self.endpoint, %problem, "paxkv watch reconnecting");
+                Ok(Some(answer)) => answer.body,
+                Ok(None) => {
+                    tracing::debug!(endpoint = %self.endpoint,
+                        "paxkv watch's connection closed, or it fell behind; resuming");
                     self.stream = None;
                     continue;
                 }
@@ -311,7 +303,8 @@ impl Watch {
     }
 }
 
-/// Opens a stream on `endpoint` from revision `start` (0: from now).
+/// Opens a stream on `endpoint` from revision `start` (0: from now), on the client's shared
+/// watch connection to that node.
 async fn open(
     client: &Client,
     key: &[u8],
@@ -319,12 +312,15 @@ async fn open(
     start: u64,
     endpoint: &str,
     deadline: Instant,
-) -> Result<Stream, String> {
-    let (reader, mut writer) = open_halves(endpoint, client.inner.secret.as_ref(), deadline)
+) -> Result<Subscription, String> {
+    let hub = client
+        .inner
+        .watch_hubs
+        .get(client, endpoint, deadline)
         .await
         .map_err(|error| error.to_string())?;
     let request = ClientRequest {
-        request_id: 1,
+        request_id: 0,
         client_id: 0,
         sequence: 0,
         body: Some(Request::Watch(WatchRequest {
@@ -339,8 +335,6 @@ async fn open(
                 .clamp(1, u128::from(u32::MAX)) as u32,
         })),
     };
-    write_request(&mut writer, &request)
-        .await
-        .map_err(|error| error.to_string())?;
-    Ok((reader, writer))
+    hub.subscribe(request)
+        .ok_or_else(|| "the connection to the node closed".to_string())
 }

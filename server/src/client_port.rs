@@ -1,6 +1,7 @@
 //! The client listener: bounded connections, size-limited frames, optional proof of the cluster
 //! secret, and pipelined requests (many in flight per connection, answered as they complete).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use paxkv_core::kv::{error_response, route, Routed};
@@ -22,6 +23,9 @@ use paxkv_proto::auth::{nonce, ClusterSecret};
 /// clients has a connection of its own (a stream that moves between nodes by itself), so this
 /// also bounds the watches one node serves; the process needs a file descriptor limit above it.
 pub const CLIENT_CONNECTIONS_MAX: usize = 16_384;
+/// Watches one connection carries at most (each a task on the node); more are refused with
+/// ERROR_CODE_BUSY.
+pub const WATCHES_PER_CONNECTION_MAX: usize = 16_384;
 /// Requests in flight on one connection at most; the reader waits beyond that.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
 /// A request not answered within this gets ERROR_CODE_TIMEOUT.
@@ -71,6 +75,9 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
     });
     let mut authenticated = port.secret.is_none();
     let mut pending_challenge: Option<(Vec<u8>, Vec<u8>)> = None;
+    // The watches of this connection, by request id, to stop one when asked; all stop when
+    // the connection closes (their answers have nowhere to go).
+    let mut watches: HashMap<u64, tokio::task::AbortHandle> = HashMap::new();
     let result = loop {
         let request: ClientRequest = match reader.read().await {
             Ok(request) => request,
@@ -144,14 +151,35 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
                 break Ok(());
             }
             Some(Request::Watch(watch)) => {
+                if watches.len() >= WATCHES_PER_CONNECTION_MAX {
+                    watches.retain(|_, task| !task.is_finished());
+                }
+                if watches.len() >= WATCHES_PER_CONNECTION_MAX {
+                    let message = format!(
+                        "this connection carries {WATCHES_PER_CONNECTION_MAX} watches already; \
+                         stop one or open another connection"
+                    );
+                    let _ = answers
+                        .send(answer(request_id, error_response(ErrorCode::Busy, message)))
+                        .await;
+                    continue;
+                }
                 let (feed, inputs) = (port.feed.clone(), port.inputs.clone());
-                tokio::spawn(crate::watch::run(
+                let task = tokio::spawn(crate::watch::run(
                     request_id,
                     watch,
                     feed,
                     inputs,
                     answers.clone(),
                 ));
+                if let Some(replaced) = watches.insert(request_id, task.abort_handle()) {
+                    replaced.abort();
+                }
+            }
+            Some(Request::WatchCancel(cancel)) => {
+                if let Some(task) = watches.remove(&cancel.watch_request_id) {
+                    task.abort();
+                }
             }
             body => {
                 let input = match to_input(request.client_id, request.sequence, body) {
@@ -165,6 +193,9 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
             }
         }
     };
+    for task in watches.values() {
+        task.abort();
+    }
     drop(answers);
     let _ = writer.await;
     result

@@ -95,6 +95,28 @@ impl Register {
         self.value.is_some()
     }
 
+    /// The earliest log time at which the key can be gone: its own deadline or its lease's,
+    /// whichever comes first (the current time if either is unknown).
+    fn earliest_end(&self) -> u64 {
+        let lease = self
+            .lease
+            .and_then(|id| self.leases.get(&id))
+            .map(|lease| match lease {
+                Lease::Alive(deadline, _) => *deadline,
+                Lease::Ended => Deadline::At(self.time),
+            });
+        let ends = [Some(self.deadline), lease];
+        let mut earliest = u64::MAX;
+        for end in ends.into_iter().flatten() {
+            match end {
+                Deadline::At(at) => earliest = earliest.min(at),
+                Deadline::Unknown => return self.time,
+                Deadline::Never => {}
+            }
+        }
+        earliest.max(self.time)
+    }
+
     /// Whether the key could expire or go with a lease at some unknown moment.
     fn may_vanish(&self) -> bool {
         self.deadline != Deadline::Never || self.lease.is_some()
@@ -419,23 +441,30 @@ fn apply_known(
 /// was: it took effect at some unknown log time after the state's.
 fn apply_unknown(state: &Register, call: &Call) -> Vec<Register> {
     if let Call::Txn(part) = call {
-        let holds = compares_hold(state, part);
-        let mut states = Vec::new();
-        if holds != Some(false) {
-            states.extend(apply_branch_writes(
-                state.clone(),
-                &part.success,
-                None,
-                None,
-            ));
+        // It ran at a log time nobody reported: a key that may expire (or lose its lease) by
+        // then may be gone when its compares are judged (seed 96584496437: a compare on
+        // "absent" after a TTL ran out).
+        let mut bases = vec![(state.clone(), false)];
+        if state.visible() && state.may_vanish() {
+            let mut gone = state.clone();
+            gone.time = gone.time.max(state.earliest_end());
+            bases.push((gone.cleared(), true));
         }
-        if !part.decides || holds != Some(true) {
-            states.extend(apply_branch_writes(
-                state.clone(),
-                &part.failure,
-                None,
-                None,
-            ));
+        let mut states = Vec::new();
+        for (base, vanished) in bases {
+            let holds = compares_hold(&base, part);
+            let branches = [
+                (holds != Some(false), &part.success),
+                (!part.decides || holds != Some(true), &part.failure),
+            ];
+            for (possible, steps) in branches {
+                // A vanished key is only a state of its own once something is written to it;
+                // otherwise the expiry shows when log time passes its deadline.
+                let writes = steps.iter().any(|(_, step)| *step != TxnStep::Get);
+                if possible && (!vanished || writes) {
+                    states.extend(apply_branch_writes(base.clone(), steps, None, None));
+                }
+            }
         }
         return states;
     }

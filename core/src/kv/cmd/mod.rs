@@ -134,7 +134,7 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
             Routed::Read(ReadRequest::LeaseTimeToLive(request))
         }
         Some(Request::LeaseList(request)) => Routed::Read(ReadRequest::LeaseList(request)),
-        Some(Request::Watch(_)) => {
+        Some(Request::Watch(_)) | Some(Request::WatchCancel(_)) => {
             return Err(bad_request(
                 "a watch is a stream of answers: the client port serves it, not the node loop",
             ))

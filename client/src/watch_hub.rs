@@ -1,0 +1,164 @@
+//! One connection per node for all of a client's watches. Each watch is a request id on it;
+//! a reader task hands every answer to the watch it belongs to. A watch that stops reading is
+//! not allowed to hold up the others: when its queue is full, the hub drops it (and tells the
+//! node to stop it), and the watch opens itself again from the revision after the last one it
+//! delivered, as after any broken connection, so nothing is lost or repeated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use paxkv_proto::client::{
+    client_request::Body as Request, ClientRequest, ClientResponse, WatchCancelRequest,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::connection::{open_halves, write_request, ConnectError};
+use crate::Client;
+
+/// Answers queued for one watch at most before the hub drops it (it then resumes).
+pub(crate) const WATCH_QUEUE_MAX: usize = 256;
+
+/// The watches' connection to one node.
+pub(crate) struct Hub {
+    /// Requests to send (watch starts and cancels), written by the writer task in order.
+    outgoing: mpsc::UnboundedSender<ClientRequest>,
+    routes: Mutex<HashMap<u64, mpsc::Sender<ClientResponse>>>,
+    next_id: AtomicU64,
+    open: AtomicBool,
+}
+
+/// A watch's place on a hub: its request id and its answers. Dropping it stops the watch on
+/// the node.
+pub(crate) struct Subscription {
+    hub: Arc<Hub>,
+    id: u64,
+    pub(crate) answers: mpsc::Receiver<ClientResponse>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.cancel(self.id);
+    }
+}
+
+impl Hub {
+    async fn open(
+        client: &Client,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Hub>, ConnectError> {
+        let (mut reader, mut writer) =
+            open_halves(endpoint, client.inner.secret.as_ref(), deadline).await?;
+        let (outgoing, mut to_send) = mpsc::unbounded_channel::<ClientRequest>();
+        let hub = Arc::new(Hub {
+            outgoing,
+            routes: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            open: AtomicBool::new(true),
+        });
+        let writing = hub.clone();
+        tokio::spawn(async move {
+            while let Some(request) = to_send.recv().await {
+                if write_request(&mut writer, &request).await.is_err() {
+                    break;
+                }
+            }
+            writing.close();
+        });
+        let reading = hub.clone();
+        tokio::spawn(async move {
+            while let Ok(answer) = reader.read::<ClientResponse>().await {
+                let route = reading
+                    .routes
+                    .lock()
+                    .expect("not poisoned")
+                    .get(&answer.request_id)
+                    .cloned();
+                let Some(route) = route else { continue };
+                let id = answer.request_id;
+                if route.try_send(answer).is_err() {
+                    // Full (the watch does not keep up) or gone: it resumes by itself.
+                    reading.cancel(id);
+                }
+            }
+            reading.close();
+        });
+        Ok(hub)
+    }
+
+    /// Starts a watch: `request` goes out with an id of the hub's own.
+    pub(crate) fn subscribe(self: &Arc<Hub>, mut request: ClientRequest) -> Option<Subscription> {
+        if !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (route, answers) = mpsc::channel(WATCH_QUEUE_MAX);
+        self.routes.lock().expect("not poisoned").insert(id, route);
+        request.request_id = id;
+        if self.outgoing.send(request).is_err() {
+            self.routes.lock().expect("not poisoned").remove(&id);
+            return None;
+        }
+        Some(Subscription {
+            hub: self.clone(),
+            id,
+            answers,
+        })
+    }
+
+    /// Stops the watch `id`: its queue closes and the node is asked to stop it.
+    fn cancel(&self, id: u64) {
+        if self
+            .routes
+            .lock()
+            .expect("not poisoned")
+            .remove(&id)
+            .is_some()
+        {
+            let _ = self.outgoing.send(ClientRequest {
+                request_id: 0,
+                client_id: 0,
+                sequence: 0,
+                body: Some(Request::WatchCancel(WatchCancelRequest {
+                    watch_request_id: id,
+                })),
+            });
+        }
+    }
+
+    /// The connection broke: every watch on it resumes elsewhere.
+    fn close(&self) {
+        self.open.store(false, Ordering::Release);
+        self.routes.lock().expect("not poisoned").clear();
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// The hubs of one client, by endpoint.
+#[derive(Default)]
+pub(crate) struct Hubs {
+    by_endpoint: tokio::sync::Mutex<HashMap<String, Arc<Hub>>>,
+}
+
+impl Hubs {
+    /// The open hub to `endpoint`, opened now if there is none.
+    pub(crate) async fn get(
+        &self,
+        client: &Client,
+        endpoint: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Hub>, ConnectError> {
+        let mut hubs = self.by_endpoint.lock().await;
+        if let Some(hub) = hubs.get(endpoint).filter(|hub| hub.is_open()) {
+            return Ok(hub.clone());
+        }
+        let hub = Hub::open(client, endpoint, deadline).await?;
+        hubs.insert(endpoint.to_string(), hub.clone());
+        Ok(hub)
+    }
+}
