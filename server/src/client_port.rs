@@ -19,9 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::node::Input;
 use paxkv_proto::auth::{nonce, ClusterSecret};
 
-/// Client connections at once at most; more are refused. Each watch of the Rust and Python
-/// clients has a connection of its own (a stream that moves between nodes by itself), so this
-/// also bounds the watches one node serves; the process needs a file descriptor limit above it.
+/// Client connections at once at most; more are refused. (A client's watches share one
+/// connection per node.) The process needs a file descriptor limit above it.
 pub const CLIENT_CONNECTIONS_MAX: usize = 16_384;
 /// Watches one connection carries at most (each a task on the node); more are refused with
 /// ERROR_CODE_BUSY.
