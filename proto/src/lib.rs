@@ -7,6 +7,8 @@ pub mod frame;
 mod header;
 #[cfg(feature = "io")]
 pub mod io;
+/// The Redis protocol (RESP2 and RESP3): commands in, replies out.
+pub mod resp;
 
 /// Client API: requests, answers, typed errors.
 pub mod client {
