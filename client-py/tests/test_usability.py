@@ -8,6 +8,7 @@ import multiprocessing
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -225,6 +226,28 @@ def test_a_watch_delivers_every_change_of_a_prefix_in_order(kv, cluster, prefix)
     # From a past revision: the same changes again, from the history.
     with kv.watch_prefix(prefix, start_revision=first) as replay:
         assert [next(replay).revision for _ in range(5)] == [event.revision for event in events]
+
+
+def test_a_watch_asked_for_progress_says_how_far_it_got_while_nothing_changes(kv, prefix):
+    written = kv.put(prefix + "k", "v")
+    started = time.monotonic()
+    # Should no notice come, a change after 3 s ends the wait (and fails the test) rather
+    # than leaving it hanging.
+    fallback = threading.Timer(3, lambda: kv.put(prefix + "quiet", "late"))
+    fallback.start()
+    try:
+        with kv.watch(prefix + "quiet", progress=0.2) as watch:
+            event = next(watch)
+    finally:
+        fallback.cancel()
+    assert event.kind == "progress" and event.key == b""
+    assert event.revision >= written
+    assert time.monotonic() - started < 3
+    # Without progress= a quiet stream yields nothing: the first item is the change itself.
+    with kv.watch(prefix + "quiet") as watch:
+        changed = kv.put(prefix + "quiet", "now")
+        event = next(watch)
+    assert (event.kind, event.revision) == ("put", changed)
 
 
 def test_an_async_watch_is_an_async_iterator(cluster, prefix):

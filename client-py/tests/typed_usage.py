@@ -37,7 +37,7 @@ def blocking(kv: paxkv.Client) -> None:
     assert_type(kv.member_add("[::1]:7104")["node_id"], Optional[int])
     assert_type(kv.status()["[::1]:7001"]["reachable"], bool)
     assert_type(paxkv.Client.from_url("paxkv://s@[::1]:7001"), paxkv.Client)
-    with kv.watch_prefix("config/", prev_kv=True) as watch:
+    with kv.watch_prefix("config/", prev_kv=True, progress=1.0) as watch:
         for event in watch:
             assert_type(event, paxkv.Event)
             assert_type(event.value, Optional[bytes])

@@ -403,9 +403,12 @@ class Watch:
         self.revision = 0
 
     def _take(self, batch: tuple) -> None:
-        revision, events, _progress = batch
+        revision, events, progress = batch
         self.revision = revision
         self._pending.extend(_event(event) for event in events)
+        if progress and not events:
+            # Asked for with ``progress=``: nothing changed, everything up to ``revision`` is in.
+            self._pending.append(Event("progress", b"", revision, None, None, None))
 
     def __iter__(self) -> "Watch":
         return self
@@ -851,6 +854,7 @@ class _Commands:
         prefix: bool = False,
         start_revision: Optional[int] = None,
         prev_kv: bool = False,
+        progress: Optional[Seconds] = None,
         timeout: Optional[Seconds] = None,
     ) -> Any:
         """Every change of ``key`` (with ``prefix=True``: of the keys under it) from now, or
@@ -860,9 +864,11 @@ class _Commands:
         stream moves to another node by itself when its node fails. A ``start_revision`` older
         than every node's history (``paxkv.HISTORY_REVISIONS_MAX``) raises
         ``paxkv.Compacted``. ``timeout``: for opening the stream (it then waits as long as it
-        takes)."""
+        takes). ``progress``: after that many seconds without a change, an ``Event`` of kind
+        ``"progress"`` (no key) says the stream has delivered everything up to its revision."""
         start = 0 if start_revision is None else _count(start_revision, "start_revision", minimum=1)
-        args = (_bytes(key), bool(prefix), start, bool(prev_kv), 0)
+        progress_ms = 0 if progress is None else _milliseconds(progress, "progress")
+        args = (_bytes(key), bool(prefix), start, bool(prev_kv), progress_ms)
         return self._watch(args, timeout)
 
     def watch_prefix(
@@ -871,10 +877,18 @@ class _Commands:
         *,
         start_revision: Optional[int] = None,
         prev_kv: bool = False,
+        progress: Optional[Seconds] = None,
         timeout: Optional[Seconds] = None,
     ) -> Any:
         """``watch(prefix, prefix=True, ...)``: every change of the keys under ``prefix``."""
-        return self.watch(prefix, prefix=True, start_revision=start_revision, prev_kv=prev_kv, timeout=timeout)
+        return self.watch(
+            prefix,
+            prefix=True,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            progress=progress,
+            timeout=timeout,
+        )
 
     def _watch(self, args: tuple, timeout: Optional[Seconds]) -> Any:
         raise NotImplementedError

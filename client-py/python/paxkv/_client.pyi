@@ -252,6 +252,7 @@ class Client:
         prefix: bool = False,
         start_revision: Optional[int] = None,
         prev_kv: bool = False,
+        progress: Optional[Seconds] = None,
         timeout: Optional[Seconds] = None,
     ) -> Watch: ...
     def watch_prefix(
@@ -260,6 +261,7 @@ class Client:
         *,
         start_revision: Optional[int] = None,
         prev_kv: bool = False,
+        progress: Optional[Seconds] = None,
         timeout: Optional[Seconds] = None,
     ) -> Watch: ...
     def status(self, *, timeout: Optional[Seconds] = None) -> dict[str, NodeStatus]: ...
@@ -406,6 +408,7 @@ class AsyncClient:
         prefix: bool = False,
         start_revision: Optional[int] = None,
         prev_kv: bool = False,
+        progress: Optional[Seconds] = None,
         timeout: Optional[Seconds] = None,
     ) -> AsyncWatch: ...
     def watch_prefix(
@@ -414,6 +417,7 @@ class AsyncClient:
         *,
         start_revision: Optional[int] = None,
         prev_kv: bool = False,
+        progress: Optional[Seconds] = None,
         timeout: Optional[Seconds] = None,
     ) -> AsyncWatch: ...
     async def status(self, *, timeout: Optional[Seconds] = None) -> dict[str, NodeStatus]: ...

@@ -101,7 +101,9 @@ class Event:
     """One change a watch delivers."""
 
     #: ``"put"`` (written, or its TTL set or removed), ``"delete"`` (deleted, or its lease
-    #: revoked) or ``"expire"`` (its TTL or its lease ran out).
+    #: revoked) or ``"expire"`` (its TTL or its lease ran out); ``"progress"`` (only when the
+    #: watch asked for ``progress=``): no change, every change up to ``revision`` delivered,
+    #: ``key`` empty.
     kind: str
     key: bytes
     #: The revision of the change.
