@@ -16,13 +16,6 @@ use tokio::time::Instant;
 use crate::connection::until;
 use crate::watch_hub::Subscription;
 
-/// A watch asks its node for a progress notice at least this often, so that a node that
-/// stopped answering without closing the connection (a frozen process) shows.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// No answer for this long on a watch's connection: the node is taken for gone and the stream
-/// moves to another.
-const SILENCE_MAX: Duration = Duration::from_secs(3);
 use crate::{Client, ClientError, ErrorDetail};
 
 /// What to watch besides the key (see [`Client::watch`]).
@@ -182,17 +175,12 @@ impl Watch {
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            let answer = tokio::time::timeout(SILENCE_MAX, stream.answers.recv()).await;
-            let body = match answer {
-                Ok(Some(answer)) => answer.body,
-                Ok(None) => {
+            // A node that goes silent closes the connection's queues (see `watch_hub`).
+            let body = match stream.answers.recv().await {
+                Some(answer) => answer.body,
+                None => {
                     tracing::debug!(endpoint = %self.endpoint,
-                        "paxkv watch's connection closed, or it fell behind; resuming");
-                    self.stream = None;
-                    continue;
-                }
-                Err(_) => {
-                    tracing::debug!(endpoint = %self.endpoint, "paxkv watch's node went silent; reconnecting");
+                        "paxkv watch's connection closed or went silent, or it fell behind; resuming");
                     self.stream = None;
                     continue;
                 }
@@ -328,11 +316,10 @@ async fn open(
             prefix: options.prefix,
             start_revision: start,
             prev_kv: options.prev_kv,
-            progress_interval_ms: options
-                .progress_interval
-                .map_or(HEARTBEAT, |interval| interval.min(HEARTBEAT))
-                .as_millis()
-                .clamp(1, u128::from(u32::MAX)) as u32,
+            // 0: none; the connection's own pulse tells a silent node (see `watch_hub`).
+            progress_interval_ms: options.progress_interval.map_or(0, |interval| {
+                interval.as_millis().clamp(1, u128::from(u32::MAX)) as u32
+            }),
         })),
     };
     hub.subscribe(request)

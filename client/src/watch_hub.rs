@@ -3,13 +3,20 @@
 //! not allowed to hold up the others: when its queue is full, the hub drops it (and tells the
 //! node to stop it), and the watch opens itself again from the revision after the last one it
 //! delivered, as after any broken connection, so nothing is lost or repeated.
+//!
+//! A node that stops answering without closing the connection (a frozen process) must show:
+//! each hub keeps one watch of its own, on a key nobody writes, that asks for a progress notice
+//! every `PULSE`; when nothing at all has come for `SILENCE_MAX`, the hub closes and every
+//! watch on it resumes through another node. The watches themselves ask for no heartbeat.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use paxkv_proto::client::{
     client_request::Body as Request, ClientRequest, ClientResponse, WatchCancelRequest,
+    WatchRequest,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -20,6 +27,16 @@ use crate::Client;
 /// Answers queued for one watch at most before the hub drops it (it then resumes).
 pub(crate) const WATCH_QUEUE_MAX: usize = 256;
 
+/// How often the hub's own watch asks the node for a progress notice.
+const PULSE: Duration = Duration::from_secs(1);
+
+/// Nothing from the node for this long: it is taken for gone, and the hub closes.
+const SILENCE_MAX: Duration = Duration::from_secs(3);
+
+/// The key of the hub's own watch: nobody writes it (a client may not: it starts with a NUL
+/// and names itself), so the watch only ever carries progress notices.
+const PULSE_KEY: &[u8] = b"\0paxkv-watch-connection-pulse";
+
 /// The watches' connection to one node.
 pub(crate) struct Hub {
     /// Requests to send (watch starts and cancels), written by the writer task in order.
@@ -27,6 +44,10 @@ pub(crate) struct Hub {
     routes: Mutex<HashMap<u64, mpsc::Sender<ClientResponse>>>,
     next_id: AtomicU64,
     open: AtomicBool,
+    /// When the node last sent anything.
+    heard_at: Mutex<Instant>,
+    /// The reader and writer tasks, stopped when the node goes silent.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// A watch's place on a hub: its request id and its answers. Dropping it stops the watch on
@@ -57,9 +78,11 @@ impl Hub {
             routes: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             open: AtomicBool::new(true),
+            heard_at: Mutex::new(Instant::now()),
+            tasks: Mutex::new(Vec::new()),
         });
         let writing = hub.clone();
-        tokio::spawn(async move {
+        let writer_task = tokio::spawn(async move {
             while let Some(request) = to_send.recv().await {
                 if write_request(&mut writer, &request).await.is_err() {
                     break;
@@ -68,8 +91,9 @@ impl Hub {
             writing.close();
         });
         let reading = hub.clone();
-        tokio::spawn(async move {
+        let reader_task = tokio::spawn(async move {
             while let Ok(answer) = reader.read::<ClientResponse>().await {
+                *reading.heard_at.lock().expect("not poisoned") = Instant::now();
                 let route = reading
                     .routes
                     .lock()
@@ -85,7 +109,51 @@ impl Hub {
             }
             reading.close();
         });
+        hub.tasks
+            .lock()
+            .expect("not poisoned")
+            .extend([writer_task.abort_handle(), reader_task.abort_handle()]);
+        hub.start_pulse();
         Ok(hub)
+    }
+
+    /// Keeps the node talking (the hub's own watch, progress notices only) and closes the hub
+    /// when it falls silent.
+    fn start_pulse(self: &Arc<Hub>) {
+        let pulse = self.subscribe(ClientRequest {
+            request_id: 0,
+            client_id: 0,
+            sequence: 0,
+            body: Some(Request::Watch(WatchRequest {
+                key: PULSE_KEY.to_vec(),
+                progress_interval_ms: PULSE.as_millis() as u32,
+                ..Default::default()
+            })),
+        });
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Some(mut pulse) = pulse else { return };
+            loop {
+                // Drain the notices; look at the clock at least every pulse. A closed queue:
+                // the hub closed (or dropped this watch), so there is nothing left to watch.
+                if let Ok(None) = tokio::time::timeout(PULSE, pulse.answers.recv()).await {
+                    return;
+                }
+                let Some(hub) = hub.upgrade() else { return };
+                if !hub.is_open() {
+                    return;
+                }
+                let heard_at = *hub.heard_at.lock().expect("not poisoned");
+                if heard_at.elapsed() >= SILENCE_MAX {
+                    tracing::debug!("paxkv watch connection's node went silent; closing it");
+                    for task in hub.tasks.lock().expect("not poisoned").drain(..) {
+                        task.abort();
+                    }
+                    hub.close();
+                    return;
+                }
+            }
+        });
     }
 
     /// Starts a watch: `request` goes out with an id of the hub's own.

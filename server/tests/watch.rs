@@ -64,3 +64,46 @@ async fn a_watch_that_stops_reading_neither_holds_up_the_others_nor_loses_a_chan
     }
     assert_eq!(seen.len(), WRITES);
 }
+
+/// A node that freezes (SIGSTOP: its connections stay open, nothing answers) is noticed by the
+/// watch connection's own pulse within a few seconds, and the watch goes on through another
+/// node with every change made meanwhile, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_moves_on_when_its_node_freezes_and_misses_nothing() {
+    let cluster = LocalCluster::start(3, &[]);
+    let writer = cluster.client();
+    writer.put(b"warm-up", b"1", PutOptions::new()).await.unwrap();
+    let leader = cluster.leader_index().await.unwrap();
+    let frozen_node = (leader + 1) % 3;
+    // The watch starts on the node that will freeze (its first endpoint), then may use any.
+    let mut endpoints = cluster.endpoints();
+    endpoints.rotate_left(frozen_node);
+    let client = cluster.client_for(endpoints);
+    let mut watch = client
+        .watch(b"frozen/", WatchOptions::new().prefix())
+        .await
+        .unwrap();
+    writer.put(b"frozen/0", b"v", PutOptions::new()).await.unwrap();
+    let first = timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap();
+    assert_eq!(first.events[0].kv.as_ref().unwrap().key, b"frozen/0");
+    let frozen = cluster.freeze(frozen_node);
+    let started = std::time::Instant::now();
+    for i in 1..=5 {
+        writer
+            .put(format!("frozen/{i}").as_bytes(), b"v", PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let batch = timeout(Duration::from_secs(15), watch.next())
+            .await
+            .expect("the watch stayed on the frozen node")
+            .unwrap();
+        seen.extend(batch.events.into_iter().map(|event| event.kv.unwrap().key));
+    }
+    eprintln!("moved on {} ms after the freeze", started.elapsed().as_millis());
+    let expected: Vec<Vec<u8>> = (1..=5).map(|i| format!("frozen/{i}").into_bytes()).collect();
+    assert_eq!(seen, expected);
+    drop(frozen);
+}
