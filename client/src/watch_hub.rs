@@ -33,8 +33,8 @@ const PULSE: Duration = Duration::from_secs(1);
 /// Nothing from the node for this long: it is taken for gone, and the hub closes.
 const SILENCE_MAX: Duration = Duration::from_secs(3);
 
-/// The key of the hub's own watch: nobody writes it (a client may not: it starts with a NUL
-/// and names itself), so the watch only ever carries progress notices.
+/// The key of the hub's own watch: nothing is expected to write it (it starts with a NUL and
+/// names itself), and what would is drained and ignored like the notices.
 const PULSE_KEY: &[u8] = b"\0paxkv-watch-connection-pulse";
 
 /// The watches' connection to one node.
