@@ -72,7 +72,10 @@ async fn a_watch_that_stops_reading_neither_holds_up_the_others_nor_loses_a_chan
 async fn a_watch_moves_on_when_its_node_freezes_and_misses_nothing() {
     let cluster = LocalCluster::start(3, &[]);
     let writer = cluster.client();
-    writer.put(b"warm-up", b"1", PutOptions::new()).await.unwrap();
+    writer
+        .put(b"warm-up", b"1", PutOptions::new())
+        .await
+        .unwrap();
     let leader = cluster.leader_index().await.unwrap();
     let frozen_node = (leader + 1) % 3;
     // The watch starts on the node that will freeze (its first endpoint), then may use any.
@@ -83,8 +86,14 @@ async fn a_watch_moves_on_when_its_node_freezes_and_misses_nothing() {
         .watch(b"frozen/", WatchOptions::new().prefix())
         .await
         .unwrap();
-    writer.put(b"frozen/0", b"v", PutOptions::new()).await.unwrap();
-    let first = timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap();
+    writer
+        .put(b"frozen/0", b"v", PutOptions::new())
+        .await
+        .unwrap();
+    let first = timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.events[0].kv.as_ref().unwrap().key, b"frozen/0");
     let frozen = cluster.freeze(frozen_node);
     let started = std::time::Instant::now();
@@ -102,8 +111,13 @@ async fn a_watch_moves_on_when_its_node_freezes_and_misses_nothing() {
             .unwrap();
         seen.extend(batch.events.into_iter().map(|event| event.kv.unwrap().key));
     }
-    eprintln!("moved on {} ms after the freeze", started.elapsed().as_millis());
-    let expected: Vec<Vec<u8>> = (1..=5).map(|i| format!("frozen/{i}").into_bytes()).collect();
+    eprintln!(
+        "moved on {} ms after the freeze",
+        started.elapsed().as_millis()
+    );
+    let expected: Vec<Vec<u8>> = (1..=5)
+        .map(|i| format!("frozen/{i}").into_bytes())
+        .collect();
     assert_eq!(seen, expected);
     drop(frozen);
 }
