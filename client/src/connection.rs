@@ -202,6 +202,7 @@ where
         sequence: 0,
         body: Some(Request::AuthProof(AuthProof {
             proof: secret.connect_proof(&challenge.nonce, &hello_nonce),
+            refused: String::new(),
         })),
     };
     write_frame(writer, &codec(), &proof)

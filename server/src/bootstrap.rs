@@ -55,11 +55,16 @@ pub async fn confirm_fresh_cluster(
             return Err(ServerError::Refused(reason));
         }
         let answers = directory.peers_hold_data();
-        let holders: Vec<NodeId> = others
+        // Any node of the cluster that holds data counts, also one that joined after this
+        // node's own list of members was written (seed 96587917881: every member this node
+        // knew by its flags had left, and the ones that replaced them, which connected to it,
+        // were not heard).
+        let holders: Vec<NodeId> = answers
             .iter()
-            .copied()
-            .filter(|id| answers.get(id) == Some(&true))
+            .filter(|(id, holds)| **id != me && **holds)
+            .map(|(id, _)| *id)
             .collect();
+        let holding_members = holders.iter().filter(|id| others.contains(id)).count();
         // Refused once too few others are left that might still say they hold nothing, or
         // when those have not answered for a while.
         if !holders.is_empty() {
@@ -68,7 +73,7 @@ pub async fn confirm_fresh_cluster(
         let holders_waited = first_holder_at.is_some_and(|at| waited - at >= WAIT_AFTER_A_HOLDER);
         if let Some(holder) = holders
             .first()
-            .filter(|_| others.len() - holders.len() < needed || holders_waited)
+            .filter(|_| others.len() - holding_members < needed || holders_waited)
         {
             return Err(ServerError::Refused(format!(
                 "this node's data directory holds nothing, but {holder} already holds the \

@@ -385,6 +385,13 @@ where
     }
     if !directory.incarnation_matches(peer, challenge.incarnation) {
         tracing::warn!(%peer, "peer came back with a wiped data directory under its old id; not talking to it");
+        // Tell it (it proved the secret): it may not know this node's address to ask itself
+        // (seed 96587917881: a wiped member whose own list of peers had all left).
+        let refusal = AuthProof {
+            proof: secret.connect_proof(&challenge.nonce, &hello.nonce),
+            refused: wiped_refusal(peer),
+        };
+        let _ = write_frame(writer, &codec(), &refusal).await;
         return Err(refused("peer came back with another incarnation"));
     }
     directory.learn_incarnation(peer, challenge.incarnation);
@@ -392,10 +399,21 @@ where
     directory.learn_holds_data(peer, challenge.holds_data);
     let proof = AuthProof {
         proof: secret.connect_proof(&challenge.nonce, &hello.nonce),
+        refused: String::new(),
     };
     write_frame(writer, &codec(), &proof).await?;
     let _: AuthOk = timed(reader.read()).await?;
     Ok(())
+}
+
+/// Why a node that came back wiped under its old id may not take part.
+fn wiped_refusal(node: NodeId) -> String {
+    format!(
+        "node {node} came back with a wiped data directory (another incarnation than the one \
+         this cluster knew): it may have forgotten what it promised and accepted, so it may \
+         not rejoin under id {node}. Remove it (kvctl member remove {node}) and start the \
+         machine anew with an empty data directory and --join"
+    )
 }
 
 async fn timed<T>(
@@ -439,12 +457,7 @@ async fn receive_from_peer(
     }
     if !directory.incarnation_matches(from, hello.incarnation) {
         // Said only to a node that knows the cluster's id scheme; nothing secret is in it.
-        let reason = format!(
-            "node {from} came back with a wiped data directory (another incarnation than the \
-             one this cluster knew): it may have forgotten what it promised and accepted, so \
-             it may not rejoin under id {from}. Remove it (kvctl member remove {from}) and start \
-             the machine anew with an empty data directory and --join"
-        );
+        let reason = wiped_refusal(from);
         tracing::warn!(%remote, node = %from, "refused a peer that came back wiped under its old id");
         let refusal = AuthChallenge {
             node_id: directory.me.0,
@@ -470,6 +483,12 @@ async fn receive_from_peer(
     let proof: AuthProof = timed(reader.read()).await?;
     if !secret.verify_connect_proof(&challenge.nonce, &hello.nonce, &proof.proof) {
         tracing::warn!(%remote, node = %from, "refused a peer connection: wrong cluster secret");
+        return Ok(());
+    }
+    if !proof.refused.is_empty() {
+        tracing::error!(node = %from, reason = %proof.refused, "a member refused this node for good; stopping");
+        *directory.refused.lock().expect("never poisoned") = Some(proof.refused);
+        directory.peers_answered.notify_waiters();
         return Ok(());
     }
     write_frame(&mut write_half, &codec(), &AuthOk {}).await?;
