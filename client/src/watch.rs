@@ -7,14 +7,13 @@
 use std::time::Duration;
 
 use paxkv_proto::client::{
-    client_request::Body as Request, client_response::Body as Response, ClientRequest, ErrorCode,
-    WatchRequest,
+    client_request::Body as Request, client_response::Body as Response, ErrorCode, WatchRequest,
 };
 pub use paxkv_proto::client::{EventKind, WatchEvent};
 use tokio::time::Instant;
 
 use crate::connection::until;
-use crate::watch_hub::Subscription;
+use crate::watch_hub::{unsequenced, Subscription};
 
 use crate::{Client, ClientError, ErrorDetail};
 
@@ -307,21 +306,16 @@ async fn open(
         .get(client, endpoint, deadline)
         .await
         .map_err(|error| error.to_string())?;
-    let request = ClientRequest {
-        request_id: 0,
-        client_id: 0,
-        sequence: 0,
-        body: Some(Request::Watch(WatchRequest {
-            key: key.to_vec(),
-            prefix: options.prefix,
-            start_revision: start,
-            prev_kv: options.prev_kv,
-            // 0: none; the connection's own pulse tells a silent node (see `watch_hub`).
-            progress_interval_ms: options.progress_interval.map_or(0, |interval| {
-                interval.as_millis().clamp(1, u128::from(u32::MAX)) as u32
-            }),
-        })),
-    };
+    let request = unsequenced(Request::Watch(WatchRequest {
+        key: key.to_vec(),
+        prefix: options.prefix,
+        start_revision: start,
+        prev_kv: options.prev_kv,
+        // 0: none; the connection's own pulse tells a silent node (see `watch_hub`).
+        progress_interval_ms: options.progress_interval.map_or(0, |interval| {
+            interval.as_millis().clamp(1, u128::from(u32::MAX)) as u32
+        }),
+    }));
     hub.subscribe(request)
         .ok_or_else(|| "the connection to the node closed".to_string())
 }

@@ -120,16 +120,11 @@ impl Hub {
     /// Keeps the node talking (the hub's own watch, progress notices only) and closes the hub
     /// when it falls silent.
     fn start_pulse(self: &Arc<Hub>) {
-        let pulse = self.subscribe(ClientRequest {
-            request_id: 0,
-            client_id: 0,
-            sequence: 0,
-            body: Some(Request::Watch(WatchRequest {
-                key: PULSE_KEY.to_vec(),
-                progress_interval_ms: PULSE.as_millis() as u32,
-                ..Default::default()
-            })),
-        });
+        let pulse = self.subscribe(unsequenced(Request::Watch(WatchRequest {
+            key: PULSE_KEY.to_vec(),
+            progress_interval_ms: PULSE.as_millis() as u32,
+            ..Default::default()
+        })));
         let hub = Arc::downgrade(self);
         tokio::spawn(async move {
             let Some(mut pulse) = pulse else { return };
@@ -185,14 +180,11 @@ impl Hub {
             .remove(&id)
             .is_some()
         {
-            let _ = self.outgoing.send(ClientRequest {
-                request_id: 0,
-                client_id: 0,
-                sequence: 0,
-                body: Some(Request::WatchCancel(WatchCancelRequest {
+            let _ = self
+                .outgoing
+                .send(unsequenced(Request::WatchCancel(WatchCancelRequest {
                     watch_request_id: id,
-                })),
-            });
+                })));
         }
     }
 
@@ -210,8 +202,13 @@ impl Hub {
 /// The hubs of one client, by endpoint.
 #[derive(Default)]
 pub(crate) struct Hubs {
-    by_endpoint: tokio::sync::Mutex<HashMap<String, Arc<Hub>>>,
+    /// One slot per endpoint, locked while its hub opens: the watches that start together
+    /// share one connection, and a node slow to connect holds up only the watches bound for it.
+    by_endpoint: Mutex<HashMap<String, Slot>>,
 }
+
+/// Where the hub to one endpoint is kept (None until one opens).
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Hub>>>>;
 
 impl Hubs {
     /// The open hub to `endpoint`, opened now if there is none.
@@ -221,12 +218,29 @@ impl Hubs {
         endpoint: &str,
         deadline: Instant,
     ) -> Result<Arc<Hub>, ConnectError> {
-        let mut hubs = self.by_endpoint.lock().await;
-        if let Some(hub) = hubs.get(endpoint).filter(|hub| hub.is_open()) {
+        let slot = self
+            .by_endpoint
+            .lock()
+            .expect("not poisoned")
+            .entry(endpoint.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(hub) = slot.as_ref().filter(|hub| hub.is_open()) {
             return Ok(hub.clone());
         }
         let hub = Hub::open(client, endpoint, deadline).await?;
-        hubs.insert(endpoint.to_string(), hub.clone());
+        *slot = Some(hub.clone());
         Ok(hub)
+    }
+}
+
+/// A request that belongs to no session (watch starts and stops).
+pub(crate) fn unsequenced(body: Request) -> ClientRequest {
+    ClientRequest {
+        request_id: 0,
+        client_id: 0,
+        sequence: 0,
+        body: Some(body),
     }
 }
