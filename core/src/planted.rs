@@ -76,10 +76,13 @@ pub enum Bug {
     /// A follower's watch feed reports as expired the keys whose deadline its own clock has
     /// passed, with the changes it publishes, instead of waiting for the log's expiry.
     WatchExpiryByOwnClock,
+    /// Each write of a transaction takes a revision of its own: the transaction's answer names
+    /// the last, and the keys written before it carry earlier ones.
+    TxnWritesOwnRevisions,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 23] = [
+    pub const ALL: [Bug; 24] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -103,6 +106,7 @@ impl Bug {
         Bug::WatchResumedLate,
         Bug::TxnAppliedPartially,
         Bug::WatchExpiryByOwnClock,
+        Bug::TxnWritesOwnRevisions,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -184,6 +188,7 @@ impl Bug {
             Bug::WatchResumedLate => "watch-resumed-late",
             Bug::TxnAppliedPartially => "txn-applied-partially",
             Bug::WatchExpiryByOwnClock => "watch-expiry-by-own-clock",
+            Bug::TxnWritesOwnRevisions => "txn-writes-own-revisions",
         }
     }
 }

@@ -110,8 +110,10 @@ impl KvStore {
     /// Moves to the revision of a write that changes something: the next one, unless a write
     /// of the same transaction took it already.
     fn take_revision(&mut self) {
+        let own = crate::planted::active(crate::planted::Bug::TxnWritesOwnRevisions);
         match self.txn_revision_taken {
             None => self.revision += 1,
+            Some(true) if own => self.revision += 1,
             Some(false) => {
                 self.revision += 1;
                 self.txn_revision_taken = Some(true);
