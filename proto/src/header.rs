@@ -26,6 +26,7 @@ macro_rules! answers_with_header {
             Body::RegisterSession($answer) => $then,
             Body::Members($answer) => $then,
             Body::Txn($answer) => $then,
+            Body::Redis($answer) => $then,
             Body::Status(_) | Body::Error(_) | Body::AuthChallenge(_) | Body::AuthOk(_) => $none,
         }
     };

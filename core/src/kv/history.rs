@@ -164,6 +164,7 @@ mod tests {
                 version: 1,
                 lease_id: 0,
                 expires_at_ms: 0,
+                value_type: paxkv_proto::client::ValueType::String,
             }),
         }
     }

@@ -16,6 +16,7 @@
 //! past revision).
 
 pub mod cmd;
+pub mod redis;
 mod errors;
 mod expiry;
 mod history;
@@ -26,7 +27,8 @@ mod snapshot_codec;
 use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::client::{
-    client_response::Body as Response, EventKind, KeyValue, ResponseHeader, WatchEvent,
+    client_response::Body as Response, EventKind, KeyValue, ResponseHeader, ValueType,
+    WatchEvent,
 };
 use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, SessionRecord};
 
@@ -50,6 +52,8 @@ struct StoredValue {
     lease_id: u64,
     /// Log time the key's own TTL ends; 0: no TTL.
     expires_at_ms: u64,
+    /// A string, or a Redis hash (`redis::value`).
+    value_type: ValueType,
 }
 #[derive(Debug, Clone)]
 pub struct KvStore {
@@ -300,6 +304,7 @@ impl KvStore {
             version: stored.version,
             lease_id: stored.lease_id,
             expires_at_ms: stored.expires_at_ms,
+            value_type: stored.value_type as i32,
         }
     }
 

@@ -89,6 +89,7 @@ impl KvStore {
         }
         let mut entries = Vec::with_capacity(snapshot.kvs.len());
         for kv in snapshot.kvs {
+            let value_type = kv.value_type();
             let stored = StoredValue {
                 value: kv.value.into_boxed_slice(),
                 create_revision: kv.create_revision,
@@ -96,6 +97,7 @@ impl KvStore {
                 version: kv.version,
                 lease_id: kv.lease_id,
                 expires_at_ms: kv.expires_at_ms,
+                value_type,
             };
             assert!(
                 stored.mod_revision <= store.revision,

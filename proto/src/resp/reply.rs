@@ -95,6 +95,34 @@ impl Reply {
     }
 }
 
+/// A reply the state machine gave (it travels between nodes as a protobuf message).
+impl From<crate::client::RedisReply> for Reply {
+    fn from(reply: crate::client::RedisReply) -> Reply {
+        use crate::client::redis_reply::Kind;
+        let items = |list: crate::client::RedisReplies| -> Vec<Reply> {
+            list.items.into_iter().map(Reply::from).collect()
+        };
+        match reply.kind {
+            Some(Kind::Simple(text)) => Reply::Simple(text),
+            Some(Kind::Error(text)) => Reply::Error(text),
+            Some(Kind::Integer(value)) => Reply::Integer(value),
+            Some(Kind::Bulk(bytes)) => Reply::Bulk(bytes),
+            Some(Kind::Null(_)) | None => Reply::Null,
+            Some(Kind::NullArray(_)) => Reply::NullArray,
+            Some(Kind::Array(list)) => Reply::Array(items(list)),
+            Some(Kind::Map(list)) => {
+                let mut flat = items(list).into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(key), Some(value)) = (flat.next(), flat.next()) {
+                    pairs.push((key, value));
+                }
+                Reply::Map(pairs)
+            }
+            Some(Kind::Double(value)) => Reply::Double(value),
+        }
+    }
+}
+
 fn line(out: &mut Vec<u8>, kind: u8, text: &str) {
     out.push(kind);
     out.extend_from_slice(text.as_bytes());

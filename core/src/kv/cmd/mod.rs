@@ -22,7 +22,8 @@ pub use txn::TXN_READ_BYTES_MAX;
 
 use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, Consistency, ErrorCode,
-    GetRequest, LeaseListRequest, LeaseTimeToLiveRequest, ScanRequest, StatusRequest, TtlRequest,
+    GetRequest, LeaseListRequest, LeaseTimeToLiveRequest, RedisRequest, ScanRequest, StatusRequest,
+    TtlRequest,
 };
 use paxkv_proto::peer::{command::Op, Command};
 
@@ -39,6 +40,7 @@ pub enum ReadRequest {
     Ttl(TtlRequest),
     LeaseTimeToLive(LeaseTimeToLiveRequest),
     LeaseList(LeaseListRequest),
+    Redis(RedisRequest),
 }
 
 /// What a read asks of the state it is served from.
@@ -71,6 +73,11 @@ impl ReadRequest {
                 list.min_revision,
                 list.min_applied_index,
             ),
+            ReadRequest::Redis(redis) => (
+                redis.consistency(),
+                redis.min_revision,
+                redis.min_applied_index,
+            ),
         };
         ReadPoint {
             consistency,
@@ -87,6 +94,7 @@ impl ReadRequest {
             ReadRequest::Ttl(request) => ttl::answer(kv, request),
             ReadRequest::LeaseTimeToLive(request) => lease_time_to_live::answer(kv, request),
             ReadRequest::LeaseList(request) => lease_list::answer(kv, request),
+            ReadRequest::Redis(request) => super::redis::answer(kv, request),
         }
     }
 }
@@ -118,6 +126,14 @@ pub fn route(request: Option<Request>) -> Result<Routed, Response> {
         Some(Request::LeaseRevoke(revoke)) => Routed::Write(Op::LeaseRevoke(revoke)),
         Some(Request::RegisterSession(register)) => Routed::Write(Op::RegisterSession(register)),
         Some(Request::Txn(txn)) => Routed::Write(Op::Txn(txn)),
+        Some(Request::Redis(redis)) => {
+            super::redis::validate(&redis)?;
+            if super::redis::is_read_only(&redis) {
+                Routed::Read(ReadRequest::Redis(redis))
+            } else {
+                Routed::Write(Op::Redis(redis))
+            }
+        }
         Some(Request::Get(request)) => {
             get::validate(&request)?;
             Routed::Read(ReadRequest::Get(request))
@@ -174,6 +190,7 @@ pub fn validate_command(command: &Command) -> Result<(), Response> {
         Some(Op::LeaseRevoke(revoke)) => lease_revoke::validate(revoke),
         Some(Op::RegisterSession(_)) => register_session::validate(command),
         Some(Op::Txn(txn)) => txn::validate(txn),
+        Some(Op::Redis(redis)) => super::redis::validate(redis),
         None => Err(bad_request("the command has no operation")),
     }
 }
@@ -191,6 +208,7 @@ impl KvStore {
             Op::LeaseRevoke(revoke) => self.lease_revoke(revoke),
             Op::RegisterSession(_) => self.register_session(index, command),
             Op::Txn(txn) => self.txn(txn),
+            Op::Redis(redis) => self.redis(redis),
         }
     }
 }

@@ -60,6 +60,7 @@ impl KvStore {
             version: existing.map_or(1, |(_, version)| version + 1),
             lease_id: put.lease_id.unwrap_or(0),
             expires_at_ms,
+            value_type: paxkv_proto::client::ValueType::String,
         };
         let before = self.insert_key(put.key.clone(), stored.clone());
         self.record(put.key.as_slice().into(), before, Some(stored));
