@@ -174,6 +174,7 @@ where
     let hello_nonce = nonce();
     let hello = ClientRequest {
         request_id: 0,
+        forwarded: false,
         client_id: 0,
         sequence: 0,
         body: Some(Request::AuthHello(AuthHello {
@@ -198,6 +199,7 @@ where
     }
     let proof = ClientRequest {
         request_id: 0,
+        forwarded: false,
         client_id: 0,
         sequence: 0,
         body: Some(Request::AuthProof(AuthProof {

@@ -47,7 +47,8 @@ pub use crate::config::{
     parse_endpoints, ClientConfig, PutOptions, ReadConsistency, ATTEMPT_TIMEOUT_DEFAULT,
     TIMEOUT_DEFAULT,
 };
-use crate::connection::{until, ConnectError, Connection};
+pub use crate::connection::Connection;
+use crate::connection::{until, ConnectError};
 pub use crate::error::{ClientError, ErrorCode, ErrorDetail, LeaderHint};
 pub use crate::recipes::{Election, Held, Leadership, LockGuard, LockOptions, Observer};
 pub use crate::silence::SILENT_NODE_AVOIDANCE;
@@ -713,6 +714,7 @@ impl Client {
         let (client_id, sequence) = plan.ids;
         paxkv_proto::client::ClientRequest {
             request_id: self.inner.request_id.fetch_add(1, Ordering::Relaxed) + 1,
+            forwarded: false,
             client_id,
             sequence,
             body: Some(plan.body.clone()),

@@ -239,6 +239,7 @@ impl Hubs {
 pub(crate) fn unsequenced(body: Request) -> ClientRequest {
     ClientRequest {
         request_id: 0,
+        forwarded: false,
         client_id: 0,
         sequence: 0,
         body: Some(body),

@@ -97,6 +97,7 @@ mod tests {
     fn get_request(key: &[u8]) -> ClientRequest {
         ClientRequest {
             request_id: 7,
+            forwarded: false,
             client_id: 1,
             sequence: 0,
             body: Some(client_request::Body::Get(GetRequest {

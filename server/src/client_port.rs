@@ -2,21 +2,20 @@
 //! secret, and pipelined requests (many in flight per connection, answered as they complete).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use paxkv_core::kv::{error_response, route, Routed};
+use paxkv_core::kv::error_response;
 use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, AuthChallenge, AuthOk,
     ClientRequest, ClientResponse, ErrorCode,
 };
 use paxkv_proto::frame::FrameError;
 use paxkv_proto::io::{write_frames, FrameReader, IoError};
-use paxkv_proto::peer::Command;
 use paxkv_proto::{FrameCodec, CLIENT_FRAME_BYTES_MAX};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::node::Input;
+use crate::router::{Call, Router};
 use paxkv_proto::auth::{nonce, ClusterSecret};
 
 /// Client connections at once at most; more are refused. (A client's watches share one
@@ -27,8 +26,6 @@ pub const CLIENT_CONNECTIONS_MAX: usize = 16_384;
 pub const WATCHES_PER_CONNECTION_MAX: usize = 16_384;
 /// Requests in flight on one connection at most; the reader waits beyond that.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 1024;
-/// A request not answered within this gets ERROR_CODE_TIMEOUT.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn codec() -> FrameCodec {
     FrameCodec::new(CLIENT_FRAME_BYTES_MAX)
@@ -38,6 +35,8 @@ fn codec() -> FrameCodec {
 #[derive(Clone)]
 pub struct ClientPort {
     pub inputs: mpsc::Sender<Input>,
+    /// Where requests are served (here or at the leader).
+    pub router: Router,
     pub secret: Option<ClusterSecret>,
     /// What the node applies, for the watches on this port (`watch`).
     pub feed: crate::watch::Feed,
@@ -181,14 +180,13 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
                 }
             }
             body => {
-                let input = match to_input(request.client_id, request.sequence, body) {
-                    Ok(input) => input,
-                    Err(error) => {
-                        let _ = answers.send(answer(request_id, error)).await;
-                        continue;
-                    }
+                let call = Call {
+                    client_id: request.client_id,
+                    sequence: request.sequence,
+                    body,
+                    forwarded: request.forwarded,
                 };
-                dispatch(&port.inputs, request_id, input, answers.clone()).await;
+                dispatch(&port.router, request_id, call, answers.clone()).await;
             }
         }
     };
@@ -200,67 +198,17 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
     result
 }
 
-/// An input for the node loop and where its answer will arrive.
-type Pending = (Input, oneshot::Receiver<Response>);
-
-/// Turns a request into an input for the node loop, or an immediate error answer. Which
-/// requests are writes and which are reads, and what is refused at once, is the commands'
-/// business (`paxkv_core::kv::cmd`).
-#[allow(clippy::result_large_err)] // the error is the answer itself
-fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Pending, Response> {
-    let (reply, receiver) = oneshot::channel();
-    let input = match route(body)? {
-        Routed::Status(status) => Input::Status {
-            reply,
-            with_state_hash: status.with_state_hash,
-        },
-        Routed::Write(op) => Input::Propose {
-            command: Command {
-                client_id,
-                sequence,
-                op: Some(op),
-            },
-            reply,
-        },
-        Routed::Read(read) => Input::Read { read, reply },
-        Routed::MemberList => Input::Members { reply },
-        Routed::MemberChange(change) => Input::MemberChange { change, reply },
-    };
-    Ok((input, receiver))
-}
-
-/// Hands the request to the node loop and answers it when done, without holding up the
-/// requests behind it on the connection.
+/// Hands the request to where it is served (this node, or the leader: `router`) in the order
+/// the connection read it, and answers it when done without holding up the requests behind it.
 async fn dispatch(
-    inputs: &mpsc::Sender<Input>,
+    router: &Router,
     request_id: u64,
-    pending: Pending,
+    call: Call,
     answers: mpsc::Sender<ClientResponse>,
 ) {
-    let gone = || {
-        error_response(
-            ErrorCode::NoQuorum,
-            "the node is shutting down; try another",
-        )
-    };
-    let timed_out = || {
-        error_response(
-            ErrorCode::Timeout,
-            "no answer in time; a write may or may not have taken effect (retrying with the \
-             same client id and sequence is safe)",
-        )
-    };
-    let (input, receiver) = pending;
-    if inputs.send(input).await.is_err() {
-        let _ = answers.send(answer(request_id, gone())).await;
-        return;
-    }
+    let pending = router.submit(call).await;
     tokio::spawn(async move {
-        let body = match tokio::time::timeout(REQUEST_TIMEOUT, receiver).await {
-            Ok(Ok(body)) => body,
-            Ok(Err(_)) => gone(),
-            Err(_) => timed_out(),
-        };
+        let body = pending.answer().await;
         let _ = answers.send(answer(request_id, body)).await;
     });
 }

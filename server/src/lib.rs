@@ -9,6 +9,8 @@ pub mod local_cluster;
 mod net;
 pub mod node;
 pub mod peer;
+pub mod resp;
+pub mod router;
 pub mod shutdown;
 pub mod storage;
 pub mod watch;
@@ -58,6 +60,15 @@ pub struct NodeConfig {
     /// `peers`: a node with an empty data directory asks to be added as a learner (and learns
     /// its id); one that joined before restarts from what it kept.
     pub join: Option<Vec<String>>,
+    /// The Redis protocol port, if the node serves one (`resp`).
+    pub resp: Option<RespPort>,
+}
+
+/// Where the Redis protocol port listens and how it is set up.
+#[derive(Debug, Clone)]
+pub struct RespPort {
+    pub address: SocketAddr,
+    pub config: resp::RespConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +190,10 @@ pub async fn start_node(
     };
     let peer_listener = bind(config.peer_addr).await?;
     let client_listener = bind(config.client_addr).await?;
+    let resp_listener = match &config.resp {
+        Some(resp) => Some(bind(resp.address).await?),
+        None => None,
+    };
     let client_addr = client_listener
         .local_addr()
         .map_err(|source| ServerError::Bind {
@@ -221,7 +236,23 @@ pub async fn start_node(
         written?;
     }
     let feed = watch::Feed::new(replica.kv().revision());
+    let (leader_hint, leader) = tokio::sync::watch::channel(router::LeaderHint::default());
+    let router = router::Router::new(inputs.clone(), leader, config.secret.clone());
+    if let (Some(listener), Some(resp)) = (resp_listener, &config.resp) {
+        tokio::spawn(
+            resp::serve(
+                listener,
+                resp.config.clone(),
+                router.clone(),
+                feed.clone(),
+                config.id.0,
+                shutdown.clone(),
+            )
+            .instrument(span.clone()),
+        );
+    }
     let port = client_port::ClientPort {
+        router,
         inputs,
         secret: (!config.allow_unauthenticated_clients).then(|| config.secret.clone()),
         feed: feed.clone(),
@@ -230,7 +261,15 @@ pub async fn start_node(
         client_port::serve(client_listener, port, shutdown.clone()).instrument(span.clone()),
     );
     let metrics = Arc::new(NodeMetrics::default());
-    let node = Node::new(replica, storage, clock, directory, metrics.clone(), feed);
+    let node = Node::new(
+        replica,
+        storage,
+        clock,
+        directory,
+        metrics.clone(),
+        feed,
+        leader_hint,
+    );
     let node = tokio::spawn(node.run(receiver, shutdown).instrument(span));
     Ok(RunningNode {
         id: config.id,
@@ -366,6 +405,7 @@ mod tests {
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: Some(1),
             join: None,
+            resp: None,
         };
         let durable = DurableState {
             snapshot: Some((SnapshotMeta::default(), vec![0xff; 8])),

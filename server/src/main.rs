@@ -9,8 +9,11 @@ use paxkv_core::NodeId;
 use paxkv_server::auth::ClusterSecret;
 use paxkv_server::clock::NodeClock;
 use paxkv_server::local_cluster::LocalCluster;
+use paxkv_server::resp::RespConfig;
 use paxkv_server::storage::DiskStorage;
-use paxkv_server::{parse_peers, shutdown_signal, start_node, NodeConfig, ServerError, Stopped};
+use paxkv_server::{
+    parse_peers, shutdown_signal, start_node, NodeConfig, RespPort, ServerError, Stopped,
+};
 
 #[cfg(not(madsim))]
 #[global_allocator]
@@ -70,6 +73,19 @@ struct Args {
     /// Snapshot the state and trim the log after this many applied entries.
     #[arg(long, default_value_t = paxkv_core::SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT)]
     snapshot_entries: u64,
+    /// Serve the Redis protocol (RESP2 and RESP3) on this exact address, such as [::1]:6379:
+    /// any Redis client can then use the cluster through any node. Off unless set.
+    #[arg(long, env = "PAXKV_RESP_ADDR")]
+    resp_addr: Option<SocketAddr>,
+    /// File holding the password Redis clients must give with AUTH (the user is "default").
+    #[arg(long, env = "PAXKV_RESP_PASSWORD_FILE")]
+    resp_password_file: Option<PathBuf>,
+    /// Let Redis clients in without a password.
+    #[arg(long, conflicts_with = "resp_password_file")]
+    resp_allow_unauthenticated: bool,
+    /// Allow FLUSHDB and FLUSHALL on the Redis port (they delete every key of the cluster).
+    #[arg(long)]
+    resp_allow_flush: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +131,7 @@ fn read_secret(file: Option<&PathBuf>) -> anyhow::Result<ClusterSecret> {
 
 fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
     let missing = |flag: &str| anyhow::anyhow!("missing {flag} (see kv-server --help)");
+    let resp = resp_port(&args)?;
     let join = args.join.as_deref().map(paxkv_client::parse_endpoints);
     let (id, peers) = match &join {
         // The cluster picks the id of a new node (or the data directory has it).
@@ -144,7 +161,39 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
         sessions_max: paxkv_core::kv::SESSIONS_MAX,
         seed: None,
+        resp,
     })
+}
+
+/// The Redis port's settings: it needs a password file or an explicit choice to go without.
+fn resp_port(args: &Args) -> anyhow::Result<Option<RespPort>> {
+    let Some(address) = args.resp_addr else {
+        return Ok(None);
+    };
+    let password = match (&args.resp_password_file, args.resp_allow_unauthenticated) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read the RESP password file {}", file.display())
+            })?;
+            let password = text.trim_end_matches(['\r', '\n']).to_string();
+            if password.is_empty() {
+                bail!("the RESP password file {} is empty", file.display());
+            }
+            Some(password)
+        }
+        (None, true) => None,
+        (None, false) => bail!(
+            "--resp-addr needs --resp-password-file FILE (clients AUTH with its password) or \
+             --resp-allow-unauthenticated"
+        ),
+    };
+    Ok(Some(RespPort {
+        address,
+        config: RespConfig {
+            password,
+            allow_flush: args.resp_allow_flush,
+        },
+    }))
 }
 
 #[tokio::main]

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::NodeClock;
 use crate::peer::PeerDirectory;
+use crate::router::LeaderHint;
 use crate::storage::{Storage, StorageError};
 use crate::watch::{Batch, Feed};
 
@@ -100,6 +101,8 @@ pub struct Node {
     /// published last.
     feed: Feed,
     published: u64,
+    /// Who leads, for the router (`router`).
+    leader_hint: tokio::sync::watch::Sender<LeaderHint>,
 }
 
 /// Writes and syncs what a ready asks to keep, in one hop off the async threads. Under the
@@ -142,9 +145,11 @@ impl Node {
         peers: Arc<PeerDirectory>,
         metrics: Arc<NodeMetrics>,
         feed: Feed,
+        leader_hint: tokio::sync::watch::Sender<LeaderHint>,
     ) -> Node {
         let published = replica.kv().revision();
         Node {
+            leader_hint,
             feed,
             published,
             replica,
@@ -191,6 +196,7 @@ impl Node {
                 self.publish_changes();
             }
             self.learn_configuration();
+            self.publish_leader();
             if let Some(reason) = self.peers.refused() {
                 tracing::error!(%reason, "stopping for good");
                 return Ok(Stopped::Refused { reason });
@@ -289,6 +295,23 @@ impl Node {
 
     /// Hands the watches what was applied since the last turn (only if some watch listens:
     /// a watch that starts later reads the history).
+    /// Tells the router who leads, when that changed.
+    fn publish_leader(&self) {
+        let this_node = self.replica.role() == Role::Leader;
+        let address = match self.replica.leader() {
+            Some(leader) if !this_node => self.peers.client_address(leader),
+            _ => None,
+        };
+        let hint = LeaderHint { this_node, address };
+        self.leader_hint.send_if_modified(|current| {
+            let changed = *current != hint;
+            if changed {
+                *current = hint;
+            }
+            changed
+        });
+    }
+
     fn publish_changes(&mut self) {
         let revision = self.replica.kv().revision();
         if revision <= self.published {

@@ -61,6 +61,11 @@ impl Feed {
         }
     }
 
+    /// Every batch published from now on (for keyspace notifications: `resp`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+        self.batches.subscribe()
+    }
+
     /// Whether any watch listens.
     pub fn has_watchers(&self) -> bool {
         self.batches.receiver_count() > 0

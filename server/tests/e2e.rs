@@ -399,6 +399,7 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     // A well-formed request on a raw connection still works (unauthenticated clients allowed).
     let request = ClientRequest {
         request_id: 9,
+        forwarded: false,
         client_id: 0,
         sequence: 0,
         body: Some(client_request::Body::Get(GetRequest {

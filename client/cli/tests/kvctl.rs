@@ -62,6 +62,7 @@ async fn start_cluster() -> Cluster {
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: None,
             join: None,
+            resp: None,
         };
         let storage = Box::new(DiskStorage::open(&data_dir).unwrap());
         let (stop, shutdown) = paxkv_server::shutdown::channel();

@@ -16,19 +16,18 @@
 //! past revision).
 
 pub mod cmd;
-pub mod redis;
 mod errors;
 mod expiry;
 mod history;
 mod leases;
+pub mod redis;
 mod sessions;
 mod snapshot_codec;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::client::{
-    client_response::Body as Response, EventKind, KeyValue, ResponseHeader, ValueType,
-    WatchEvent,
+    client_response::Body as Response, EventKind, KeyValue, ResponseHeader, ValueType, WatchEvent,
 };
 use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, SessionRecord};
 

@@ -94,6 +94,7 @@ pub(super) fn start_sim_node(
                     sessions_max: shared.options.sessions_max,
                     seed: Some(seed),
                     join,
+                    resp: None,
                 };
                 let (stop, shutdown) = paxkv_server::shutdown::channel();
                 let clock = NodeClock::skewed(offset_ms, drift_ppm);

@@ -82,7 +82,17 @@ mod tests {
         assert_eq!(parse_i64(b"0"), Some(0));
         assert_eq!(parse_i64(b"-12"), Some(-12));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [&b"+1"[..], b"01", b" 1", b"1 ", b"", b"-", b"-0", b"1.5", b"9223372036854775808"] {
+        for bad in [
+            &b"+1"[..],
+            b"01",
+            b" 1",
+            b"1 ",
+            b"",
+            b"-",
+            b"-0",
+            b"1.5",
+            b"9223372036854775808",
+        ] {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(parse_f64(b"5.0e3"), Some(5000.0));

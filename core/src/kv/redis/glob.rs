@@ -81,7 +81,9 @@ fn class(pattern: &[u8], start: usize, byte: u8) -> Option<(bool, usize)> {
             let escaped = *pattern.get(i + 1)?;
             matched |= escaped == byte;
             i += 2;
-        } else if pattern.get(i + 1) == Some(&b'-') && pattern.get(i + 2).is_some_and(|&end| end != b']') {
+        } else if pattern.get(i + 1) == Some(&b'-')
+            && pattern.get(i + 2).is_some_and(|&end| end != b']')
+        {
             let (low, high) = (current.min(pattern[i + 2]), current.max(pattern[i + 2]));
             matched |= (low..=high).contains(&byte);
             i += 3;

@@ -8,8 +8,8 @@ use super::args::{float_arg, format_float, integer_arg, parse_f64, parse_i64};
 use super::glob::glob_match;
 use super::value::{decode_hash, encode_hash, Hash};
 use super::{
-    array, attempt, bulk, error, flag, integer, map, null, ok, syntax_error, valid_key,
-    valid_size, wrong_arguments, wrong_type, Args, Context, KvStore, Ttl,
+    array, attempt, bulk, error, flag, integer, map, null, ok, syntax_error, valid_key, valid_size,
+    wrong_arguments, wrong_type, Args, Context, KvStore, Ttl,
 };
 
 impl KvStore {
@@ -75,7 +75,8 @@ pub fn hsetnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
 
 pub fn hget(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     let hash = attempt!(kv.hash_value(&args[1])).unwrap_or_default();
-    hash.get(&args[2]).map_or_else(null, |value| bulk(value.clone()))
+    hash.get(&args[2])
+        .map_or_else(null, |value| bulk(value.clone()))
 }
 
 pub fn hmget(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
@@ -83,7 +84,10 @@ pub fn hmget(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     array(
         args[2..]
             .iter()
-            .map(|field| hash.get(field).map_or_else(null, |value| bulk(value.clone())))
+            .map(|field| {
+                hash.get(field)
+                    .map_or_else(null, |value| bulk(value.clone()))
+            })
             .collect(),
     )
 }

@@ -24,7 +24,10 @@ pub fn del(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
 }
 
 pub fn exists(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
-    let found = args[1..].iter().filter(|key| kv.live(key).is_some()).count();
+    let found = args[1..]
+        .iter()
+        .filter(|key| kv.live(key).is_some())
+        .count();
     integer(found as i64)
 }
 
@@ -75,7 +78,9 @@ fn conditions(args: &Args) -> Result<Conditions, RedisReply> {
         ));
     }
     if found.gt && found.lt {
-        return Err(error("ERR GT and LT options at the same time are not compatible"));
+        return Err(error(
+            "ERR GT and LT options at the same time are not compatible",
+        ));
     }
     Ok(found)
 }
@@ -140,7 +145,13 @@ pub fn pexpireat(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply
 
 /// The TTL family: -2 for no key, -1 for no TTL, else the remaining time or the deadline as
 /// Unix time, in seconds (rounded) or milliseconds.
-fn ttl_generic(kv: &KvStore, key: &[u8], context: &Context, ms: bool, absolute: bool) -> RedisReply {
+fn ttl_generic(
+    kv: &KvStore,
+    key: &[u8],
+    context: &Context,
+    ms: bool,
+    absolute: bool,
+) -> RedisReply {
     let Some(stored) = kv.live(key) else {
         return integer(-2);
     };
@@ -187,7 +198,10 @@ fn transfer(kv: &mut KvStore, from: &[u8], to: &[u8], replace: bool, keep_source
     if !replace && kv.live(to).is_some() {
         return false;
     }
-    let stored = kv.live(from).expect("the caller checked the source").clone();
+    let stored = kv
+        .live(from)
+        .expect("the caller checked the source")
+        .clone();
     if !keep_source {
         kv.delete_key(from);
     }
@@ -331,7 +345,11 @@ pub fn scan_page(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
         return syntax_error();
     }
     let prefix = pattern.map_or(&b""[..], literal_prefix);
-    let from: &[u8] = if start.as_slice() < prefix { prefix } else { start };
+    let from: &[u8] = if start.as_slice() < prefix {
+        prefix
+    } else {
+        start
+    };
     let mut range = kv
         .map
         .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
@@ -346,7 +364,9 @@ pub fn scan_page(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
             keys.push(bulk(key.to_vec()));
         }
     }
-    let next = range.next().map_or_else(null, |(key, _)| bulk(key.to_vec()));
+    let next = range
+        .next()
+        .map_or_else(null, |(key, _)| bulk(key.to_vec()));
     array(vec![next, array(keys)])
 }
 

@@ -233,8 +233,10 @@ fn lossy(bytes: &[u8], limit: usize) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(limit)]).into_owned()
 }
 
-pub(crate) fn wrong_arguments(name: &str) -> RedisReply {
-    error(format!("ERR wrong number of arguments for '{name}' command"))
+pub fn wrong_arguments(name: &str) -> RedisReply {
+    error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
 }
 
 /// True if every command of the request only reads: it is served as a read.
@@ -456,8 +458,8 @@ impl KvStore {
 
     /// Unix time (ms) at the log time `log_ms`.
     fn unix_time_at(&self, log_ms: u64, context: &Context) -> i64 {
-        let at = i128::from(context.unix_time_ms) + i128::from(log_ms)
-            - i128::from(self.log_time_ms);
+        let at =
+            i128::from(context.unix_time_ms) + i128::from(log_ms) - i128::from(self.log_time_ms);
         i64::try_from(at).unwrap_or(i64::MAX)
     }
 }
@@ -476,7 +478,9 @@ enum Ttl {
 /// Checks a key as paxkv stores keys (Redis allows empty keys; paxkv does not).
 fn valid_key(key: &[u8]) -> Result<(), RedisReply> {
     if key.is_empty() {
-        return Err(error("ERR empty keys are not supported: a key needs at least one byte"));
+        return Err(error(
+            "ERR empty keys are not supported: a key needs at least one byte",
+        ));
     }
     if key.len() > KEY_BYTES_MAX {
         return Err(error(format!(

@@ -63,9 +63,15 @@ fn expiry_option(args: &Args, i: usize, command: &str) -> Option<Result<Expiry, 
     };
     Some(expiry_ms(value, unit, command).and_then(|ms| {
         if !absolute && ms as u64 > crate::kv::TTL_MS_MAX {
-            return Err(error(format!("ERR invalid expire time in '{command}' command")));
+            return Err(error(format!(
+                "ERR invalid expire time in '{command}' command"
+            )));
         }
-        Ok(if absolute { Expiry::At(ms) } else { Expiry::In(ms) })
+        Ok(if absolute {
+            Expiry::At(ms)
+        } else {
+            Expiry::In(ms)
+        })
     }))
 }
 
@@ -129,7 +135,13 @@ pub fn setnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     if kv.live(&args[1]).is_some() {
         return flag(false);
     }
-    kv.store_value(&args[1], args[2].clone(), ValueType::String, Ttl::Clear, false);
+    kv.store_value(
+        &args[1],
+        args[2].clone(),
+        ValueType::String,
+        Ttl::Clear,
+        false,
+    );
     flag(true)
 }
 
@@ -141,7 +153,13 @@ fn set_with_expiry(kv: &mut KvStore, args: &Args, unit_ms: i64, command: &str) -
     attempt!(valid_key(&args[1]));
     attempt!(valid_size(args[3].len()));
     let deadline = kv.log_time_ms.saturating_add(ms as u64);
-    kv.store_value(&args[1], args[3].clone(), ValueType::String, Ttl::At(deadline), false);
+    kv.store_value(
+        &args[1],
+        args[3].clone(),
+        ValueType::String,
+        Ttl::At(deadline),
+        false,
+    );
     ok()
 }
 
@@ -157,7 +175,13 @@ pub fn getset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_key(&args[1]));
     attempt!(valid_size(args[2].len()));
     let old = attempt!(kv.string_value(&args[1])).map(|stored| stored.value.to_vec());
-    kv.store_value(&args[1], args[2].clone(), ValueType::String, Ttl::Clear, false);
+    kv.store_value(
+        &args[1],
+        args[2].clone(),
+        ValueType::String,
+        Ttl::Clear,
+        false,
+    );
     old.map_or_else(null, bulk)
 }
 
@@ -260,7 +284,13 @@ fn increment(kv: &mut KvStore, key: &[u8], by: i64) -> RedisReply {
     let Some(new) = current.checked_add(by) else {
         return error("ERR increment or decrement would overflow");
     };
-    kv.store_value(key, new.to_string().into_bytes(), ValueType::String, Ttl::Keep, true);
+    kv.store_value(
+        key,
+        new.to_string().into_bytes(),
+        ValueType::String,
+        Ttl::Keep,
+        true,
+    );
     integer(new)
 }
 
@@ -301,7 +331,13 @@ pub fn incrbyfloat(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         return error("ERR increment would produce NaN or Infinity");
     }
     let text = format_float(new);
-    kv.store_value(key, text.clone().into_bytes(), ValueType::String, Ttl::Keep, true);
+    kv.store_value(
+        key,
+        text.clone().into_bytes(),
+        ValueType::String,
+        Ttl::Keep,
+        true,
+    );
     bulk(text)
 }
 
@@ -334,7 +370,11 @@ pub fn getrange(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     if start < 0 && end < 0 && start > end {
         return bulk(Vec::new());
     }
-    let start = if start < 0 { (length + start).max(0) } else { start };
+    let start = if start < 0 {
+        (length + start).max(0)
+    } else {
+        start
+    };
     let end = if end < 0 { (length + end).max(0) } else { end };
     let end = end.min(length - 1);
     if length == 0 || start > end {

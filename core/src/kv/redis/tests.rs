@@ -90,7 +90,10 @@ fn strings_answer_as_redis_does() {
     assert_eq!(s.run(&["set", "k", "w", "NX"]), "$-1\r\n");
     assert_eq!(s.run(&["set", "k", "w", "XX", "GET"]), "$1\r\nv\r\n");
     assert_eq!(s.run(&["set", "new", "w", "XX"]), "$-1\r\n");
-    assert_eq!(s.run(&["set", "k", "w", "NX", "XX"]), "-ERR syntax error\r\n");
+    assert_eq!(
+        s.run(&["set", "k", "w", "NX", "XX"]),
+        "-ERR syntax error\r\n"
+    );
     assert_eq!(
         s.run(&["set", "k", "w", "EX", "0"]),
         "-ERR invalid expire time in 'set' command\r\n"
@@ -122,7 +125,10 @@ fn strings_answer_as_redis_does() {
     assert_eq!(s.read(&["getrange", "a", "5", "2"]), "$0\r\n\r\n");
     assert_eq!(s.run(&["setrange", "r", "3", "ab"]), ":5\r\n");
     assert_eq!(s.read(&["get", "r"]), "$5\r\n\0\0\0ab\r\n");
-    assert_eq!(s.run(&["setrange", "r", "-1", "x"]), "-ERR offset is out of range\r\n");
+    assert_eq!(
+        s.run(&["setrange", "r", "-1", "x"]),
+        "-ERR offset is out of range\r\n"
+    );
     assert_eq!(s.run(&["getset", "k", "z"]), "$1\r\nw\r\n");
     assert_eq!(s.run(&["getdel", "k"]), "$1\r\nz\r\n");
     assert_eq!(s.read(&["exists", "k", "a", "a"]), ":2\r\n");
@@ -145,7 +151,11 @@ fn msetnx_sets_all_or_nothing_and_mset_checks_its_pairs() {
         s.run(&["mset", "a", "1", "b"]),
         "-ERR wrong number of arguments for 'mset' command\r\n"
     );
-    assert_eq!(s.read(&["exists", "a"]), ":0\r\n", "nothing of a bad MSET applies");
+    assert_eq!(
+        s.read(&["exists", "a"]),
+        ":0\r\n",
+        "nothing of a bad MSET applies"
+    );
 }
 
 #[test]
@@ -155,7 +165,10 @@ fn ttls_follow_log_time_and_absolute_times_convert_through_the_request_clock() {
     assert_eq!(s.read(&["pttl", "k"]), ":500\r\n");
     assert_eq!(s.read(&["ttl", "k"]), ":1\r\n");
     let unix_deadline = s.log_time_ms + s.unix_offset_ms + 500;
-    assert_eq!(s.read(&["pexpiretime", "k"]), format!(":{unix_deadline}\r\n"));
+    assert_eq!(
+        s.read(&["pexpiretime", "k"]),
+        format!(":{unix_deadline}\r\n")
+    );
     // INCR-like changes keep the TTL; KEEPTTL keeps it; a plain SET clears it.
     s.run(&["append", "k", "w"]);
     assert_eq!(s.read(&["pttl", "k"]), ":500\r\n");
@@ -182,7 +195,11 @@ fn ttls_follow_log_time_and_absolute_times_convert_through_the_request_clock() {
     );
     assert_eq!(s.run(&["persist", "k"]), ":1\r\n");
     assert_eq!(s.run(&["persist", "k"]), ":0\r\n");
-    assert_eq!(s.run(&["expire", "k", "50", "GT"]), ":0\r\n", "no TTL is infinite");
+    assert_eq!(
+        s.run(&["expire", "k", "50", "GT"]),
+        ":0\r\n",
+        "no TTL is infinite"
+    );
     // A deadline in the past deletes the key.
     assert_eq!(s.run(&["pexpireat", "k", "1"]), ":1\r\n");
     assert_eq!(s.read(&["exists", "k"]), ":0\r\n");
@@ -223,7 +240,11 @@ fn hashes_have_their_own_type_and_wrong_types_are_refused() {
     assert_eq!(s.read(&["hget", "h3", "age"]), "$2\r\n37\r\n");
     assert_eq!(s.run(&["rename", "nothing", "x"]), "-ERR no such key\r\n");
     assert_eq!(s.run(&["hdel", "h3", "age", "name", "other"]), ":2\r\n");
-    assert_eq!(s.read(&["exists", "h3"]), ":0\r\n", "a hash's last field takes the key");
+    assert_eq!(
+        s.read(&["exists", "h3"]),
+        ":0\r\n",
+        "a hash's last field takes the key"
+    );
     assert_eq!(s.read(&["type", "h3"]), "+none\r\n");
     s.run(&["set", "h", "plain"]);
     assert_eq!(s.read(&["type", "h"]), "+string\r\n");
@@ -231,10 +252,7 @@ fn hashes_have_their_own_type_and_wrong_types_are_refused() {
     s.run(&["hset", "kept", "f", "v"]);
     let restored = KvStore::from_snapshot(s.kv.to_snapshot());
     assert_eq!(restored.state_hash(), s.kv.state_hash());
-    assert_eq!(
-        restored.get(b"kept").unwrap().value_type(),
-        ValueType::Hash
-    );
+    assert_eq!(restored.get(b"kept").unwrap().value_type(), ValueType::Hash);
 }
 
 #[test]
@@ -289,7 +307,10 @@ fn unknown_commands_and_wrong_arities_get_redis_errors_and_are_refused_before_th
     assert!(validate(&request(&[&["multi"]])).is_err(), "the port's own");
     assert!(validate(&request(&[])).is_err());
     assert!(validate(&request(&[&["get", "k"], &["set", "k", "v"]])).is_ok());
-    assert!(!is_read_only(&request(&[&["get", "k"], &["set", "k", "v"]])));
+    assert!(!is_read_only(&request(&[
+        &["get", "k"],
+        &["set", "k", "v"]
+    ])));
     assert!(is_read_only(&request(&[&["get", "k"], &["hgetall", "h"]])));
 }
 
@@ -305,7 +326,15 @@ fn scan_pages_resume_after_the_last_key_looked_at() {
         "*2\r\n$6\r\nuser:2\r\n*2\r\n$1\r\na\r\n$6\r\nuser:1\r\n"
     );
     assert_eq!(
-        s.read(&["paxkv.scan", "user:2", "10", "MATCH", "user:*", "TYPE", "string"]),
+        s.read(&[
+            "paxkv.scan",
+            "user:2",
+            "10",
+            "MATCH",
+            "user:*",
+            "TYPE",
+            "string"
+        ]),
         "*2\r\n$-1\r\n*2\r\n$6\r\nuser:2\r\n$6\r\nuser:3\r\n"
     );
     assert_eq!(

@@ -1,0 +1,312 @@
+//! Where a client request is served: this node's loop, or the leader's client port. Both
+//! client ports (native and RESP) go through here, so a client that talks to a follower gets
+//! writes and linearizable reads served by the leader without knowing which node that is.
+//!
+//! The node loop publishes who leads (`LeaderHint`). A request that needs the leader goes
+//! straight to it over one connection per leader, so the requests of one client connection
+//! reach the leader in the order they were sent. An answer NotLeader means the request was
+//! not applied (the leader moved, or an election is on): it is sent again, to the new
+//! leader, until `REQUEST_TIMEOUT`. A request passed on is marked `forwarded` and never
+//! passed on again, so two nodes that each think the other leads cannot bounce it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use paxkv_client::Connection;
+use paxkv_core::kv::{error_response, route, Routed};
+use paxkv_proto::auth::ClusterSecret;
+use paxkv_proto::client::{
+    client_request::Body as Request, client_response::Body as Response, ClientRequest, Consistency,
+    ErrorCode,
+};
+use paxkv_proto::peer::Command;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::node::Input;
+
+/// A request not answered within this gets ERROR_CODE_TIMEOUT.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request refused with NotLeader waits for news of a leader before it tries again.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Who leads, as this node last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// This node leads.
+    pub this_node: bool,
+    /// The leader's client address, if another node leads and its address is known.
+    pub address: Option<String>,
+}
+
+/// A client request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub client_id: u64,
+    pub sequence: u64,
+    pub body: Option<Request>,
+    /// Passed on by another node: serve it here or refuse it, never pass it on.
+    pub forwarded: bool,
+}
+
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    inputs: mpsc::Sender<Input>,
+    leader: watch::Receiver<LeaderHint>,
+    /// What this node proves to the leader's client port.
+    secret: ClusterSecret,
+    connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
+    next_request_id: AtomicU64,
+}
+
+/// Where a submitted request's answer will come from.
+type Sent = Result<oneshot::Receiver<Response>, Response>;
+
+/// A request on its way; `answer` waits for it (and sends it again where it must).
+pub struct Pending {
+    router: Router,
+    call: Call,
+    deadline: Instant,
+    sent: Sent,
+}
+
+enum Target {
+    Here,
+    Leader(String),
+}
+
+impl Router {
+    pub fn new(
+        inputs: mpsc::Sender<Input>,
+        leader: watch::Receiver<LeaderHint>,
+        secret: ClusterSecret,
+    ) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                inputs,
+                leader,
+                secret,
+                connections: tokio::sync::Mutex::new(BTreeMap::new()),
+                next_request_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Who leads, as this node sees it now.
+    pub fn leader(&self) -> LeaderHint {
+        self.inner.leader.borrow().clone()
+    }
+
+    /// Hands the request to where it is served. Calls made one after another from one task
+    /// reach the leader in that order.
+    pub async fn submit(&self, call: Call) -> Pending {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let sent = self.send(&call, deadline).await;
+        Pending {
+            router: self.clone(),
+            call,
+            deadline,
+            sent,
+        }
+    }
+
+    /// Submits and waits: the answer.
+    pub async fn serve(&self, call: Call) -> Response {
+        self.submit(call).await.answer().await
+    }
+
+    fn target(&self, call: &Call) -> Target {
+        if call.forwarded || !needs_leader(&call.body) {
+            return Target::Here;
+        }
+        match self.leader() {
+            LeaderHint {
+                this_node: false,
+                address: Some(address),
+            } => Target::Leader(address),
+            _ => Target::Here,
+        }
+    }
+
+    async fn send(&self, call: &Call, deadline: Instant) -> Sent {
+        match self.target(call) {
+            Target::Here => {
+                let (input, receiver) = to_input(call.client_id, call.sequence, call.body.clone())?;
+                match self.inner.inputs.send(input).await {
+                    Ok(()) => Ok(receiver),
+                    Err(_) => Err(shutting_down()),
+                }
+            }
+            Target::Leader(address) => {
+                let connection = match self.connection(&address, deadline).await {
+                    Ok(connection) => connection,
+                    // Nothing was sent: like a NotLeader, it is tried again.
+                    Err(message) => return Err(not_leader(message)),
+                };
+                let request = ClientRequest {
+                    request_id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
+                    client_id: call.client_id,
+                    sequence: call.sequence,
+                    forwarded: true,
+                    body: call.body.clone(),
+                };
+                connection
+                    .send(request, deadline)
+                    .await
+                    .map_err(|message| not_leader(format!("the leader at {address}: {message}")))
+            }
+        }
+    }
+
+    /// An open connection to the leader's client port at `address`.
+    async fn connection(
+        &self,
+        address: &str,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, String> {
+        let mut connections = self.inner.connections.lock().await;
+        if let Some(connection) = connections.get(address) {
+            if connection.is_open() {
+                return Ok(connection.clone());
+            }
+        }
+        connections.remove(address);
+        let connection = Connection::open(address, Some(&self.inner.secret), deadline)
+            .await
+            .map_err(|error| format!("cannot reach the leader at {address}: {error}"))?;
+        let connection = Arc::new(connection);
+        // Connections to nodes that no longer lead are dropped as leadership moves.
+        connections.retain(|_, open| open.is_open());
+        connections.insert(address.to_string(), connection.clone());
+        Ok(connection)
+    }
+
+    /// Waits until the leader hint changes or `until`, whichever comes first.
+    async fn leader_changed(&self, until: Instant) {
+        let mut leader = self.inner.leader.clone();
+        let _ = tokio::time::timeout(
+            until.saturating_duration_since(Instant::now()),
+            leader.changed(),
+        )
+        .await;
+    }
+}
+
+impl Pending {
+    /// The answer: sent again to the new leader while the one tried says it does not lead.
+    pub async fn answer(mut self) -> Response {
+        loop {
+            let answer = match self.sent {
+                Err(answer) => answer,
+                Ok(receiver) => {
+                    let left = self.deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, receiver).await {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(_)) => lost(&self.call),
+                        Err(_) => timed_out(),
+                    }
+                }
+            };
+            let retry = is_not_leader(&answer)
+                && !self.call.forwarded
+                && Instant::now() + RETRY_PAUSE < self.deadline;
+            if !retry {
+                return answer;
+            }
+            self.router
+                .leader_changed(Instant::now() + RETRY_PAUSE)
+                .await;
+            self.sent = self.router.send(&self.call, self.deadline).await;
+        }
+    }
+}
+
+/// True for requests only the leader serves: writes, membership changes and linearizable
+/// reads. Status, member lists and stale or session reads are served by any node.
+fn needs_leader(body: &Option<Request>) -> bool {
+    match body {
+        Some(Request::Status(_)) | Some(Request::MemberList(_)) | None => false,
+        Some(Request::Get(get)) => get.consistency() == Consistency::Linearizable,
+        Some(Request::Scan(scan)) => scan.consistency() == Consistency::Linearizable,
+        Some(Request::Ttl(ttl)) => ttl.consistency() == Consistency::Linearizable,
+        Some(Request::LeaseTimeToLive(lease)) => lease.consistency() == Consistency::Linearizable,
+        Some(Request::LeaseList(list)) => list.consistency() == Consistency::Linearizable,
+        Some(Request::Redis(redis)) => {
+            redis.consistency() == Consistency::Linearizable
+                || !paxkv_core::kv::redis::is_read_only(redis)
+        }
+        Some(_) => true,
+    }
+}
+
+fn is_not_leader(answer: &Response) -> bool {
+    matches!(answer, Response::Error(error) if error.code == ErrorCode::NotLeader as i32)
+}
+
+fn not_leader(message: String) -> Response {
+    error_response(ErrorCode::NotLeader, message)
+}
+
+fn shutting_down() -> Response {
+    error_response(
+        ErrorCode::NoQuorum,
+        "the node is shutting down; try another",
+    )
+}
+
+fn timed_out() -> Response {
+    error_response(
+        ErrorCode::Timeout,
+        "no answer in time; a write may or may not have taken effect (retrying with the same \
+         client id and sequence is safe)",
+    )
+}
+
+/// The answer when the way to the leader broke after the request left.
+fn lost(call: &Call) -> Response {
+    match route(call.body.clone()) {
+        Ok(Routed::Read(_)) | Ok(Routed::Status(_)) | Ok(Routed::MemberList) => {
+            not_leader("lost the connection to the leader; trying again".into())
+        }
+        _ => error_response(
+            ErrorCode::OutcomeUnknown,
+            "lost the connection to the leader while it served the write: it may or may not \
+             have taken effect",
+        ),
+    }
+}
+
+/// An input for the node loop and where its answer will arrive.
+type Local = (Input, oneshot::Receiver<Response>);
+
+/// Turns a request into an input for the node loop, or an immediate error answer. Which
+/// requests are writes and which are reads, and what is refused at once, is the commands'
+/// business (`paxkv_core::kv::cmd`).
+#[allow(clippy::result_large_err)] // the error is the answer itself
+fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Local, Response> {
+    let (reply, receiver) = oneshot::channel();
+    let input = match route(body)? {
+        Routed::Status(status) => Input::Status {
+            reply,
+            with_state_hash: status.with_state_hash,
+        },
+        Routed::Write(op) => Input::Propose {
+            command: Command {
+                client_id,
+                sequence,
+                op: Some(op),
+            },
+            reply,
+        },
+        Routed::Read(read) => Input::Read { read, reply },
+        Routed::MemberList => Input::Members { reply },
+        Routed::MemberChange(change) => Input::MemberChange { change, reply },
+    };
+    Ok((input, receiver))
+}
