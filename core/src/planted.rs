@@ -79,10 +79,13 @@ pub enum Bug {
     /// Each write of a transaction takes a revision of its own: the transaction's answer names
     /// the last, and the keys written before it carry earlier ones.
     TxnWritesOwnRevisions,
+    /// A node serves a read another node passed on to it as a stale read, trusting that the
+    /// sender saw it lead: a deposed leader answers from a state that misses newer writes.
+    ForwardedReadServedStale,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 24] = [
+    pub const ALL: [Bug; 25] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -107,6 +110,7 @@ impl Bug {
         Bug::TxnAppliedPartially,
         Bug::WatchExpiryByOwnClock,
         Bug::TxnWritesOwnRevisions,
+        Bug::ForwardedReadServedStale,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -189,6 +193,7 @@ impl Bug {
             Bug::TxnAppliedPartially => "txn-applied-partially",
             Bug::WatchExpiryByOwnClock => "watch-expiry-by-own-clock",
             Bug::TxnWritesOwnRevisions => "txn-writes-own-revisions",
+            Bug::ForwardedReadServedStale => "forwarded-read-served-stale",
         }
     }
 }

@@ -3,8 +3,8 @@
 //! `local-cluster add-node` starts one more node that joins it (`kv-server --join`) and
 //! `local-cluster remove-node ID` removes a member, so a node can be replaced end to end.
 //!
-//! Every node has a slot: slot `s` (from 1) listens for clients on `base_port + s - 1` and for
-//! peers 100 above, keeps its data in `node-s` and its log in `node-s.log`. A slot is never
+//! Every node has a slot: slot `s` (from 1) listens for clients on `base_port + s - 1`, for
+//! peers 100 above and for Redis clients (RESP, password in `resp-password`) 200 above, keeps its data in `node-s` and its log in `node-s.log`. A slot is never
 //! reused, so a node that left never meets its old address again.
 
 use std::fs;
@@ -36,6 +36,25 @@ impl LocalCluster {
         format!("[::1]:{}", self.base_port as u64 + slot - 1)
     }
 
+    /// The Redis protocol port of slot `slot`.
+    pub fn resp_port(&self, slot: u64) -> u64 {
+        self.base_port as u64 + 200 + slot - 1
+    }
+
+    pub fn resp_password_path(&self) -> PathBuf {
+        self.dir.join("resp-password")
+    }
+
+    /// The flags that give slot `slot` its Redis protocol port.
+    fn resp_args(&self, slot: u64) -> [String; 4] {
+        [
+            "--resp-addr".into(),
+            format!("[::1]:{}", self.resp_port(slot)),
+            "--resp-password-file".into(),
+            self.resp_password_path().display().to_string(),
+        ]
+    }
+
     /// The slots that have a data directory: every node started here, running or not.
     fn slots_used(&self) -> Vec<u64> {
         (1..=SLOTS_MAX)
@@ -51,12 +70,14 @@ impl LocalCluster {
     /// keeps its data and its secret).
     fn prepare(&self) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        if !self.secret_path().exists() {
-            let mut bytes = [0u8; 24];
-            getrandom::getrandom(&mut bytes)
-                .map_err(|error| std::io::Error::other(error.to_string()))?;
-            let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-            fs::write(self.secret_path(), format!("{hex}\n"))?;
+        for (path, bytes) in [(self.secret_path(), 24), (self.resp_password_path(), 16)] {
+            if !path.exists() {
+                let mut random = vec![0u8; bytes];
+                getrandom::getrandom(&mut random)
+                    .map_err(|error| std::io::Error::other(error.to_string()))?;
+                let hex: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+                fs::write(path, format!("{hex}\n"))?;
+            }
         }
         Ok(())
     }
@@ -80,6 +101,7 @@ impl LocalCluster {
             .arg(self.dir.join(format!("node-{id}")))
             .arg("--cluster-secret-file")
             .arg(self.secret_path())
+            .args(self.resp_args(id))
             .env_remove("PAXKV_CLUSTER_SECRET")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -90,6 +112,12 @@ impl LocalCluster {
     fn banner(&self) -> String {
         let endpoints = self.client_endpoints().join(",");
         let secret = self.secret_path().display().to_string();
+        let password = self.resp_password_path().display().to_string();
+        let resp_ports: Vec<String> = (1..=self.nodes)
+            .map(|slot| self.resp_port(slot).to_string())
+            .collect();
+        let resp_ports = resp_ports.join(", ");
+        let resp_first = self.resp_port(1);
         format!(
             "paxkv local cluster: {} nodes, data and logs under {}\n\
              \n  endpoints:   {endpoints}\n  secret file: {secret}\n\
@@ -98,6 +126,8 @@ impl LocalCluster {
              \n  cargo run --release -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} get hello\
              \n  cargo run --release -q --bin kvctl -- --endpoints {endpoints} --cluster-secret-file {secret} status\n\
              \nor set PAXKV_CLUSTER_SECRET=$(cat {secret}) and PAXKV_ENDPOINTS={endpoints}.\n\
+             \nAny Redis client works with any node (Redis protocol ports {resp_ports}):\n\
+             \n  redis-cli -h ::1 -p {resp_first} -a $(cat {password}) --no-auth-warning set hello world\n\
              \nPress Ctrl-C to stop every node.\n",
             self.nodes,
             self.dir.display()
@@ -153,6 +183,7 @@ pub async fn add_node(cluster: &LocalCluster) -> std::io::Result<()> {
         .arg(cluster.dir.join(format!("node-{slot}")))
         .arg("--cluster-secret-file")
         .arg(cluster.secret_path())
+        .args(cluster.resp_args(slot))
         .env_remove("PAXKV_CLUSTER_SECRET")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use paxkv_client::Connection;
 use paxkv_core::kv::{error_response, route, Routed};
+use paxkv_core::planted;
 use paxkv_proto::auth::ClusterSecret;
 use paxkv_proto::client::{
     client_request::Body as Request, client_response::Body as Response, ClientRequest, Consistency,
@@ -137,7 +138,11 @@ impl Router {
     async fn send(&self, call: &Call, deadline: Instant) -> Sent {
         match self.target(call) {
             Target::Here => {
-                let (input, receiver) = to_input(call.client_id, call.sequence, call.body.clone())?;
+                let mut body = call.body.clone();
+                if call.forwarded && planted::active(planted::Bug::ForwardedReadServedStale) {
+                    served_stale(&mut body);
+                }
+                let (input, receiver) = to_input(call.client_id, call.sequence, body)?;
                 match self.inner.inputs.send(input).await {
                     Ok(()) => Ok(receiver),
                     Err(_) => Err(shutting_down()),
@@ -242,6 +247,18 @@ fn needs_leader(body: &Option<Request>) -> bool {
                 || !paxkv_core::kv::redis::is_read_only(redis)
         }
         Some(_) => true,
+    }
+}
+
+/// The planted bug `ForwardedReadServedStale`: a read passed on is served as stale.
+fn served_stale(body: &mut Option<Request>) {
+    let stale = Consistency::Stale as i32;
+    match body {
+        Some(Request::Get(get)) => get.consistency = stale,
+        Some(Request::Scan(scan)) => scan.consistency = stale,
+        Some(Request::Ttl(ttl)) => ttl.consistency = stale,
+        Some(Request::Redis(redis)) => redis.consistency = stale,
+        _ => {}
     }
 }
 
