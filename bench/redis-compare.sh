@@ -151,15 +151,18 @@ run_target() { # name
     for depth in $PIPELINES; do
         requests=$REQUESTS
         [ "$depth" = 1 ] && requests=$REQUESTS_P1
-        log "$name: redis-benchmark -c $CLIENTS -n $requests -P $depth -r $KEYSPACE -t $TESTS"
-        redis-benchmark -h 127.0.0.1 -p "$PORT" -c "$CLIENTS" -n "$requests" -P "$depth" \
-            -r "$KEYSPACE" -t "$TESTS" -q --csv > "$RESULTS/$name-P$depth.csv" 2> "$RESULTS/$name-P$depth.err" ||
-            die "redis-benchmark against $name failed: $(tail -3 "$RESULTS/$name-P$depth.err")"
-        if grep -q -i error "$RESULTS/$name-P$depth.err"; then
-            log "$name answered errors (see $RESULTS/$name-P$depth.err): $(grep -i -m1 error "$RESULTS/$name-P$depth.err")"
-        fi
-        [ "$(wc -l < "$RESULTS/$name-P$depth.csv")" -gt 1 ] ||
-            die "redis-benchmark against $name printed no results: $(tail -3 "$RESULTS/$name-P$depth.err")"
+        for test in ${TESTS//,/ }; do
+            # One run per test: redis-benchmark stops at the first error reply, and a failed
+            # test should cost only its own cell of the table.
+            local out="$RESULTS/$name-P$depth-$test"
+            log "$name: redis-benchmark -c $CLIENTS -n $requests -P $depth -r $KEYSPACE -t $test"
+            if ! redis-benchmark -h 127.0.0.1 -p "$PORT" -c "$CLIENTS" -n "$requests" -P "$depth" \
+                -r "$KEYSPACE" -t "$test" -q --csv > "$out.csv" 2> "$out.err" ||
+                [ "$(wc -l < "$out.csv")" -le 1 ]; then
+                tr '\r' '\n' < "$out.err" | grep -v '^ *$' | tail -1 > "$out.failed"
+                log "$name, $test, -P $depth failed: $(cat "$out.failed")"
+            fi
+        done
     done
     stop_all
 }
@@ -168,21 +171,32 @@ IFS=, read -r -a target_list <<< "$TARGETS"
 for name in "${target_list[@]}"; do run_target "$name"; done
 
 # ---------------------------------------------------------------- table
-python3 - "$RESULTS" "$TARGETS" "$CLIENTS" > "$WORK/results.md" << 'EOF'
+python3 - "$RESULTS" "$TARGETS" "$CLIENTS" "$TESTS" > "$WORK/results.md" << 'EOF'
 import csv, pathlib, sys
 
 results, targets, clients = pathlib.Path(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
 titles = {"paxkv": "paxkv", "always": "redis (always)", "everysec": "redis (everysec)"}
-runs = {}  # (test, depth) -> target -> row
-order = {}  # test -> its place in redis-benchmark's output
-for path in sorted(results.glob("*-P*.csv")):
-    target, depth = path.stem.rsplit("-P", 1)
+tests = sys.argv[4].split(",")
+runs = {}  # (test, depth) -> target -> row, or the error that stopped the run
+failures = []
+for path in sorted(results.glob("*-P*-*.csv")):
+    target, rest = path.stem.rsplit("-P", 1)
+    depth, test = rest.split("-", 1)
+    failed = path.with_suffix(".failed")
+    if failed.exists():
+        runs.setdefault((test, int(depth)), {})[target] = None
+        failures.append(f"{titles[target]}, {test.upper()}, -P {depth}: {failed.read_text().strip()}")
     for row in csv.DictReader(path.open()):
-        order.setdefault(row["test"], len(order))
-        runs.setdefault((row["test"], int(depth)), {})[target] = row
+        runs.setdefault((test, int(depth)), {})[target] = row
+
+def name(test, rows):
+    for row in rows.values():
+        if row:
+            return row["test"]  # as redis-benchmark calls it: MSET (10 keys)
+    return test.upper()
 
 def rps(row):
-    return f"{float(row['rps']):,.0f}" if row else "-"
+    return f"{float(row['rps']):,.0f}" if row else "failed"
 
 def latency(row):
     if not row or "p50_latency_ms" not in row:
@@ -199,11 +213,15 @@ header += [f"{titles[t]} p50 / p99 ms" for t in targets]
 print(f"redis-benchmark, {clients} clients, random keys; latencies in milliseconds.\n")
 print("| " + " | ".join(header) + " |")
 print("|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|")
-for (test, depth), rows in sorted(runs.items(), key=lambda item: (item[0][1], order[item[0][0]])):
-    cells = [test, f"-P {depth}"]
+for (test, depth), rows in sorted(runs.items(), key=lambda item: (item[0][1], tests.index(item[0][0]))):
+    cells = [name(test, rows), f"-P {depth}"]
     cells += [rps(rows.get(t)) for t in targets]
     cells += [ratio(rows.get("paxkv"), rows.get(t)) for t in ratios]
     cells += [latency(rows.get(t)) for t in targets]
     print("| " + " | ".join(cells) + " |")
+if failures:
+    print("\nRuns stopped by an error reply (redis-benchmark stops at the first):\n")
+    for failure in failures:
+        print(f"- {failure}")
 EOF
 cat "$WORK/results.md"
