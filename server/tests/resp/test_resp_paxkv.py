@@ -68,12 +68,17 @@ def test_no_acknowledged_write_lost_when_leader_killed(own_cluster: PaxkvTarget,
     for thread in threads:
         thread.start()
     try:
-        wait_for("every writer has written", lambda: all(len(done) >= 20 for done in acknowledged), 10)
+        # A second of writes, then the kill, then two more seconds at least: writes must go on
+        # under a new leader, and for a while after it took over.
+        started = time.monotonic()
+        wait_for("every writer has written for a second",
+                 lambda: time.monotonic() - started >= 1 and all(len(done) >= 20 for done in acknowledged), 10)
         own_cluster.kill(leader)
         killed.set()
-        # Writes must go on under a new leader, and a while after it took over.
-        wait_for("every writer has written 50 keys after the kill",
-                 lambda: all(count >= 50 for count in acknowledged_after_kill), 15)
+        killed_at = time.monotonic()
+        wait_for("every writer has written 50 keys after the kill, for two seconds",
+                 lambda: time.monotonic() - killed_at >= 2 and all(count >= 50 for count in acknowledged_after_kill),
+                 15)
     finally:
         stop.set()
         for thread in threads:
