@@ -22,6 +22,11 @@ target/py-venv/bin/python -m pip install --quiet --disable-pip-version-check ./c
     'mypy>=1.10,<3'
 PAXKV_SERVER=target/release/kv-server target/py-venv/bin/python -m pytest -q client-py/tests
 
+# The Redis protocol port: redis-py and raw sockets against a real redis-server and against a
+# real 3-node cluster's RESP ports, the same tests for both (redis-server and redis-tools are
+# installed if missing, redis-py into the same virtual environment).
+server/tests/resp/run.sh target/release
+
 # The real server code in the deterministic simulator (its own target dir keeps the normal
 # build intact; release, because seeds run several times faster).
 sim() {

@@ -236,8 +236,8 @@ pub async fn start_node(
         written?;
     }
     let feed = watch::Feed::new(replica.kv().revision());
-    let (leader_hint, leader) = tokio::sync::watch::channel(router::LeaderHint::default());
-    let router = router::Router::new(inputs.clone(), leader, config.secret.clone());
+    let leader_board = Arc::new(router::LeaderBoard::default());
+    let router = router::Router::new(inputs.clone(), leader_board.clone(), config.secret.clone());
     if let (Some(listener), Some(resp)) = (resp_listener, &config.resp) {
         tokio::spawn(
             resp::serve(
@@ -268,7 +268,7 @@ pub async fn start_node(
         directory,
         metrics.clone(),
         feed,
-        leader_hint,
+        leader_board,
     );
     let node = tokio::spawn(node.run(receiver, shutdown).instrument(span));
     Ok(RunningNode {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::NodeClock;
 use crate::peer::PeerDirectory;
-use crate::router::LeaderHint;
+use crate::router::{LeaderBoard, LeaderHint};
 use crate::storage::{Storage, StorageError};
 use crate::watch::{Batch, Feed};
 
@@ -102,7 +102,7 @@ pub struct Node {
     feed: Feed,
     published: u64,
     /// Who leads, for the router (`router`).
-    leader_hint: tokio::sync::watch::Sender<LeaderHint>,
+    leader_board: Arc<LeaderBoard>,
 }
 
 /// Writes and syncs what a ready asks to keep, in one hop off the async threads. Under the
@@ -145,11 +145,11 @@ impl Node {
         peers: Arc<PeerDirectory>,
         metrics: Arc<NodeMetrics>,
         feed: Feed,
-        leader_hint: tokio::sync::watch::Sender<LeaderHint>,
+        leader_board: Arc<LeaderBoard>,
     ) -> Node {
         let published = replica.kv().revision();
         Node {
-            leader_hint,
+            leader_board,
             feed,
             published,
             replica,
@@ -302,13 +302,11 @@ impl Node {
             Some(leader) if !this_node => self.peers.client_address(leader),
             _ => None,
         };
-        let hint = LeaderHint { this_node, address };
-        self.leader_hint.send_if_modified(|current| {
-            let changed = *current != hint;
-            if changed {
-                *current = hint;
-            }
-            changed
+        let id = self.replica.leader().map(|leader| leader.0);
+        self.leader_board.publish(LeaderHint {
+            this_node,
+            id,
+            address,
         });
     }
 

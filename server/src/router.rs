@@ -23,7 +23,7 @@ use paxkv_proto::client::{
     ErrorCode,
 };
 use paxkv_proto::peer::Command;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::node::Input;
@@ -33,11 +33,44 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request refused with NotLeader waits for news of a leader before it tries again.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Who leads, as the node loop last published it, and a signal when that changes. (Not a
+/// `tokio::sync::watch`: its receivers wake in an order drawn from a process-wide random
+/// source, which would make simulated runs differ.)
+#[derive(Debug, Default)]
+pub struct LeaderBoard {
+    hint: std::sync::Mutex<LeaderHint>,
+    changed: tokio::sync::Notify,
+}
+
+impl LeaderBoard {
+    /// Publishes `hint`, waking the requests that wait for news of a leader if it changed.
+    pub fn publish(&self, hint: LeaderHint) {
+        let mut current = self
+            .hint
+            .lock()
+            .expect("the leader board is never poisoned");
+        if *current != hint {
+            *current = hint;
+            drop(current);
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub fn hint(&self) -> LeaderHint {
+        self.hint
+            .lock()
+            .expect("the leader board is never poisoned")
+            .clone()
+    }
+}
+
 /// Who leads, as this node last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaderHint {
     /// This node leads.
     pub this_node: bool,
+    /// The leader's id, if known.
+    pub id: Option<u64>,
     /// The leader's client address, if another node leads and its address is known.
     pub address: Option<String>,
 }
@@ -59,7 +92,7 @@ pub struct Router {
 
 struct Inner {
     inputs: mpsc::Sender<Input>,
-    leader: watch::Receiver<LeaderHint>,
+    leader: Arc<LeaderBoard>,
     /// What this node proves to the leader's client port.
     secret: ClusterSecret,
     connections: tokio::sync::Mutex<BTreeMap<String, Arc<Connection>>>,
@@ -85,7 +118,7 @@ enum Target {
 impl Router {
     pub fn new(
         inputs: mpsc::Sender<Input>,
-        leader: watch::Receiver<LeaderHint>,
+        leader: Arc<LeaderBoard>,
         secret: ClusterSecret,
     ) -> Router {
         Router {
@@ -101,7 +134,7 @@ impl Router {
 
     /// Who leads, as this node sees it now.
     pub fn leader(&self) -> LeaderHint {
-        self.inner.leader.borrow().clone()
+        self.inner.leader.hint()
     }
 
     /// Hands the request to where it is served. Calls made one after another from one task
@@ -130,6 +163,7 @@ impl Router {
             LeaderHint {
                 this_node: false,
                 address: Some(address),
+                ..
             } => Target::Leader(address),
             _ => Target::Here,
         }
@@ -194,12 +228,9 @@ impl Router {
 
     /// Waits until the leader hint changes or `until`, whichever comes first.
     async fn leader_changed(&self, until: Instant) {
-        let mut leader = self.inner.leader.clone();
-        let _ = tokio::time::timeout(
-            until.saturating_duration_since(Instant::now()),
-            leader.changed(),
-        )
-        .await;
+        let changed = self.inner.leader.changed.notified();
+        let _ =
+            tokio::time::timeout(until.saturating_duration_since(Instant::now()), changed).await;
     }
 }
 

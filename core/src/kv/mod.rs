@@ -82,6 +82,8 @@ pub struct KvStore {
     /// While a transaction applies: whether one of its writes has taken its revision yet
     /// (every write of a transaction shares one). None outside a transaction.
     txn_revision_taken: Option<bool>,
+    /// Unix time minus log time (ms) for the Redis commands' absolute times; 0: not set yet.
+    unix_offset_ms: i64,
 }
 
 /// An empty store; the same as [`KvStore::new`] (a derived default would keep no sessions).
@@ -107,6 +109,7 @@ impl KvStore {
             history: History::starting_at(0, 0),
             expiry_lags: false,
             txn_revision_taken: None,
+            unix_offset_ms: 0,
         }
     }
 

@@ -30,6 +30,7 @@ impl KvStore {
                     expires_at_ms: lease.expires_at_ms,
                 })
                 .collect(),
+            unix_offset_ms: self.unix_offset_ms,
         }
     }
 
@@ -58,6 +59,9 @@ impl KvStore {
             };
             message::encode(5, &record, &mut out);
         }
+        if self.unix_offset_ms != 0 {
+            prost::encoding::sint64::encode(6, &self.unix_offset_ms, &mut out);
+        }
         out
     }
 
@@ -74,6 +78,7 @@ impl KvStore {
         let mut store = KvStore::new();
         store.revision = snapshot.revision;
         store.log_time_ms = snapshot.log_time_ms;
+        store.unix_offset_ms = snapshot.unix_offset_ms;
         for lease in snapshot.leases {
             store
                 .lease_deadlines

@@ -216,18 +216,27 @@ impl Conn {
     }
 }
 
-/// The event a change is announced as.
-fn event_name(event: &WatchEvent) -> &'static str {
+/// The events a change is announced as: a write that also gives the key a new deadline is
+/// `set` (or `hset`) then `expire`, as Redis announces SET with EX.
+fn event_names(event: &WatchEvent) -> &'static [&'static str] {
     match EventKind::try_from(event.kind) {
-        Ok(EventKind::Expire) => "expired",
-        Ok(EventKind::Delete) => "del",
-        _ => match &event.kv {
-            // A change of the deadline alone keeps the key's revision.
-            Some(kv) if kv.mod_revision != event.revision && kv.expires_at_ms == 0 => "persist",
-            Some(kv) if kv.mod_revision != event.revision => "expire",
-            Some(kv) if kv.value_type() == ValueType::Hash => "hset",
-            _ => "set",
-        },
+        Ok(EventKind::Expire) => &["expired"],
+        Ok(EventKind::Delete) => &["del"],
+        _ => {
+            let Some(kv) = &event.kv else { return &[] };
+            let previous_deadline = event.prev_kv.as_ref().map_or(0, |prev| prev.expires_at_ms);
+            let new_deadline = kv.expires_at_ms != 0 && kv.expires_at_ms != previous_deadline;
+            let hash = kv.value_type() == ValueType::Hash;
+            match (kv.mod_revision != event.revision, new_deadline, hash) {
+                // A change of the deadline alone keeps the key's revision.
+                (true, _, _) if kv.expires_at_ms == 0 => &["persist"],
+                (true, _, _) => &["expire"],
+                (false, true, true) => &["hset", "expire"],
+                (false, true, false) => &["set", "expire"],
+                (false, false, true) => &["hset"],
+                (false, false, false) => &["set"],
+            }
+        }
     }
 }
 
@@ -246,12 +255,13 @@ async fn keyspace(feed: Feed, subscriber: Arc<Subscriber>) {
         };
         for event in events {
             let Some(kv) = &event.kv else { continue };
-            let name = event_name(event);
-            let mut channel = b"__keyspace@0__:".to_vec();
-            channel.extend_from_slice(&kv.key);
-            subscriber.deliver(&channel, name.as_bytes());
-            let channel = format!("__keyevent@0__:{name}");
-            subscriber.deliver(channel.as_bytes(), &kv.key);
+            for name in event_names(event) {
+                let mut channel = b"__keyspace@0__:".to_vec();
+                channel.extend_from_slice(&kv.key);
+                subscriber.deliver(&channel, name.as_bytes());
+                let channel = format!("__keyevent@0__:{name}");
+                subscriber.deliver(channel.as_bytes(), &kv.key);
+            }
         }
     }
 }

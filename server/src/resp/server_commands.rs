@@ -237,7 +237,8 @@ impl Conn {
             let leader = self.shared.router.leader();
             let role = if leader.this_node { "master" } else { "slave" };
             text.push_str(&format!(
-                "# Replication\r\nrole:{role}\r\npaxkv_leader:{}\r\n\r\n",
+                "# Replication\r\nrole:{role}\r\nleader_id:{}\r\npaxkv_leader:{}\r\n\r\n",
+                leader.id.unwrap_or(0),
                 if leader.this_node {
                     "this node".to_string()
                 } else {

@@ -7,9 +7,12 @@
 //! A request is one command or the commands of one EXEC (`RedisRequest`); each command gets a
 //! reply in RESP3's terms (`RedisReply`), which the port writes in the connection's protocol.
 //! Errors carry Redis's own strings. Typed values: `value` (a type tag on the stored key).
-//! Time: TTLs are log time like every TTL in paxkv; absolute Unix times convert through the
-//! serving node's wall clock at the moment the request arrived (`RedisRequest.unix_time_ms`),
-//! a value fixed in the request so every replica converts alike.
+//! Time: TTLs are log time like every TTL in paxkv. Absolute Unix times (EXPIREAT, PXAT,
+//! EXPIRETIME) convert through an offset between Unix time and log time that the store keeps:
+//! a write sets it from the wall clock of the node that received it (`unix_time_ms`, fixed in
+//! the request so every replica converts alike) when it is unset or off by more than
+//! `UNIX_OFFSET_SLACK_MS`. So a deadline given as Unix time reads back exactly, and stays
+//! within that slack of the receiving nodes' clocks.
 
 mod args;
 pub mod glob;
@@ -29,6 +32,8 @@ use super::{KvStore, StoredValue};
 
 /// Commands in one request (one EXEC) at most.
 pub const COMMANDS_PER_REQUEST_MAX: usize = 10_000;
+/// How far the store's Unix offset may drift from a writer's clock before it is set anew.
+pub const UNIX_OFFSET_SLACK_MS: i64 = 1000;
 /// Bytes a read that lists keys (KEYS) answers at most; SCAN pages through more.
 pub const LIST_BYTES_MAX: usize = 1024 * 1024;
 
@@ -40,6 +45,21 @@ type WriteFn = fn(&mut KvStore, &Args, &Context) -> RedisReply;
 pub struct Context {
     /// The serving node's wall clock when the request arrived (Unix ms).
     pub unix_time_ms: u64,
+    /// Unix time minus log time, to convert absolute times.
+    unix_offset_ms: i64,
+}
+
+impl Context {
+    fn of(kv: &KvStore, request: &RedisRequest) -> Context {
+        let offset = match kv.unix_offset_ms {
+            0 => i64::try_from(request.unix_time_ms).unwrap_or(i64::MAX) - kv.log_time_ms as i64,
+            set => set,
+        };
+        Context {
+            unix_time_ms: request.unix_time_ms,
+            unix_offset_ms: offset,
+        }
+    }
 }
 
 /// Who serves a command.
@@ -288,9 +308,7 @@ fn reply_text(reply: &RedisReply) -> String {
 
 /// Serves a request that only reads (`is_read_only`).
 pub fn answer(kv: &KvStore, request: &RedisRequest) -> Response {
-    let context = Context {
-        unix_time_ms: request.unix_time_ms,
-    };
+    let context = Context::of(kv, request);
     if kv.watch_broken(request) {
         return kv.aborted();
     }
@@ -317,9 +335,16 @@ impl KvStore {
     /// Applies a request from the log: every command in order, each with its own revision,
     /// all within one entry (nothing else runs between them, on any replica).
     pub(super) fn redis(&mut self, request: &RedisRequest) -> Response {
-        let context = Context {
-            unix_time_ms: request.unix_time_ms,
-        };
+        if request.unix_time_ms != 0 {
+            let offset =
+                i64::try_from(request.unix_time_ms).unwrap_or(i64::MAX) - self.log_time_ms as i64;
+            if self.unix_offset_ms == 0
+                || (offset - self.unix_offset_ms).abs() > UNIX_OFFSET_SLACK_MS
+            {
+                self.unix_offset_ms = offset;
+            }
+        }
+        let context = Context::of(self, request);
         if self.watch_broken(request) {
             return self.aborted();
         }
@@ -449,17 +474,15 @@ impl KvStore {
         self.set_key_deadline(key, expires_at_ms);
     }
 
-    /// Log time at the Unix time `unix_ms` (at least the current log time).
+    /// Log time at the Unix time `unix_ms` (the current log time if that is past).
     fn log_time_at(&self, unix_ms: i128, context: &Context) -> u64 {
-        let ahead = unix_ms - i128::from(context.unix_time_ms);
-        let at = i128::from(self.log_time_ms) + ahead.max(0);
+        let at = (unix_ms - i128::from(context.unix_offset_ms)).max(i128::from(self.log_time_ms));
         u64::try_from(at).unwrap_or(u64::MAX)
     }
 
     /// Unix time (ms) at the log time `log_ms`.
     fn unix_time_at(&self, log_ms: u64, context: &Context) -> i64 {
-        let at =
-            i128::from(context.unix_time_ms) + i128::from(log_ms) - i128::from(self.log_time_ms);
+        let at = i128::from(log_ms) + i128::from(context.unix_offset_ms);
         i64::try_from(at).unwrap_or(i64::MAX)
     }
 }

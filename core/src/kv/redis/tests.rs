@@ -193,6 +193,21 @@ fn ttls_follow_log_time_and_absolute_times_convert_through_the_request_clock() {
         s.run(&["expire", "k", "50", "NX", "GT"]),
         "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"
     );
+    // A Unix deadline reads back exactly, later and through a node whose clock is 300 ms off.
+    let at_ms = s.log_time_ms + s.unix_offset_ms + 60_000;
+    s.run(&["pexpireat", "k", &at_ms.to_string()]);
+    s.pass(1234);
+    s.unix_offset_ms += 300;
+    assert_eq!(s.read(&["pexpiretime", "k"]), format!(":{at_ms}\r\n"));
+    s.run(&["set", "px", "v", "PXAT", &at_ms.to_string()]);
+    assert_eq!(s.read(&["pexpiretime", "px"]), format!(":{at_ms}\r\n"));
+    // A writer whose clock is off by more than the slack sets the offset anew.
+    s.unix_offset_ms += 5_000;
+    s.run(&["set", "other", "v"]);
+    assert_eq!(
+        s.read(&["pexpiretime", "k"]),
+        format!(":{}\r\n", at_ms + 5_300)
+    );
     assert_eq!(s.run(&["persist", "k"]), ":1\r\n");
     assert_eq!(s.run(&["persist", "k"]), ":0\r\n");
     assert_eq!(
