@@ -358,3 +358,35 @@ fn to_input(client_id: u64, sequence: u64, body: Option<Request>) -> Result<Loca
     };
     Ok((input, receiver))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by the simulator, as a seed that ran for minutes): the wait for news
+    /// of a leader returned at once for a change made before it began, so a request refused
+    /// with NotLeader was sent again and again without pause until its deadline.
+    #[tokio::test]
+    async fn a_request_waiting_for_a_leader_is_not_woken_by_an_old_change() {
+        let board = Arc::new(LeaderBoard::default());
+        let (inputs, _node) = mpsc::channel(1);
+        let secret = ClusterSecret::new(&[7; 32]).unwrap();
+        let router = Router::new(inputs, board.clone(), secret);
+        board.publish(LeaderHint {
+            this_node: false,
+            id: Some(2),
+            address: None,
+        });
+        for _ in 0..2 {
+            let started = Instant::now();
+            router
+                .leader_changed(Instant::now() + Duration::from_millis(200))
+                .await;
+            assert!(
+                started.elapsed() >= Duration::from_millis(190),
+                "woken after {:?} by a change made before the wait",
+                started.elapsed()
+            );
+        }
+    }
+}

@@ -74,6 +74,60 @@ async fn writes_and_reads_through_every_node() {
     }
 }
 
+/// A follower serves a write and a linearizable read itself, through the leader: a client
+/// that cannot follow a redirect (a raw connection here, a Redis client on the RESP port)
+/// never sees which node leads. The answers come from the leader's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_passes_writes_and_linearizable_reads_to_the_leader() {
+    let cluster = LocalCluster::start(3, &[]);
+    let leader = wait_for_leader(&cluster).await;
+    let follower = (leader + 1) % 3;
+    let endpoint = &cluster.endpoints()[follower];
+    let secret = paxkv_proto::auth::ClusterSecret::new(SECRET.as_bytes()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let connection = paxkv_client::Connection::open(endpoint, Some(&secret), deadline)
+        .await
+        .unwrap();
+    let request = |request_id, body| ClientRequest {
+        request_id,
+        forwarded: false,
+        client_id: 0,
+        sequence: 0,
+        body: Some(body),
+    };
+    let put = client_request::Body::Put(paxkv_proto::client::PutRequest {
+        key: b"through-a-follower".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    });
+    let answer = connection.send(request(1, put), deadline).await.unwrap();
+    let revision = match answer.await.unwrap() {
+        client_response::Body::Put(put) => {
+            assert!(put.succeeded);
+            let header = put.header.unwrap();
+            assert_eq!(
+                header.served_by,
+                leader as u64 + 1,
+                "the leader applied it"
+            );
+            header.revision
+        }
+        other => panic!("the follower did not pass the write on: {other:?}"),
+    };
+    let get = client_request::Body::Get(GetRequest {
+        key: b"through-a-follower".to_vec(),
+        ..Default::default()
+    });
+    let answer = connection.send(request(2, get), deadline).await.unwrap();
+    match answer.await.unwrap() {
+        client_response::Body::Get(get) => {
+            assert_eq!(get.kv.unwrap().value, b"v");
+            assert!(get.header.unwrap().revision >= revision);
+        }
+        other => panic!("the follower did not pass the read on: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_with_many_writes_in_flight_applies_each_once() {
     let cluster = LocalCluster::start(3, &[]);
