@@ -179,3 +179,78 @@ def test_flush_refused_without_the_flag(strict_open_node: Target, prefix: str):
             assert isinstance(refused, RespError) and refused.message.startswith("ERR "), refused
         assert connection.call("GET", prefix + "k") == b"kept"
         assert connection.call("DBSIZE") >= 1
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_million_pipelined_commands_keep_memory_bounded(paxkv_target: PaxkvTarget, prefix: str):
+    """A client that sends a million commands without reading a reply first: the node stops
+    reading once its answers queue up (its memory does not grow with the pipeline), answers
+    every one in order once the client reads, and serves everyone else meanwhile."""
+    key = prefix + "k"
+    with paxkv_target.raw() as connection:
+        assert connection.call("SET", key, "kept") == "OK"
+    node = paxkv_target.default_node
+    node_id = sorted(paxkv_target.processes)[node]
+    pid = paxkv_target.processes[node_id].pid
+    before = _rss_kib(pid)
+    count = 1_000_000
+    ping = b"*1\r\n$4\r\nPING\r\n"
+    with paxkv_target.raw(node) as flood:
+        sent = threading.Event()
+        failures: List[BaseException] = []
+
+        def send() -> None:
+            try:
+                batch = ping * 10_000
+                for _ in range(count // 10_000):
+                    flood.send(batch)
+                sent.set()
+            except BaseException as failure:  # noqa: BLE001 - reported below
+                failures.append(failure)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        # While the flood waits for its reader, the node serves another connection.
+        with paxkv_target.raw(node) as other:
+            assert other.call("GET", key) == b"kept"
+        peak = _rss_kib(pid)
+        replies = 0
+        while replies < count:
+            assert flood.reply() == "PONG"
+            replies += 1
+            if replies % 100_000 == 0:
+                peak = max(peak, _rss_kib(pid))
+        sender.join(timeout=60)
+        assert sent.is_set() and not failures, failures
+    growth_mib = (peak - before) / 1024
+    assert growth_mib < 64, f"the node grew by {growth_mib:.0f} MiB for one pipelining client"
+    with paxkv_target.raw() as connection:
+        assert connection.call("GET", key) == b"kept"
+
+
+def test_nested_and_oversized_frames_are_refused_and_change_nothing(paxkv_target: PaxkvTarget,
+                                                                   prefix: str):
+    key = prefix + "k"
+    with paxkv_target.raw() as connection:
+        assert connection.call("SET", key, "kept") == "OK"
+    cases = [
+        b"*1\r\n" * 10_000,  # arrays inside arrays: a command is an array of bulk strings
+        b"*99999999999\r\n",  # more arguments than any command may have
+        b"*2\r\n$3\r\nSET\r\n$-5\r\n",  # a negative length
+        b"*1\r\n$4\r\nPINGxx",  # a bulk string without its CRLF
+    ]
+    for frame in cases:
+        with paxkv_target.raw() as connection:
+            connection.send(frame)
+            answer, closed = connection.read_all_until_closed()
+            assert answer.startswith(b"-ERR Protocol error"), (frame[:20], answer)
+            assert closed, frame[:20]
+    with paxkv_target.raw() as connection:
+        assert connection.call("GET", key) == b"kept"
