@@ -11,7 +11,8 @@
 #
 # Settings (environment): REQUESTS (100000 per test with a pipeline), REQUESTS_P1 (20000 per
 # test without one), CLIENTS (50 connections), KEYSPACE (100000 random keys, redis-benchmark
-# -r), TESTS (set,get,incr,mset), PIPELINES (1 16: the -P depths), TARGETS
+# -r), TESTS (set,get,incr,mset), PIPELINES (1 16: the -P depths), VIA (leader, or follower:
+# which paxkv node redis-benchmark talks to), TARGETS
 # (paxkv,always,everysec), KV_SERVER (target/release/kv-server: build it first with
 # `cargo build --release --bin kv-server`), WORK (the directory for data and results; default a
 # new one under /var/tmp, not /tmp, which may be in memory; KEEP=1 keeps it).
@@ -126,7 +127,16 @@ start_paxkv() { # sets PORT (node 1's RESP port)
     # node 1 succeeds once a leader is elected.
     wait_answer "paxkv (a write through node 1)" "${ports[6]}" SET redis-compare-ready 1
     for id in 2 3; do wait_answer "paxkv node $id" "${ports[$((id + 5))]}" PING; done
-    PORT=${ports[6]}
+    # The leader's port unless VIA=follower: a follower passes every write and linearizable
+    # read on to the leader (one more hop), which is what a client that knows one node gets.
+    local role wanted=master
+    [ "${VIA:-leader}" = follower ] && wanted=slave
+    PORT=
+    for id in 1 2 3; do
+        role=$(redis-cli -h 127.0.0.1 -p "${ports[$((id + 5))]}" INFO replication | tr -d '\r' | sed -n 's/^role://p')
+        if [ "$role" = "$wanted" ]; then PORT=${ports[$((id + 5))]}; log "paxkv: measuring through node $id ($role)"; break; fi
+    done
+    [ -n "$PORT" ] || die "no paxkv node reports role:$wanted"
 }
 
 start_redis() { # fsync-policy; sets PORT

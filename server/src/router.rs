@@ -235,7 +235,8 @@ impl Router {
 }
 
 impl Pending {
-    /// The answer: sent again to the new leader while the one tried says it does not lead.
+    /// The answer: sent again (to the new leader) while the one tried says it does not lead or
+    /// is still taking over.
     pub async fn answer(mut self) -> Response {
         loop {
             let answer = match self.sent {
@@ -249,7 +250,8 @@ impl Pending {
                     }
                 }
             };
-            let retry = is_not_leader(&answer)
+            let retry = refused_for_now(&answer)
+                && !self.router.inner.inputs.is_closed()
                 && !self.call.forwarded
                 && Instant::now() + RETRY_PAUSE < self.deadline;
             if !retry {
@@ -293,8 +295,11 @@ fn served_stale(body: &mut Option<Request>) {
     }
 }
 
-fn is_not_leader(answer: &Response) -> bool {
-    matches!(answer, Response::Error(error) if error.code == ErrorCode::NotLeader as i32)
+/// True for the answers that say the request was refused before anything happened, because
+/// no leader could take it right now (this node does not lead, or one is taking over).
+fn refused_for_now(answer: &Response) -> bool {
+    matches!(answer, Response::Error(error)
+        if error.code == ErrorCode::NotLeader as i32 || error.code == ErrorCode::NoQuorum as i32)
 }
 
 fn not_leader(message: String) -> Response {

@@ -44,7 +44,7 @@ pub(super) type Finish = Box<dyn FnOnce(Response) -> Reply + Send>;
 pub(super) enum Slot {
     Ready(Reply, Protocol),
     Wait {
-        pending: Pending,
+        pending: Box<Pending>,
         protocol: Protocol,
         finish: Finish,
         write: bool,
@@ -404,7 +404,7 @@ impl Conn {
             self.writes_submitted += 1;
         }
         let slot = Slot::Wait {
-            pending,
+            pending: Box::new(pending),
             protocol: self.protocol,
             finish,
             write,

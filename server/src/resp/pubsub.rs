@@ -32,7 +32,10 @@ struct Subscriber {
 impl Subscriber {
     /// Delivers `message` on `channel` if this subscriber listens; how many times it did.
     fn deliver(&self, channel: &[u8], message: &[u8]) -> usize {
-        let interest = self.interest.lock().unwrap();
+        let interest = self
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let protocol = interest.protocol;
         let mut delivered = 0;
         let mut push = |reply: Reply| {
@@ -71,8 +74,13 @@ pub(super) struct Channels {
 impl Channels {
     /// Delivers to this node's subscribers; how many received it.
     pub(super) fn publish(&self, channel: &[u8], message: &[u8]) -> usize {
-        let subscribers: Vec<Arc<Subscriber>> =
-            self.subscribers.lock().unwrap().values().cloned().collect();
+        let subscribers: Vec<Arc<Subscriber>> = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
         subscribers
             .iter()
             .map(|subscriber| subscriber.deliver(channel, message))
@@ -103,15 +111,29 @@ impl Subscriptions {
     }
 
     pub(super) fn channel_count(&self) -> usize {
-        self.subscriber.interest.lock().unwrap().channels.len()
+        self.subscriber
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .channels
+            .len()
     }
 
     pub(super) fn pattern_count(&self) -> usize {
-        self.subscriber.interest.lock().unwrap().patterns.len()
+        self.subscriber
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .patterns
+            .len()
     }
 
     fn count(&self) -> usize {
-        let interest = self.subscriber.interest.lock().unwrap();
+        let interest = self
+            .subscriber
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         interest.channels.len() + interest.patterns.len()
     }
 
@@ -122,7 +144,11 @@ impl Subscriptions {
 
     /// Stops listening (RESET, or the connection ends).
     pub(super) fn clear(&mut self) {
-        let mut interest = self.subscriber.interest.lock().unwrap();
+        let mut interest = self
+            .subscriber
+            .interest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         interest.channels.clear();
         interest.patterns.clear();
         drop(interest);
@@ -144,7 +170,10 @@ impl Conn {
         let subscriber = self.subscriptions.subscriber.clone();
         let mut confirmations = Vec::new();
         {
-            let mut interest = subscriber.interest.lock().unwrap();
+            let mut interest = subscriber
+                .interest
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             interest.protocol = self.protocol;
             let targets: Vec<Vec<u8>> = match (adding, names.is_empty()) {
                 (false, true) => {
@@ -207,7 +236,12 @@ impl Conn {
 
     /// Lists the connection among the node's subscribers while it listens to anything.
     fn register(&self, subscriber: &Arc<Subscriber>) {
-        let mut channels = self.shared.channels.subscribers.lock().unwrap();
+        let mut channels = self
+            .shared
+            .channels
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.subscriptions.active() {
             channels.insert(self.id, subscriber.clone());
         } else {

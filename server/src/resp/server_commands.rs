@@ -266,7 +266,13 @@ impl Conn {
         let cursor = String::from_utf8_lossy(&args[1]);
         let start = match cursor.parse::<u64>() {
             Ok(0) => Vec::new(),
-            Ok(cursor) => match self.shared.cursors.lock().unwrap().start_of(cursor) {
+            Ok(cursor) => match self
+                .shared
+                .cursors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .start_of(cursor)
+            {
                 Some(start) => start,
                 None => return Reply::err("invalid cursor"),
             },
@@ -299,10 +305,17 @@ impl Conn {
         let request = self.request(vec![page]);
         match self.ask(request).await {
             Response::Redis(mut redis) => match redis.replies.pop().map(Reply::from) {
-                Some(Reply::Array(mut parts)) if parts.len() == 2 => {
-                    let keys = parts.pop().unwrap();
-                    let next = match parts.pop().unwrap() {
-                        Reply::Bulk(start) => self.shared.cursors.lock().unwrap().remember(start),
+                Some(Reply::Array(parts)) if parts.len() == 2 => {
+                    let [next, keys]: [Reply; 2] = parts
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!("a page is two parts: checked above"));
+                    let next = match next {
+                        Reply::Bulk(start) => self
+                            .shared
+                            .cursors
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remember(start),
                         _ => 0,
                     };
                     Reply::Array(vec![bulk(next.to_string()), keys])

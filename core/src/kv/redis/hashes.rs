@@ -38,7 +38,7 @@ impl KvStore {
 }
 
 fn set_fields(kv: &mut KvStore, args: &Args, command: &str) -> Result<i64, RedisReply> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(wrong_arguments(command));
     }
     valid_key(&args[1])?;

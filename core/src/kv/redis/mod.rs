@@ -379,20 +379,22 @@ impl KvStore {
         })
     }
 
-    /// True if a key the request WATCHes changed after the revision WATCH saw: its mod
-    /// revision is newer, or it is gone and the history shows a change of it since (or no
-    /// longer reaches back that far, so nothing can be said: the safe answer is changed).
+    /// True if a key the request WATCHes changed after the revision WATCH saw: the history
+    /// shows a change of it since (a write, a delete, an expiry, a new deadline: whatever
+    /// Redis counts as touching it). If the history no longer reaches back that far, a key
+    /// still there counts as changed if its mod revision is newer, and a key gone as changed
+    /// (nothing can be said, and changed is the safe answer: the client retries).
     fn watch_broken(&self, request: &RedisRequest) -> bool {
         request.watched.iter().any(|watch| {
             let seen = watch.mod_revision;
-            match self.live(&watch.key) {
-                Some(stored) => stored.mod_revision > seen,
-                None if seen < self.history_first_revision() => true,
-                None => self
+            if seen >= self.history_first_revision() {
+                return self
                     .history
                     .since(seen)
-                    .any(|change| *change.key == *watch.key),
+                    .any(|change| *change.key == *watch.key);
             }
+            self.live(&watch.key)
+                .is_none_or(|stored| stored.mod_revision > seen)
         })
     }
 

@@ -239,8 +239,11 @@ pub fn mget(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
 }
 
 /// Checks MSET's pairs: an even count, valid keys and sizes.
-fn pairs<'a>(args: &'a Args, command: &str) -> Result<Vec<(&'a [u8], &'a [u8])>, RedisReply> {
-    if args.len() % 2 != 1 {
+/// Keys and values, in order.
+type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn pairs<'a>(args: &'a Args, command: &str) -> Result<Pairs<'a>, RedisReply> {
+    if args.len().is_multiple_of(2) {
         return Err(wrong_arguments(command));
     }
     let pairs: Vec<_> = args[1..]

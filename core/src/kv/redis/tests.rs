@@ -303,7 +303,12 @@ fn an_exec_runs_whole_and_a_changed_watched_key_runs_nothing() {
     }];
     assert!(s.apply_request(exec.clone()).aborted);
     exec.watched[0].mod_revision = s.kv.revision();
-    assert!(!s.apply_request(exec).aborted);
+    assert!(!s.apply_request(exec.clone()).aborted);
+    // A new deadline touches a key as Redis counts it.
+    s.run(&["set", "gone", "1"]);
+    exec.watched[0].mod_revision = s.kv.revision();
+    s.run(&["expire", "gone", "100"]);
+    assert!(s.apply_request(exec).aborted);
 }
 
 #[test]
