@@ -82,10 +82,13 @@ pub enum Bug {
     /// A node serves a read another node passed on to it as a stale read, trusting that the
     /// sender saw it lead: a deposed leader answers from a state that misses newer writes.
     ForwardedReadServedStale,
+    /// The Redis port serves a connection's reads from its own node by default, as READONLY
+    /// asks, instead of linearizably: a follower behind the leader answers an old value.
+    RespReadsStale,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 25] = [
+    pub const ALL: [Bug; 26] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -111,6 +114,7 @@ impl Bug {
         Bug::WatchExpiryByOwnClock,
         Bug::TxnWritesOwnRevisions,
         Bug::ForwardedReadServedStale,
+        Bug::RespReadsStale,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -194,6 +198,7 @@ impl Bug {
             Bug::WatchExpiryByOwnClock => "watch-expiry-by-own-clock",
             Bug::TxnWritesOwnRevisions => "txn-writes-own-revisions",
             Bug::ForwardedReadServedStale => "forwarded-read-served-stale",
+            Bug::RespReadsStale => "resp-reads-stale",
         }
     }
 }

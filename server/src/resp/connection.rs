@@ -183,10 +183,9 @@ async fn write_loop(
                     Some((reply, protocol)) => reply.encode(protocol, &mut out),
                     None => pushes_open = false,
                 }
-                if slots.is_empty() && writer.write_all(&out).await.is_err() {
+                if slots.is_empty() && send(&mut writer, &mut out).await.is_err() {
                     return;
                 }
-                out.clear();
                 continue;
             }
         };
@@ -211,20 +210,31 @@ async fn write_loop(
                 }
             }
             Slot::Close => {
-                let _ = writer.write_all(&out).await;
+                let _ = send(&mut writer, &mut out).await;
                 let _ = writer.shutdown().await;
                 return;
             }
         }
-        if slots.is_empty() {
-            if writer.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
+        if slots.is_empty() && send(&mut writer, &mut out).await.is_err() {
+            return;
         }
     }
-    let _ = writer.write_all(&out).await;
+    let _ = send(&mut writer, &mut out).await;
     let _ = writer.shutdown().await;
+}
+
+/// Writes out what is buffered (flushed: under the simulator bytes travel only then).
+async fn send(
+    writer: &mut tokio::io::WriteHalf<TcpStream>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    writer.write_all(out).await?;
+    writer.flush().await?;
+    out.clear();
+    Ok(())
 }
 
 /// The reply to a one-command request.
@@ -345,7 +355,8 @@ impl Conn {
 
     /// The consistency of this connection's reads, and the point they must not be older than.
     fn read_point(&self) -> (Consistency, u64, u64) {
-        if self.readonly {
+        let planted = paxkv_core::planted::active(paxkv_core::planted::Bug::RespReadsStale);
+        if self.readonly || planted {
             (
                 Consistency::AtLeastRevision,
                 self.seen.revision.load(Ordering::Relaxed),

@@ -24,9 +24,10 @@ use crate::watch::Feed;
 
 /// RESP connections at once at most; more are refused.
 pub const RESP_CONNECTIONS_MAX: usize = 10_000;
-/// SCAN cursors a node remembers at most (the oldest is forgotten first: a client that
-/// resumes a forgotten one gets "invalid cursor").
+/// SCAN cursors a node remembers at most, and the bytes of their keys at most (the oldest is
+/// forgotten first: a client that resumes a forgotten one gets "invalid cursor").
 pub const SCAN_CURSORS_MAX: usize = 100_000;
+pub const SCAN_CURSOR_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// How the port is set up.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ struct Cursors {
     next: u64,
     starts: BTreeMap<u64, Vec<u8>>,
     order: VecDeque<u64>,
+    /// Bytes of the keys kept.
+    bytes: usize,
 }
 
 impl Cursors {
@@ -62,11 +65,15 @@ impl Cursors {
         // Cursors start high so that a client's own small numbers are never taken for one.
         self.next += 1;
         let cursor = (1 << 40) + self.next;
+        self.bytes += start.len();
         self.starts.insert(cursor, start);
         self.order.push_back(cursor);
-        while self.order.len() > SCAN_CURSORS_MAX {
-            if let Some(oldest) = self.order.pop_front() {
-                self.starts.remove(&oldest);
+        while self.order.len() > SCAN_CURSORS_MAX || self.bytes > SCAN_CURSOR_BYTES_MAX {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(start) = self.starts.remove(&oldest) {
+                self.bytes -= start.len();
             }
         }
         cursor

@@ -9,9 +9,14 @@ use super::*;
 pub(super) async fn verify(process: u64, endpoints: &[String], shared: &Shared) {
     let client = new_client(endpoints);
     let mut state = ClientState::new(process);
+    let resp_keys = match shared.options.resp_clients {
+        0 => 0,
+        _ => shared.options.shared_keys,
+    };
     let keys = (0..shared.options.shared_keys)
         .map(|k| format!("k{k}"))
-        .chain((1..=shared.options.clients).map(|p| format!("l{p}")));
+        .chain((1..=shared.options.clients).map(|p| format!("l{p}")))
+        .chain((0..resp_keys).map(|k| format!("r{k}")));
     for key in keys {
         let planned = planned_get(&key, Consistency::Linearizable);
         for _ in 0..5 {

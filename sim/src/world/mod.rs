@@ -14,6 +14,7 @@ mod membership;
 mod nemesis;
 mod node;
 mod options;
+mod resp_client;
 mod trace;
 mod workload;
 
@@ -295,7 +296,19 @@ async fn clients(
             ))
         })
         .collect();
-    for task in tasks {
+    // The Redis-protocol clients come after the native ones (and the read-back's process).
+    let resp_tasks: Vec<_> = (0..shared.options.resp_clients)
+        .map(|i| {
+            let process = clients + 2 + i;
+            tokio::spawn(resp_client::resp_client_loop(
+                process,
+                i as usize % count,
+                shared.clone(),
+                workload_end,
+            ))
+        })
+        .collect();
+    for task in tasks.into_iter().chain(resp_tasks) {
         let _ = task.await;
     }
     let _ = watcher.await;

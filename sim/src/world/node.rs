@@ -94,7 +94,15 @@ pub(super) fn start_sim_node(
                     sessions_max: shared.options.sessions_max,
                     seed: Some(seed),
                     join,
-                    resp: None,
+                    // Served only in seeds with Redis-protocol clients, so that the others run
+                    // exactly as they did before the port existed.
+                    resp: (shared.options.resp_clients > 0).then(|| paxkv_server::RespPort {
+                        address: super::resp_client::resp_endpoint(index),
+                        config: paxkv_server::resp::RespConfig {
+                            password: None,
+                            allow_flush: false,
+                        },
+                    }),
                 };
                 let (stop, shutdown) = paxkv_server::shutdown::channel();
                 let clock = NodeClock::skewed(offset_ms, drift_ppm);

@@ -68,6 +68,9 @@ pub struct SimOptions {
     /// write (at least two: readers never open a session), so the state machine forgets
     /// sessions all the time (a write must then be refused, never applied as new).
     pub sessions_max: usize,
+    /// Client processes that speak the Redis protocol (2 or 3; none in half the seeds), each
+    /// to one node's RESP port (a different one each), on keys of their own.
+    pub resp_clients: u64,
 }
 
 impl SimOptions {
@@ -167,7 +170,14 @@ impl SimOptions {
                 0
             },
         );
+        // Drawn after everything else, for the same reason.
+        let resp_clients = if rng.gen_bool(0.5) {
+            rng.gen_range(2..=3)
+        } else {
+            0
+        };
         SimOptions {
+            resp_clients,
             seed,
             nodes,
             clients: CLIENTS,
@@ -211,7 +221,7 @@ impl SimOptions {
                "value_bytes_max": self.value_bytes_max, "pinned_clients": self.pinned_clients,
                "reader_clients": self.reader_clients,
                "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
-               "sessions_max": self.sessions_max})
+               "sessions_max": self.sessions_max, "resp_clients": self.resp_clients})
     }
 }
 

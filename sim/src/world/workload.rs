@@ -94,7 +94,7 @@ impl OperationKind {
 
 /// What a client process remembers between operations.
 pub(super) struct ClientState {
-    process: u64,
+    pub(super) process: u64,
     counter: u64,
     lease: Option<u64>,
     /// Last revision seen per key, for compare-and-set.
@@ -141,7 +141,7 @@ pub(super) fn planned_get(key: &str, consistency: Consistency) -> Planned {
 
 /// The value of a new write: its name (`p<process>-<counter>`), and the bytes stored, the name
 /// padded to a large size in a quarter of the seeds' puts that pad.
-fn new_value(state: &mut ClientState, options: &SimOptions) -> (String, Vec<u8>) {
+pub(super) fn new_value(state: &mut ClientState, options: &SimOptions) -> (String, Vec<u8>) {
     state.counter += 1;
     let value = format!("p{}-{}", state.process, state.counter);
     // Large values carry their name first; the history records only the name.
