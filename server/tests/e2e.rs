@@ -105,11 +105,7 @@ async fn a_follower_passes_writes_and_linearizable_reads_to_the_leader() {
         client_response::Body::Put(put) => {
             assert!(put.succeeded);
             let header = put.header.unwrap();
-            assert_eq!(
-                header.served_by,
-                leader as u64 + 1,
-                "the leader applied it"
-            );
+            assert_eq!(header.served_by, leader as u64 + 1, "the leader applied it");
             header.revision
         }
         other => panic!("the follower did not pass the write on: {other:?}"),
