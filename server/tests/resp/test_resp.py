@@ -896,3 +896,21 @@ def test_zz_flushdb_and_flushall(r: redis.Redis, raw: RawConnection, prefix: str
     assert r.dbsize() == 0
     assert r.set(prefix + "a", "after") is True
     assert r.get(prefix + "a") == b"after"
+
+
+def test_a_pipelined_read_sees_the_writes_before_it(r: redis.Redis, prefix: str):
+    """Redis runs one connection's commands in order: a GET pipelined right behind a SET sees
+    it, and an INCR behind an INCR counts both. (paxkv hands pipelined commands on at once;
+    a read waits for the connection's writes before it, or it could overtake them.)"""
+    key, counter = prefix + "k", prefix + "n"
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(500):
+            pipe.set(key, i)
+            pipe.get(key)
+            pipe.incr(counter)
+            pipe.get(counter)
+        replies = pipe.execute()
+    for i in range(500):
+        assert replies[4 * i + 1] == str(i).encode(), i
+        assert replies[4 * i + 2] == i + 1
+        assert replies[4 * i + 3] == str(i + 1).encode(), i
