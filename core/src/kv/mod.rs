@@ -337,6 +337,67 @@ impl KvStore {
         replaced
     }
 
+    /// Stores `value` as `key`'s new value: a new version of the key (or a new key, created at
+    /// this revision), with the deadline `ttl` says and the lease `lease` says, at a revision
+    /// taken for it; a deadline already past deletes the key instead (as Redis does). The one
+    /// way every command writes a key (put, transactions, the Redis commands).
+    pub(super) fn store_value(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        value_type: ValueType,
+        ttl: Ttl,
+        lease: KeyLease,
+    ) {
+        let current = self.map.get(key);
+        let existing = current.map(|stored| {
+            (
+                stored.create_revision,
+                stored.version,
+                stored.expires_at_ms,
+                stored.lease_id,
+            )
+        });
+        let expires_at_ms = match ttl {
+            Ttl::Clear => 0,
+            Ttl::Keep => existing.map_or(0, |existing| existing.2),
+            Ttl::At(deadline) => deadline,
+        };
+        if expires_at_ms != 0 && expires_at_ms <= self.log_time_ms {
+            // Already past: the key is gone, as Redis deletes a key given a past deadline.
+            self.delete_key(key);
+            return;
+        }
+        let lease_id = match (lease, existing) {
+            (KeyLease::Attach(lease_id), _) => lease_id,
+            (KeyLease::Keep, Some((_, _, _, held))) if self.leases.contains_key(&held) => held,
+            _ => 0,
+        };
+        self.take_revision();
+        let stored = StoredValue {
+            value: value.into_boxed_slice(),
+            create_revision: existing.map_or(self.revision, |existing| existing.0),
+            mod_revision: self.revision,
+            version: existing.map_or(1, |existing| existing.1 + 1),
+            lease_id,
+            expires_at_ms,
+            value_type,
+        };
+        let before = self.insert_key(key.to_vec(), stored.clone());
+        self.record(key.into(), before, Some(stored));
+    }
+
+    /// Deletes `key` at a revision of its own; false if it did not exist.
+    pub(super) fn delete_key(&mut self, key: &[u8]) -> bool {
+        if !self.map.contains_key(key) {
+            return false;
+        }
+        self.take_revision();
+        let removed = self.remove_key(key);
+        self.record(key.into(), removed, None);
+        true
+    }
+
     /// Removes `key` and its index entries; returns what was stored.
     fn remove_key(&mut self, key: &[u8]) -> Option<StoredValue> {
         let stored = self.map.remove(key)?;
@@ -353,6 +414,28 @@ impl KvStore {
         }
         Some(stored)
     }
+}
+
+/// The deadline a write gives the key (`KvStore::store_value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ttl {
+    /// No TTL (a plain SET).
+    Clear,
+    /// The TTL the key has (INCR, APPEND, HSET, SET KEEPTTL).
+    Keep,
+    /// This log time.
+    At(u64),
+}
+
+/// The lease a write leaves the key attached to (`KvStore::store_value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyLease {
+    /// None (a plain put, SET).
+    Detach,
+    /// The lease the key has, if it still exists (INCR, APPEND, HSET).
+    Keep,
+    /// This lease, which the caller checked is live.
+    Attach(u64),
 }
 
 /// 64-bit FNV-1a; stable across runs and platforms, unlike `std`'s randomly keyed hasher.

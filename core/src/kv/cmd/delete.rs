@@ -88,9 +88,7 @@ impl KvStore {
                 more: false,
             });
         }
-        self.take_revision();
-        let removed = self.remove_key(&delete.key);
-        self.record(delete.key.as_slice().into(), removed, None);
+        self.delete_key(&delete.key);
         Response::Delete(DeleteResponse {
             header: self.header(),
             deleted: true,

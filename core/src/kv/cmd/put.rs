@@ -1,13 +1,15 @@
 //! `put`: stores a value under a key; optionally only if the key's revision is as expected
 //! (compare-and-set), with a TTL, keeping the key's TTL, or attached to a lease.
 
-use paxkv_proto::client::{client_response::Body as Response, ErrorCode, PutRequest, PutResponse};
+use paxkv_proto::client::{
+    client_response::Body as Response, ErrorCode, PutRequest, PutResponse, ValueType,
+};
 use paxkv_proto::VALUE_BYTES_MAX;
 
 use crate::kv::errors::{
     error_response, lease_not_found, validate_key, validate_lease_id, validate_ttl,
 };
-use crate::kv::{KvStore, StoredValue};
+use crate::kv::{KeyLease, KvStore, Ttl};
 
 #[allow(clippy::result_large_err)]
 pub(super) fn validate(put: &PutRequest) -> Result<(), Response> {
@@ -46,24 +48,14 @@ impl KvStore {
                 previous,
             });
         }
-        let expires_at_ms = match (put.ttl_ms, put.keep_ttl) {
-            (Some(ttl_ms), _) => self.log_time_ms.saturating_add(ttl_ms),
-            (None, true) => current.map_or(0, |stored| stored.expires_at_ms),
-            (None, false) => 0,
+        let ttl = match (put.ttl_ms, put.keep_ttl) {
+            (Some(ttl_ms), _) => Ttl::At(self.log_time_ms.saturating_add(ttl_ms)),
+            (None, true) => Ttl::Keep,
+            (None, false) => Ttl::Clear,
         };
-        let existing = current.map(|stored| (stored.create_revision, stored.version));
-        self.take_revision();
-        let stored = StoredValue {
-            value: Box::from(put.value.as_slice()),
-            create_revision: existing.map_or(self.revision, |(create, _)| create),
-            mod_revision: self.revision,
-            version: existing.map_or(1, |(_, version)| version + 1),
-            lease_id: put.lease_id.unwrap_or(0),
-            expires_at_ms,
-            value_type: paxkv_proto::client::ValueType::String,
-        };
-        let before = self.insert_key(put.key.clone(), stored.clone());
-        self.record(put.key.as_slice().into(), before, Some(stored));
+        let lease = put.lease_id.map_or(KeyLease::Detach, KeyLease::Attach);
+        let value = put.value.clone();
+        self.store_value(&put.key, value, ValueType::String, ttl, lease);
         Response::Put(PutResponse {
             header: self.header(),
             succeeded: true,

@@ -9,7 +9,7 @@ use super::glob::glob_match;
 use super::value::{decode_hash, encode_hash, Hash};
 use super::{
     array, attempt, bulk, error, flag, integer, map, null, ok, syntax_error, valid_key, valid_size,
-    wrong_arguments, wrong_type, Args, Context, KvStore, Ttl,
+    wrong_arguments, wrong_type, Args, Context, KeyLease, KvStore, Ttl,
 };
 
 impl KvStore {
@@ -32,7 +32,7 @@ impl KvStore {
         }
         let bytes = encode_hash(hash);
         valid_size(bytes.len())?;
-        self.store_value(key, bytes, ValueType::Hash, Ttl::Keep, true);
+        self.store_value(key, bytes, ValueType::Hash, Ttl::Keep, KeyLease::Keep);
         Ok(())
     }
 }

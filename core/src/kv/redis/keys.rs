@@ -15,7 +15,7 @@ use super::args::{integer_arg, is};
 use super::glob::glob_match;
 use super::{
     array, attempt, bulk, error, flag, integer, null, ok, simple, syntax_error, valid_key, Args,
-    Context, KvStore, Ttl, LIST_BYTES_MAX,
+    Context, KeyLease, KvStore, Ttl, LIST_BYTES_MAX,
 };
 
 pub fn del(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
@@ -210,7 +210,7 @@ fn transfer(kv: &mut KvStore, from: &[u8], to: &[u8], replace: bool, keep_source
         stored.value.to_vec(),
         stored.value_type,
         Ttl::At(stored.expires_at_ms),
-        false,
+        KeyLease::Detach,
     );
     true
 }

@@ -28,7 +28,7 @@ use paxkv_proto::client::{
 use paxkv_proto::KEY_BYTES_MAX;
 
 use super::errors::error_response;
-use super::{KvStore, StoredValue};
+use super::{KeyLease, KvStore, StoredValue, Ttl};
 
 /// Commands in one request (one EXEC) at most.
 pub const COMMANDS_PER_REQUEST_MAX: usize = 10_000;
@@ -407,64 +407,6 @@ impl KvStore {
         }
     }
 
-    /// Stores `value` as `key`'s new value: a new version of the key (or a new key), with
-    /// the deadline `ttl` says, keeping the key's lease if `keep_lease`.
-    fn store_value(
-        &mut self,
-        key: &[u8],
-        value: Vec<u8>,
-        value_type: ValueType,
-        ttl: Ttl,
-        keep_lease: bool,
-    ) {
-        let current = self.map.get(key);
-        let existing = current.map(|stored| {
-            (
-                stored.create_revision,
-                stored.version,
-                stored.expires_at_ms,
-                stored.lease_id,
-            )
-        });
-        let expires_at_ms = match ttl {
-            Ttl::Clear => 0,
-            Ttl::Keep => existing.map_or(0, |existing| existing.2),
-            Ttl::At(deadline) => deadline,
-        };
-        if expires_at_ms != 0 && expires_at_ms <= self.log_time_ms {
-            // Already past: the key is gone, as Redis deletes a key given a past deadline.
-            self.delete_key(key);
-            return;
-        }
-        let lease_id = match existing {
-            Some((_, _, _, lease)) if keep_lease && self.leases.contains_key(&lease) => lease,
-            _ => 0,
-        };
-        self.take_revision();
-        let stored = StoredValue {
-            value: value.into_boxed_slice(),
-            create_revision: existing.map_or(self.revision, |existing| existing.0),
-            mod_revision: self.revision,
-            version: existing.map_or(1, |existing| existing.1 + 1),
-            lease_id,
-            expires_at_ms,
-            value_type,
-        };
-        let before = self.insert_key(key.to_vec(), stored.clone());
-        self.record(key.into(), before, Some(stored));
-    }
-
-    /// Deletes `key` at a revision of its own; false if it did not exist.
-    fn delete_key(&mut self, key: &[u8]) -> bool {
-        if !self.map.contains_key(key) {
-            return false;
-        }
-        self.take_revision();
-        let removed = self.remove_key(key);
-        self.record(key.into(), removed, None);
-        true
-    }
-
     /// Gives `key` (which exists) the deadline `expires_at_ms` of log time (0: none); a
     /// deadline already past deletes it.
     fn set_deadline(&mut self, key: &[u8], expires_at_ms: u64) {
@@ -487,17 +429,6 @@ impl KvStore {
         let at = i128::from(log_ms) + i128::from(context.unix_offset_ms);
         i64::try_from(at).unwrap_or(i64::MAX)
     }
-}
-
-/// The deadline a write gives the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ttl {
-    /// No TTL (a plain SET).
-    Clear,
-    /// The TTL the key has (INCR, APPEND, HSET, SET KEEPTTL).
-    Keep,
-    /// This log time.
-    At(u64),
 }
 
 /// Checks a key as paxkv stores keys (Redis allows empty keys; paxkv does not).

@@ -7,7 +7,7 @@ use paxkv_proto::client::{RedisReply, ValueType};
 use super::args::{expiry_ms, float_arg, format_float, integer_arg, is, parse_f64, parse_i64};
 use super::{
     attempt, bulk, error, flag, integer, null, ok, syntax_error, valid_key, valid_size,
-    wrong_arguments, Args, Context, KvStore, Ttl,
+    wrong_arguments, Args, Context, KeyLease, KvStore, Ttl,
 };
 
 pub fn get(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
@@ -120,7 +120,7 @@ pub fn set(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply {
             (None, true) => Ttl::Keep,
             (None, false) => Ttl::Clear,
         };
-        kv.store_value(key, value.clone(), ValueType::String, ttl, false);
+        kv.store_value(key, value.clone(), ValueType::String, ttl, KeyLease::Detach);
     }
     match (options.get, applies) {
         (true, _) => old.map_or_else(null, bulk),
@@ -140,7 +140,7 @@ pub fn setnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         args[2].clone(),
         ValueType::String,
         Ttl::Clear,
-        false,
+        KeyLease::Detach,
     );
     flag(true)
 }
@@ -158,7 +158,7 @@ fn set_with_expiry(kv: &mut KvStore, args: &Args, unit_ms: i64, command: &str) -
         args[3].clone(),
         ValueType::String,
         Ttl::At(deadline),
-        false,
+        KeyLease::Detach,
     );
     ok()
 }
@@ -180,7 +180,7 @@ pub fn getset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         args[2].clone(),
         ValueType::String,
         Ttl::Clear,
-        false,
+        KeyLease::Detach,
     );
     old.map_or_else(null, bulk)
 }
@@ -259,7 +259,13 @@ fn pairs<'a>(args: &'a Args, command: &str) -> Result<Pairs<'a>, RedisReply> {
 
 pub fn mset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     for (key, value) in attempt!(pairs(args, "mset")) {
-        kv.store_value(key, value.to_vec(), ValueType::String, Ttl::Clear, false);
+        kv.store_value(
+            key,
+            value.to_vec(),
+            ValueType::String,
+            Ttl::Clear,
+            KeyLease::Detach,
+        );
     }
     ok()
 }
@@ -270,7 +276,13 @@ pub fn msetnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         return flag(false);
     }
     for (key, value) in pairs {
-        kv.store_value(key, value.to_vec(), ValueType::String, Ttl::Clear, false);
+        kv.store_value(
+            key,
+            value.to_vec(),
+            ValueType::String,
+            Ttl::Clear,
+            KeyLease::Detach,
+        );
     }
     flag(true)
 }
@@ -292,7 +304,7 @@ fn increment(kv: &mut KvStore, key: &[u8], by: i64) -> RedisReply {
         new.to_string().into_bytes(),
         ValueType::String,
         Ttl::Keep,
-        true,
+        KeyLease::Keep,
     );
     integer(new)
 }
@@ -339,7 +351,7 @@ pub fn incrbyfloat(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         text.clone().into_bytes(),
         ValueType::String,
         Ttl::Keep,
-        true,
+        KeyLease::Keep,
     );
     bulk(text)
 }
@@ -353,7 +365,7 @@ pub fn append(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_size(value.len() + args[2].len()));
     value.extend_from_slice(&args[2]);
     let length = value.len();
-    kv.store_value(key, value, ValueType::String, Ttl::Keep, true);
+    kv.store_value(key, value, ValueType::String, Ttl::Keep, KeyLease::Keep);
     integer(length as i64)
 }
 
@@ -406,6 +418,6 @@ pub fn setrange(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     }
     value[offset..offset + piece.len()].copy_from_slice(piece);
     let length = value.len();
-    kv.store_value(key, value, ValueType::String, Ttl::Keep, true);
+    kv.store_value(key, value, ValueType::String, Ttl::Keep, KeyLease::Keep);
     integer(length as i64)
 }
