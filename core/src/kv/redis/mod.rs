@@ -214,12 +214,26 @@ pub static COMMANDS: &[Spec] = &[
     read("hscan", -3, ONE, hashes::hscan),
 ];
 
-/// The command named `name` (any case).
+/// The command named `name` (any case). Looked up in an index of the table: every command
+/// is checked several times on its way (the port, routing, proposing, applying).
 pub fn spec(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+    static INDEX: std::sync::OnceLock<std::collections::BTreeMap<&'static [u8], &'static Spec>> =
+        std::sync::OnceLock::new();
+    let mut lower = [0u8; NAME_BYTES_MAX];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let index = INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .map(|spec| (spec.name.as_bytes(), spec))
+            .collect()
+    });
+    index.get(&*lower).copied()
 }
+
+/// Bytes of the longest command name there could be (longer names are unknown at once).
+const NAME_BYTES_MAX: usize = 32;
 
 /// The command `args` calls, if it is known and has a valid number of arguments; otherwise
 /// Redis's error for it (what EXEC aborts for when it happened while queueing).

@@ -366,3 +366,14 @@ fn scan_pages_resume_after_the_last_key_looked_at() {
     assert_eq!(s.read(&["dbsize"]), ":0\r\n");
     assert_eq!(s.read(&["randomkey"]), "$-1\r\n");
 }
+
+#[test]
+fn every_command_of_the_table_is_found_by_its_name_in_any_case() {
+    let mut names = std::collections::BTreeSet::new();
+    for command in COMMANDS {
+        assert!(names.insert(command.name), "{} twice", command.name);
+        let upper = command.name.to_ascii_uppercase();
+        assert_eq!(spec(upper.as_bytes()).map(|found| found.name), Some(command.name));
+    }
+    assert!(spec(&[b'g'; 100]).is_none());
+}
