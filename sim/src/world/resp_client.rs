@@ -148,29 +148,12 @@ pub(super) async fn resp_client_loop(
     let mut state = ClientState::new(process);
     let mut slot = first_slot;
     let mut connection: Option<Connection> = None;
-    loop {
-        let healed_at = *shared.healed_at.lock().expect("not poisoned");
-        let served = shared
-            .served
-            .lock()
-            .expect("not poisoned")
-            .contains_key(&process);
-        let past_end = shared.start.elapsed() >= workload_end;
-        let past_bound = healed_at.is_some_and(|at| at.elapsed() >= SERVE_BOUND);
-        if past_bound || (past_end && served) {
-            break;
-        }
+    while !shared.done_working(process, workload_end) {
         if connection.is_none() {
             connection = Connection::open(resp_endpoint(slot)).await;
             if connection.is_none() {
                 // Unreachable (down, cut off, removed): the next node that is a member.
-                let active = shared.active_slots();
-                slot = active
-                    .iter()
-                    .copied()
-                    .find(|other| *other > slot)
-                    .or_else(|| active.first().copied())
-                    .unwrap_or(first_slot);
+                slot = next_slot(&shared, slot, first_slot);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -181,13 +164,7 @@ pub(super) async fn resp_client_loop(
             // A node that stopped answering: the next one, as an application with a list of
             // addresses would.
             connection = None;
-            let active = shared.active_slots();
-            slot = active
-                .iter()
-                .copied()
-                .find(|other| *other > slot)
-                .or_else(|| active.first().copied())
-                .unwrap_or(first_slot);
+            slot = next_slot(&shared, slot, first_slot);
         }
         // An application between two commands: writes whose outcome is unknown (and whose
         // replies carry no revision) make the checker's search grow fast with their number,
@@ -199,16 +176,20 @@ pub(super) async fn resp_client_loop(
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         if completed {
-            if let Some(at) = *shared.healed_at.lock().expect("not poisoned") {
-                shared
-                    .served
-                    .lock()
-                    .expect("not poisoned")
-                    .entry(process)
-                    .or_insert_with(|| at.elapsed());
-            }
+            shared.note_completed(process);
         }
     }
+}
+
+/// The member slot after `slot` (wrapping around), or `first_slot` if none is a member.
+fn next_slot(shared: &Shared, slot: usize, first_slot: usize) -> usize {
+    let active = shared.active_slots();
+    active
+        .iter()
+        .copied()
+        .find(|other| *other > slot)
+        .or_else(|| active.first().copied())
+        .unwrap_or(first_slot)
 }
 
 /// Runs one command and records it; (completed, connection broken).

@@ -597,19 +597,7 @@ pub(super) async fn client_loop(
         new_client(&endpoints)
     };
     let mut state = ClientState::new(process);
-    loop {
-        let healed_at = *shared.healed_at.lock().expect("not poisoned");
-        let served = shared
-            .served
-            .lock()
-            .expect("not poisoned")
-            .contains_key(&process);
-        // Work until the end, and past it until served after the heal (within the bound).
-        let past_end = shared.start.elapsed() >= workload_end;
-        let past_bound = healed_at.is_some_and(|at| at.elapsed() >= SERVE_BOUND);
-        if past_bound || (past_end && served) {
-            break;
-        }
+    while !shared.done_working(process, workload_end) {
         let mut planned = plan(&mut state, &shared.options);
         if let Request::Get(get) = &mut planned.request {
             if get.consistency == Consistency::AtLeastRevision as i32 {
@@ -621,16 +609,35 @@ pub(super) async fn client_loop(
             scan.revision = at_revision(client.revision_seen());
             scan.min_revision = scan.revision;
         }
-        // Served again: an operation completed after the heal.
         if perform(&client, &mut state, &planned, &shared).await {
-            if let Some(at) = *shared.healed_at.lock().expect("not poisoned") {
-                shared
-                    .served
-                    .lock()
-                    .expect("not poisoned")
-                    .entry(process)
-                    .or_insert_with(|| at.elapsed());
-            }
+            shared.note_completed(process);
+        }
+    }
+}
+
+impl Shared {
+    /// Whether a client process stops: it works until the workload's end, and past it until
+    /// it is served after the heal (or the bound for that passes).
+    pub(super) fn done_working(&self, process: u64, workload_end: Duration) -> bool {
+        let healed_at = *self.healed_at.lock().expect("not poisoned");
+        let served = self
+            .served
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&process);
+        let past_end = self.start.elapsed() >= workload_end;
+        let past_bound = healed_at.is_some_and(|at| at.elapsed() >= SERVE_BOUND);
+        past_bound || (past_end && served)
+    }
+
+    /// An operation of `process` completed: after the heal, that process is served again.
+    pub(super) fn note_completed(&self, process: u64) {
+        if let Some(at) = *self.healed_at.lock().expect("not poisoned") {
+            self.served
+                .lock()
+                .expect("not poisoned")
+                .entry(process)
+                .or_insert_with(|| at.elapsed());
         }
     }
 }
