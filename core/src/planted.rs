@@ -85,10 +85,14 @@ pub enum Bug {
     /// The Redis port serves a connection's reads from its own node by default, as READONLY
     /// asks, instead of linearizably: a follower behind the leader answers an old value.
     RespReadsStale,
+    /// A node sends a request again to the new leader also after an answer that it may have
+    /// taken effect (outcome unknown), not only after a refusal that applied nothing: a write
+    /// without a session can apply twice, and its client is told what the second time found.
+    RouterResendsUnknownOutcome,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 26] = [
+    pub const ALL: [Bug; 27] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -115,6 +119,7 @@ impl Bug {
         Bug::TxnWritesOwnRevisions,
         Bug::ForwardedReadServedStale,
         Bug::RespReadsStale,
+        Bug::RouterResendsUnknownOutcome,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -199,6 +204,7 @@ impl Bug {
             Bug::TxnWritesOwnRevisions => "txn-writes-own-revisions",
             Bug::ForwardedReadServedStale => "forwarded-read-served-stale",
             Bug::RespReadsStale => "resp-reads-stale",
+            Bug::RouterResendsUnknownOutcome => "router-resends-unknown-outcome",
         }
     }
 }

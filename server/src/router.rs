@@ -298,8 +298,11 @@ fn served_stale(body: &mut Option<Request>) {
 /// True for the answers that say the request was refused before anything happened, because
 /// no leader could take it right now (this node does not lead, or one is taking over).
 fn refused_for_now(answer: &Response) -> bool {
+    let unknown_too = planted::active(planted::Bug::RouterResendsUnknownOutcome);
     matches!(answer, Response::Error(error)
-        if error.code == ErrorCode::NotLeader as i32 || error.code == ErrorCode::NoQuorum as i32)
+        if error.code == ErrorCode::NotLeader as i32
+            || error.code == ErrorCode::NoQuorum as i32
+            || (unknown_too && error.code == ErrorCode::OutcomeUnknown as i32))
 }
 
 fn not_leader(message: String) -> Response {
