@@ -373,7 +373,10 @@ fn every_command_of_the_table_is_found_by_its_name_in_any_case() {
     for command in COMMANDS {
         assert!(names.insert(command.name), "{} twice", command.name);
         let upper = command.name.to_ascii_uppercase();
-        assert_eq!(spec(upper.as_bytes()).map(|found| found.name), Some(command.name));
+        assert_eq!(
+            spec(upper.as_bytes()).map(|found| found.name),
+            Some(command.name)
+        );
     }
     assert!(spec(&[b'g'; 100]).is_none());
 }
