@@ -30,6 +30,10 @@ pub struct ReplicaConfig {
     /// Bytes of snapshot per chunk message of a transfer (the simulator lowers it, so that
     /// small states still travel in many chunks).
     pub snapshot_chunk_bytes: usize,
+    /// Bytes of snapshot encoded per turn of the node loop: a large state is encoded in
+    /// slices between other work, never in one stop (the simulator lowers it, so that small
+    /// states are encoded over many turns with writes in between).
+    pub snapshot_step_bytes: usize,
     /// Client sessions the state machine keeps (least recently used forgotten first). Every
     /// replica of a cluster must use the same value.
     pub sessions_max: usize,
@@ -49,6 +53,8 @@ pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 300;
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 /// Applied entries outside a snapshot before `kv-server` takes one, unless configured.
 pub const SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT: u64 = 10_000;
+/// Snapshot bytes encoded per turn unless configured: about a millisecond of work.
+pub const SNAPSHOT_STEP_BYTES_DEFAULT: usize = 256 * 1024;
 
 impl ReplicaConfig {
     /// A configuration with the defaults `kv-server` uses when no flag says otherwise.
@@ -64,6 +70,7 @@ impl ReplicaConfig {
             uncommitted_entries_max: 4096,
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
+            snapshot_step_bytes: SNAPSHOT_STEP_BYTES_DEFAULT,
             sessions_max: crate::kv::SESSIONS_MAX,
             joining: false,
             addresses: Vec::new(),
@@ -105,6 +112,7 @@ impl ReplicaConfig {
             || self.uncommitted_entries_max == 0
             || self.log_tick_interval_ms == 0
             || self.snapshot_chunk_bytes == 0
+            || self.snapshot_step_bytes == 0
             || self.sessions_max == 0
             || self.snapshot_chunk_bytes > crate::SNAPSHOT_CHUNK_BYTES
         {

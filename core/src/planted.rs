@@ -89,10 +89,14 @@ pub enum Bug {
     /// taken effect (outcome unknown), not only after a refusal that applied nothing: a write
     /// without a session can apply twice, and its client is told what the second time found.
     RouterResendsUnknownOutcome,
+    /// A snapshot encoded a slice at a time reads the keys it has not reached yet as they are
+    /// now, not as they were when it started: it holds writes of entries after its index,
+    /// which a node restarted from it applies a second time.
+    SnapshotSeesLaterWrites,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 27] = [
+    pub const ALL: [Bug; 28] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -120,6 +124,7 @@ impl Bug {
         Bug::ForwardedReadServedStale,
         Bug::RespReadsStale,
         Bug::RouterResendsUnknownOutcome,
+        Bug::SnapshotSeesLaterWrites,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -205,6 +210,7 @@ impl Bug {
             Bug::ForwardedReadServedStale => "forwarded-read-served-stale",
             Bug::RespReadsStale => "resp-reads-stale",
             Bug::RouterResendsUnknownOutcome => "router-resends-unknown-outcome",
+            Bug::SnapshotSeesLaterWrites => "snapshot-sees-later-writes",
         }
     }
 }

@@ -41,7 +41,8 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotWrite {
     pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
+    /// Shared with the transfers that send the same snapshot.
+    pub data: std::sync::Arc<Vec<u8>>,
     pub replaces_log: bool,
 }
 
@@ -223,7 +224,7 @@ impl DurableState {
     ) {
         if let Some(write) = snapshot {
             self.drop_log_covered_by_snapshot(write.meta.index, write.replaces_log);
-            self.snapshot = Some((write.meta.clone(), write.data.clone()));
+            self.snapshot = Some((write.meta.clone(), write.data.to_vec()));
         }
         if let Some(hard_state) = hard_state {
             self.hard_state = hard_state.clone();

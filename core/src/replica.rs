@@ -94,6 +94,11 @@ pub struct Replica {
     /// (or the one at hand is older than the log's start), dropped when no transfer runs: a
     /// large state is not held twice in memory between transfers.
     pub(crate) snapshot: Option<(SnapshotMeta, std::sync::Arc<Vec<u8>>)>,
+    /// The snapshot being encoded a slice per turn (see `kv::snapshot_build`), if any.
+    pub(crate) snapshot_building: Option<crate::snapshot::SnapshotBuilding>,
+    /// Peers whose transfer waits for the snapshot being encoded, with the ballot and role
+    /// the transfer was asked for in.
+    pub(crate) snapshot_waiting: BTreeMap<NodeId, (Ballot, bool)>,
     pub(crate) snapshot_write: Option<SnapshotWrite>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
@@ -230,6 +235,8 @@ impl Replica {
             election_deadline: now,
             next_ping_at: now,
             snapshot,
+            snapshot_building: None,
+            snapshot_waiting: BTreeMap::new(),
             snapshot_write: None,
             incoming_snapshot: None,
             outgoing_snapshots: BTreeMap::new(),
@@ -668,6 +675,7 @@ impl Replica {
         self.in_flight.is_none()
             && (self.hard_state_dirty
                 || self.snapshot_write.is_some()
+                || self.snapshot_building.is_some()
                 || !self.messages.is_empty()
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
@@ -702,6 +710,7 @@ impl Replica {
         let mut committed = std::mem::take(&mut self.committed_early);
         committed.extend(self.apply_committed());
         self.maybe_take_snapshot();
+        self.continue_snapshot();
         self.ready_number += 1;
         let hard_state = self.hard_state_dirty.then(|| self.hard_state());
         self.hard_state_dirty = false;
@@ -737,6 +746,7 @@ impl Replica {
         self.flush_replication();
         let committed = self.apply_committed();
         self.committed_early.extend(committed);
+        self.continue_snapshot();
         WhilePersisting::new(
             std::mem::take(&mut self.messages),
             std::mem::take(&mut self.responses),
@@ -814,7 +824,8 @@ impl Replica {
         committed
     }
 
-    /// Takes a snapshot once enough applied entries are outside the last one.
+    /// Starts a snapshot once enough applied entries are outside the last one. It is encoded
+    /// a slice per turn (`continue_snapshot`) and written once complete.
     fn maybe_take_snapshot(&mut self) {
         let uncovered = self.applied_index - self.log.snapshot_index();
         // A snapshot costs in proportion to the state, so a large state snapshots less often:
@@ -829,19 +840,11 @@ impl Replica {
         {
             return;
         }
-        let meta = SnapshotMeta {
-            index: self.applied_index,
-            ballot: self.log.ballot_at(self.applied_index),
-            configuration: Some(self.configuration_at(self.applied_index)),
-        };
-        let data = self.kv.encode_snapshot();
-        // The whole map was just read anyway; rebuilding it now keeps its memory near the minimum.
-        self.kv.compact_memory();
-        self.snapshot_write = Some(SnapshotWrite {
-            meta,
-            data,
-            replaces_log: false,
-        });
+        match &mut self.snapshot_building {
+            // One under way for a transfer serves: it covers entries past the log's start.
+            Some(building) => building.for_disk = true,
+            None => self.start_snapshot(true),
+        }
     }
 
     /// The configuration in force at log position `index` (what a snapshot there records).

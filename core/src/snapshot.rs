@@ -14,6 +14,14 @@ use crate::ready::SnapshotWrite;
 use crate::replica::Replica;
 use crate::types::{NodeId, Time};
 
+/// A snapshot being encoded (`KvStore::start_snapshot`), and who needs it once complete.
+#[derive(Debug)]
+pub(crate) struct SnapshotBuilding {
+    meta: SnapshotMeta,
+    /// To be written to disk (else only transfers wait for it).
+    pub(crate) for_disk: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct IncomingSnapshot {
     from: NodeId,
@@ -39,26 +47,81 @@ pub(crate) struct OutgoingSnapshot {
 }
 
 impl Replica {
+    /// Starts encoding a snapshot of the applied state (committed, so any peer may install
+    /// it), a slice per turn.
+    pub(crate) fn start_snapshot(&mut self, for_disk: bool) {
+        assert!(self.snapshot_building.is_none(), "one snapshot at a time");
+        let meta = SnapshotMeta {
+            index: self.applied_index,
+            ballot: self.log.ballot_at(self.applied_index),
+            configuration: Some(self.configuration_at(self.applied_index)),
+        };
+        self.kv.start_snapshot();
+        self.snapshot_building = Some(SnapshotBuilding { meta, for_disk });
+    }
+
+    /// Encodes the next slice of the snapshot under way; once it is complete, hands it to
+    /// storage and to the transfers waiting for it.
+    pub(crate) fn continue_snapshot(&mut self) {
+        let Some(building) = &self.snapshot_building else {
+            return;
+        };
+        if !self.kv.snapshot_in_progress() {
+            // The state it was encoding was replaced by an installed snapshot.
+            self.snapshot_building = None;
+            self.restart_waiting_transfers();
+            return;
+        }
+        let Some(data) = self.kv.continue_snapshot(self.config.snapshot_step_bytes) else {
+            return;
+        };
+        let for_disk = building.for_disk;
+        let meta = self.snapshot_building.take().expect("checked above").meta;
+        let data = Arc::new(data);
+        if for_disk && self.snapshot_write.is_none() {
+            self.snapshot_write = Some(SnapshotWrite {
+                meta: meta.clone(),
+                data: data.clone(),
+                replaces_log: false,
+            });
+        }
+        if !self.snapshot_waiting.is_empty() {
+            self.snapshot = Some((meta, data));
+            self.restart_waiting_transfers();
+        }
+    }
+
+    /// Starts the transfers that waited for a snapshot, if still asked for in the same ballot
+    /// and role.
+    fn restart_waiting_transfers(&mut self) {
+        let leading = self.role.is_leader();
+        for (to, (ballot, as_leader)) in std::mem::take(&mut self.snapshot_waiting) {
+            if ballot == self.promised && as_leader == leading {
+                self.start_snapshot_transfer(to);
+            }
+        }
+    }
+
     pub(crate) fn start_snapshot_transfer(&mut self, to: NodeId) {
-        if self.outgoing_snapshots.contains_key(&to) {
+        if self.outgoing_snapshots.contains_key(&to) || self.snapshot_waiting.contains_key(&to) {
             return;
         }
         // A snapshot older than the log's start would leave the peer short of entries again
-        // (and other transfers would keep it alive): encode the state as it is now instead.
+        // (and other transfers would keep it alive): encode the state as it is now instead,
+        // a slice per turn, and start once it is complete.
         let stale = self
             .snapshot
             .as_ref()
             .is_none_or(|(meta, _)| meta.index < self.log.snapshot_index());
         if stale {
-            // The applied state is committed, so any peer may install it.
-            let meta = SnapshotMeta {
-                index: self.applied_index,
-                ballot: self.log.ballot_at(self.applied_index),
-                configuration: Some(self.configuration_at(self.applied_index)),
-            };
-            self.snapshot = Some((meta, Arc::new(self.kv.encode_snapshot())));
+            self.snapshot_waiting
+                .insert(to, (self.promised, self.role.is_leader()));
+            if self.snapshot_building.is_none() {
+                self.start_snapshot(false);
+            }
+            return;
         }
-        let (meta, data) = self.snapshot.clone().expect("encoded above");
+        let (meta, data) = self.snapshot.clone().expect("checked above");
         self.outgoing_snapshots.insert(
             to,
             OutgoingSnapshot {
@@ -115,7 +178,7 @@ impl Replica {
 
     /// Forgets the shared snapshot once no transfer sends it (each transfer keeps its own).
     fn drop_snapshot_if_unused(&mut self) {
-        if self.outgoing_snapshots.is_empty() {
+        if self.outgoing_snapshots.is_empty() && self.snapshot_waiting.is_empty() {
             self.snapshot = None;
         }
     }
@@ -295,7 +358,7 @@ impl Replica {
         }
         self.snapshot_write = Some(SnapshotWrite {
             meta: meta.clone(),
-            data,
+            data: Arc::new(data),
             replaces_log: true,
         });
         // Reads waiting for a revision may be satisfied by the installed state.

@@ -50,6 +50,9 @@ pub struct NodeConfig {
     pub snapshot_entries_threshold: u64,
     /// Bytes per snapshot chunk (`paxkv_core::SNAPSHOT_CHUNK_BYTES` unless testing).
     pub snapshot_chunk_bytes: usize,
+    /// Snapshot bytes encoded per turn of the node loop
+    /// (`paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT` unless testing).
+    pub snapshot_step_bytes: usize,
     /// Client sessions kept (`paxkv_core::kv::SESSIONS_MAX` unless testing); the same on every
     /// node of a cluster.
     pub sessions_max: usize,
@@ -173,6 +176,7 @@ pub async fn start_node(
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
+    replica_config.snapshot_step_bytes = config.snapshot_step_bytes;
     replica_config.sessions_max = config.sessions_max;
     let mut replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::from_replica(error, &config.data_dir))?;
@@ -402,6 +406,7 @@ mod tests {
             heartbeat_interval_ms: 50,
             snapshot_entries_threshold: 10_000,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
+            snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: Some(1),
             join: None,

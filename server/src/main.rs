@@ -159,6 +159,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         snapshot_entries_threshold: args.snapshot_entries,
         snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
+        snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
         sessions_max: paxkv_core::kv::SESSIONS_MAX,
         seed: None,
         resp,

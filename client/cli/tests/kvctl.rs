@@ -59,6 +59,7 @@ async fn start_cluster() -> Cluster {
             heartbeat_interval_ms: 50,
             snapshot_entries_threshold: 10_000,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
+            snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: None,
             join: None,

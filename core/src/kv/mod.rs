@@ -22,6 +22,7 @@ mod history;
 mod leases;
 pub mod redis;
 mod sessions;
+mod snapshot_build;
 mod snapshot_codec;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +85,9 @@ pub struct KvStore {
     txn_revision_taken: Option<bool>,
     /// Unix time minus log time (ms) for the Redis commands' absolute times; 0: not set yet.
     unix_offset_ms: i64,
+    /// The snapshot being encoded a slice at a time, if any (`snapshot_build`). Not part of
+    /// the state.
+    build: Option<Box<snapshot_build::SnapshotBuild>>,
 }
 
 /// An empty store; the same as [`KvStore::new`] (a derived default would keep no sessions).
@@ -110,6 +114,7 @@ impl KvStore {
             expiry_lags: false,
             txn_revision_taken: None,
             unix_offset_ms: 0,
+            build: None,
         }
     }
 
@@ -400,6 +405,8 @@ impl KvStore {
 
     /// Removes `key` and its index entries; returns what was stored.
     fn remove_key(&mut self, key: &[u8]) -> Option<StoredValue> {
+        // Every change of the map passes here (an insert removes first).
+        self.before_key_change(key);
         let stored = self.map.remove(key)?;
         if stored.expires_at_ms != 0 {
             let removed = self
@@ -676,16 +683,19 @@ mod tests {
     }
 
     #[test]
-    fn encoding_a_snapshot_key_by_key_gives_the_bytes_of_the_whole_message() {
+    fn encoding_a_snapshot_key_by_key_gives_the_whole_message() {
+        let decoded = |store: &KvStore| {
+            paxkv_proto::peer::KvSnapshot::decode(store.encode_snapshot().as_slice()).unwrap()
+        };
         let mut store = KvStore::new();
-        assert_eq!(store.encode_snapshot(), store.to_snapshot().encode_to_vec());
+        assert_eq!(decoded(&store), store.to_snapshot());
         let five = register(&mut store, 1);
         let seven = register(&mut store, 2);
         store.apply(3, &put_entry(five, 1, "a", "1", None));
         store.apply(4, &put_entry(0, 0, "b", "2", None));
         store.apply(5, &put_entry(seven, 1, "c", "", None));
         assert!(store.to_snapshot().kvs.len() == 3 && !store.to_snapshot().sessions.is_empty());
-        assert_eq!(store.encode_snapshot(), store.to_snapshot().encode_to_vec());
+        assert_eq!(decoded(&store), store.to_snapshot());
     }
 
     #[test]

@@ -37,19 +37,26 @@ impl KvStore {
     /// The bytes of [`KvStore::to_snapshot`], written one key at a time: the state is never held
     /// twice (a store of a million keys would otherwise copy all of them first).
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        use prost::encoding::{message, uint64};
         let mut out = Vec::with_capacity(self.map.len() * 48);
-        if self.revision != 0 {
-            uint64::encode(1, &self.revision, &mut out);
-        }
+        self.encode_small_parts(&mut out);
         for (key, stored) in &self.map {
-            message::encode(2, &Self::key_value(key, stored), &mut out);
+            prost::encoding::message::encode(2, &Self::key_value(key, stored), &mut out);
+        }
+        out
+    }
+
+    /// Every part of the snapshot but the keys: revision, sessions, log time, leases, Unix
+    /// offset. (Decoding takes the fields in any order.)
+    pub(super) fn encode_small_parts(&self, out: &mut Vec<u8>) {
+        use prost::encoding::{message, sint64, uint64};
+        if self.revision != 0 {
+            uint64::encode(1, &self.revision, out);
         }
         for session in self.sessions.values() {
-            message::encode(3, session, &mut out);
+            message::encode(3, session, out);
         }
         if self.log_time_ms != 0 {
-            uint64::encode(4, &self.log_time_ms, &mut out);
+            uint64::encode(4, &self.log_time_ms, out);
         }
         for (id, lease) in &self.leases {
             let record = LeaseRecord {
@@ -57,19 +64,11 @@ impl KvStore {
                 granted_ttl_ms: lease.granted_ttl_ms,
                 expires_at_ms: lease.expires_at_ms,
             };
-            message::encode(5, &record, &mut out);
+            message::encode(5, &record, out);
         }
         if self.unix_offset_ms != 0 {
-            prost::encoding::sint64::encode(6, &self.unix_offset_ms, &mut out);
+            sint64::encode(6, &self.unix_offset_ms, out);
         }
-        out
-    }
-
-    /// Rebuilds the key map in one pass. Keys inserted one at a time in rising order (the
-    /// common way to fill a store) leave the tree's nodes about half empty; rebuilt from the
-    /// sorted keys they come out full. Moves the entries, copies no key or value.
-    pub fn compact_memory(&mut self) {
-        self.map = std::mem::take(&mut self.map).into_iter().collect();
     }
 
     /// The store a snapshot describes, keeping at most `SESSIONS_MAX` sessions (call

@@ -1,14 +1,23 @@
 //! The write-ahead log on disk: `DiskStorage`, its segments under `wal/`, appends, syncs,
-//! checkpoints (a new segment that starts from the durable state, so older segments and the log
-//! a snapshot covers can go) and recovery, which tells a torn last append from corruption.
-//! Record framing is in `record`, payloads in `payload`, the snapshot file in `snapshot_file`.
+//! checkpoints (a new segment that starts from the durable state, so older segments can go)
+//! and recovery, which tells a torn last append from corruption. Record framing is in
+//! `record`, payloads in `payload`, the snapshot file in `snapshot_file`.
+//!
+//! A snapshot taken locally is written by a thread of its own while appends and syncs go on:
+//! writing a large state takes longer than an election timeout, and the log must not wait for
+//! it. The log it covers stays on disk until the file is durable; then a marker and the hard
+//! state are appended, and after the next sync the oldest segments go, as many as hold nothing
+//! past the snapshot (a prefix: a later segment may truncate what an earlier one holds, so a
+//! segment never goes while one before it stays). No entry is rewritten, and memory holds no
+//! copy of the log: the replica's is the only one. A snapshot installed from a peer replaces
+//! the log: it is written before anything else, and a checkpoint starts a new segment.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use paxkv_core::{DurableState, LogWrite, SnapshotWrite};
-use paxkv_proto::peer::HardState;
+use paxkv_proto::peer::{HardState, SnapshotMeta};
 use prost::Message;
 
 use super::payload::{
@@ -30,12 +39,35 @@ pub struct DiskStorage {
     wal_dir: PathBuf,
     /// What is durable, mirrored in memory so a new segment can start from a checkpoint. The
     /// snapshot's bytes are not kept here (only its metadata): they are in their own file.
+    /// Entries are kept only while the log is recovered and while a checkpoint is written.
     mirror: DurableState,
     segment: Option<(PathBuf, File, u64)>,
+    /// The highest log index each segment written since the last checkpoint holds (0: none).
+    segment_last_index: std::collections::BTreeMap<u64, u64>,
+    /// The local snapshot being written by its own thread, if any.
+    writing: Option<SnapshotInWriting>,
+    /// A durable snapshot whose covered segments go after the next sync.
+    trim_after_sync: Option<u64>,
     /// Whether the open segment has appends not yet synced.
     unsynced: bool,
     next_segment_number: u64,
     sync_count: u64,
+}
+
+/// A local snapshot being written by its own thread (`snapshot_file::write`).
+struct SnapshotInWriting {
+    meta: SnapshotMeta,
+    thread: std::thread::JoinHandle<Result<(), StorageError>>,
+}
+
+impl Drop for DiskStorage {
+    /// A snapshot being written is finished first (a node stopping cleanly leaves it durable);
+    /// if this fails, the log it covers is still there.
+    fn drop(&mut self) {
+        if let Some(writing) = self.writing.take() {
+            let _ = writing.thread.join();
+        }
+    }
 }
 
 impl DiskStorage {
@@ -47,6 +79,9 @@ impl DiskStorage {
             wal_dir,
             mirror: DurableState::default(),
             segment: None,
+            segment_last_index: std::collections::BTreeMap::new(),
+            writing: None,
+            trim_after_sync: None,
             unsynced: false,
             next_segment_number: 1,
             sync_count: 0,
@@ -84,11 +119,63 @@ impl DiskStorage {
         if let Some(first) = self.mirror.entries.first() {
             add_log_write(&mut batch, first.index, &self.mirror.entries);
         }
+        let last_index = self.mirror.entries.last().map_or(0, |entry| entry.index);
         self.append_and_sync(batch)?;
+        self.segment_last_index.clear();
+        self.segment_last_index
+            .insert(self.next_segment_number - 1, last_index);
         for (_, path) in old {
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
         sync_directory(&self.wal_dir)
+    }
+
+    /// Once the local snapshot being written is durable (at once if `wait`, else only if its
+    /// thread is done): appends its marker and the hard state, and lets the next sync drop the
+    /// segments it covers.
+    fn finish_snapshot(&mut self, wait: bool) -> Result<(), StorageError> {
+        let done = self
+            .writing
+            .as_ref()
+            .is_some_and(|writing| wait || writing.thread.is_finished());
+        if !done {
+            return Ok(());
+        }
+        let writing = self.writing.take().expect("checked above");
+        writing
+            .thread
+            .join()
+            .expect("the snapshot writer does not panic")?;
+        self.sync_count += 1;
+        let mut batch = Batch::new();
+        batch.record(KIND_HARD_STATE, &self.mirror.hard_state.encode_to_vec());
+        batch.record(KIND_SNAPSHOT, &encode_snapshot_marker(&writing.meta, false));
+        self.append(batch)?;
+        self.trim_after_sync = Some(writing.meta.index);
+        self.mirror.snapshot = Some((writing.meta, Vec::new()));
+        Ok(())
+    }
+
+    /// Removes the oldest segments while each holds nothing past `index` (never the open one).
+    fn drop_segments_covered_by(&mut self, index: u64) -> Result<(), StorageError> {
+        let open = self.next_segment_number - 1;
+        let mut removed = false;
+        for (number, path) in self.segment_paths()? {
+            let covered = self
+                .segment_last_index
+                .get(&number)
+                .is_some_and(|last| *last <= index);
+            if number == open || !covered {
+                break;
+            }
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            self.segment_last_index.remove(&number);
+            removed = true;
+        }
+        if removed {
+            sync_directory(&self.wal_dir)?;
+        }
+        Ok(())
     }
 
     fn open_new_segment(&mut self) -> Result<(), StorageError> {
@@ -117,6 +204,8 @@ impl DiskStorage {
         self.sync_count += 1;
         sync_directory(&self.wal_dir)?;
         self.segment = Some((path, file, header.len() as u64));
+        self.segment_last_index
+            .insert(self.next_segment_number - 1, 0);
         Ok(())
     }
 
@@ -291,7 +380,7 @@ impl Storage for DiskStorage {
         Ok(DurableState {
             hard_state: self.mirror.hard_state.clone(),
             snapshot,
-            entries: self.mirror.entries.clone(),
+            entries: std::mem::take(&mut self.mirror.entries),
         })
     }
 
@@ -301,15 +390,29 @@ impl Storage for DiskStorage {
         snapshot: Option<&SnapshotWrite>,
         log_write: Option<&LogWrite>,
     ) -> Result<(), StorageError> {
+        self.finish_snapshot(false)?;
+        let installed = snapshot.filter(|write| write.replaces_log);
         if let Some(write) = snapshot {
-            snapshot_file::write(&self.dir, write)?;
-            self.sync_count += 1;
+            // One snapshot file at a time, and an older one must not land after this one.
+            self.finish_snapshot(true)?;
+            if write.replaces_log {
+                snapshot_file::write(&self.dir, write)?;
+                self.sync_count += 1;
+            } else {
+                let (dir, write) = (self.dir.clone(), write.clone());
+                let meta = write.meta.clone();
+                let thread = std::thread::Builder::new()
+                    .name("snapshot-writer".into())
+                    .spawn(move || snapshot_file::write(&dir, &write))
+                    .map_err(io_error(&self.dir))?;
+                self.writing = Some(SnapshotInWriting { meta, thread });
+            }
         }
         let mut batch = Batch::new();
         if let Some(hard_state) = hard_state {
             batch.record(KIND_HARD_STATE, &hard_state.encode_to_vec());
         }
-        if let Some(write) = snapshot {
+        if let Some(write) = installed {
             let marker = encode_snapshot_marker(&write.meta, write.replaces_log);
             batch.record(KIND_SNAPSHOT, &marker);
         }
@@ -319,20 +422,33 @@ impl Storage for DiskStorage {
         if !batch.is_empty() {
             self.append(batch)?;
         }
-        if let Some(write) = snapshot {
-            self.mirror
-                .drop_log_covered_by_snapshot(write.meta.index, write.replaces_log);
-            self.mirror.snapshot = Some((write.meta.clone(), Vec::new()));
+        if let Some(hard_state) = hard_state {
+            self.mirror.hard_state = hard_state.clone();
         }
-        self.mirror.apply_persisted(hard_state, None, log_write);
-        if snapshot.is_some() {
+        if let Some(last) = log_write.and_then(|write| write.entries.last()) {
+            let open = self.next_segment_number - 1;
+            let highest = self.segment_last_index.entry(open).or_insert(0);
+            *highest = (*highest).max(last.index);
+        }
+        if let Some(write) = installed {
+            // The installed state replaces the whole log: the new segment holds what this
+            // write appended after it, and nothing older survives.
+            self.mirror.snapshot = Some((write.meta.clone(), Vec::new()));
+            self.mirror.entries = log_write
+                .map(|write| write.entries.clone())
+                .unwrap_or_default();
             self.checkpoint()?;
+            self.mirror.entries = Vec::new();
         }
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
-        self.sync_segment()
+        self.sync_segment()?;
+        if let Some(index) = self.trim_after_sync.take() {
+            self.drop_segments_covered_by(index)?;
+        }
+        Ok(())
     }
 
     fn sync_count(&self) -> u64 {
@@ -375,19 +491,28 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_trims_the_log_and_old_segments() {
+    fn a_snapshot_drops_the_segments_it_covers_once_durable() {
         let dir = tempfile::tempdir().unwrap();
         let mut storage = DiskStorage::open(dir.path()).unwrap();
         storage.load().unwrap();
-        write(&mut storage, 1, 10, 1);
+        write(&mut storage, 1, 5, 1);
+        storage.open_new_segment().unwrap();
+        write(&mut storage, 6, 10, 1);
+        storage.open_new_segment().unwrap();
+        assert_eq!(storage.segment_paths().unwrap().len(), 3);
         storage
             .persist(None, Some(&local_snapshot(7)), None)
             .unwrap();
-        assert_eq!(
-            storage.segment_paths().unwrap().len(),
-            1,
-            "old segments removed"
-        );
+        storage.finish_snapshot(true).unwrap();
+        storage.sync().unwrap();
+        // The first segment (1..=5) is covered; the second holds 8..=10 too; the open one stays.
+        let left: Vec<u64> = storage
+            .segment_paths()
+            .unwrap()
+            .into_iter()
+            .map(|(number, _)| number)
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
         let state = reopen(dir.path()).unwrap();
         assert_eq!(state.snapshot.as_ref().unwrap().1, b"state");
         let indexes: Vec<u64> = state.entries.iter().map(|entry| entry.index).collect();
@@ -712,10 +837,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut storage = DiskStorage::open(dir.path()).unwrap();
         storage.load().unwrap();
-        write(&mut storage, 1, 10, 1);
+        write(&mut storage, 1, 5, 1);
+        storage.open_new_segment().unwrap();
+        write(&mut storage, 6, 10, 1);
         storage
             .persist(None, Some(&local_snapshot(7)), None)
             .unwrap();
+        storage.finish_snapshot(true).unwrap();
+        storage.sync().unwrap();
         drop(storage);
         fs::remove_file(dir.path().join("snapshot")).unwrap();
         let error = reopen(dir.path()).unwrap_err();

@@ -19,9 +19,19 @@ pub(super) struct SimDisk {
     pub(super) fail_next_sync: bool,
     /// Until this simulated time, syncs are slow (tens of milliseconds to seconds).
     pub(super) slow_until: Option<Instant>,
+    /// A local snapshot written aside (as the real storage's own thread does), and the syncs
+    /// left until it is durable; a crash loses it (the log it covers is still there).
+    pub(super) writing: Option<(SnapshotWrite, u32)>,
 }
 
 impl SimDisk {
+    /// The snapshot written aside is durable: the log it covers may go.
+    fn finish_snapshot(&mut self) {
+        if let Some((write, _)) = self.writing.take() {
+            self.synced.apply_persisted(None, Some(&write), None);
+        }
+    }
+
     /// Makes the first `count` unsynced writes durable and forgets the rest.
     fn keep_unsynced(&mut self, count: usize) {
         for write in std::mem::take(&mut self.unsynced).iter().take(count) {
@@ -56,6 +66,7 @@ impl SimStorage {
         };
         disk.keep_unsynced(kept);
         disk.fail_next_sync = false;
+        disk.writing = None;
         (kept, pending - kept)
     }
 
@@ -80,15 +91,20 @@ impl Storage for SimStorage {
         snapshot: Option<&SnapshotWrite>,
         log_write: Option<&LogWrite>,
     ) -> Result<(), StorageError> {
-        self.disk
-            .lock()
-            .expect("not poisoned")
-            .unsynced
-            .push(PendingWrite {
-                hard_state: hard_state.cloned(),
-                snapshot: snapshot.cloned(),
-                log_write: log_write.cloned(),
-            });
+        let mut disk = self.disk.lock().expect("not poisoned");
+        if snapshot.is_some() {
+            // One snapshot at a time: the one being written aside is waited for first.
+            disk.finish_snapshot();
+        }
+        let local = snapshot.filter(|write| !write.replaces_log);
+        if let Some(write) = local {
+            disk.writing = Some((write.clone(), thread_rng().gen_range(0..4)));
+        }
+        disk.unsynced.push(PendingWrite {
+            hard_state: hard_state.cloned(),
+            snapshot: snapshot.filter(|write| write.replaces_log).cloned(),
+            log_write: log_write.cloned(),
+        });
         Ok(())
     }
 
@@ -103,6 +119,11 @@ impl Storage for SimStorage {
         let all = disk.unsynced.len();
         disk.keep_unsynced(all);
         disk.syncs += 1;
+        match &mut disk.writing {
+            Some((_, 0)) => disk.finish_snapshot(),
+            Some((_, syncs_left)) => *syncs_left -= 1,
+            None => {}
+        }
         Ok(())
     }
 

@@ -91,6 +91,7 @@ pub(super) fn start_sim_node(
                     heartbeat_interval_ms: 50,
                     snapshot_entries_threshold: 200,
                     snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
+                    snapshot_step_bytes: shared.options.snapshot_step_bytes,
                     sessions_max: shared.options.sessions_max,
                     seed: Some(seed),
                     join,

@@ -64,6 +64,9 @@ pub struct SimOptions {
     /// Bytes per snapshot chunk: small chunks make even a small state travel in many, so a
     /// crash lands in the middle of a transfer.
     pub snapshot_chunk_bytes: usize,
+    /// Snapshot bytes encoded per turn: small, so that a snapshot is encoded over many turns
+    /// with writes between them.
+    pub snapshot_step_bytes: usize,
     /// Client sessions the nodes keep: 1 to 3 in 40% of the seeds, fewer than the clients that
     /// write (at least two: readers never open a session), so the state machine forgets
     /// sessions all the time (a write must then be refused, never applied as new).
@@ -176,7 +179,14 @@ impl SimOptions {
         } else {
             0
         };
+        // Drawn after everything else, for the same reason.
+        let snapshot_step_bytes = if rng.gen_bool(0.8) {
+            rng.gen_range(1..=600)
+        } else {
+            paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT
+        };
         SimOptions {
+            snapshot_step_bytes,
             resp_clients,
             seed,
             nodes,
@@ -221,6 +231,7 @@ impl SimOptions {
                "value_bytes_max": self.value_bytes_max, "pinned_clients": self.pinned_clients,
                "reader_clients": self.reader_clients,
                "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
+               "snapshot_step_bytes": self.snapshot_step_bytes,
                "sessions_max": self.sessions_max, "resp_clients": self.resp_clients})
     }
 }
