@@ -20,7 +20,8 @@ pub enum Workload {
     Get,
     /// Stale get (any node's local copy) of random (preloaded) keys.
     GetStale,
-    /// 90% linearizable gets, 10% puts.
+    /// Linearizable gets and puts of random (preloaded) keys: --read-share percent gets (90 by
+    /// default), the rest puts.
     Mixed,
     /// Puts with a short TTL (--ttl), so keys keep expiring while others are written.
     TtlChurn,
@@ -116,6 +117,8 @@ pub struct Plan {
     pub watchers: usize,
     /// Puts per second of the watch workload's writer.
     pub put_rate: u32,
+    /// Percent of the mixed workload's requests that are gets (0 to 100).
+    pub read_share: u8,
 }
 
 /// What a run measured.
@@ -264,10 +267,10 @@ async fn work(
             }
             Workload::Mixed => {
                 let key = shape.key(random.below(shape.keys));
-                if random.below(10) == 0 {
-                    conn.put(&key, &value, None).await.map(|()| true)
-                } else {
+                if random.reads(plan.read_share) {
                     conn.get(&key, false).await
+                } else {
+                    conn.put(&key, &value, None).await.map(|()| true)
                 }
             }
             Workload::TtlChurn => {
@@ -382,6 +385,11 @@ impl Random {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound.max(1)
     }
+
+    /// Whether the next request of a mixed run is a get, with `percent` of them gets.
+    pub fn reads(&mut self, percent: u8) -> bool {
+        self.below(100) < u64::from(percent)
+    }
 }
 
 #[cfg(test)]
@@ -422,5 +430,22 @@ mod tests {
             seen[random.below(10) as usize] += 1;
         }
         assert!(seen.iter().all(|&count| count > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn the_read_share_is_the_percent_of_gets() {
+        let mut random = Random::new(3);
+        let gets =
+            |random: &mut Random, percent| (0..100_000).filter(|_| random.reads(percent)).count();
+        assert_eq!(gets(&mut random, 0), 0);
+        assert_eq!(gets(&mut random, 100), 100_000);
+        for percent in [50u8, 90, 99] {
+            let expected = usize::from(percent) * 1000;
+            let got = gets(&mut random, percent);
+            assert!(
+                got.abs_diff(expected) < 1000,
+                "{percent}%: {got} gets of 100000"
+            );
+        }
     }
 }

@@ -114,6 +114,9 @@ struct RunArgs {
     /// Puts per second the watch workload's writer sends (one at a time, on a fixed schedule).
     #[arg(long, default_value_t = 100)]
     put_rate: u32,
+    /// Percent of the mixed workload's requests that are gets (the rest are puts).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100))]
+    read_share: u8,
     /// Do not write the keys before read workloads (they must exist already).
     #[arg(long)]
     no_preload: bool,
@@ -231,6 +234,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         watchers: args.watchers,
         put_rate: args.put_rate,
+        read_share: args.read_share,
     };
     let mut report = Report::default();
     let mut preloaded = args.no_preload;
@@ -314,6 +318,7 @@ async fn failover(args: FailoverArgs) -> anyhow::Result<()> {
         progress: false,
         watchers: 0,
         put_rate: 0,
+        read_share: 0,
     };
     let before = load::run(&conns, warm).await?;
     if before.ops == 0 {

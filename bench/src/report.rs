@@ -20,6 +20,9 @@ pub struct RunReport {
     pub keys: u64,
     pub key_size: usize,
     pub value_size: usize,
+    /// Percent of gets (the mixed workload only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_share: Option<u8>,
     pub seconds: f64,
     pub ops: u64,
     pub errors: u64,
@@ -64,6 +67,7 @@ impl RunReport {
             keys: plan.shape.keys,
             key_size: plan.shape.key_size,
             value_size: plan.shape.value_size,
+            read_share: (plan.workload == crate::load::Workload::Mixed).then_some(plan.read_share),
             seconds,
             ops: outcome.ops,
             errors: outcome.errors,
