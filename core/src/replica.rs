@@ -93,7 +93,7 @@ pub struct Replica {
     /// The snapshot new outgoing transfers send, encoded when one starts and none is at hand
     /// (or the one at hand is older than the log's start), dropped when no transfer runs: a
     /// large state is not held twice in memory between transfers.
-    pub(crate) snapshot: Option<(SnapshotMeta, std::sync::Arc<Vec<u8>>)>,
+    pub(crate) snapshot: Option<(SnapshotMeta, std::sync::Arc<crate::ready::SnapshotBytes>)>,
     /// The snapshot being encoded a slice per turn (see `kv::snapshot_build`), if any.
     pub(crate) snapshot_building: Option<crate::snapshot::SnapshotBuilding>,
     /// Peers whose transfer waits for the snapshot being encoded, with the ballot and role
@@ -129,7 +129,7 @@ pub struct Replica {
 }
 
 /// A snapshot waits for at least key count / this many entries since the last one.
-const SNAPSHOT_STATE_FRACTION: u64 = 32;
+const SNAPSHOT_STATE_FRACTION: u64 = 8;
 
 impl Replica {
     /// Starts a replica from what the caller recovered (`DurableState::default()` for a new node).
@@ -675,7 +675,6 @@ impl Replica {
         self.in_flight.is_none()
             && (self.hard_state_dirty
                 || self.snapshot_write.is_some()
-                || self.snapshot_building.is_some()
                 || !self.messages.is_empty()
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
@@ -699,6 +698,18 @@ impl Replica {
             })
     }
 
+    /// Whether work is waiting that nothing else is waiting for (a snapshot being encoded):
+    /// the caller does it with `do_background_work` when it has no input to take, a slice at
+    /// a time, and after it asks `has_ready` again.
+    pub fn has_background_work(&self) -> bool {
+        self.snapshot_building.is_some()
+    }
+
+    /// One slice of the background work (about a millisecond).
+    pub fn do_background_work(&mut self) {
+        self.continue_snapshot();
+    }
+
     /// Takes everything the caller must do, in the order `ready.rs` documents. Hand it back to
     /// `advance` once done; only one ready is outstanding at a time.
     pub fn ready(&mut self) -> Ready {
@@ -710,6 +721,8 @@ impl Replica {
         let mut committed = std::mem::take(&mut self.committed_early);
         committed.extend(self.apply_committed());
         self.maybe_take_snapshot();
+        // One slice per ready (not per input while a sync runs, which under load would make
+        // the encoding crowd out everything else until done).
         self.continue_snapshot();
         self.ready_number += 1;
         let hard_state = self.hard_state_dirty.then(|| self.hard_state());
@@ -746,7 +759,6 @@ impl Replica {
         self.flush_replication();
         let committed = self.apply_committed();
         self.committed_early.extend(committed);
-        self.continue_snapshot();
         WhilePersisting::new(
             std::mem::take(&mut self.messages),
             std::mem::take(&mut self.responses),
@@ -834,6 +846,9 @@ impl Replica {
             .config
             .snapshot_entries_threshold
             .max(self.kv.key_count() as u64 / SNAPSHOT_STATE_FRACTION);
+        // Each node a little later than the one before: replicas that snapshot at the same
+        // index would all be busy (and share a disk, when on one machine) at once.
+        let threshold = threshold + threshold * (self.id.0 % 4) / 8;
         if uncovered < threshold
             || self.snapshot_write.is_some()
             || self.applied_index > self.log.stable_last()

@@ -10,7 +10,7 @@ use prost::Message;
 use std::sync::Arc;
 
 use crate::leader::LeaderPhase;
-use crate::ready::SnapshotWrite;
+use crate::ready::{SnapshotBytes, SnapshotWrite};
 use crate::replica::Replica;
 use crate::types::{NodeId, Time};
 
@@ -21,6 +21,9 @@ pub(crate) struct SnapshotBuilding {
     /// To be written to disk (else only transfers wait for it).
     pub(crate) for_disk: bool,
 }
+
+/// Bytes reserved at most for a snapshot being received, whatever its sender announces.
+const INCOMING_RESERVE_MAX: u64 = 1 << 30;
 
 #[derive(Debug)]
 pub(crate) struct IncomingSnapshot {
@@ -41,7 +44,7 @@ pub(crate) struct OutgoingSnapshot {
     index: u64,
     /// The snapshot this transfer sends; a newer one taken meanwhile does not restart it.
     meta: SnapshotMeta,
-    data: Arc<Vec<u8>>,
+    data: Arc<SnapshotBytes>,
     acked_offset: u64,
     sent_at: Time,
 }
@@ -149,7 +152,7 @@ impl Replica {
         let chunk = SnapshotChunk {
             meta: Some(transfer.meta.clone()),
             offset: offset as u64,
-            data: data[offset..end].to_vec(),
+            data: data.copy_range(offset..end),
             total_bytes: data.len() as u64,
         };
         self.send(to, Body::SnapshotChunk(chunk));
@@ -276,7 +279,9 @@ impl Replica {
                 from,
                 meta: meta.clone(),
                 total_bytes: chunk.total_bytes,
-                data: Vec::new(),
+                // Received into one buffer of the announced size: growing it by doubling would
+                // copy a large state several times over.
+                data: Vec::with_capacity(chunk.total_bytes.min(INCOMING_RESERVE_MAX) as usize),
                 installed: false,
             });
         }
@@ -358,7 +363,7 @@ impl Replica {
         }
         self.snapshot_write = Some(SnapshotWrite {
             meta: meta.clone(),
-            data: Arc::new(data),
+            data: Arc::new(data.into()),
             replaces_log: true,
         });
         // Reads waiting for a revision may be satisfied by the installed state.

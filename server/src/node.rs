@@ -186,6 +186,11 @@ impl Node {
                     Some(input) => self.take_inputs(input, &mut inputs),
                     None => return Ok(Stopped::Shutdown),
                 },
+                // Last: a slice of a snapshot only when nothing else is waiting, so that a
+                // large one never holds up inputs or timers.
+                () = std::future::ready(()), if self.replica.has_background_work() => {
+                    self.replica.do_background_work();
+                }
             }
             for (peer, incarnation) in self.peers.take_new_incarnations() {
                 self.replica.remember_peer_incarnation(peer, incarnation);

@@ -17,11 +17,12 @@ use std::ops::Bound;
 use prost::encoding::message;
 
 use super::{KvStore, StoredValue};
+use crate::ready::SnapshotBytes;
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct SnapshotBuild {
     /// The bytes so far.
-    out: Vec<u8>,
+    out: SnapshotBytes,
     /// The last key encoded; None before the first.
     cursor: Option<Box<[u8]>>,
     /// For each key after the cursor written since the start: what it held then (None: absent).
@@ -39,10 +40,10 @@ impl KvStore {
     /// Starts encoding a snapshot of the store as it is now. Panics if one is under way.
     pub fn start_snapshot(&mut self) {
         assert!(self.build.is_none(), "a snapshot is already being encoded");
-        let mut out = Vec::with_capacity(self.map.len() * 48);
-        self.encode_small_parts(&mut out);
+        let mut small = Vec::new();
+        self.encode_small_parts(&mut small);
         self.build = Some(Box::new(SnapshotBuild {
-            out,
+            out: small.into(),
             ..SnapshotBuild::default()
         }));
     }
@@ -54,9 +55,9 @@ impl KvStore {
 
     /// Encodes keys until about `budget_bytes` more bytes are out; returns the whole snapshot
     /// once the last key is in (and the store is done with it).
-    pub fn continue_snapshot(&mut self, budget_bytes: usize) -> Option<Vec<u8>> {
+    pub fn continue_snapshot(&mut self, budget_bytes: usize) -> Option<SnapshotBytes> {
         let build = self.build.as_mut()?;
-        let target = build.out.len() + budget_bytes.max(1);
+        let mut encoded = 0;
         let from = match &build.cursor {
             Some(cursor) => Bound::Excluded(&cursor[..]),
             None => Bound::Unbounded,
@@ -70,7 +71,7 @@ impl KvStore {
             .range::<[u8], _>((from, Bound::Unbounded))
             .peekable();
         let mut last: Option<&[u8]> = None;
-        while build.out.len() < target {
+        while encoded < budget_bytes.max(1) {
             // The next key of either, the saved state winning for a key in both.
             let next_current = current.peek().map(|(key, _)| &key[..]);
             let next_saved = saved.peek().map(|(key, _)| &key[..]);
@@ -95,13 +96,17 @@ impl KvStore {
                 }
             };
             if let Some(stored) = stored {
-                message::encode(2, &Self::key_value(key, stored), &mut build.out);
+                let tail = build.out.tail();
+                let before = tail.len();
+                message::encode(2, &Self::key_value(key, stored), tail);
+                encoded += tail.len() - before;
             }
             last = Some(key);
         }
         let finished = current.peek().is_none() && saved.peek().is_none();
         let last = last.map(Box::<[u8]>::from);
         let build = self.build.as_mut().expect("checked above");
+        build.out.update_len();
         if finished {
             return self.build.take().map(|build| build.out);
         }
@@ -207,7 +212,7 @@ mod tests {
             if budget < 1_000 {
                 assert!(slices > 5, "budget {budget}: only {slices} slices");
             }
-            let got = KvSnapshot::decode(bytes.as_slice()).unwrap();
+            let got = KvSnapshot::decode(bytes.to_vec().as_slice()).unwrap();
             assert_eq!(got, expected, "budget {budget}");
             assert!(!store.snapshot_in_progress());
         }

@@ -45,7 +45,7 @@ pub(super) fn local_snapshot(index: u64) -> SnapshotWrite {
             ballot: Some(Ballot::new(1, 1)),
             configuration: None,
         },
-        data: std::sync::Arc::new(b"state".to_vec()),
+        data: std::sync::Arc::new(b"state".to_vec().into()),
         replaces_log: false,
     }
 }

@@ -392,12 +392,19 @@ impl Storage for DiskStorage {
     ) -> Result<(), StorageError> {
         self.finish_snapshot(false)?;
         let installed = snapshot.filter(|write| write.replaces_log);
-        if let Some(write) = snapshot {
-            // One snapshot file at a time, and an older one must not land after this one.
+        if let Some(write) = installed {
+            // An older snapshot must not land after this one.
             self.finish_snapshot(true)?;
-            if write.replaces_log {
-                snapshot_file::write(&self.dir, write)?;
-                self.sync_count += 1;
+            snapshot_file::write(&self.dir, write)?;
+            self.sync_count += 1;
+        } else if let Some(write) = snapshot {
+            if self.writing.is_some() {
+                // Still writing the last one: waiting would stall the log for as long. This
+                // one is skipped; the log it covers stays on disk until the next one.
+                tracing::debug!(
+                    index = write.meta.index,
+                    "skipping a snapshot while the last one is still being written"
+                );
             } else {
                 let (dir, write) = (self.dir.clone(), write.clone());
                 let meta = write.meta.clone();
