@@ -12,7 +12,8 @@
 # i serves clients on 127.0.0.1:12377+2i and peers on 127.0.0.1:12378+2i (member 1: 12379 and
 # 12380). Nodes numbered above NODES join the running cluster: paxkv with --join (the cluster
 # picks its id), etcd as an existing member with ETCD_JOINED as its initial cluster (etcdctl
-# member add first). ETCD_EXTRA_ARGS, if set, is added to every etcd command line.
+# member add first). ETCD_EXTRA_ARGS, if set, is added to every etcd command line,
+# PAXKV_EXTRA_ARGS to every paxkv node's that starts a cluster.
 
 # ---------------------------------------------------------------- tools
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root (or sudo) to run: $*"; fi; }
@@ -93,9 +94,10 @@ start_node() { # store node
             --peer-addr "[::1]:$((17100 + i))" --data-dir "$data" --cluster-secret-file "$SECRET" \
             >>"$data.log" 2>&1 &
     elif [ "$store" = paxkv ]; then
+        # shellcheck disable=SC2086 # PAXKV_EXTRA_ARGS is a list of flags
         "$SERVER" --id "$i" --client-addr "[::1]:$((17000 + i))" --peer-addr "[::1]:$((17100 + i))" \
             --peers "$PAXKV_PEERS" --data-dir "$data" --cluster-secret-file "$SECRET" \
-            >>"$data.log" 2>&1 &
+            ${PAXKV_EXTRA_ARGS:-} >>"$data.log" 2>&1 &
     else
         local state=new initial=$ETCD_PEERS
         [ -d "$data/member" ] && state=existing

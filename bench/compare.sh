@@ -11,6 +11,7 @@
 # (put,get,get-stale,mixed,ttl-churn,lease,txn), WATCHERS (1,100,10000: one watch run with each
 # count), PUT_RATE (50 puts a second under the watchers), FAILOVERS (5 tries of each: kill and freeze of the
 # leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
+# CATCH_UP_PUTS (15s of puts while a new member catches up on the MEMORY_KEYS keys),
 # PHASES (load,watch,failover,replace,memory: which parts to run),
 # WORK (the directory for data and results; default a new one under /var/tmp; KEEP=1 keeps it).
 # Results: a table on standard output, and $WORK/results.md with the same table.
@@ -26,6 +27,7 @@ WORKLOADS=${WORKLOADS:-put,get,get-stale,mixed,ttl-churn,lease,txn}
 WATCHERS=${WATCHERS:-1,100,10000}
 PUT_RATE=${PUT_RATE:-50}
 FAILOVERS=${FAILOVERS:-5}
+CATCH_UP_PUTS=${CATCH_UP_PUTS:-15s}
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 RESTARTS=${RESTARTS:-3}
 KEEP=${KEEP:-0}
@@ -279,9 +281,15 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
             sleep 0.5
         done
     fi
+    # Puts go on meanwhile (CONCURRENCY in flight, on their own keys): their latency shows
+    # whether sending the state to the new member holds up the leader.
+    bench "$store" --workload put --keys 10000 --concurrency "$CONCURRENCY" --warmup 0s \
+        --duration "$CATCH_UP_PUTS" --json "$RESULTS/catch-up-puts-$store.json" --quiet >/dev/null &
+    puts_pid=$!
     start_node "$store" 4
     ready "$store" 4 "$last_key" >/dev/null
     catch_up_ms=$((($(date +%s%N) - started) / 1000000))
+    wait "$puts_pid"
     stop_node "$store" 4
     printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
         "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$du_mb" "$(IFS=,; echo "${restarts[*]}")" \

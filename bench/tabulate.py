@@ -132,6 +132,40 @@ def main(results):
             f"| a new member catching up on them to its first read, ms | {fmt_all(catch_up[0])}"
             f" | {fmt_all(catch_up[1])} | {ratio_of(*catch_up)} |"
         )
+        # Put latency while the keys are written, and while the new member catches up.
+        for name, what in [
+            ("fill", f"writing the {keys:,} keys (256 in flight, 4 connections)"),
+            ("catch-up-puts", "puts while the new member catches up"),
+        ]:
+            runs = {}
+            for store in ("paxkv", "etcd"):
+                path = results / f"{name}-{store}.json"
+                if path.exists():
+                    runs[store] = load(path)["runs"][0]
+            if not runs:
+                continue
+
+            def cell(store, field):
+                run = runs.get(store)
+                if not run:
+                    return "-"
+                if field == "ops_per_sec":
+                    return f"{run[field]:,.0f}"
+                return f"{run['latency_us'][field] / 1000:.1f}"
+
+            for field, label in [
+                ("ops_per_sec", "puts/s"),
+                ("p99", "p99 ms"),
+                ("p999", "p99.9 ms"),
+                ("max", "max ms"),
+            ]:
+                pax_cell, etc_cell = cell("paxkv", field), cell("etcd", field)
+                ratio = "-"
+                if "-" not in (pax_cell, etc_cell) and float(etc_cell.replace(",", "")) > 0:
+                    ratio = (
+                        f"{float(pax_cell.replace(',', '')) / float(etc_cell.replace(',', '')):.2f}"
+                    )
+                extra.append(f"| {what}: {label} | {pax_cell} | {etc_cell} | {ratio} |")
     if extra:
         lines += ["", "| measure | paxkv | etcd | paxkv / etcd |", "|---|---:|---:|---:|"] + extra
     lines += watch_table(results)

@@ -699,6 +699,35 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_encoded_as_its_message_would_be() {
+        let stored = StoredValue {
+            value: b"value".to_vec().into_boxed_slice(),
+            create_revision: 3,
+            mod_revision: 300,
+            version: 1 << 40,
+            lease_id: 7,
+            expires_at_ms: 123_456,
+            value_type: ValueType::Hash,
+        };
+        let bare = StoredValue {
+            value: Box::new([]),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease_id: 0,
+            expires_at_ms: 0,
+            value_type: ValueType::String,
+        };
+        for (key, stored) in [(&b"k"[..], &stored), (&b"key-with-no-value"[..], &bare)] {
+            let mut direct = Vec::new();
+            KvStore::encode_key_value(key, stored, &mut direct);
+            let mut message = Vec::new();
+            prost::encoding::message::encode(2, &KvStore::key_value(key, stored), &mut message);
+            assert_eq!(direct, message);
+        }
+    }
+
+    #[test]
     fn snapshot_round_trip_keeps_the_state_hash() {
         let mut store = KvStore::new();
         store.apply(1, &put_entry(5, 1, "a", "1", None));

@@ -14,8 +14,6 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use prost::encoding::message;
-
 use super::{KvStore, StoredValue};
 use crate::ready::SnapshotBytes;
 
@@ -98,7 +96,7 @@ impl KvStore {
             if let Some(stored) = stored {
                 let tail = build.out.tail();
                 let before = tail.len();
-                message::encode(2, &Self::key_value(key, stored), tail);
+                Self::encode_key_value(key, stored, tail);
                 encoded += tail.len() - before;
             }
             last = Some(key);

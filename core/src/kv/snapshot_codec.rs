@@ -40,9 +40,60 @@ impl KvStore {
         let mut out = Vec::with_capacity(self.map.len() * 48);
         self.encode_small_parts(&mut out);
         for (key, stored) in &self.map {
-            prost::encoding::message::encode(2, &Self::key_value(key, stored), &mut out);
+            Self::encode_key_value(key, stored, &mut out);
         }
         out
+    }
+
+    /// Appends `key` as the snapshot's field 2 (a `KeyValue`), the bytes
+    /// `message::encode(2, &key_value(key, stored), out)` gives, without building the message
+    /// (two allocations and copies of every key and value).
+    pub(super) fn encode_key_value(key: &[u8], stored: &StoredValue, out: &mut Vec<u8>) {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        let bytes_len = |bytes: &[u8]| {
+            if bytes.is_empty() {
+                0
+            } else {
+                1 + encoded_len_varint(bytes.len() as u64) as usize + bytes.len()
+            }
+        };
+        let number_len = |value: u64| {
+            if value == 0 {
+                0
+            } else {
+                1 + encoded_len_varint(value) as usize
+            }
+        };
+        let value_type = stored.value_type as i32 as u64;
+        let numbers = [
+            (3, stored.create_revision),
+            (4, stored.mod_revision),
+            (5, stored.version),
+            (6, stored.lease_id),
+            (7, stored.expires_at_ms),
+            (8, value_type),
+        ];
+        let length = bytes_len(key)
+            + bytes_len(&stored.value)
+            + numbers
+                .iter()
+                .map(|(_, value)| number_len(*value))
+                .sum::<usize>();
+        encode_key(2, WireType::LengthDelimited, out);
+        encode_varint(length as u64, out);
+        for (tag, bytes) in [(1, key), (2, &stored.value[..])] {
+            if !bytes.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, out);
+                encode_varint(bytes.len() as u64, out);
+                out.extend_from_slice(bytes);
+            }
+        }
+        for (tag, value) in numbers {
+            if value != 0 {
+                encode_key(tag, WireType::Varint, out);
+                encode_varint(value, out);
+            }
+        }
     }
 
     /// Every part of the snapshot but the keys: revision, sessions, log time, leases, Unix
