@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 
 use paxkv_proto::client::{client_response::Body as Response, ErrorCode};
 use paxkv_proto::peer::{
-    entry::Kind, peer_message::Body, Ballot, Command, Configuration, HardState, KvSnapshot,
-    LogEntry, LogState, PeerMessage, SnapshotMeta,
+    entry::Kind, peer_message::Body, Ballot, Command, Configuration, HardState, LogEntry, LogState,
+    PeerMessage, SnapshotMeta,
 };
-use prost::Message;
 
 use crate::config::ReplicaConfig;
 use crate::election::PreVoteState;
@@ -164,14 +163,14 @@ impl Replica {
         let base = snapshot_configuration.unwrap_or_else(|| first_configuration.clone());
         let (kv, log, snapshot) = match durable.snapshot {
             Some((meta, data)) => {
-                let decoded = KvSnapshot::decode(data.as_slice()).map_err(|error| {
+                let decoded = KvStore::decode_snapshot(data.as_slice()).map_err(|error| {
                     Error::CorruptState(format!("snapshot does not decode: {error}"))
                 })?;
                 let ballot = ballot_or_zero(meta.ballot);
                 let log = Log::recovered(meta.index, ballot, base, durable.entries);
                 // The bytes are not kept: a transfer encodes the state it has then.
                 drop(data);
-                let mut kv = KvStore::from_snapshot(decoded);
+                let mut kv = decoded;
                 kv.set_applied_index(meta.index);
                 (kv, log, None)
             }

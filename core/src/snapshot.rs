@@ -3,10 +3,7 @@
 //! snapshot is durable. Used by a leader for lagging followers and by the holder of the most
 //! advanced log for a new leader that is behind.
 
-use paxkv_proto::peer::{
-    peer_message::Body, Ballot, KvSnapshot, SnapshotAck, SnapshotChunk, SnapshotMeta,
-};
-use prost::Message;
+use paxkv_proto::peer::{peer_message::Body, Ballot, SnapshotAck, SnapshotChunk, SnapshotMeta};
 use std::sync::Arc;
 
 use crate::leader::LeaderPhase;
@@ -327,7 +324,7 @@ impl Replica {
             .incoming_snapshot
             .as_mut()
             .expect("a snapshot is being received");
-        let Ok(decoded) = KvSnapshot::decode(incoming.data.as_slice()) else {
+        let Ok(decoded) = crate::KvStore::decode_snapshot(incoming.data.as_slice()) else {
             // Corrupt in transit: start over from the first byte.
             let (from, index) = (incoming.from, incoming.meta.index);
             self.incoming_snapshot = None;
@@ -349,7 +346,7 @@ impl Replica {
             meta.index > self.commit_index,
             "an installed snapshot moves the commit point forward"
         );
-        self.kv = crate::KvStore::from_snapshot(decoded);
+        self.kv = decoded;
         self.kv.set_applied_index(meta.index);
         self.kv.set_sessions_max(self.config.sessions_max);
         self.log.reset_to_snapshot(&meta);

@@ -136,8 +136,16 @@ pub async fn start_node(
     clock: NodeClock,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<RunningNode, ServerError> {
+    let loading = tokio::time::Instant::now();
     let durable = run_blocking(move || storage.load().map(|state| (storage, state))).await;
     let (mut storage, durable) = durable?;
+    tracing::info!(
+        ms = loading.elapsed().as_millis() as u64,
+        snapshot_index = durable.snapshot.as_ref().map_or(0, |(meta, _)| meta.index),
+        snapshot_bytes = durable.snapshot.as_ref().map_or(0, |(_, data)| data.len()),
+        log_entries = durable.entries.len(),
+        "read the data directory"
+    );
     let first_start = durable.hard_state.incarnation == 0;
     let kept_id = NodeId(durable.hard_state.node_id);
     let joining = config.join.is_some();
@@ -178,8 +186,14 @@ pub async fn start_node(
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     replica_config.snapshot_step_bytes = config.snapshot_step_bytes;
     replica_config.sessions_max = config.sessions_max;
+    let rebuilding = tokio::time::Instant::now();
     let mut replica = Replica::new(replica_config, durable, clock.now())
         .map_err(|error| ServerError::from_replica(error, &config.data_dir))?;
+    tracing::info!(
+        ms = rebuilding.elapsed().as_millis() as u64,
+        keys = replica.kv().key_count(),
+        "rebuilt the state from the snapshot"
+    );
     if first_start {
         // Peers remember the incarnation they are first shown; one lost in a crash before the
         // node's first sync would have it refused as wiped when it comes back.

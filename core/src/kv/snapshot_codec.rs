@@ -4,11 +4,24 @@
 
 use std::collections::BTreeSet;
 
-use paxkv_proto::peer::{KvSnapshot, LeaseRecord};
+use paxkv_proto::client::ValueType;
+use paxkv_proto::peer::{KvSnapshot, LeaseRecord, SessionRecord};
+use prost::{DecodeError, Message};
 
 use super::history::History;
 use super::leases::Lease;
 use super::{fnv1a, KvStore, StoredValue};
+
+/// What a snapshot holds, read from a message or from its bytes.
+#[derive(Default)]
+struct SnapshotParts {
+    revision: u64,
+    log_time_ms: u64,
+    unix_offset_ms: i64,
+    sessions: Vec<SessionRecord>,
+    leases: Vec<LeaseRecord>,
+    keys: Vec<(Box<[u8]>, StoredValue)>,
+}
 
 impl KvStore {
     pub fn to_snapshot(&self) -> KvSnapshot {
@@ -125,11 +138,144 @@ impl KvStore {
     /// The store a snapshot describes, keeping at most `SESSIONS_MAX` sessions (call
     /// `set_sessions_max` for another bound).
     pub fn from_snapshot(snapshot: KvSnapshot) -> KvStore {
+        let keys = snapshot
+            .kvs
+            .into_iter()
+            .map(|kv| {
+                let value_type = kv.value_type();
+                let stored = StoredValue {
+                    value: kv.value.into_boxed_slice(),
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                    lease_id: kv.lease_id,
+                    expires_at_ms: kv.expires_at_ms,
+                    value_type,
+                };
+                (kv.key.into_boxed_slice(), stored)
+            })
+            .collect();
+        Self::assemble(SnapshotParts {
+            revision: snapshot.revision,
+            log_time_ms: snapshot.log_time_ms,
+            unix_offset_ms: snapshot.unix_offset_ms,
+            sessions: snapshot.sessions,
+            leases: snapshot.leases,
+            keys,
+        })
+    }
+
+    /// The store a snapshot's bytes describe, read straight into the store's own types: no
+    /// message of a million keys is built first (the same as decoding a `KvSnapshot` and
+    /// `from_snapshot`, in less time and memory).
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<KvStore, String> {
+        Self::decode_parts(bytes)
+    }
+
+    fn decode_parts(mut bytes: &[u8]) -> Result<KvStore, String> {
+        let text = |error: DecodeError| error.to_string();
+        use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+        let mut parts = SnapshotParts {
+            // About 130 bytes a key at 100-byte values: a guess that saves most regrowth.
+            keys: Vec::with_capacity(bytes.len() / 128),
+            ..SnapshotParts::default()
+        };
+        let length_delimited = |buf: &mut &[u8]| -> Result<Vec<u8>, String> {
+            let length = decode_varint(buf).map_err(text)? as usize;
+            if length > buf.len() {
+                return Err("buffer underflow".to_string());
+            }
+            let (field, rest) = buf.split_at(length);
+            *buf = rest;
+            Ok(field.to_vec())
+        };
+        while !bytes.is_empty() {
+            let (tag, wire_type) = decode_key(&mut bytes).map_err(text)?;
+            match (tag, wire_type) {
+                (1, WireType::Varint) => {
+                    parts.revision = decode_varint(&mut bytes).map_err(text)?
+                }
+                (4, WireType::Varint) => {
+                    parts.log_time_ms = decode_varint(&mut bytes).map_err(text)?
+                }
+                (6, WireType::Varint) => {
+                    let zigzag = decode_varint(&mut bytes).map_err(text)?;
+                    parts.unix_offset_ms = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+                }
+                (3, WireType::LengthDelimited) => parts.sessions.push(
+                    SessionRecord::decode(length_delimited(&mut bytes)?.as_slice())
+                        .map_err(text)?,
+                ),
+                (5, WireType::LengthDelimited) => parts.leases.push(
+                    LeaseRecord::decode(length_delimited(&mut bytes)?.as_slice()).map_err(text)?,
+                ),
+                (2, WireType::LengthDelimited) => {
+                    let length = decode_varint(&mut bytes).map_err(text)? as usize;
+                    if length > bytes.len() {
+                        return Err("buffer underflow".to_string());
+                    }
+                    let (mut field, rest) = bytes.split_at(length);
+                    bytes = rest;
+                    let mut key = Vec::new();
+                    let mut stored = StoredValue {
+                        value: Box::new([]),
+                        create_revision: 0,
+                        mod_revision: 0,
+                        version: 0,
+                        lease_id: 0,
+                        expires_at_ms: 0,
+                        value_type: ValueType::String,
+                    };
+                    while !field.is_empty() {
+                        let (tag, wire_type) = decode_key(&mut field).map_err(text)?;
+                        match (tag, wire_type) {
+                            (1, WireType::LengthDelimited) => {
+                                key = length_delimited(&mut field)?;
+                            }
+                            (2, WireType::LengthDelimited) => {
+                                stored.value = length_delimited(&mut field)?.into_boxed_slice();
+                            }
+                            (3, WireType::Varint) => {
+                                stored.create_revision = decode_varint(&mut field).map_err(text)?;
+                            }
+                            (4, WireType::Varint) => {
+                                stored.mod_revision = decode_varint(&mut field).map_err(text)?;
+                            }
+                            (5, WireType::Varint) => {
+                                stored.version = decode_varint(&mut field).map_err(text)?
+                            }
+                            (6, WireType::Varint) => {
+                                stored.lease_id = decode_varint(&mut field).map_err(text)?
+                            }
+                            (7, WireType::Varint) => {
+                                stored.expires_at_ms = decode_varint(&mut field).map_err(text)?;
+                            }
+                            (8, WireType::Varint) => {
+                                stored.value_type = ValueType::try_from(
+                                    decode_varint(&mut field).map_err(text)? as i32,
+                                )
+                                .unwrap_or_default();
+                            }
+                            _ => skip_field(wire_type, tag, &mut field, DecodeContext::default())
+                                .map_err(text)?,
+                        }
+                    }
+                    parts.keys.push((key.into_boxed_slice(), stored));
+                }
+                _ => skip_field(wire_type, tag, &mut bytes, DecodeContext::default())
+                    .map_err(text)?,
+            }
+        }
+        Ok(Self::assemble(parts))
+    }
+
+    /// The store made of a snapshot's parts.
+    fn assemble(parts: SnapshotParts) -> KvStore {
         let mut store = KvStore::new();
-        store.revision = snapshot.revision;
-        store.log_time_ms = snapshot.log_time_ms;
-        store.unix_offset_ms = snapshot.unix_offset_ms;
-        for lease in snapshot.leases {
+        store.revision = parts.revision;
+        store.log_time_ms = parts.log_time_ms;
+        store.unix_offset_ms = parts.unix_offset_ms;
+        for lease in parts.leases {
             store
                 .lease_deadlines
                 .insert((lease.expires_at_ms, lease.lease_id));
@@ -142,18 +288,7 @@ impl KvStore {
                 },
             );
         }
-        let mut entries = Vec::with_capacity(snapshot.kvs.len());
-        for kv in snapshot.kvs {
-            let value_type = kv.value_type();
-            let stored = StoredValue {
-                value: kv.value.into_boxed_slice(),
-                create_revision: kv.create_revision,
-                mod_revision: kv.mod_revision,
-                version: kv.version,
-                lease_id: kv.lease_id,
-                expires_at_ms: kv.expires_at_ms,
-                value_type,
-            };
+        for (key, stored) in &parts.keys {
             assert!(
                 stored.mod_revision <= store.revision,
                 "snapshot key newer than its revision"
@@ -161,21 +296,20 @@ impl KvStore {
             if stored.expires_at_ms != 0 {
                 store
                     .key_deadlines
-                    .insert((stored.expires_at_ms, kv.key.clone()));
+                    .insert((stored.expires_at_ms, key.to_vec()));
             }
             if stored.lease_id != 0 {
                 let lease = store
                     .leases
                     .get_mut(&stored.lease_id)
                     .expect("a snapshot's keys attach only to its leases");
-                lease.keys.insert(kv.key.clone());
+                lease.keys.insert(key.to_vec());
             }
-            entries.push((kv.key.into_boxed_slice(), stored));
         }
         // Built in one pass from keys in order (a snapshot lists them sorted): the tree's nodes
         // come out full, where inserting one key at a time leaves them about half empty.
-        store.map = entries.into_iter().collect();
-        for session in snapshot.sessions {
+        store.map = parts.keys.into_iter().collect();
+        for session in parts.sessions {
             store
                 .sessions_by_age
                 .insert((session.last_index, session.client_id), ());

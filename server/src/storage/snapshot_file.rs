@@ -5,7 +5,7 @@
 //! endian; the CRC covers everything after it.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use paxkv_core::SnapshotWrite;
@@ -23,11 +23,12 @@ fn snapshot_path(dir: &Path) -> PathBuf {
     dir.join("snapshot")
 }
 
-/// The snapshot in `dir`, if there is one: its metadata and the state machine's bytes.
+/// The snapshot in `dir`, if there is one: its metadata and the state machine's bytes (read
+/// into a buffer of their own, not copied out of the file's).
 pub(super) fn read(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
     let path = snapshot_path(dir);
-    let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io_error(&path)(error)),
     };
@@ -35,21 +36,34 @@ pub(super) fn read(dir: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Storag
         path: path.clone(),
         reason: reason.to_string(),
     };
-    if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[..8] != SNAPSHOT_MAGIC {
+    let size = file.metadata().map_err(io_error(&path))?.len() as usize;
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    if size < SNAPSHOT_HEADER_BYTES {
         return Err(corrupt("not a paxkv snapshot"));
     }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if crc32fast::hash(&bytes[12..]) != crc {
-        return Err(corrupt("checksum mismatch"));
+    file.read_exact(&mut header).map_err(io_error(&path))?;
+    if &header[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt("not a paxkv snapshot"));
     }
-    let meta_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-    if SNAPSHOT_HEADER_BYTES + meta_len > bytes.len() {
+    let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    let meta_len = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) as usize;
+    if SNAPSHOT_HEADER_BYTES + meta_len > size {
         return Err(corrupt("metadata length beyond the file"));
     }
-    let meta_end = SNAPSHOT_HEADER_BYTES + meta_len;
-    let meta = SnapshotMeta::decode(&bytes[SNAPSHOT_HEADER_BYTES..meta_end])
-        .map_err(|_| corrupt("metadata does not decode"))?;
-    Ok(Some((meta, bytes[meta_end..].to_vec())))
+    let mut meta = vec![0u8; meta_len];
+    file.read_exact(&mut meta).map_err(io_error(&path))?;
+    let mut state = Vec::with_capacity(size - SNAPSHOT_HEADER_BYTES - meta_len);
+    file.read_to_end(&mut state).map_err(io_error(&path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[12..16]);
+    hasher.update(&meta);
+    hasher.update(&state);
+    if hasher.finalize() != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let meta =
+        SnapshotMeta::decode(meta.as_slice()).map_err(|_| corrupt("metadata does not decode"))?;
+    Ok(Some((meta, state)))
 }
 
 /// Bytes written between syncs of the file: the disk never holds much of it unwritten, so the
