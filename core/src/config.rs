@@ -34,6 +34,10 @@ pub struct ReplicaConfig {
     /// slices between other work, never in one stop (the simulator lowers it, so that small
     /// states are encoded over many turns with writes in between).
     pub snapshot_step_bytes: usize,
+    /// Copy every applied entry into `Ready::committed` (for tests that compare what the
+    /// replicas applied). Off in a server, which only counts them: the copy cost an allocation
+    /// and a copy of each key and value on every node.
+    pub report_committed_entries: bool,
     /// Client sessions the state machine keeps (least recently used forgotten first). Every
     /// replica of a cluster must use the same value.
     pub sessions_max: usize,
@@ -71,6 +75,7 @@ impl ReplicaConfig {
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: SNAPSHOT_STEP_BYTES_DEFAULT,
+            report_committed_entries: false,
             sessions_max: crate::kv::SESSIONS_MAX,
             joining: false,
             addresses: Vec::new(),

@@ -146,6 +146,7 @@ pub struct Ready {
     /// Leave only through `Replica::advance`, after the sync.
     messages_after_persist: Vec<Outgoing>,
     committed: Vec<LogEntry>,
+    committed_count: u64,
     responses: Vec<(RequestId, Response)>,
 }
 
@@ -155,7 +156,7 @@ impl Ready {
         persist: Persist,
         messages: Vec<Outgoing>,
         messages_after_persist: Vec<Outgoing>,
-        committed: Vec<LogEntry>,
+        (committed, committed_count): (Vec<LogEntry>, u64),
         responses: Vec<(RequestId, Response)>,
     ) -> Ready {
         Ready {
@@ -165,8 +166,14 @@ impl Ready {
             messages,
             messages_after_persist,
             committed,
+            committed_count,
             responses,
         }
+    }
+
+    /// How many entries were applied to the state machine for this ready.
+    pub fn committed_count(&self) -> u64 {
+        self.committed_count
     }
 
     /// Which ready this is (they are numbered from 1 in the order they were taken).
@@ -195,7 +202,8 @@ impl Ready {
         std::mem::take(&mut self.persist)
     }
 
-    /// Entries applied to the state machine for this ready, in log order.
+    /// Entries applied to the state machine for this ready, in log order; empty unless
+    /// `ReplicaConfig::report_committed_entries` asks for them.
     pub fn committed(&self) -> &[LogEntry] {
         &self.committed
     }

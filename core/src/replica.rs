@@ -113,6 +113,8 @@ pub struct Replica {
     pub(crate) ready_number: u64,
     /// Entries applied by `apply_while_persisting`, reported in the next ready's `committed`.
     pub(crate) committed_early: Vec<LogEntry>,
+    /// Entries applied since the last ready.
+    pub(crate) committed_count: u64,
 
     // Membership.
     /// The configuration this log starts from (index 0), kept in the hard state.
@@ -246,6 +248,7 @@ impl Replica {
             in_flight: None,
             ready_number: 0,
             committed_early: Vec::new(),
+            committed_count: 0,
             first_configuration,
             removed_at: None,
             incarnation: durable.hard_state.incarnation,
@@ -744,7 +747,7 @@ impl Replica {
             persist,
             std::mem::take(&mut self.messages),
             std::mem::take(&mut self.messages_after_persist),
-            committed,
+            (committed, std::mem::take(&mut self.committed_count)),
             std::mem::take(&mut self.responses),
         )
     }
@@ -803,21 +806,28 @@ impl Replica {
             "commit index beyond the log"
         );
         let mut committed = Vec::new();
+        let applied_before = self.applied_index;
+        let own_clock = crate::planted::active(crate::planted::Bug::FollowerExpiryByOwnClock)
+            && !self.role.is_leader();
         while self.applied_index < self.commit_index {
             let index = self.applied_index + 1;
-            let mut entry = self
+            let entry = self
                 .log
                 .entry(index)
-                .expect("committed entries are in the log")
-                .clone();
-            let payload = entry.entry.as_mut().expect("log entries have a payload");
-            if crate::planted::active(crate::planted::Bug::FollowerExpiryByOwnClock)
-                && !self.role.is_leader()
-            {
-                payload.log_time_ms = self.now.0;
-            }
-            let mut response = self.kv.apply(index, payload);
+                .expect("committed entries are in the log");
+            let payload = entry.entry.as_ref().expect("log entries have a payload");
             let config_change = matches!(payload.kind, Some(Kind::ConfigChange(_)));
+            let mut response = if own_clock {
+                let mut payload = payload.clone();
+                payload.log_time_ms = self.now.0;
+                self.kv.apply(index, &payload)
+            } else {
+                self.kv.apply(index, payload)
+            };
+            if self.config.report_committed_entries {
+                committed.push(entry.clone());
+            }
+            self.committed_count += 1;
             self.applied_index = index;
             if config_change {
                 response = Some(self.on_config_change_applied(index));
@@ -826,9 +836,8 @@ impl Replica {
             if config_change {
                 self.stop_if_removed(index);
             }
-            committed.push(entry);
         }
-        if !committed.is_empty() {
+        if self.applied_index > applied_before {
             self.wake_revision_waiters();
         }
         self.serve_confirmed_reads();

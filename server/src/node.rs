@@ -423,7 +423,7 @@ impl Node {
             result?;
         }
         self.metrics.committed_entries.fetch_add(
-            ready.committed().len() as u64,
+            ready.committed_count(),
             std::sync::atomic::Ordering::Relaxed,
         );
         for outgoing in self.replica.advance(ready).take_messages() {

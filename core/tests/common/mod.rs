@@ -262,6 +262,7 @@ impl Cluster {
         let members: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let mut config = ReplicaConfig::new(NodeId(1), members.clone(), seed);
         config.election_timeout_ms = 300;
+        config.report_committed_entries = true;
         config.heartbeat_interval_ms = 50;
         adjust(&mut config);
         let mut cluster = Cluster {
