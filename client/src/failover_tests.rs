@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paxkv_proto::client::{
-    AuthOk, ClientRequest, ClientResponse, Error as ErrorAnswer, PutResponse,
+    AuthOk, ClientRequest, ClientResponse, Error as ErrorAnswer, GetResponse, PutResponse,
     RegisterSessionResponse,
 };
 use paxkv_proto::io::{write_frame, FrameReader};
@@ -104,10 +104,47 @@ fn put_served_by(node: u64) -> Response {
             served_by: node,
             log_time_ms: 0,
             applied_index: 7,
+            leader_address: String::new(),
         }),
         succeeded: true,
         previous: None,
     })
+}
+
+/// A get answered by the leader `served_by`, passed on by the node asked if `leader_address`
+/// is set (as a follower marks what it passed on).
+fn get_served_by(served_by: u64, leader_address: &str) -> Response {
+    Response::Get(GetResponse {
+        header: Some(ResponseHeader {
+            revision: 7,
+            served_by,
+            log_time_ms: 0,
+            applied_index: 7,
+            leader_address: leader_address.to_string(),
+        }),
+        kv: None,
+    })
+}
+
+#[tokio::test]
+async fn an_answer_passed_on_by_a_follower_sends_the_next_request_to_the_leader() {
+    let leader = PlayedNode::start(|_| Reply::Now(get_served_by(2, ""))).await;
+    let address = leader.endpoint.clone();
+    let follower = PlayedNode::start(move |_| Reply::Now(get_served_by(2, &address))).await;
+    // The follower first: the client starts with it.
+    let client = client(&[&follower, &leader], Duration::from_secs(5));
+    for _ in 0..3 {
+        client
+            .get(b"k", ReadConsistency::Linearizable)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        follower.requests().len(),
+        1,
+        "only the first went through it"
+    );
+    assert_eq!(leader.requests().len(), 2);
 }
 
 fn not_leader(hint: &str) -> Response {

@@ -770,7 +770,14 @@ impl Client {
         self.mark_answered(endpoint);
         if to_leader {
             let served_by = response.header().map_or(0, |header| header.served_by);
-            self.set_leader(Some(endpoint.to_string()), served_by);
+            // A node that passed the request on names the leader: go there next time, not
+            // through the same node again (an extra hop for every request).
+            let leader = response
+                .header()
+                .map(|header| header.leader_address.as_str())
+                .filter(|address| !address.is_empty())
+                .unwrap_or(endpoint);
+            self.set_leader(Some(leader.to_string()), served_by);
         }
         if let Some(header) = response.header() {
             self.inner

@@ -99,8 +99,12 @@ struct Inner {
     next_request_id: AtomicU64,
 }
 
-/// Where a submitted request's answer will come from.
-type Sent = Result<oneshot::Receiver<Response>, Response>;
+/// Where a submitted request's answer will come from, and the leader's client address if it
+/// was passed on there.
+type Sent = (
+    Result<oneshot::Receiver<Response>, Response>,
+    Option<String>,
+);
 
 /// A request on its way; `answer` waits for it (and sends it again where it must).
 pub struct Pending {
@@ -176,17 +180,21 @@ impl Router {
                 if call.forwarded && planted::active(planted::Bug::ForwardedReadServedStale) {
                     served_stale(&mut body);
                 }
-                let (input, receiver) = to_input(call.client_id, call.sequence, body)?;
-                match self.inner.inputs.send(input).await {
+                let (input, receiver) = match to_input(call.client_id, call.sequence, body) {
+                    Ok(made) => made,
+                    Err(answer) => return (Err(answer), None),
+                };
+                let sent = match self.inner.inputs.send(input).await {
                     Ok(()) => Ok(receiver),
                     Err(_) => Err(shutting_down()),
-                }
+                };
+                (sent, None)
             }
             Target::Leader(address) => {
                 let connection = match self.connection(&address, deadline).await {
                     Ok(connection) => connection,
                     // Nothing was sent: like a NotLeader, it is tried again.
-                    Err(message) => return Err(not_leader(message)),
+                    Err(message) => return (Err(not_leader(message)), None),
                 };
                 let request = ClientRequest {
                     request_id: self.inner.next_request_id.fetch_add(1, Ordering::Relaxed),
@@ -195,10 +203,11 @@ impl Router {
                     forwarded: true,
                     body: call.body.clone(),
                 };
-                connection
+                let sent = connection
                     .send(request, deadline)
                     .await
-                    .map_err(|message| not_leader(format!("the leader at {address}: {message}")))
+                    .map_err(|message| not_leader(format!("the leader at {address}: {message}")));
+                (sent, Some(address))
             }
         }
     }
@@ -239,7 +248,8 @@ impl Pending {
     /// is still taking over.
     pub async fn answer(mut self) -> Response {
         loop {
-            let answer = match self.sent {
+            let (sent, passed_to) = self.sent;
+            let answer = match sent {
                 Err(answer) => answer,
                 Ok(receiver) => {
                     let left = self.deadline.saturating_duration_since(Instant::now());
@@ -255,6 +265,12 @@ impl Pending {
                 && !self.call.forwarded
                 && Instant::now() + RETRY_PAUSE < self.deadline;
             if !retry {
+                let mut answer = answer;
+                // Tell the client where the leader is, so that its next request goes there
+                // directly instead of through this node.
+                if let (Some(address), Some(header)) = (passed_to, answer.header_mut()) {
+                    header.leader_address = address;
+                }
                 return answer;
             }
             self.router

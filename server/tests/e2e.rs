@@ -106,6 +106,11 @@ async fn a_follower_passes_writes_and_linearizable_reads_to_the_leader() {
             assert!(put.succeeded);
             let header = put.header.unwrap();
             assert_eq!(header.served_by, leader as u64 + 1, "the leader applied it");
+            assert_eq!(
+                header.leader_address,
+                cluster.endpoints()[leader],
+                "the answer names the leader, for the next request"
+            );
             header.revision
         }
         other => panic!("the follower did not pass the write on: {other:?}"),

@@ -264,6 +264,7 @@ impl KvStore {
             served_by: 0,
             log_time_ms: self.log_time_ms,
             applied_index: self.applied_index,
+            leader_address: String::new(),
         })
     }
 

@@ -330,6 +330,7 @@ impl Replica {
                 served_by: self.id.0,
                 log_time_ms: self.kv.log_time_ms(),
                 applied_index: self.applied_index,
+                leader_address: String::new(),
             }),
             members,
             configuration_index: index,

@@ -446,11 +446,11 @@ impl Cluster {
                 (OperationKind::Put { acknowledged, .. }, Response::Put(put)) => {
                     assert!(put.succeeded, "unconditional puts always succeed");
                     *acknowledged = true;
-                    operation.revision = put.header.map(|header| header.revision);
+                    operation.revision = put.header.as_ref().map(|header| header.revision);
                 }
                 (OperationKind::Read { value, .. }, Response::Get(get)) => {
                     *value = Some(get.kv.as_ref().map(|kv| kv.value.clone()));
-                    operation.revision = get.header.map(|header| header.revision);
+                    operation.revision = get.header.as_ref().map(|header| header.revision);
                 }
                 _ => {}
             }
