@@ -129,19 +129,24 @@ pub fn set(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply {
     }
 }
 
+/// Stores `value` as a plain string that replaces whatever `key` held, as SET does: no TTL,
+/// no lease.
+fn set_string(kv: &mut KvStore, key: &[u8], value: Vec<u8>) {
+    kv.store_value(key, value, ValueType::String, Ttl::Clear, KeyLease::Detach);
+}
+
+/// Stores `value` as `key`'s new string, keeping its TTL and lease (INCR, APPEND, SETRANGE).
+fn update_string(kv: &mut KvStore, key: &[u8], value: Vec<u8>) {
+    kv.store_value(key, value, ValueType::String, Ttl::Keep, KeyLease::Keep);
+}
+
 pub fn setnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_key(&args[1]));
     attempt!(valid_size(args[2].len()));
     if kv.live(&args[1]).is_some() {
         return flag(false);
     }
-    kv.store_value(
-        &args[1],
-        args[2].clone(),
-        ValueType::String,
-        Ttl::Clear,
-        KeyLease::Detach,
-    );
+    set_string(kv, &args[1], args[2].clone());
     flag(true)
 }
 
@@ -175,13 +180,7 @@ pub fn getset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_key(&args[1]));
     attempt!(valid_size(args[2].len()));
     let old = attempt!(kv.string_value(&args[1])).map(|stored| stored.value.to_vec());
-    kv.store_value(
-        &args[1],
-        args[2].clone(),
-        ValueType::String,
-        Ttl::Clear,
-        KeyLease::Detach,
-    );
+    set_string(kv, &args[1], args[2].clone());
     old.map_or_else(null, bulk)
 }
 
@@ -259,13 +258,7 @@ fn pairs<'a>(args: &'a Args, command: &str) -> Result<Pairs<'a>, RedisReply> {
 
 pub fn mset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     for (key, value) in attempt!(pairs(args, "mset")) {
-        kv.store_value(
-            key,
-            value.to_vec(),
-            ValueType::String,
-            Ttl::Clear,
-            KeyLease::Detach,
-        );
+        set_string(kv, key, value.to_vec());
     }
     ok()
 }
@@ -276,13 +269,7 @@ pub fn msetnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         return flag(false);
     }
     for (key, value) in pairs {
-        kv.store_value(
-            key,
-            value.to_vec(),
-            ValueType::String,
-            Ttl::Clear,
-            KeyLease::Detach,
-        );
+        set_string(kv, key, value.to_vec());
     }
     flag(true)
 }
@@ -299,13 +286,7 @@ fn increment(kv: &mut KvStore, key: &[u8], by: i64) -> RedisReply {
     let Some(new) = current.checked_add(by) else {
         return error("ERR increment or decrement would overflow");
     };
-    kv.store_value(
-        key,
-        new.to_string().into_bytes(),
-        ValueType::String,
-        Ttl::Keep,
-        KeyLease::Keep,
-    );
+    update_string(kv, key, new.to_string().into_bytes());
     integer(new)
 }
 
@@ -346,13 +327,7 @@ pub fn incrbyfloat(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         return error("ERR increment would produce NaN or Infinity");
     }
     let text = format_float(new);
-    kv.store_value(
-        key,
-        text.clone().into_bytes(),
-        ValueType::String,
-        Ttl::Keep,
-        KeyLease::Keep,
-    );
+    update_string(kv, key, text.clone().into_bytes());
     bulk(text)
 }
 
@@ -365,7 +340,7 @@ pub fn append(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_size(value.len() + args[2].len()));
     value.extend_from_slice(&args[2]);
     let length = value.len();
-    kv.store_value(key, value, ValueType::String, Ttl::Keep, KeyLease::Keep);
+    update_string(kv, key, value);
     integer(length as i64)
 }
 
@@ -418,6 +393,6 @@ pub fn setrange(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     }
     value[offset..offset + piece.len()].copy_from_slice(piece);
     let length = value.len();
-    kv.store_value(key, value, ValueType::String, Ttl::Keep, KeyLease::Keep);
+    update_string(kv, key, value);
     integer(length as i64)
 }
