@@ -145,26 +145,24 @@ def main(results):
             if not runs:
                 continue
 
-            def cell(store, field):
+            def value(store, field):
                 run = runs.get(store)
                 if not run:
-                    return "-"
+                    return None
                 if field == "ops_per_sec":
-                    return f"{run[field]:,.0f}"
-                return f"{run['latency_us'][field] / 1000:.1f}"
+                    return run[field]
+                return run["latency_us"][field] / 1000
 
-            for field, label in [
-                ("ops_per_sec", "puts/s"),
-                ("p99", "p99 ms"),
-                ("p999", "p99.9 ms"),
-                ("max", "max ms"),
+            for field, label, shown in [
+                ("ops_per_sec", "puts/s", "{:,.0f}"),
+                ("p99", "p99 ms", "{:.1f}"),
+                ("p999", "p99.9 ms", "{:.1f}"),
+                ("max", "max ms", "{:.1f}"),
             ]:
-                pax_cell, etc_cell = cell("paxkv", field), cell("etcd", field)
-                ratio = "-"
-                if "-" not in (pax_cell, etc_cell) and float(etc_cell.replace(",", "")) > 0:
-                    ratio = (
-                        f"{float(pax_cell.replace(',', '')) / float(etc_cell.replace(',', '')):.2f}"
-                    )
+                pax, etc = value("paxkv", field), value("etcd", field)
+                pax_cell = "-" if pax is None else shown.format(pax)
+                etc_cell = "-" if etc is None else shown.format(etc)
+                ratio = f"{pax / etc:.2f}" if pax is not None and etc else "-"
                 extra.append(f"| {what}: {label} | {pax_cell} | {etc_cell} | {ratio} |")
     if extra:
         lines += ["", "| measure | paxkv | etcd | paxkv / etcd |", "|---|---:|---:|---:|"] + extra
