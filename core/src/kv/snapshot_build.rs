@@ -5,8 +5,9 @@
 //! The snapshot shows the store as it was when it started. Its small parts (revision, log time,
 //! sessions, leases, Unix offset) are encoded at once; the keys follow in key order, a slice per
 //! call to [`KvStore::continue_snapshot`]. A write to a key the encoding has not reached yet
-//! first saves what the key held at the start (or that it was absent), once per key: the
-//! encoding reads the saved state for such keys and the map for the others. So the extra memory
+//! first saves what the key held at the start, once per key: the encoding reads the saved state
+//! for such keys and the map for the others. A key created since the start needs nothing saved:
+//! its create revision is later than the snapshot's, and the encoding skips it. So the extra memory
 //! is what the writes during the encoding change, never a second copy of the state, and the
 //! bytes are those [`KvStore::encode_snapshot`] would have given at the start (the same fields,
 //! the keys in the same order; only the fields' order differs, which decoding ignores).
@@ -23,8 +24,10 @@ pub(super) struct SnapshotBuild {
     out: SnapshotBytes,
     /// The last key encoded; None before the first.
     cursor: Option<Box<[u8]>>,
-    /// For each key after the cursor written since the start: what it held then (None: absent).
-    before: BTreeMap<Box<[u8]>, Option<StoredValue>>,
+    /// For each key after the cursor that existed at the start and changed since: what it held.
+    before: BTreeMap<Box<[u8]>, StoredValue>,
+    /// The store's revision at the start: keys created after it are not in the snapshot.
+    revision: u64,
 }
 
 impl SnapshotBuild {
@@ -42,6 +45,7 @@ impl KvStore {
         self.encode_small_parts(&mut small);
         self.build = Some(Box::new(SnapshotBuild {
             out: small.into(),
+            revision: self.revision,
             ..SnapshotBuild::default()
         }));
     }
@@ -56,6 +60,7 @@ impl KvStore {
     pub fn continue_snapshot(&mut self, budget_bytes: usize) -> Option<SnapshotBytes> {
         let build = self.build.as_mut()?;
         let mut encoded = 0;
+        let revision = build.revision;
         let from = match &build.cursor {
             Some(cursor) => Bound::Excluded(&cursor[..]),
             None => Bound::Unbounded,
@@ -82,7 +87,7 @@ impl KvStore {
                 (Some(a), Some(b)) if a == b => {
                     current.next();
                     let (key, stored) = saved.next().expect("peeked");
-                    (&key[..], stored.as_ref())
+                    (&key[..], Some(stored))
                 }
                 (Some(_), None) => {
                     let (key, stored) = current.next().expect("peeked");
@@ -90,14 +95,19 @@ impl KvStore {
                 }
                 _ => {
                     let (key, stored) = saved.next().expect("peeked");
-                    (&key[..], stored.as_ref())
+                    (&key[..], Some(stored))
                 }
             };
-            if let Some(stored) = stored {
-                let tail = build.out.tail();
-                let before = tail.len();
-                Self::encode_key_value(key, stored, tail);
-                encoded += tail.len() - before;
+            match stored {
+                Some(stored) if stored.create_revision <= revision => {
+                    let tail = build.out.tail();
+                    let before = tail.len();
+                    Self::encode_key_value(key, stored, tail);
+                    encoded += tail.len() - before;
+                }
+                // Created since the start: passed over, and counted, so that a slice over many
+                // new keys still ends.
+                _ => encoded += key.len(),
             }
             last = Some(key);
         }
@@ -132,8 +142,12 @@ impl KvStore {
         if crate::planted::active(crate::planted::Bug::SnapshotSeesLaterWrites) {
             return;
         }
+        // A key absent now and not saved was absent at the start (one deleted since was saved
+        // when deleted), so its creation needs nothing saved.
         if build.ahead(key) && !build.before.contains_key(key) {
-            build.before.insert(key.into(), self.map.get(key).cloned());
+            if let Some(stored) = self.map.get(key) {
+                build.before.insert(key.into(), stored.clone());
+            }
         }
     }
 }
