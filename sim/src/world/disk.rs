@@ -92,17 +92,20 @@ impl Storage for SimStorage {
         log_write: Option<&LogWrite>,
     ) -> Result<(), StorageError> {
         let mut disk = self.disk.lock().expect("not poisoned");
-        if snapshot.is_some() {
-            // One snapshot at a time: the one being written aside is waited for first.
+        let installed = snapshot.filter(|write| write.replaces_log);
+        if installed.is_some() {
+            // An older snapshot must not land after an installed one: it is waited for first.
             disk.finish_snapshot();
         }
         let local = snapshot.filter(|write| !write.replaces_log);
-        if let Some(write) = local {
+        // As the real storage does, a local snapshot that comes while the last one is still
+        // being written is skipped (the log it covers stays).
+        if let (Some(write), None) = (local, &disk.writing) {
             disk.writing = Some((write.clone(), thread_rng().gen_range(0..4)));
         }
         disk.unsynced.push(PendingWrite {
             hard_state: hard_state.cloned(),
-            snapshot: snapshot.filter(|write| write.replaces_log).cloned(),
+            snapshot: installed.cloned(),
             log_write: log_write.cloned(),
         });
         Ok(())
