@@ -526,6 +526,53 @@ mod tests {
         assert_eq!(indexes, vec![8, 9, 10]);
     }
 
+    /// Until the snapshot's own thread is done, no segment goes: a crash before its file is
+    /// durable must find the log it covers.
+    #[test]
+    fn a_snapshot_being_written_leaves_the_log_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        write(&mut storage, 1, 5, 1);
+        storage.open_new_segment().unwrap();
+        storage
+            .persist(None, Some(&local_snapshot(5)), None)
+            .unwrap();
+        // Its thread may well be done by now; what counts is that nothing was dropped before
+        // `finish_snapshot` saw it done.
+        assert!(storage.writing.is_some() || storage.trim_after_sync.is_some());
+        assert_eq!(storage.segment_paths().unwrap().len(), 2);
+        storage.finish_snapshot(true).unwrap();
+        storage.sync().unwrap();
+        assert_eq!(storage.segment_paths().unwrap().len(), 1);
+    }
+
+    /// A segment whose entries a snapshot covers stays while an earlier one stays: the later
+    /// one may have truncated the earlier one's tail, which would come back without it.
+    #[test]
+    fn covered_segments_go_only_from_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        write(&mut storage, 1, 10, 1);
+        storage.open_new_segment().unwrap();
+        write(&mut storage, 4, 8, 2); // replaces 4..=10 with 4..=8 of round 2
+        storage.open_new_segment().unwrap();
+        storage
+            .persist(None, Some(&local_snapshot(8)), None)
+            .unwrap();
+        storage.finish_snapshot(true).unwrap();
+        storage.sync().unwrap();
+        assert_eq!(
+            storage.segment_paths().unwrap().len(),
+            3,
+            "the first holds 9 and 10"
+        );
+        drop(storage);
+        let state = reopen(dir.path()).unwrap();
+        assert!(state.entries.is_empty(), "{:?}", state.entries);
+    }
+
     #[test]
     fn a_torn_tail_is_cut_off_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
