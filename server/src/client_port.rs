@@ -62,6 +62,9 @@ async fn serve_connection(stream: TcpStream, port: ClientPort) -> Result<(), IoE
     let (answers, mut outgoing) = mpsc::channel::<ClientResponse>(REQUESTS_IN_FLIGHT_MAX);
     let writer = tokio::spawn(async move {
         while let Some(response) = outgoing.recv().await {
+            // Answers of one batch of applied entries come from as many tasks: let the others
+            // of them run first, so that they share this write (one system call, not one each).
+            tokio::task::yield_now().await;
             let more = || outgoing.try_recv().ok();
             if write_frames(&mut write_half, &codec(), &response, more)
                 .await

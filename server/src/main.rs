@@ -56,6 +56,11 @@ struct Args {
     /// Directory for the write-ahead log and snapshots (created if missing).
     #[arg(long, env = "PAXKV_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Threads that serve clients, peers and the node loop; disk work has threads of its own.
+    /// Default: half the machine's cores, at least 1 (every request passes through the one
+    /// node loop, and each hand-off between threads costs a wake-up).
+    #[arg(long, env = "PAXKV_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// File holding the shared cluster secret (or set PAXKV_CLUSTER_SECRET).
     #[arg(long, env = "PAXKV_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<PathBuf>,
@@ -197,9 +202,21 @@ fn resp_port(args: &Args) -> anyhow::Result<Option<RespPort>> {
     }))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let threads = match args.threads {
+        Some(threads) => usize::from(threads),
+        None => std::thread::available_parallelism().map_or(1, |cores| cores.get().div_ceil(2)),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Commands::LocalCluster {
         action,
         nodes,

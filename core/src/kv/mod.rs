@@ -389,8 +389,51 @@ impl KvStore {
             expires_at_ms,
             value_type,
         };
-        let before = self.insert_key(key.to_vec(), stored.clone());
+        let before = if existing.is_some() {
+            Some(self.replace_key(key, stored.clone()))
+        } else {
+            self.insert_key(key.to_vec(), stored.clone())
+        };
         self.record(key.into(), before, Some(stored));
+    }
+
+    /// Stores `stored` under `key`, which exists, in place (one lookup, the key kept as it is
+    /// in the map), keeping the deadline and lease indexes in step; returns what was stored.
+    fn replace_key(&mut self, key: &[u8], stored: StoredValue) -> StoredValue {
+        // Every change of the map passes here, `remove_key` or `insert_key`.
+        self.before_key_change(key);
+        let (expires_at_ms, lease_id) = (stored.expires_at_ms, stored.lease_id);
+        let slot = self
+            .map
+            .get_mut(key)
+            .expect("replace_key is for existing keys");
+        let before = std::mem::replace(slot, stored);
+        if before.expires_at_ms != expires_at_ms {
+            if before.expires_at_ms != 0 {
+                let removed = self
+                    .key_deadlines
+                    .remove(&(before.expires_at_ms, key.to_vec()));
+                assert!(removed, "every TTL is in the deadline index");
+            }
+            if expires_at_ms != 0 {
+                self.key_deadlines.insert((expires_at_ms, key.to_vec()));
+            }
+        }
+        if before.lease_id != lease_id {
+            if before.lease_id != 0 {
+                if let Some(lease) = self.leases.get_mut(&before.lease_id) {
+                    lease.keys.remove(key);
+                }
+            }
+            if lease_id != 0 {
+                let lease = self
+                    .leases
+                    .get_mut(&lease_id)
+                    .expect("keys attach only to existing leases");
+                lease.keys.insert(key.to_vec());
+            }
+        }
+        before
     }
 
     /// Deletes `key` at a revision of its own; false if it did not exist.
@@ -406,7 +449,8 @@ impl KvStore {
 
     /// Removes `key` and its index entries; returns what was stored.
     fn remove_key(&mut self, key: &[u8]) -> Option<StoredValue> {
-        // Every change of the map passes here (an insert removes first).
+        // Every change of the map passes here, `insert_key` (which removes first) or
+        // `replace_key`.
         self.before_key_change(key);
         let stored = self.map.remove(key)?;
         if stored.expires_at_ms != 0 {
