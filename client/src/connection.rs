@@ -234,6 +234,10 @@ async fn run<R, W>(
             call = calls.recv() => {
                 let Some((request, reply)) = call else { break };
                 waiting.insert(request.request_id, reply);
+                // Callers on other tasks are often about to send too (a burst of requests, or
+                // the next ones of a pipeline): let them run first, so that their requests
+                // share this write (one system call, not one each).
+                tokio::task::yield_now().await;
                 let more = || {
                     let (request, reply) = calls.try_recv().ok()?;
                     waiting.insert(request.request_id, reply);
