@@ -7,7 +7,8 @@
 #   PHASES=replace,memory bench/compare.sh      # only the membership change and the memory
 #
 # Settings (environment): ROUNDS (3), DURATION (10s per workload and round), WARMUP (2s),
-# CONCURRENCY (64 requests in flight), CONNECTIONS (1), KEYS (10000), WORKLOADS
+# CONCURRENCY (64 requests in flight), CONNECTIONS (1,8: connections per client; the workloads
+# run at each, every round, so no ratio rests on one setting that suits one store), KEYS (10000), WORKLOADS
 # (put,get,get-stale,mixed,ttl-churn,lease,txn), WATCHERS (1,100,10000: one watch run with each
 # count), PUT_RATE (50 puts a second under the watchers), FAILOVERS (5 tries of each: kill and freeze of the
 # leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
@@ -21,7 +22,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONCURRENCY=${CONCURRENCY:-64}
-CONNECTIONS=${CONNECTIONS:-1}
+CONNECTIONS=${CONNECTIONS:-1,8}
 KEYS=${KEYS:-10000}
 WORKLOADS=${WORKLOADS:-put,get,get-stale,mixed,ttl-churn,lease,txn}
 WATCHERS=${WATCHERS:-1,100,10000}
@@ -65,14 +66,19 @@ for store in paxkv etcd; do
     bench "$store" --workload load --keys "$KEYS" --concurrency "$CONCURRENCY" --quiet --strict >/dev/null
 done
 IFS=, read -r -a workload_list <<<"$WORKLOADS"
+IFS=, read -r -a connection_list <<<"$CONNECTIONS"
+# The watch runs use the first setting.
+WATCH_CONNECTIONS=${connection_list[0]}
 want load || ROUNDS=0
 for round in $(seq "$ROUNDS"); do
     for workload in "${workload_list[@]}"; do
-        for store in paxkv etcd; do
-            log "round $round/$ROUNDS: $workload on $store"
-            bench "$store" --workload "$workload" --concurrency "$CONCURRENCY" --connections "$CONNECTIONS" \
-                --keys "$KEYS" --duration "$DURATION" --warmup "$WARMUP" --no-preload --quiet \
-                --label "$round" --json "$RESULTS/load-$round-$workload-$store.json" >/dev/null
+        for connections in "${connection_list[@]}"; do
+            for store in paxkv etcd; do
+                log "round $round/$ROUNDS: $workload over $connections connection(s) on $store"
+                bench "$store" --workload "$workload" --concurrency "$CONCURRENCY" --connections "$connections" \
+                    --keys "$KEYS" --duration "$DURATION" --warmup "$WARMUP" --no-preload --quiet \
+                    --label "$round" --json "$RESULTS/load-$round-$workload-$connections-$store.json" >/dev/null
+            done
         done
     done
 done
@@ -101,7 +107,7 @@ for watchers in "${watcher_list[@]}"; do
         log "watch: $watchers watchers, $PUT_RATE puts/s: $store"
         idle=$(nodes_rss_mb "$store")
         bench "$store" --workload watch --watchers "$watchers" --put-rate "$PUT_RATE" \
-            --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --quiet \
+            --connections "$WATCH_CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --quiet \
             --json "$RESULTS/watch-$watchers-$store.json" >/dev/null &
         bench_pid=$!
         # Opening 10,000 watches takes a while; sample once the writer has run half the window.

@@ -26,13 +26,16 @@ def main(results):
     runs = {}
     for path in sorted(results.glob("load-*.json")):
         for run in load(path)["runs"]:
-            runs.setdefault(run["workload"], {}).setdefault(run["backend"], {})[run["label"]] = run
+            # One row per workload and connection setting (every run of a row has the same
+            # requests in flight).
+            row = (run["workload"], run.get("connections", 1), run["concurrency"])
+            runs.setdefault(row, {}).setdefault(run["backend"], {})[run["label"]] = run
     lines = [
-        "| workload | paxkv ops/s | etcd ops/s | paxkv / etcd ops/s | paxkv p50 / p99 ms "
+        "| workload (in flight, connections) | paxkv ops/s | etcd ops/s | paxkv / etcd ops/s | paxkv p50 / p99 ms "
         "| etcd p50 / p99 ms | paxkv / etcd p99 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for workload, stores in runs.items():
+    for (workload, connections, concurrency), stores in sorted(runs.items()):
         paxkv, etcd = stores.get("paxkv", {}), stores.get("etcd", {})
         rounds = sorted(set(paxkv) & set(etcd))
 
@@ -52,7 +55,7 @@ def main(results):
         throughput = [ops(paxkv[r]) / ops(etcd[r]) for r in rounds if ops(etcd[r]) > 0]
         tail = [p99(paxkv[r]) / p99(etcd[r]) for r in rounds if p99(etcd[r]) > 0]
         errors = sum(run["errors"] + run["misses"] for store in stores.values() for run in store.values())
-        name = workload + (f" ({errors} errors)" if errors else "")
+        name = f"{workload} ({concurrency}, {connections})" + (f" ({errors} errors)" if errors else "")
         lines.append(
             f"| {name} | {median(paxkv, ops):,.0f} | {median(etcd, ops):,.0f} "
             f"| {ratio_cell(throughput)} "
