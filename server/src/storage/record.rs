@@ -159,8 +159,9 @@ pub(super) fn read_batch(bytes: &[u8], start: usize) -> Result<(Vec<RecordAt<'_>
             torn_from: Some(start),
         })?;
     // Bytes after this batch come from a later append, and every append is synced before the
-    // next: only a batch that reaches the end of the file can be torn.
-    let torn_from = (end == bytes.len()).then_some(start);
+    // next: only a batch followed by nothing but the file's end, or by zeros (space allocated
+    // ahead and never written), can be torn.
+    let torn_from = all_zero(&bytes[end..]).then_some(start);
     let mut records = Vec::new();
     let mut offset = records_start;
     while offset < end {
@@ -264,11 +265,16 @@ pub(super) fn decode_record(bytes: &[u8]) -> Result<(u8, &[u8], usize), RecordEr
     Ok((body[0], &body[1..], 8 + length))
 }
 
+/// True if `bytes` holds only zeros (or nothing).
+pub(super) fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|byte| *byte == 0)
+}
+
 /// True if a damaged record looks like a write torn by a crash: only zeros follow (blocks the
 /// file system allocated but never wrote), or a plausible record exactly fills the rest of the
 /// file. A damaged record with more after it is corruption, never a torn write.
 pub(super) fn is_torn_tail(bytes: &[u8]) -> bool {
-    if bytes.iter().all(|byte| *byte == 0) {
+    if all_zero(bytes) {
         return true;
     }
     let length = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) as usize;
