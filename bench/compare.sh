@@ -12,7 +12,10 @@
 # (put,get,get-stale,mixed,ttl-churn,lease,txn), WATCHERS (1,100,10000: one watch run with each
 # count), PUT_RATE (50 puts a second under the watchers), FAILOVERS (5 tries of each: kill and freeze of the
 # leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
-# CATCH_UP_PUTS (15s of puts while a new member catches up on the MEMORY_KEYS keys),
+# CATCH_UP (1; 0 skips the new member, whose memory a large MEMORY_KEYS may not leave room
+# for), CATCH_UP_PUTS (15s of puts while a new member catches up on the MEMORY_KEYS keys),
+# OVERWRITES (0s: off; puts over the MEMORY_KEYS keys for this long after the fill, CONCURRENCY
+# in flight, then each node's memory again: 10m for memory after ten minutes of overwrites),
 # PHASES (load,watch,failover,replace,memory: which parts to run),
 # WORK (the directory for data and results; default a new one under /var/tmp; KEEP=1 keeps it).
 # Results: a table on standard output, and $WORK/results.md with the same table.
@@ -29,6 +32,8 @@ WATCHERS=${WATCHERS:-1,100,10000}
 PUT_RATE=${PUT_RATE:-50}
 FAILOVERS=${FAILOVERS:-5}
 CATCH_UP_PUTS=${CATCH_UP_PUTS:-15s}
+OVERWRITES=${OVERWRITES:-0s}
+CATCH_UP=${CATCH_UP:-1}
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 RESTARTS=${RESTARTS:-3}
 KEEP=${KEEP:-0}
@@ -265,6 +270,16 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
     rss=()
     for i in 1 2 3; do rss+=("$(rss_mb "$(cat "$WORK/pids/$store-$i")")"); done
     du_mb=$(du -sm "$WORK/$store/1" | cut -f1)
+    overwritten=()
+    if [ "$(seconds_of "$OVERWRITES")" != 0 ]; then
+        log "$store: overwriting the $MEMORY_KEYS keys for $OVERWRITES"
+        bench "$store" --workload put --keys "$MEMORY_KEYS" --concurrency "$CONCURRENCY" --warmup 0s \
+            --duration "$OVERWRITES" --json "$RESULTS/overwrite-$store.json" --quiet >/dev/null
+        for i in 1 2 3; do
+            ready "$store" "$i" "$last_key" >/dev/null
+        done
+        for i in 1 2 3; do overwritten+=("$(rss_mb "$(cat "$WORK/pids/$store-$i")")"); done
+    fi
     restarts=()
     for attempt in $(seq "$RESTARTS"); do
         # Node 3 unless it leads; a follower restart is the common case.
@@ -275,31 +290,34 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
         ready "$store" "$node" "$last_key" >/dev/null
         restarts+=($((($(date +%s%N) - started) / 1000000)))
     done
-    # A new member catching up on the whole state: added (paxkv: --join, as a learner; etcd:
-    # member add, then started), timed to its first local read of the last key.
-    started=$(date +%s%N)
-    if [ "$store" = etcd ]; then
-        ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e3=http://127.0.0.1:12384,e4=http://127.0.0.1:12386"
-        # etcd refuses a member add while a member it restarted a moment ago looks unhealthy.
-        for _ in $(seq 60); do
-            etcdctl --endpoints 127.0.0.1:12379 member add e4 --learner \
-                --peer-urls=http://127.0.0.1:12386 >/dev/null 2>&1 && break
-            sleep 0.5
-        done
+    catch_up_ms=null
+    if [ "$CATCH_UP" != 0 ]; then
+        # A new member catching up on the whole state: added (paxkv: --join, as a learner; etcd:
+        # member add, then started), timed to its first local read of the last key.
+        started=$(date +%s%N)
+        if [ "$store" = etcd ]; then
+            ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e3=http://127.0.0.1:12384,e4=http://127.0.0.1:12386"
+            # etcd refuses a member add while a member it restarted a moment ago looks unhealthy.
+            for _ in $(seq 60); do
+                etcdctl --endpoints 127.0.0.1:12379 member add e4 --learner \
+                    --peer-urls=http://127.0.0.1:12386 >/dev/null 2>&1 && break
+                sleep 0.5
+            done
+        fi
+        # Puts go on meanwhile (CONCURRENCY in flight, on their own keys): their latency shows
+        # whether sending the state to the new member holds up the leader.
+        bench "$store" --workload put --keys 10000 --concurrency "$CONCURRENCY" --warmup 0s \
+            --duration "$CATCH_UP_PUTS" --json "$RESULTS/catch-up-puts-$store.json" --quiet >/dev/null &
+        puts_pid=$!
+        start_node "$store" 4
+        ready "$store" 4 "$last_key" >/dev/null
+        catch_up_ms=$((($(date +%s%N) - started) / 1000000))
+        wait "$puts_pid"
+        stop_node "$store" 4
     fi
-    # Puts go on meanwhile (CONCURRENCY in flight, on their own keys): their latency shows
-    # whether sending the state to the new member holds up the leader.
-    bench "$store" --workload put --keys 10000 --concurrency "$CONCURRENCY" --warmup 0s \
-        --duration "$CATCH_UP_PUTS" --json "$RESULTS/catch-up-puts-$store.json" --quiet >/dev/null &
-    puts_pid=$!
-    start_node "$store" 4
-    ready "$store" 4 "$last_key" >/dev/null
-    catch_up_ms=$((($(date +%s%N) - started) / 1000000))
-    wait "$puts_pid"
-    stop_node "$store" 4
-    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
-        "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$du_mb" "$(IFS=,; echo "${restarts[*]}")" \
-        "$catch_up_ms" >"$RESULTS/memory-$store.json"
+    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"rss_overwritten_mb":[%s],"overwrites":"%s","disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
+        "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$(IFS=,; echo "${overwritten[*]}")" "$OVERWRITES" \
+        "$du_mb" "$(IFS=,; echo "${restarts[*]}")" "$catch_up_ms" >"$RESULTS/memory-$store.json"
     stop_cluster "$store"
 done
 

@@ -117,6 +117,14 @@ def main(results):
             f" {fmt_all(pax and pax['rss_mb'])} | {fmt_all(etc and etc['rss_mb'])} |"
             f" {ratio_of(pax and pax['rss_mb'], etc and etc['rss_mb'])} |"
         )
+        overwritten = [result.get("rss_overwritten_mb") if result else None for result in (pax, etc)]
+        if any(overwritten):
+            for_how_long = (pax or etc).get("overwrites", "")
+            extra.append(
+                f"| the same after {for_how_long} of puts over those keys, MB |"
+                f" {fmt_all(overwritten[0])} | {fmt_all(overwritten[1])} |"
+                f" {ratio_of(overwritten[0], overwritten[1])} |"
+            )
         extra.append(
             f"| data directory per node, MB | {pax and pax['disk_mb']} | {etc and etc['disk_mb']} |"
             f" {ratio_of(pax and [pax['disk_mb']], etc and [etc['disk_mb']])} |"
@@ -128,7 +136,7 @@ def main(results):
             f" {ratio_of(pax and pax['restart_ms'], etc and etc['restart_ms'])} |"
         )
         catch_up = [
-            [result["catch_up_ms"]] if result and "catch_up_ms" in result else []
+            [result["catch_up_ms"]] if result and result.get("catch_up_ms") is not None else []
             for result in (pax, etc)
         ]
         extra.append(

@@ -525,10 +525,23 @@ async fn a_torn_wal_tail_is_recovered_and_a_corrupt_middle_is_refused() {
     cluster.stop(2).unwrap();
     let segment = last_segment(&cluster.data_dir(2));
     let mut bytes = std::fs::read(&segment).unwrap();
-    let middle = bytes.len() / 2;
+    // The middle of what was appended (the file goes on with space allocated ahead, zeros).
+    let appended = bytes.iter().rposition(|byte| *byte != 0).unwrap() + 1;
+    let middle = appended / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
-    let output = cluster.command(2, "secret").output().unwrap();
+    // A node that wrongly starts must fail the test, not hang it: it is killed after 30 s.
+    let mut node = tokio::process::Command::from(cluster.command(2, "secret"));
+    let node = node
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), node.wait_with_output())
+        .await
+        .expect("a node with a corrupt log must stop at once, not serve")
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "a corrupt log must stop the node");
     assert!(stderr.contains("corrupt record"), "{stderr}");
