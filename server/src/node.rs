@@ -190,6 +190,11 @@ impl Node {
                 // large one never holds up inputs or timers.
                 () = std::future::ready(()), if self.replica.has_background_work() => {
                     self.replica.do_background_work();
+                    // Then the other tasks of this thread (connections, peers) run before the
+                    // next slice: the inputs they bring come first. Without this, on a single
+                    // runtime thread the slices ran back to back, a whole snapshot's encoding,
+                    // while no connection was read (a fill's p99.9 went from 34 to 165 ms).
+                    tokio::task::yield_now().await;
                 }
             }
             for (peer, incarnation) in self.peers.take_new_incarnations() {
