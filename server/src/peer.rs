@@ -61,10 +61,12 @@ pub struct PeerDirectory {
     peers_answered: tokio::sync::Notify,
 }
 
-/// One peer: where it listens and the outbox its dialing task drains.
+/// One peer: where it listens, the outbox its dialing task drains, and a wake-up for that task
+/// when the peer connects to this node (it is up: no need to wait out a backoff).
 struct Peer {
     address: SocketAddr,
     outbox: mpsc::Sender<PeerMessage>,
+    up: Arc<tokio::sync::Notify>,
 }
 
 impl PeerDirectory {
@@ -118,11 +120,13 @@ impl PeerDirectory {
             return;
         }
         let (sender, receiver) = mpsc::channel(OUTBOX_MESSAGES_MAX);
+        let up = Arc::new(tokio::sync::Notify::new());
         peers.insert(
             id,
             Peer {
                 address,
                 outbox: sender,
+                up: up.clone(),
             },
         );
         drop(peers);
@@ -131,10 +135,21 @@ impl PeerDirectory {
             id,
             address,
             receiver,
+            up,
             self.secret.clone(),
             self.shutdown.clone(),
         );
         tokio::spawn(tracing::Instrument::instrument(task, self.span.clone()));
+    }
+
+    /// `id` proved the secret on a connection of its own: it is up, so a dialing task waiting
+    /// out its backoff for it dials now (a restarted follower hears from the leader at once,
+    /// not up to 2 s later).
+    fn peer_is_up(&self, id: NodeId) {
+        let peers = self.peers.lock().expect("the peer map is never poisoned");
+        if let Some(peer) = peers.get(&id) {
+            peer.up.notify_one();
+        }
     }
 
     /// Why a member refused this node for good, if one did.
@@ -305,11 +320,13 @@ async fn dial(
     peer: NodeId,
     address: SocketAddr,
     mut outbox: mpsc::Receiver<PeerMessage>,
+    up: Arc<tokio::sync::Notify>,
     secret: ClusterSecret,
     shutdown: crate::shutdown::Shutdown,
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
+        let connected = std::sync::atomic::AtomicBool::new(false);
         let session = async {
             let stream = TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
@@ -317,6 +334,7 @@ async fn dial(
             let mut reader = FrameReader::new(read_half, codec());
             handshake_as_connector(&directory, peer, &secret, &mut reader, &mut write_half).await?;
             tracing::info!(%peer, %address, "connected to peer");
+            connected.store(true, std::sync::atomic::Ordering::Relaxed);
             while let Some(message) = outbox.recv().await {
                 let more = || outbox.try_recv().ok();
                 write_frames(&mut write_half, &codec(), &message, more).await?;
@@ -337,7 +355,17 @@ async fn dial(
         if shutdown.is_stopped() || (outbox.is_closed() && outbox.is_empty()) {
             return;
         }
-        tokio::time::sleep(backoff).await;
+        // A connection that worked and broke: the peer is likely restarting, so the waits
+        // start short again. Refused attempts in a row wait longer each time.
+        if connected.load(std::sync::atomic::Ordering::Relaxed) {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.stopped() => return,
+            _ = up.notified() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -500,6 +528,7 @@ async fn receive_from_peer(
     if let Ok(address) = hello.peer_address.parse() {
         directory.learn_peer_address(from, address);
     }
+    directory.peer_is_up(from);
     loop {
         let message: PeerMessage = match reader.read().await {
             Ok(message) => message,
