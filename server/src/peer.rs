@@ -324,7 +324,7 @@ async fn dial(
     secret: ClusterSecret,
     shutdown: crate::shutdown::Shutdown,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     loop {
         let connected = std::sync::atomic::AtomicBool::new(false);
         let session = async {
@@ -355,18 +355,73 @@ async fn dial(
         if shutdown.is_stopped() || (outbox.is_closed() && outbox.is_empty()) {
             return;
         }
-        // A connection that worked and broke: the peer is likely restarting, so the waits
-        // start short again. Refused attempts in a row wait longer each time.
-        if connected.load(std::sync::atomic::Ordering::Relaxed) {
-            backoff = BACKOFF_MIN;
-        }
+        let wait = backoff.after_session(connected.load(std::sync::atomic::Ordering::Relaxed));
         tokio::select! {
             biased;
             _ = shutdown.stopped() => return,
-            _ = up.notified() => {}
-            _ = tokio::time::sleep(backoff) => {}
+            () = wait_to_redial(&up, wait) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// How long a dialer waits before its next attempt.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    /// The wait after a session that ended, having `connected` or not. A connection that worked
+    /// and broke means the peer is likely restarting: the waits start short again. Attempts
+    /// refused in a row wait twice as long each time, up to `BACKOFF_MAX`.
+    fn after_session(&mut self, connected: bool) -> Duration {
+        if connected {
+            self.next = BACKOFF_MIN;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        wait
+    }
+}
+
+/// Waits `backoff`, or less if the peer connects to this node meanwhile (`up`).
+async fn wait_to_redial(up: &tokio::sync::Notify, backoff: Duration) {
+    tokio::select! {
+        () = up.notified() => {}
+        () = tokio::time::sleep(backoff) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_attempts_back_off_and_a_broken_connection_starts_over() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.after_session(false)).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(backoff.after_session(true), BACKOFF_MIN);
+        assert_eq!(backoff.after_session(false), BACKOFF_MIN * 2);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_connects_ends_the_wait_at_once() {
+        let up = tokio::sync::Notify::new();
+        up.notify_one();
+        let hour = Duration::from_secs(3600);
+        tokio::time::timeout(Duration::from_secs(30), wait_to_redial(&up, hour))
+            .await
+            .expect("the peer's connection ends the wait");
+        // Without it, the whole backoff.
+        let started = std::time::Instant::now();
+        wait_to_redial(&up, Duration::from_millis(20)).await;
+        assert!(started.elapsed() >= Duration::from_millis(20));
     }
 }
 
