@@ -396,35 +396,6 @@ async fn wait_to_redial(up: &tokio::sync::Notify, backoff: Duration) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_attempts_back_off_and_a_broken_connection_starts_over() {
-        let mut backoff = Backoff::new();
-        let waits: Vec<Duration> = (0..8).map(|_| backoff.after_session(false)).collect();
-        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
-        assert_eq!(backoff.after_session(true), BACKOFF_MIN);
-        assert_eq!(backoff.after_session(false), BACKOFF_MIN * 2);
-    }
-
-    #[tokio::test]
-    async fn a_peer_that_connects_ends_the_wait_at_once() {
-        let up = tokio::sync::Notify::new();
-        up.notify_one();
-        let hour = Duration::from_secs(3600);
-        tokio::time::timeout(Duration::from_secs(30), wait_to_redial(&up, hour))
-            .await
-            .expect("the peer's connection ends the wait");
-        // Without it, the whole backoff.
-        let started = std::time::Instant::now();
-        wait_to_redial(&up, Duration::from_millis(20)).await;
-        assert!(started.elapsed() >= Duration::from_millis(20));
-    }
-}
-
 async fn handshake_as_connector<R, W>(
     directory: &PeerDirectory,
     peer: NodeId,
@@ -593,5 +564,34 @@ async fn receive_from_peer(
         if inputs.send(Input::Peer { from, message }).await.is_err() {
             return Ok(()); // the node is shutting down
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_attempts_back_off_and_a_broken_connection_starts_over() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..8).map(|_| backoff.after_session(false)).collect();
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(backoff.after_session(true), BACKOFF_MIN);
+        assert_eq!(backoff.after_session(false), BACKOFF_MIN * 2);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_connects_ends_the_wait_at_once() {
+        let up = tokio::sync::Notify::new();
+        up.notify_one();
+        let hour = Duration::from_secs(3600);
+        tokio::time::timeout(Duration::from_secs(30), wait_to_redial(&up, hour))
+            .await
+            .expect("the peer's connection ends the wait");
+        // Without it, the whole backoff.
+        let started = std::time::Instant::now();
+        wait_to_redial(&up, Duration::from_millis(20)).await;
+        assert!(started.elapsed() >= Duration::from_millis(20));
     }
 }
