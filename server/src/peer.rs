@@ -390,7 +390,10 @@ impl Backoff {
 
 /// Waits `backoff`, or less if the peer connects to this node meanwhile (`up`).
 async fn wait_to_redial(up: &tokio::sync::Notify, backoff: Duration) {
+    // Biased: an unbiased select picks its first branch at random, from a source the
+    // simulator does not seed (a run would not replay).
     tokio::select! {
+        biased;
         () = up.notified() => {}
         () = tokio::time::sleep(backoff) => {}
     }
