@@ -3,6 +3,8 @@
 //! `select!` in that code says `biased;` (it caught one on 2026-12-07 only by chance, through
 //! the determinism check of seed 0).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
