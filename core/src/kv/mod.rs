@@ -328,17 +328,7 @@ impl KvStore {
     /// what was stored before.
     fn insert_key(&mut self, key: Vec<u8>, stored: StoredValue) -> Option<StoredValue> {
         let replaced = self.remove_key(&key);
-        if stored.expires_at_ms != 0 {
-            self.key_deadlines
-                .insert((stored.expires_at_ms, key.clone()));
-        }
-        if stored.lease_id != 0 {
-            let lease = self
-                .leases
-                .get_mut(&stored.lease_id)
-                .expect("keys attach only to existing leases");
-            lease.keys.insert(key.clone());
-        }
+        self.index_key(&key, stored.expires_at_ms, stored.lease_id);
         self.map.insert(key.into_boxed_slice(), stored);
         replaced
     }
@@ -402,36 +392,15 @@ impl KvStore {
     fn replace_key(&mut self, key: &[u8], stored: StoredValue) -> StoredValue {
         // Every change of the map passes here, `remove_key` or `insert_key`.
         self.before_key_change(key);
-        let (expires_at_ms, lease_id) = (stored.expires_at_ms, stored.lease_id);
         let slot = self
             .map
             .get_mut(key)
             .expect("replace_key is for existing keys");
         let before = std::mem::replace(slot, stored);
-        if before.expires_at_ms != expires_at_ms {
-            if before.expires_at_ms != 0 {
-                let removed = self
-                    .key_deadlines
-                    .remove(&(before.expires_at_ms, key.to_vec()));
-                assert!(removed, "every TTL is in the deadline index");
-            }
-            if expires_at_ms != 0 {
-                self.key_deadlines.insert((expires_at_ms, key.to_vec()));
-            }
-        }
-        if before.lease_id != lease_id {
-            if before.lease_id != 0 {
-                if let Some(lease) = self.leases.get_mut(&before.lease_id) {
-                    lease.keys.remove(key);
-                }
-            }
-            if lease_id != 0 {
-                let lease = self
-                    .leases
-                    .get_mut(&lease_id)
-                    .expect("keys attach only to existing leases");
-                lease.keys.insert(key.to_vec());
-            }
+        let (expires_at_ms, lease_id) = (slot.expires_at_ms, slot.lease_id);
+        if (before.expires_at_ms, before.lease_id) != (expires_at_ms, lease_id) {
+            self.unindex_key(key, before.expires_at_ms, before.lease_id);
+            self.index_key(key, expires_at_ms, lease_id);
         }
         before
     }
@@ -453,18 +422,35 @@ impl KvStore {
         // `replace_key`.
         self.before_key_change(key);
         let stored = self.map.remove(key)?;
-        if stored.expires_at_ms != 0 {
-            let removed = self
-                .key_deadlines
-                .remove(&(stored.expires_at_ms, key.to_vec()));
+        self.unindex_key(key, stored.expires_at_ms, stored.lease_id);
+        Some(stored)
+    }
+
+    /// Enters `key` in the deadline index (0: no TTL) and its lease's keys (0: none).
+    fn index_key(&mut self, key: &[u8], expires_at_ms: u64, lease_id: u64) {
+        if expires_at_ms != 0 {
+            self.key_deadlines.insert((expires_at_ms, key.to_vec()));
+        }
+        if lease_id != 0 {
+            let lease = self
+                .leases
+                .get_mut(&lease_id)
+                .expect("keys attach only to existing leases");
+            lease.keys.insert(key.to_vec());
+        }
+    }
+
+    /// Takes `key` out of the deadline index and its lease's keys (what `index_key` entered).
+    fn unindex_key(&mut self, key: &[u8], expires_at_ms: u64, lease_id: u64) {
+        if expires_at_ms != 0 {
+            let removed = self.key_deadlines.remove(&(expires_at_ms, key.to_vec()));
             assert!(removed, "every TTL is in the deadline index");
         }
-        if stored.lease_id != 0 {
-            if let Some(lease) = self.leases.get_mut(&stored.lease_id) {
+        if lease_id != 0 {
+            if let Some(lease) = self.leases.get_mut(&lease_id) {
                 lease.keys.remove(key);
             }
         }
-        Some(stored)
     }
 }
 
