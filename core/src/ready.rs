@@ -278,12 +278,21 @@ pub struct DurableState {
 impl DurableState {
     /// Applies a log write as storage must: the durable suffix from `from_index` is replaced.
     pub fn apply_log_write(&mut self, write: &LogWrite) {
+        self.replace_log_from(write.from_index, write.entries.iter().cloned());
+    }
+
+    /// `apply_log_write` for a write the caller gives up: its entries move, not copied.
+    pub fn apply_owned_log_write(&mut self, write: LogWrite) {
+        self.replace_log_from(write.from_index, write.entries);
+    }
+
+    fn replace_log_from(&mut self, from_index: u64, entries: impl IntoIterator<Item = LogEntry>) {
         // Entries are in index order: cut at the first one the write replaces.
         let keep = self
             .entries
-            .partition_point(|entry| entry.index < write.from_index);
+            .partition_point(|entry| entry.index < from_index);
         self.entries.truncate(keep);
-        self.entries.extend(write.entries.iter().cloned());
+        self.entries.extend(entries);
     }
 
     /// Drops the log a snapshot at `index` covers: all of it when the snapshot was installed

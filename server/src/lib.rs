@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// Snapshot bytes encoded per turn of the node loop
     /// (`paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT` unless testing).
     pub snapshot_step_bytes: usize,
+    /// Committed entries applied per turn at most (`paxkv_core::APPLY_ENTRIES_PER_READY_MAX`
+    /// unless testing).
+    pub apply_entries_per_ready: u64,
     /// Client sessions kept (`paxkv_core::kv::SESSIONS_MAX` unless testing); the same on every
     /// node of a cluster.
     pub sessions_max: usize,
@@ -185,9 +188,11 @@ pub async fn start_node(
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     replica_config.snapshot_step_bytes = config.snapshot_step_bytes;
+    replica_config.apply_entries_per_ready = config.apply_entries_per_ready;
     replica_config.sessions_max = config.sessions_max;
     let rebuilding = tokio::time::Instant::now();
-    let mut replica = Replica::new(replica_config, durable, clock.now())
+    let decoded = storage.take_decoded_snapshot();
+    let mut replica = Replica::with_decoded_snapshot(replica_config, durable, decoded, clock.now())
         .map_err(|error| ServerError::from_replica(error, &config.data_dir))?;
     tracing::info!(
         ms = rebuilding.elapsed().as_millis() as u64,
@@ -421,6 +426,7 @@ mod tests {
             snapshot_entries_threshold: 10_000,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
+            apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: Some(1),
             join: None,

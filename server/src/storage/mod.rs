@@ -125,4 +125,9 @@ pub trait Storage: Send + 'static {
     fn simulated_sync_delay(&mut self) -> std::time::Duration {
         std::time::Duration::from_millis(4)
     }
+    /// The snapshot the last `load` returned, already decoded, if this storage decoded it
+    /// while it read the log (`Replica::new` then need not; it decodes the bytes otherwise).
+    fn take_decoded_snapshot(&mut self) -> Option<paxkv_core::KvStore> {
+        None
+    }
 }

@@ -1,6 +1,7 @@
 //! The write-ahead log on disk: `DiskStorage`, its segments under `wal/`, appends, syncs,
 //! checkpoints (a new segment that starts from the durable state, so older segments can go)
-//! and recovery, which tells a torn last append from corruption. Record framing is in
+//! and recovery, which tells a torn last append from corruption and leaves the log it read
+//! where it is (appends go to a new segment that starts with the hard state). Record framing is in
 //! `record`, payloads in `payload`, the snapshot file in `snapshot_file`.
 //!
 //! A snapshot taken locally is written by a thread of its own while appends and syncs go on:
@@ -60,6 +61,10 @@ pub struct DiskStorage {
     unsynced: bool,
     next_segment_number: u64,
     sync_count: u64,
+    /// While a segment is replayed: the highest log index it wrote so far.
+    replayed_last_index: u64,
+    /// The snapshot the last `load` read, decoded while the log was replayed.
+    decoded_snapshot: Option<paxkv_core::KvStore>,
 }
 
 /// The segment appends go to.
@@ -152,6 +157,8 @@ impl DiskStorage {
             unsynced: false,
             next_segment_number: 1,
             sync_count: 0,
+            replayed_last_index: 0,
+            decoded_snapshot: None,
         })
     }
 
@@ -195,6 +202,31 @@ impl DiskStorage {
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
         sync_directory(&self.wal_dir)
+    }
+
+    /// After recovery: a new segment starts with the hard state and the snapshot's marker, the
+    /// recovered log stays in the segments it was read from (`last_indexes`: the highest index
+    /// each wrote), and those the snapshot covers go. Rewriting the whole log into the new
+    /// segment instead cost a node restarted with 170,000 entries 110 ms.
+    fn start_after_recovery(
+        &mut self,
+        last_indexes: std::collections::BTreeMap<u64, u64>,
+    ) -> Result<(), StorageError> {
+        self.open_new_segment()?;
+        let mut batch = Batch::new();
+        // The segments that go may hold the only copy of the hard state: the new one has it
+        // first.
+        batch.record(KIND_HARD_STATE, &self.mirror.hard_state.encode_to_vec());
+        let snapshot_index = self.mirror.snapshot.as_ref().map(|(meta, _)| meta.index);
+        if let Some((meta, _)) = &self.mirror.snapshot {
+            batch.record(KIND_SNAPSHOT, &encode_snapshot_marker(meta, false));
+        }
+        self.append_and_sync(batch)?;
+        self.segment_last_index.extend(last_indexes);
+        match snapshot_index {
+            Some(index) => self.drop_segments_covered_by(index),
+            None => Ok(()),
+        }
     }
 
     /// Once the local snapshot being written is durable (at once if `wait`, else only if its
@@ -416,7 +448,10 @@ impl DiskStorage {
             }
             KIND_LOG_WRITE => {
                 let write = decode_log_write(payload)?;
-                self.mirror.apply_log_write(&write);
+                if let Some(last) = write.entries.last() {
+                    self.replayed_last_index = self.replayed_last_index.max(last.index);
+                }
+                self.mirror.apply_owned_log_write(write);
             }
             KIND_SNAPSHOT => {
                 let (index, replaces_log) = decode_snapshot_marker(payload)?;
@@ -431,17 +466,29 @@ impl DiskStorage {
 
 impl Storage for DiskStorage {
     fn load(&mut self) -> Result<DurableState, StorageError> {
-        let snapshot = snapshot_file::read(&self.dir)?;
-        self.mirror = DurableState {
-            snapshot: snapshot
-                .as_ref()
-                .map(|(meta, _)| (meta.clone(), Vec::new())),
-            ..DurableState::default()
-        };
+        // The snapshot file is read, checked and decoded by a thread of its own while the log
+        // is replayed: at a million keys about 280 ms against up to 180 ms of replay (nothing
+        // in the replay needs it before the end). Bytes that do not decode are left to
+        // `Replica::new`, which refuses them.
+        let dir = self.dir.clone();
+        let reading = std::thread::Builder::new()
+            .name("snapshot-reader".into())
+            .spawn(move || {
+                snapshot_file::read(&dir).map(|snapshot| {
+                    snapshot.map(|(meta, bytes)| {
+                        let decoded = paxkv_core::KvStore::decode_snapshot(&bytes).ok();
+                        (meta, bytes, decoded)
+                    })
+                })
+            })
+            .map_err(io_error(&self.dir))?;
+        self.mirror = DurableState::default();
         let segments = self.segment_paths()?;
         let last = segments.len().saturating_sub(1);
+        let mut last_indexes = std::collections::BTreeMap::new();
         for (position, (number, path)) in segments.iter().enumerate() {
             self.next_segment_number = number + 1;
+            self.replayed_last_index = 0;
             // The last segment is cut to its appends: only the open segment may have zeros
             // after them (a crash while the next checkpoint starts must not leave a segment
             // that is no longer the last one with such zeros).
@@ -461,7 +508,18 @@ impl Storage for DiskStorage {
                 file.set_len(end).map_err(io_error(path))?;
                 file.sync_all().map_err(io_error(path))?;
             }
+            last_indexes.insert(*number, self.replayed_last_index);
         }
+        let snapshot = reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?
+            .map(|(meta, bytes, decoded)| {
+                self.decoded_snapshot = decoded;
+                (meta, bytes)
+            });
+        self.mirror.snapshot = snapshot
+            .as_ref()
+            .map(|(meta, _)| (meta.clone(), Vec::new()));
         // The snapshot file may be newer than the last marker (a crash between the two).
         if let Some((meta, _)) = &self.mirror.snapshot {
             let index = meta.index;
@@ -485,8 +543,7 @@ impl Storage for DiskStorage {
                 first_index: self.mirror.entries[0].index,
             });
         }
-        // New writes go to a fresh segment after a checkpoint of what was recovered.
-        self.checkpoint()?;
+        self.start_after_recovery(last_indexes)?;
         Ok(DurableState {
             hard_state: self.mirror.hard_state.clone(),
             snapshot,
@@ -571,6 +628,10 @@ impl Storage for DiskStorage {
     fn sync_count(&self) -> u64 {
         self.sync_count
     }
+
+    fn take_decoded_snapshot(&mut self) -> Option<paxkv_core::KvStore> {
+        self.decoded_snapshot.take()
+    }
 }
 
 #[cfg(test)]
@@ -634,6 +695,56 @@ mod tests {
         assert_eq!(state.snapshot.as_ref().unwrap().1, b"state");
         let indexes: Vec<u64> = state.entries.iter().map(|entry| entry.index).collect();
         assert_eq!(indexes, vec![8, 9, 10]);
+    }
+
+    /// Recovery leaves the log in the segments it read (no rewrite) and starts a new one with
+    /// the hard state: when the snapshot file covers a segment that holds the only copy of the
+    /// hard state (the node stopped before the snapshot's marker was appended), the segment
+    /// goes and the hard state stays.
+    #[test]
+    fn recovery_keeps_the_log_where_it_is_and_the_hard_state_with_the_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        let hard_state = HardState {
+            promised: Some(Ballot::new(7, 3)),
+            commit_index: 5,
+            ..HardState::default()
+        };
+        storage.persist(Some(&hard_state), None, None).unwrap();
+        write(&mut storage, 1, 5, 1);
+        drop(storage);
+        let first = last_segment(dir.path());
+        // A restart reads 1..=5 (cutting the space allocated after them) and appends 6..=8 to
+        // a new segment; the first one is not written again.
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        assert_eq!(storage.load().unwrap().entries.len(), 5);
+        let first_bytes = fs::read(&first).unwrap();
+        write(&mut storage, 6, 8, 1);
+        drop(storage);
+        assert!(
+            fs::read(&first).unwrap() == first_bytes,
+            "the first segment changed"
+        );
+        assert_ne!(last_segment(dir.path()), first);
+        let state = reopen(dir.path()).unwrap();
+        let indexes: Vec<u64> = state.entries.iter().map(|entry| entry.index).collect();
+        assert_eq!(indexes, (1..=8).collect::<Vec<_>>());
+        assert_eq!(state.hard_state, hard_state);
+        // A snapshot at 8 made durable by a node that stopped before its marker: the next
+        // start drops every segment it covers, and the hard state survives in the new one.
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        storage
+            .persist(None, Some(&local_snapshot(8)), None)
+            .unwrap();
+        drop(storage);
+        let state = reopen(dir.path()).unwrap();
+        assert!(state.entries.is_empty(), "{:?}", state.entries);
+        assert!(!first.exists(), "the covered segment is still there");
+        let state = reopen(dir.path()).unwrap();
+        assert_eq!(state.hard_state, hard_state);
+        assert_eq!(state.snapshot.as_ref().unwrap().0.index, 8);
     }
 
     /// Until the snapshot's own thread is done, no segment goes: a crash before its file is
