@@ -34,6 +34,9 @@ pub struct ReplicaConfig {
     /// slices between other work, never in one stop (the simulator lowers it, so that small
     /// states are encoded over many turns with writes in between).
     pub snapshot_step_bytes: usize,
+    /// Committed entries applied per ready at most (`APPLY_ENTRIES_PER_READY_MAX`; the
+    /// simulator lowers it, so that reads and messages arrive while committed entries wait).
+    pub apply_entries_per_ready: u64,
     /// Copy every applied entry into `Ready::committed` (for tests that compare what the
     /// replicas applied). Off in a server, which only counts them: the copy cost an allocation
     /// and a copy of each key and value on every node.
@@ -75,6 +78,7 @@ impl ReplicaConfig {
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: SNAPSHOT_STEP_BYTES_DEFAULT,
+            apply_entries_per_ready: crate::APPLY_ENTRIES_PER_READY_MAX,
             report_committed_entries: false,
             sessions_max: crate::kv::SESSIONS_MAX,
             joining: false,
@@ -118,13 +122,14 @@ impl ReplicaConfig {
             || self.log_tick_interval_ms == 0
             || self.snapshot_chunk_bytes == 0
             || self.snapshot_step_bytes == 0
+            || self.apply_entries_per_ready == 0
             || self.sessions_max == 0
             || self.snapshot_chunk_bytes > crate::SNAPSHOT_CHUNK_BYTES
         {
             return invalid(
-                "snapshot threshold, uncommitted limit, tick interval, snapshot chunk size and \
-                 sessions kept must \
-                 be positive (chunks at most SNAPSHOT_CHUNK_BYTES)"
+                "snapshot threshold, uncommitted limit, tick interval, snapshot chunk and step \
+                 sizes, entries applied per turn and sessions kept must be positive (chunks at \
+                 most SNAPSHOT_CHUNK_BYTES)"
                     .into(),
             );
         }

@@ -115,6 +115,9 @@ pub struct Replica {
     pub(crate) committed_early: Vec<LogEntry>,
     /// Entries applied since the last ready.
     pub(crate) committed_count: u64,
+    /// Whether the last application of committed entries stopped at its bound with more
+    /// committed (`ReplicaConfig::apply_entries_per_ready`).
+    apply_cut_short: bool,
 
     // Membership.
     /// The configuration this log starts from (index 0), kept in the hard state.
@@ -135,6 +138,18 @@ const SNAPSHOT_STATE_FRACTION: u64 = 8;
 impl Replica {
     /// Starts a replica from what the caller recovered (`DurableState::default()` for a new node).
     pub fn new(config: ReplicaConfig, durable: DurableState, now: Time) -> Result<Replica, Error> {
+        Replica::with_decoded_snapshot(config, durable, None, now)
+    }
+
+    /// `new`, with the recovered snapshot already decoded into `decoded` if the caller did so
+    /// (at a million keys decoding takes a few hundred milliseconds, which a caller can spend
+    /// while it reads the log).
+    pub fn with_decoded_snapshot(
+        config: ReplicaConfig,
+        durable: DurableState,
+        decoded: Option<KvStore>,
+        now: Time,
+    ) -> Result<Replica, Error> {
         config.validate()?;
         let id = config.node_id;
         // The configuration the log starts from: the persisted one wins over the caller's, since
@@ -165,9 +180,12 @@ impl Replica {
         let base = snapshot_configuration.unwrap_or_else(|| first_configuration.clone());
         let (kv, log, snapshot) = match durable.snapshot {
             Some((meta, data)) => {
-                let decoded = KvStore::decode_snapshot(data.as_slice()).map_err(|error| {
-                    Error::CorruptState(format!("snapshot does not decode: {error}"))
-                })?;
+                let decoded = match decoded {
+                    Some(decoded) => decoded,
+                    None => KvStore::decode_snapshot(data.as_slice()).map_err(|error| {
+                        Error::CorruptState(format!("snapshot does not decode: {error}"))
+                    })?,
+                };
                 let ballot = ballot_or_zero(meta.ballot);
                 let log = Log::recovered(meta.index, ballot, base, durable.entries);
                 // The bytes are not kept: a transfer encodes the state it has then.
@@ -249,6 +267,7 @@ impl Replica {
             ready_number: 0,
             committed_early: Vec::new(),
             committed_count: 0,
+            apply_cut_short: false,
             first_configuration,
             removed_at: None,
             incarnation: durable.hard_state.incarnation,
@@ -707,6 +726,12 @@ impl Replica {
         self.snapshot_building.is_some()
     }
 
+    /// Whether the last ready left committed entries unapplied (it applies at most
+    /// `ReplicaConfig::apply_entries_per_ready`): the caller takes its inputs before the next ready.
+    pub fn has_apply_backlog(&self) -> bool {
+        self.apply_cut_short
+    }
+
     /// One slice of the background work (about a millisecond).
     pub fn do_background_work(&mut self) {
         self.continue_snapshot();
@@ -799,7 +824,8 @@ impl Replica {
         after_persist
     }
 
-    /// Applies committed entries to the state machine and answers waiting requests.
+    /// Applies committed entries to the state machine (at most `apply_entries_per_ready`;
+    /// `has_ready` stays true for the rest) and answers waiting requests.
     fn apply_committed(&mut self) -> Vec<LogEntry> {
         assert!(
             self.commit_index <= self.log.last_index(),
@@ -809,7 +835,10 @@ impl Replica {
         let applied_before = self.applied_index;
         let own_clock = crate::planted::active(crate::planted::Bug::FollowerExpiryByOwnClock)
             && !self.role.is_leader();
-        while self.applied_index < self.commit_index {
+        let apply_to = self
+            .commit_index
+            .min(applied_before + self.config.apply_entries_per_ready);
+        while self.applied_index < apply_to {
             let index = self.applied_index + 1;
             let entry = self
                 .log
@@ -837,6 +866,7 @@ impl Replica {
                 self.stop_if_removed(index);
             }
         }
+        self.apply_cut_short = self.applied_index < self.commit_index;
         if self.applied_index > applied_before {
             self.wake_revision_waiters();
         }

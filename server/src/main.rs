@@ -165,6 +165,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         snapshot_entries_threshold: args.snapshot_entries,
         snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
         snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
+        apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,
         sessions_max: paxkv_core::kv::SESSIONS_MAX,
         seed: None,
         resp,

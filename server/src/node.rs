@@ -196,6 +196,8 @@ impl Node {
                     // while no connection was read (a fill's p99.9 went from 34 to 165 ms).
                     tokio::task::yield_now().await;
                 }
+                // A ready left waiting for the inputs taken first (below).
+                () = std::future::ready(()), if self.replica.has_ready() => {}
             }
             for (peer, incarnation) in self.peers.take_new_incarnations() {
                 self.replica.remember_peer_incarnation(peer, incarnation);
@@ -204,6 +206,14 @@ impl Node {
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
                 self.publish_changes();
+                if self.replica.has_apply_backlog() {
+                    // A long run of committed entries (a restart, a follower catching up) is
+                    // applied a slice per ready, with the inputs and this thread's other tasks
+                    // (connections, peers) between slices: before, a node restarted with
+                    // 140,000 entries to apply answered nothing for 400 ms.
+                    tokio::task::yield_now().await;
+                    break;
+                }
             }
             self.learn_configuration();
             self.publish_leader();

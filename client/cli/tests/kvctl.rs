@@ -60,6 +60,7 @@ async fn start_cluster() -> Cluster {
             snapshot_entries_threshold: 10_000,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
+            apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: None,
             join: None,

@@ -116,7 +116,11 @@ impl Replica {
 
     /// Answers confirmed reads whose read index the state machine has reached.
     pub(crate) fn serve_confirmed_reads(&mut self) {
-        let applied = self.applied_index;
+        let applied = if crate::planted::active(crate::planted::Bug::ReadBeforeApplied) {
+            u64::MAX
+        } else {
+            self.applied_index
+        };
         let Some(leader) = self.role.leader_mut() else {
             return;
         };

@@ -92,6 +92,7 @@ pub(super) fn start_sim_node(
                     snapshot_entries_threshold: 200,
                     snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
                     snapshot_step_bytes: shared.options.snapshot_step_bytes,
+                    apply_entries_per_ready: shared.options.apply_entries_per_ready,
                     sessions_max: shared.options.sessions_max,
                     seed: Some(seed),
                     join,
