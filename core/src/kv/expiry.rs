@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{KvStore, StoredValue};
+use super::{KeyMeta, KvStore, StoredValue};
 
 /// Keys deleted by expiry per applied entry at most (beyond that, see the module comment).
 pub const EXPIRED_KEYS_PER_ENTRY_MAX: usize = 1000;
@@ -112,8 +112,8 @@ impl KvStore {
     /// comment); this holds for a store loaded from an older snapshot too, whose expired
     /// leftovers go with its first entry.
     pub(super) fn is_live(&self, stored: &StoredValue) -> bool {
-        let ttl_live = stored.expires_at_ms == 0 || stored.expires_at_ms > self.log_time_ms;
-        let lease_live = stored.lease_id == 0 || self.live_lease(stored.lease_id).is_some();
+        let ttl_live = stored.expires_at_ms() == 0 || stored.expires_at_ms() > self.log_time_ms;
+        let lease_live = stored.lease_id() == 0 || self.live_lease(stored.lease_id()).is_some();
         ttl_live && lease_live
     }
 
@@ -125,8 +125,11 @@ impl KvStore {
     /// Sets (or with 0 clears) the deadline of a stored key, at the current revision: a change
     /// the history records.
     pub(super) fn set_key_deadline(&mut self, key: &[u8], expires_at_ms: u64) {
-        let mut stored = self.map.get(key).expect("the key exists").clone();
-        stored.expires_at_ms = expires_at_ms;
+        let current = self.map.get(key).expect("the key exists");
+        let stored = current.with_meta(&KeyMeta {
+            expires_at_ms,
+            ..current.meta()
+        });
         let before = self.insert_key(key.to_vec(), stored.clone());
         self.record(key.into(), before, Some(stored));
     }

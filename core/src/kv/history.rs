@@ -39,7 +39,7 @@ pub(super) struct Change {
 
 impl Change {
     fn bytes(&self) -> usize {
-        let value = |stored: &Option<StoredValue>| stored.as_ref().map_or(0, |s| s.value.len());
+        let value = |stored: &Option<StoredValue>| stored.as_ref().map_or(0, |s| s.value().len());
         CHANGE_OVERHEAD_BYTES + self.key.len() + value(&self.previous) + value(&self.current)
     }
 }
@@ -149,6 +149,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::stored::KeyMeta;
 
     fn change(revision: u64, key: &str, value_bytes: usize) -> Change {
         Change {
@@ -157,15 +158,15 @@ mod tests {
             key: key.as_bytes().into(),
             previous: None,
             expired: false,
-            current: Some(StoredValue {
-                value: vec![7; value_bytes].into_boxed_slice(),
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                lease_id: 0,
-                expires_at_ms: 0,
-                value_type: paxkv_proto::client::ValueType::String,
-            }),
+            current: Some(StoredValue::new(
+                &KeyMeta {
+                    create_revision: revision,
+                    mod_revision: revision,
+                    version: 1,
+                    ..KeyMeta::default()
+                },
+                &vec![7; value_bytes],
+            )),
         }
     }
 

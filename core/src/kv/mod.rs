@@ -24,6 +24,7 @@ pub mod redis;
 mod sessions;
 mod snapshot_build;
 mod snapshot_codec;
+mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,21 +41,8 @@ pub use sessions::SESSIONS_MAX;
 
 use history::{Change, History};
 use leases::Lease;
+use stored::{KeyMeta, StoredValue};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StoredValue {
-    /// Boxed, not a `Vec`: no spare capacity and 8 bytes less per key in the map.
-    value: Box<[u8]>,
-    create_revision: u64,
-    mod_revision: u64,
-    version: u64,
-    /// 0: no lease.
-    lease_id: u64,
-    /// Log time the key's own TTL ends; 0: no TTL.
-    expires_at_ms: u64,
-    /// A string, or a Redis hash (`redis::value`).
-    value_type: ValueType,
-}
 #[derive(Debug, Clone)]
 pub struct KvStore {
     map: BTreeMap<Box<[u8]>, StoredValue>,
@@ -306,13 +294,13 @@ impl KvStore {
     fn key_value(key: &[u8], stored: &StoredValue) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
-            value: stored.value.to_vec(),
-            create_revision: stored.create_revision,
-            mod_revision: stored.mod_revision,
-            version: stored.version,
-            lease_id: stored.lease_id,
-            expires_at_ms: stored.expires_at_ms,
-            value_type: stored.value_type as i32,
+            value: stored.value().to_vec(),
+            create_revision: stored.create_revision(),
+            mod_revision: stored.mod_revision(),
+            version: stored.version(),
+            lease_id: stored.lease_id(),
+            expires_at_ms: stored.expires_at_ms(),
+            value_type: stored.value_type() as i32,
         }
     }
 
@@ -320,7 +308,7 @@ impl KvStore {
         match expected {
             None => true,
             Some(0) => current.is_none(),
-            Some(revision) => current.is_some_and(|stored| stored.mod_revision == revision),
+            Some(revision) => current.is_some_and(|stored| stored.mod_revision() == revision),
         }
     }
 
@@ -328,7 +316,7 @@ impl KvStore {
     /// what was stored before.
     fn insert_key(&mut self, key: Vec<u8>, stored: StoredValue) -> Option<StoredValue> {
         let replaced = self.remove_key(&key);
-        self.index_key(&key, stored.expires_at_ms, stored.lease_id);
+        self.index_key(&key, stored.expires_at_ms(), stored.lease_id());
         self.map.insert(key.into_boxed_slice(), stored);
         replaced
     }
@@ -340,18 +328,17 @@ impl KvStore {
     pub(super) fn store_value(
         &mut self,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
         value_type: ValueType,
         ttl: Ttl,
         lease: KeyLease,
     ) {
-        let current = self.map.get(key);
-        let existing = current.map(|stored| {
+        let existing = self.map.get(key).map(|stored| {
             (
-                stored.create_revision,
-                stored.version,
-                stored.expires_at_ms,
-                stored.lease_id,
+                stored.create_revision(),
+                stored.version(),
+                stored.expires_at_ms(),
+                stored.lease_id(),
             )
         });
         let expires_at_ms = match ttl {
@@ -370,8 +357,7 @@ impl KvStore {
             _ => 0,
         };
         self.take_revision();
-        let stored = StoredValue {
-            value: value.into_boxed_slice(),
+        let meta = KeyMeta {
             create_revision: existing.map_or(self.revision, |existing| existing.0),
             mod_revision: self.revision,
             version: existing.map_or(1, |existing| existing.1 + 1),
@@ -379,6 +365,7 @@ impl KvStore {
             expires_at_ms,
             value_type,
         };
+        let stored = StoredValue::new(&meta, value);
         let before = if existing.is_some() {
             Some(self.replace_key(key, stored.clone()))
         } else {
@@ -397,9 +384,9 @@ impl KvStore {
             .get_mut(key)
             .expect("replace_key is for existing keys");
         let before = std::mem::replace(slot, stored);
-        let (expires_at_ms, lease_id) = (slot.expires_at_ms, slot.lease_id);
-        if (before.expires_at_ms, before.lease_id) != (expires_at_ms, lease_id) {
-            self.unindex_key(key, before.expires_at_ms, before.lease_id);
+        let (expires_at_ms, lease_id) = (slot.expires_at_ms(), slot.lease_id());
+        if (before.expires_at_ms(), before.lease_id()) != (expires_at_ms, lease_id) {
+            self.unindex_key(key, before.expires_at_ms(), before.lease_id());
             self.index_key(key, expires_at_ms, lease_id);
         }
         before
@@ -422,7 +409,7 @@ impl KvStore {
         // `replace_key`.
         self.before_key_change(key);
         let stored = self.map.remove(key)?;
-        self.unindex_key(key, stored.expires_at_ms, stored.lease_id);
+        self.unindex_key(key, stored.expires_at_ms(), stored.lease_id());
         Some(stored)
     }
 
@@ -731,8 +718,7 @@ mod tests {
 
     #[test]
     fn a_key_is_encoded_as_its_message_would_be() {
-        let stored = StoredValue {
-            value: b"value".to_vec().into_boxed_slice(),
+        let meta = KeyMeta {
             create_revision: 3,
             mod_revision: 300,
             version: 1 << 40,
@@ -740,15 +726,14 @@ mod tests {
             expires_at_ms: 123_456,
             value_type: ValueType::Hash,
         };
-        let bare = StoredValue {
-            value: Box::new([]),
+        let stored = StoredValue::new(&meta, b"value");
+        let bare_meta = KeyMeta {
             create_revision: 1,
             mod_revision: 1,
             version: 1,
-            lease_id: 0,
-            expires_at_ms: 0,
-            value_type: ValueType::String,
+            ..KeyMeta::default()
         };
+        let bare = StoredValue::new(&bare_meta, b"");
         for (key, stored) in [(&b"k"[..], &stored), (&b"key-with-no-value"[..], &bare)] {
             let mut direct = Vec::new();
             KvStore::encode_key_value(key, stored, &mut direct);

@@ -99,7 +99,7 @@ impl KvStore {
                 }
             };
             match stored {
-                Some(stored) if stored.create_revision <= revision => {
+                Some(stored) if stored.create_revision() <= revision => {
                     let tail = build.out.tail();
                     let before = tail.len();
                     Self::encode_key_value(key, stored, tail);

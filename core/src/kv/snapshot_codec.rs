@@ -10,7 +10,7 @@ use prost::{DecodeError, Message};
 
 use super::history::History;
 use super::leases::Lease;
-use super::{fnv1a, KvStore, StoredValue};
+use super::{fnv1a, KeyMeta, KvStore, StoredValue};
 
 /// Snapshots at least this large are decoded by two threads, each taking about half of the
 /// bytes (the tree is then built in one pass as before). A node restarting with a million keys
@@ -96,24 +96,24 @@ impl KvStore {
                 1 + encoded_len_varint(value) as usize
             }
         };
-        let value_type = stored.value_type as i32 as u64;
+        let value_type = stored.value_type() as i32 as u64;
         let numbers = [
-            (3, stored.create_revision),
-            (4, stored.mod_revision),
-            (5, stored.version),
-            (6, stored.lease_id),
-            (7, stored.expires_at_ms),
+            (3, stored.create_revision()),
+            (4, stored.mod_revision()),
+            (5, stored.version()),
+            (6, stored.lease_id()),
+            (7, stored.expires_at_ms()),
             (8, value_type),
         ];
         let length = bytes_len(key)
-            + bytes_len(&stored.value)
+            + bytes_len(stored.value())
             + numbers
                 .iter()
                 .map(|(_, value)| number_len(*value))
                 .sum::<usize>();
         encode_key(2, WireType::LengthDelimited, out);
         encode_varint(length as u64, out);
-        for (tag, bytes) in [(1, key), (2, &stored.value[..])] {
+        for (tag, bytes) in [(1, key), (2, stored.value())] {
             if !bytes.is_empty() {
                 encode_key(tag, WireType::LengthDelimited, out);
                 encode_varint(bytes.len() as u64, out);
@@ -161,16 +161,15 @@ impl KvStore {
             .kvs
             .into_iter()
             .map(|kv| {
-                let value_type = kv.value_type();
-                let stored = StoredValue {
-                    value: kv.value.into_boxed_slice(),
+                let meta = KeyMeta {
                     create_revision: kv.create_revision,
                     mod_revision: kv.mod_revision,
                     version: kv.version,
                     lease_id: kv.lease_id,
                     expires_at_ms: kv.expires_at_ms,
-                    value_type,
+                    value_type: kv.value_type(),
                 };
+                let stored = StoredValue::new(&meta, &kv.value);
                 (kv.key.into_boxed_slice(), stored)
             })
             .collect();
@@ -238,15 +237,16 @@ impl KvStore {
             keys: Vec::with_capacity(keys_room_for / 128),
             ..SnapshotParts::default()
         };
-        let length_delimited = |buf: &mut &[u8]| -> Result<Vec<u8>, String> {
-            let length = decode_varint(buf).map_err(text)? as usize;
+        /// A length-delimited field's bytes, left where they are.
+        fn borrowed<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], String> {
+            let length = decode_varint(buf).map_err(|error| error.to_string())? as usize;
             if length > buf.len() {
                 return Err("buffer underflow".to_string());
             }
             let (field, rest) = buf.split_at(length);
             *buf = rest;
-            Ok(field.to_vec())
-        };
+            Ok(field)
+        }
         while !bytes.is_empty() {
             let (tag, wire_type) = decode_key(&mut bytes).map_err(text)?;
             match (tag, wire_type) {
@@ -260,13 +260,12 @@ impl KvStore {
                     let zigzag = decode_varint(&mut bytes).map_err(text)?;
                     parts.unix_offset_ms = Some(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64));
                 }
-                (3, WireType::LengthDelimited) => parts.sessions.push(
-                    SessionRecord::decode(length_delimited(&mut bytes)?.as_slice())
-                        .map_err(text)?,
-                ),
-                (5, WireType::LengthDelimited) => parts.leases.push(
-                    LeaseRecord::decode(length_delimited(&mut bytes)?.as_slice()).map_err(text)?,
-                ),
+                (3, WireType::LengthDelimited) => parts
+                    .sessions
+                    .push(SessionRecord::decode(borrowed(&mut bytes)?).map_err(text)?),
+                (5, WireType::LengthDelimited) => parts
+                    .leases
+                    .push(LeaseRecord::decode(borrowed(&mut bytes)?).map_err(text)?),
                 (2, WireType::LengthDelimited) => {
                     let length = decode_varint(&mut bytes).map_err(text)? as usize;
                     if length > bytes.len() {
@@ -274,42 +273,33 @@ impl KvStore {
                     }
                     let (mut field, rest) = bytes.split_at(length);
                     bytes = rest;
-                    let mut key = Vec::new();
-                    let mut stored = StoredValue {
-                        value: Box::new([]),
-                        create_revision: 0,
-                        mod_revision: 0,
-                        version: 0,
-                        lease_id: 0,
-                        expires_at_ms: 0,
-                        value_type: ValueType::String,
-                    };
+                    // The key and the value stay slices of `bytes` until the key's fields
+                    // are all read: the value is copied once, into its packed record.
+                    let mut key: &[u8] = &[];
+                    let mut value: &[u8] = &[];
+                    let mut meta = KeyMeta::default();
                     while !field.is_empty() {
                         let (tag, wire_type) = decode_key(&mut field).map_err(text)?;
                         match (tag, wire_type) {
-                            (1, WireType::LengthDelimited) => {
-                                key = length_delimited(&mut field)?;
-                            }
-                            (2, WireType::LengthDelimited) => {
-                                stored.value = length_delimited(&mut field)?.into_boxed_slice();
-                            }
+                            (1, WireType::LengthDelimited) => key = borrowed(&mut field)?,
+                            (2, WireType::LengthDelimited) => value = borrowed(&mut field)?,
                             (3, WireType::Varint) => {
-                                stored.create_revision = decode_varint(&mut field).map_err(text)?;
+                                meta.create_revision = decode_varint(&mut field).map_err(text)?;
                             }
                             (4, WireType::Varint) => {
-                                stored.mod_revision = decode_varint(&mut field).map_err(text)?;
+                                meta.mod_revision = decode_varint(&mut field).map_err(text)?;
                             }
                             (5, WireType::Varint) => {
-                                stored.version = decode_varint(&mut field).map_err(text)?
+                                meta.version = decode_varint(&mut field).map_err(text)?
                             }
                             (6, WireType::Varint) => {
-                                stored.lease_id = decode_varint(&mut field).map_err(text)?
+                                meta.lease_id = decode_varint(&mut field).map_err(text)?
                             }
                             (7, WireType::Varint) => {
-                                stored.expires_at_ms = decode_varint(&mut field).map_err(text)?;
+                                meta.expires_at_ms = decode_varint(&mut field).map_err(text)?;
                             }
                             (8, WireType::Varint) => {
-                                stored.value_type = ValueType::try_from(
+                                meta.value_type = ValueType::try_from(
                                     decode_varint(&mut field).map_err(text)? as i32,
                                 )
                                 .unwrap_or_default();
@@ -318,7 +308,8 @@ impl KvStore {
                                 .map_err(text)?,
                         }
                     }
-                    parts.keys.push((key.into_boxed_slice(), stored));
+                    let stored = StoredValue::new(&meta, value);
+                    parts.keys.push((key.into(), stored));
                 }
                 _ => skip_field(wire_type, tag, &mut bytes, DecodeContext::default())
                     .map_err(text)?,
@@ -348,18 +339,18 @@ impl KvStore {
         }
         for (key, stored) in &parts.keys {
             assert!(
-                stored.mod_revision <= store.revision,
+                stored.mod_revision() <= store.revision,
                 "snapshot key newer than its revision"
             );
-            if stored.expires_at_ms != 0 {
+            if stored.expires_at_ms() != 0 {
                 store
                     .key_deadlines
-                    .insert((stored.expires_at_ms, key.to_vec()));
+                    .insert((stored.expires_at_ms(), key.to_vec()));
             }
-            if stored.lease_id != 0 {
+            if stored.lease_id() != 0 {
                 let lease = store
                     .leases
-                    .get_mut(&stored.lease_id)
+                    .get_mut(&stored.lease_id())
                     .expect("a snapshot's keys attach only to its leases");
                 lease.keys.insert(key.to_vec());
             }

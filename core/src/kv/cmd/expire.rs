@@ -20,7 +20,7 @@ impl KvStore {
         let applied = match self.map.get(expire.key.as_slice()) {
             None => false,
             Some(stored) => {
-                let current = stored.expires_at_ms;
+                let current = stored.expires_at_ms();
                 match expire.condition() {
                     ExpireCondition::Always => true,
                     ExpireCondition::Nx => current == 0,

@@ -15,7 +15,7 @@ impl KvStore {
         let removed = self
             .map
             .get(persist.key.as_slice())
-            .is_some_and(|stored| stored.expires_at_ms != 0);
+            .is_some_and(|stored| stored.expires_at_ms() != 0);
         if removed {
             self.revision += 1;
             self.set_key_deadline(&persist.key, 0);

@@ -54,8 +54,7 @@ impl KvStore {
             (None, false) => Ttl::Clear,
         };
         let lease = put.lease_id.map_or(KeyLease::Detach, KeyLease::Attach);
-        let value = put.value.clone();
-        self.store_value(&put.key, value, ValueType::String, ttl, lease);
+        self.store_value(&put.key, &put.value, ValueType::String, ttl, lease);
         Response::Put(PutResponse {
             header: self.header(),
             succeeded: true,

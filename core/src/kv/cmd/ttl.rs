@@ -22,8 +22,11 @@ impl KvStore {
     pub fn ttl(&self, key: &[u8]) -> Response {
         let (state, remaining_ms) = match self.live(key) {
             None => (TtlState::NoKey, 0),
-            Some(stored) if stored.expires_at_ms == 0 => (TtlState::NoTtl, 0),
-            Some(stored) => (TtlState::Remaining, stored.expires_at_ms - self.log_time_ms),
+            Some(stored) if stored.expires_at_ms() == 0 => (TtlState::NoTtl, 0),
+            Some(stored) => (
+                TtlState::Remaining,
+                stored.expires_at_ms() - self.log_time_ms,
+            ),
         };
         Response::Ttl(TtlResponse {
             header: self.header(),

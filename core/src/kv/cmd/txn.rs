@@ -201,7 +201,7 @@ impl KvStore {
                         .iter()
                         .rfind(|(key, _)| *key == request.key.as_slice())
                         .map(|(_, bytes)| *bytes)
-                        .or_else(|| self.live(&request.key).map(|stored| stored.value.len()))
+                        .or_else(|| self.live(&request.key).map(|stored| stored.value().len()))
                         .unwrap_or(0);
                 }
             }
@@ -224,12 +224,12 @@ impl KvStore {
         let ordering: Ordering = match compare.target() {
             CompareTarget::Value => match stored {
                 None => return false,
-                Some(stored) => stored.value[..].cmp(&compare.value[..]),
+                Some(stored) => stored.value()[..].cmp(&compare.value[..]),
             },
-            CompareTarget::ModRevision => number(|s| s.mod_revision).cmp(&compare.number),
-            CompareTarget::CreateRevision => number(|s| s.create_revision).cmp(&compare.number),
-            CompareTarget::Version => number(|s| s.version).cmp(&compare.number),
-            CompareTarget::Lease => number(|s| s.lease_id).cmp(&compare.number),
+            CompareTarget::ModRevision => number(|s| s.mod_revision()).cmp(&compare.number),
+            CompareTarget::CreateRevision => number(|s| s.create_revision()).cmp(&compare.number),
+            CompareTarget::Version => number(|s| s.version()).cmp(&compare.number),
+            CompareTarget::Lease => number(|s| s.lease_id()).cmp(&compare.number),
             CompareTarget::Exists => {
                 return match compare.op() {
                     CompareOp::Equal => stored.is_some(),

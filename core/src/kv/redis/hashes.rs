@@ -17,7 +17,7 @@ impl KvStore {
     fn hash_value(&self, key: &[u8]) -> Result<Option<Hash>, RedisReply> {
         match self.live(key) {
             None => Ok(None),
-            Some(stored) if stored.value_type == ValueType::Hash => decode_hash(&stored.value)
+            Some(stored) if stored.value_type() == ValueType::Hash => decode_hash(stored.value())
                 .map(Some)
                 .ok_or_else(|| error("ERR the stored hash is corrupt")),
             Some(_) => Err(wrong_type()),
@@ -32,7 +32,7 @@ impl KvStore {
         }
         let bytes = encode_hash(hash);
         valid_size(bytes.len())?;
-        self.store_value(key, bytes, ValueType::Hash, Ttl::Keep, KeyLease::Keep);
+        self.store_value(key, &bytes, ValueType::Hash, Ttl::Keep, KeyLease::Keep);
         Ok(())
     }
 }

@@ -41,7 +41,7 @@ pub(super) fn type_name(value_type: ValueType) -> &'static str {
 pub fn key_type(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     simple(
         kv.live(&args[1])
-            .map_or("none", |stored| type_name(stored.value_type)),
+            .map_or("none", |stored| type_name(stored.value_type())),
     )
 }
 
@@ -113,7 +113,7 @@ fn expire_generic(
     let Some(stored) = kv.live(key) else {
         return flag(false);
     };
-    let current = stored.expires_at_ms;
+    let current = stored.expires_at_ms();
     let applies = if conditions.nx {
         current == 0
     } else {
@@ -155,13 +155,13 @@ fn ttl_generic(
     let Some(stored) = kv.live(key) else {
         return integer(-2);
     };
-    if stored.expires_at_ms == 0 {
+    if stored.expires_at_ms() == 0 {
         return integer(-1);
     }
     let value = if absolute {
-        kv.unix_time_at(stored.expires_at_ms, context)
+        kv.unix_time_at(stored.expires_at_ms(), context)
     } else {
-        (stored.expires_at_ms - kv.log_time_ms) as i64
+        (stored.expires_at_ms() - kv.log_time_ms) as i64
     };
     integer(if ms { value } else { (value + 500) / 1000 })
 }
@@ -185,7 +185,7 @@ pub fn pexpiretime(kv: &KvStore, args: &Args, context: &Context) -> RedisReply {
 pub fn persist(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     let has_ttl = kv
         .live(&args[1])
-        .is_some_and(|stored| stored.expires_at_ms != 0);
+        .is_some_and(|stored| stored.expires_at_ms() != 0);
     if has_ttl {
         kv.set_deadline(&args[1], 0);
     }
@@ -207,9 +207,9 @@ fn transfer(kv: &mut KvStore, from: &[u8], to: &[u8], replace: bool, keep_source
     }
     kv.store_value(
         to,
-        stored.value.to_vec(),
-        stored.value_type,
-        Ttl::At(stored.expires_at_ms),
+        stored.value(),
+        stored.value_type(),
+        Ttl::At(stored.expires_at_ms()),
         KeyLease::Detach,
     );
     true
@@ -359,7 +359,7 @@ pub fn scan_page(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
         let matches = pattern.is_none_or(|pattern| glob_match(pattern, key))
             && wanted_type
                 .as_deref()
-                .is_none_or(|wanted| wanted == type_name(stored.value_type).as_bytes());
+                .is_none_or(|wanted| wanted == type_name(stored.value_type()).as_bytes());
         if matches {
             keys.push(bulk(key.to_vec()));
         }

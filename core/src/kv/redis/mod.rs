@@ -408,7 +408,7 @@ impl KvStore {
                     .any(|change| *change.key == *watch.key);
             }
             self.live(&watch.key)
-                .is_none_or(|stored| stored.mod_revision > seen)
+                .is_none_or(|stored| stored.mod_revision() > seen)
         })
     }
 
@@ -416,7 +416,7 @@ impl KvStore {
     fn string_value(&self, key: &[u8]) -> Result<Option<&StoredValue>, RedisReply> {
         match self.live(key) {
             None => Ok(None),
-            Some(stored) if stored.value_type == ValueType::String => Ok(Some(stored)),
+            Some(stored) if stored.value_type() == ValueType::String => Ok(Some(stored)),
             Some(_) => Err(wrong_type()),
         }
     }

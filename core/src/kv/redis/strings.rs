@@ -12,7 +12,7 @@ use super::{
 
 pub fn get(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     match attempt!(kv.string_value(&args[1])) {
-        Some(stored) => bulk(stored.value.to_vec()),
+        Some(stored) => bulk(stored.value().to_vec()),
         None => null(),
     }
 }
@@ -109,7 +109,7 @@ pub fn set(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply {
     attempt!(valid_size(value.len()));
     // A plain SET replaces a key of any type; SET ... GET reads it first, as a string.
     let old = match options.get {
-        true => attempt!(kv.string_value(key)).map(|stored| stored.value.to_vec()),
+        true => attempt!(kv.string_value(key)).map(|stored| stored.value().to_vec()),
         false => None,
     };
     let exists = kv.live(key).is_some();
@@ -120,7 +120,7 @@ pub fn set(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply {
             (None, true) => Ttl::Keep,
             (None, false) => Ttl::Clear,
         };
-        kv.store_value(key, value.clone(), ValueType::String, ttl, KeyLease::Detach);
+        kv.store_value(key, value, ValueType::String, ttl, KeyLease::Detach);
     }
     match (options.get, applies) {
         (true, _) => old.map_or_else(null, bulk),
@@ -131,12 +131,12 @@ pub fn set(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply {
 
 /// Stores `value` as a plain string that replaces whatever `key` held, as SET does: no TTL,
 /// no lease.
-fn set_string(kv: &mut KvStore, key: &[u8], value: Vec<u8>) {
+fn set_string(kv: &mut KvStore, key: &[u8], value: &[u8]) {
     kv.store_value(key, value, ValueType::String, Ttl::Clear, KeyLease::Detach);
 }
 
 /// Stores `value` as `key`'s new string, keeping its TTL and lease (INCR, APPEND, SETRANGE).
-fn update_string(kv: &mut KvStore, key: &[u8], value: Vec<u8>) {
+fn update_string(kv: &mut KvStore, key: &[u8], value: &[u8]) {
     kv.store_value(key, value, ValueType::String, Ttl::Keep, KeyLease::Keep);
 }
 
@@ -146,7 +146,7 @@ pub fn setnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     if kv.live(&args[1]).is_some() {
         return flag(false);
     }
-    set_string(kv, &args[1], args[2].clone());
+    set_string(kv, &args[1], &args[2]);
     flag(true)
 }
 
@@ -160,7 +160,7 @@ fn set_with_expiry(kv: &mut KvStore, args: &Args, unit_ms: i64, command: &str) -
     let deadline = kv.log_time_ms.saturating_add(ms as u64);
     kv.store_value(
         &args[1],
-        args[3].clone(),
+        &args[3],
         ValueType::String,
         Ttl::At(deadline),
         KeyLease::Detach,
@@ -179,13 +179,14 @@ pub fn psetex(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
 pub fn getset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_key(&args[1]));
     attempt!(valid_size(args[2].len()));
-    let old = attempt!(kv.string_value(&args[1])).map(|stored| stored.value.to_vec());
-    set_string(kv, &args[1], args[2].clone());
+    let old = attempt!(kv.string_value(&args[1])).map(|stored| stored.value().to_vec());
+    set_string(kv, &args[1], &args[2]);
     old.map_or_else(null, bulk)
 }
 
 pub fn getdel(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
-    let Some(old) = attempt!(kv.string_value(&args[1])).map(|stored| stored.value.to_vec()) else {
+    let Some(old) = attempt!(kv.string_value(&args[1])).map(|stored| stored.value().to_vec())
+    else {
         return null();
     };
     kv.delete_key(&args[1]);
@@ -213,7 +214,7 @@ pub fn getex(kv: &mut KvStore, args: &Args, context: &Context) -> RedisReply {
     let Some(stored) = attempt!(kv.string_value(key)) else {
         return null();
     };
-    let (value, deadline) = (stored.value.to_vec(), stored.expires_at_ms);
+    let (value, deadline) = (stored.value().to_vec(), stored.expires_at_ms());
     match change {
         None => {}
         Some(None) if deadline == 0 => {}
@@ -230,7 +231,7 @@ pub fn mget(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     let values = args[1..]
         .iter()
         .map(|key| match kv.string_value(key) {
-            Ok(Some(stored)) => bulk(stored.value.to_vec()),
+            Ok(Some(stored)) => bulk(stored.value().to_vec()),
             _ => null(),
         })
         .collect();
@@ -258,7 +259,7 @@ fn pairs<'a>(args: &'a Args, command: &str) -> Result<Pairs<'a>, RedisReply> {
 
 pub fn mset(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     for (key, value) in attempt!(pairs(args, "mset")) {
-        set_string(kv, key, value.to_vec());
+        set_string(kv, key, value);
     }
     ok()
 }
@@ -269,7 +270,7 @@ pub fn msetnx(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         return flag(false);
     }
     for (key, value) in pairs {
-        set_string(kv, key, value.to_vec());
+        set_string(kv, key, value);
     }
     flag(true)
 }
@@ -278,7 +279,7 @@ fn increment(kv: &mut KvStore, key: &[u8], by: i64) -> RedisReply {
     attempt!(valid_key(key));
     let current = match attempt!(kv.string_value(key)) {
         None => 0,
-        Some(stored) => match parse_i64(&stored.value) {
+        Some(stored) => match parse_i64(stored.value()) {
             Some(value) => value,
             None => return super::args::not_an_integer(),
         },
@@ -286,7 +287,7 @@ fn increment(kv: &mut KvStore, key: &[u8], by: i64) -> RedisReply {
     let Some(new) = current.checked_add(by) else {
         return error("ERR increment or decrement would overflow");
     };
-    update_string(kv, key, new.to_string().into_bytes());
+    update_string(kv, key, new.to_string().as_bytes());
     integer(new)
 }
 
@@ -317,7 +318,7 @@ pub fn incrbyfloat(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     attempt!(valid_key(key));
     let current = match attempt!(kv.string_value(key)) {
         None => 0.0,
-        Some(stored) => match parse_f64(&stored.value) {
+        Some(stored) => match parse_f64(stored.value()) {
             Some(value) => value,
             None => return super::args::not_a_float(),
         },
@@ -327,7 +328,7 @@ pub fn incrbyfloat(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
         return error("ERR increment would produce NaN or Infinity");
     }
     let text = format_float(new);
-    update_string(kv, key, text.clone().into_bytes());
+    update_string(kv, key, text.as_bytes());
     bulk(text)
 }
 
@@ -335,17 +336,17 @@ pub fn append(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     let key = &args[1];
     attempt!(valid_key(key));
     let mut value = attempt!(kv.string_value(key))
-        .map(|stored| stored.value.to_vec())
+        .map(|stored| stored.value().to_vec())
         .unwrap_or_default();
     attempt!(valid_size(value.len() + args[2].len()));
     value.extend_from_slice(&args[2]);
     let length = value.len();
-    update_string(kv, key, value);
+    update_string(kv, key, &value);
     integer(length as i64)
 }
 
 pub fn strlen(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
-    let length = attempt!(kv.string_value(&args[1])).map_or(0, |stored| stored.value.len());
+    let length = attempt!(kv.string_value(&args[1])).map_or(0, |stored| stored.value().len());
     integer(length as i64)
 }
 
@@ -355,7 +356,7 @@ pub fn getrange(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     let Some(stored) = attempt!(kv.string_value(&args[1])) else {
         return bulk(Vec::new());
     };
-    let value = &stored.value;
+    let value = &stored.value();
     let length = value.len() as i64;
     if start < 0 && end < 0 && start > end {
         return bulk(Vec::new());
@@ -381,7 +382,7 @@ pub fn setrange(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     }
     attempt!(valid_key(key));
     let piece = &args[3];
-    let current = attempt!(kv.string_value(key)).map(|stored| stored.value.to_vec());
+    let current = attempt!(kv.string_value(key)).map(|stored| stored.value().to_vec());
     if piece.is_empty() {
         return integer(current.map_or(0, |value| value.len() as i64));
     }
@@ -393,6 +394,6 @@ pub fn setrange(kv: &mut KvStore, args: &Args, _: &Context) -> RedisReply {
     }
     value[offset..offset + piece.len()].copy_from_slice(piece);
     let length = value.len();
-    update_string(kv, key, value);
+    update_string(kv, key, &value);
     integer(length as i64)
 }
