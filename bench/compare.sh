@@ -14,6 +14,7 @@
 # leader, each with 10 s and with 300 ms request deadlines), MEMORY_KEYS (1000000), RESTARTS (3),
 # CATCH_UP (1; 0 skips the new member, whose memory a large MEMORY_KEYS may not leave room
 # for), CATCH_UP_PUTS (15s of puts while a new member catches up on the MEMORY_KEYS keys),
+# IDLE (15s: memory is taken right after the fill and again this long after it, idle),
 # OVERWRITES (0s: off; puts over the MEMORY_KEYS keys for this long after the fill, CONCURRENCY
 # in flight, then each node's memory again: 10m for memory after ten minutes of overwrites),
 # PHASES (load,watch,failover,replace,memory: which parts to run),
@@ -36,6 +37,7 @@ OVERWRITES=${OVERWRITES:-0s}
 CATCH_UP=${CATCH_UP:-1}
 MEMORY_KEYS=${MEMORY_KEYS:-1000000}
 RESTARTS=${RESTARTS:-3}
+IDLE=${IDLE:-15s}
 KEEP=${KEEP:-0}
 PHASES=${PHASES:-load,watch,failover,replace,memory}
 want() { [[ ",$PHASES," == *",$1,"* ]]; }
@@ -269,6 +271,11 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
     done
     rss=()
     for i in 1 2 3; do rss+=("$(rss_mb "$(cat "$WORK/pids/$store-$i")")"); done
+    # Again once idle: right after the fill a node may be writing a snapshot (its bytes held
+    # until written) or hold memory its allocator has yet to give back.
+    sleep "$(seconds_of "$IDLE")"
+    rss_idle=()
+    for i in 1 2 3; do rss_idle+=("$(rss_mb "$(cat "$WORK/pids/$store-$i")")"); done
     du_mb=$(du -sm "$WORK/$store/1" | cut -f1)
     overwritten=()
     if [ "$(seconds_of "$OVERWRITES")" != 0 ]; then
@@ -315,8 +322,9 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
         wait "$puts_pid"
         stop_node "$store" 4
     fi
-    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"rss_overwritten_mb":[%s],"overwrites":"%s","disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
-        "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$(IFS=,; echo "${overwritten[*]}")" "$OVERWRITES" \
+    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"rss_idle_mb":[%s],"idle":"%s","rss_overwritten_mb":[%s],"overwrites":"%s","disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
+        "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$(IFS=,; echo "${rss_idle[*]}")" "$IDLE" \
+        "$(IFS=,; echo "${overwritten[*]}")" "$OVERWRITES" \
         "$du_mb" "$(IFS=,; echo "${restarts[*]}")" "$catch_up_ms" >"$RESULTS/memory-$store.json"
     stop_cluster "$store"
 done

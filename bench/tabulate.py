@@ -117,6 +117,13 @@ def main(results):
             f" {fmt_all(pax and pax['rss_mb'])} | {fmt_all(etc and etc['rss_mb'])} |"
             f" {ratio_of(pax and pax['rss_mb'], etc and etc['rss_mb'])} |"
         )
+        idle = [result.get("rss_idle_mb") if result else None for result in (pax, etc)]
+        if any(idle):
+            after = (pax or etc).get("idle", "")
+            extra.append(
+                f"| the same {after} later, idle, MB |"
+                f" {fmt_all(idle[0])} | {fmt_all(idle[1])} | {ratio_of(idle[0], idle[1])} |"
+            )
         overwritten = [result.get("rss_overwritten_mb") if result else None for result in (pax, etc)]
         if any(overwritten):
             for_how_long = (pax or etc).get("overwrites", "")
