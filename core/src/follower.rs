@@ -37,6 +37,12 @@ impl Replica {
     }
 
     pub(crate) fn handle_accept(&mut self, from: NodeId, ballot: Ballot, accept: Accept) {
+        // What no correct leader sends is dropped before it counts as contact: taken as it is,
+        // it tripped the assertions below that guard committed entries (a peer proved the
+        // cluster secret, but may run other code).
+        if !accept_is_well_formed(&accept) {
+            return;
+        }
         if !self.accept_leader_contact(from, ballot) {
             return;
         }
@@ -188,4 +194,14 @@ impl Replica {
         }
         self.follower_update_commit();
     }
+}
+
+/// Entries numbered on from `prev_index + 1`, and no ballot before the first entry of a log (a
+/// log's start has the zero ballot, or a snapshot's, at an index above 0).
+fn accept_is_well_formed(accept: &Accept) -> bool {
+    let numbered = accept.entries.iter().enumerate().all(|(offset, entry)| {
+        Some(entry.index) == accept.prev_index.checked_add(offset as u64 + 1)
+    });
+    let start = accept.prev_index != 0 || ballot_or_zero(accept.prev_ballot) == Ballot::ZERO;
+    numbered && start
 }

@@ -630,6 +630,34 @@ fn a_rejected_accept_is_resent_from_the_followers_hint() {
     assert!(resent, "{sent:?}");
 }
 
+#[test]
+fn an_accept_no_correct_leader_sends_is_dropped_without_a_panic() {
+    let mut replica = replica();
+    let ballot = Ballot::new(1, 2);
+    // A ballot before the log's first entry.
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        accept(0, Ballot::new(1, 2), entries(1, 2, ballot), 0),
+    );
+    // Entries with a gap in their numbers.
+    let mut gapped = entries(1, 3, ballot);
+    gapped.remove(1);
+    deliver(&mut replica, 2, ballot, accept(0, Ballot::ZERO, gapped, 0));
+    let sent = cycle(&mut replica);
+    assert!(accepted_to(&sent, 2).is_empty(), "{sent:?}");
+    // The follower is unharmed: the leader's next, well-formed accept is taken.
+    deliver(
+        &mut replica,
+        2,
+        ballot,
+        accept(0, Ballot::ZERO, entries(1, 2, ballot), 0),
+    );
+    let sent = cycle(&mut replica);
+    assert_eq!(accepted_to(&sent, 2), vec![2]);
+}
+
 // --- rules found untested by mutation testing -------------------------------------------------
 
 fn rejects_to(sent: &[(NodeId, Body)], to: u64) -> Vec<u64> {
