@@ -117,21 +117,18 @@ def main(results):
             f" {fmt_all(pax and pax['rss_mb'])} | {fmt_all(etc and etc['rss_mb'])} |"
             f" {ratio_of(pax and pax['rss_mb'], etc and etc['rss_mb'])} |"
         )
-        idle = [result.get("rss_idle_mb") if result else None for result in (pax, etc)]
-        if any(idle):
-            after = (pax or etc).get("idle", "")
-            extra.append(
-                f"| the same {after} later, idle, MB |"
-                f" {fmt_all(idle[0])} | {fmt_all(idle[1])} | {ratio_of(idle[0], idle[1])} |"
-            )
-        overwritten = [result.get("rss_overwritten_mb") if result else None for result in (pax, etc)]
-        if any(overwritten):
-            for_how_long = (pax or etc).get("overwrites", "")
-            extra.append(
-                f"| the same after {for_how_long} of puts over those keys, MB |"
-                f" {fmt_all(overwritten[0])} | {fmt_all(overwritten[1])} |"
-                f" {ratio_of(overwritten[0], overwritten[1])} |"
-            )
+        def memory_again(field, setting, label):
+            """A row of each node's memory measured again, if the run measured it."""
+            values = [result.get(field) if result else None for result in (pax, etc)]
+            if any(values):
+                label = label.format((pax or etc).get(setting, ""))
+                extra.append(
+                    f"| {label} | {fmt_all(values[0])} | {fmt_all(values[1])} |"
+                    f" {ratio_of(values[0], values[1])} |"
+                )
+
+        memory_again("rss_idle_mb", "idle", "the same {} later, idle, MB")
+        memory_again("rss_overwritten_mb", "overwrites", "the same after {} of puts over those keys, MB")
         extra.append(
             f"| data directory per node, MB | {pax and pax['disk_mb']} | {etc and etc['disk_mb']} |"
             f" {ratio_of(pax and [pax['disk_mb']], etc and [etc['disk_mb']])} |"

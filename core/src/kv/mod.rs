@@ -333,17 +333,10 @@ impl KvStore {
         ttl: Ttl,
         lease: KeyLease,
     ) {
-        let existing = self.map.get(key).map(|stored| {
-            (
-                stored.create_revision(),
-                stored.version(),
-                stored.expires_at_ms(),
-                stored.lease_id(),
-            )
-        });
+        let existing = self.map.get(key).map(StoredValue::meta);
         let expires_at_ms = match ttl {
             Ttl::Clear => 0,
-            Ttl::Keep => existing.map_or(0, |existing| existing.2),
+            Ttl::Keep => existing.map_or(0, |existing| existing.expires_at_ms),
             Ttl::At(deadline) => deadline,
         };
         if expires_at_ms != 0 && expires_at_ms <= self.log_time_ms {
@@ -353,14 +346,16 @@ impl KvStore {
         }
         let lease_id = match (lease, existing) {
             (KeyLease::Attach(lease_id), _) => lease_id,
-            (KeyLease::Keep, Some((_, _, _, held))) if self.leases.contains_key(&held) => held,
+            (KeyLease::Keep, Some(existing)) if self.leases.contains_key(&existing.lease_id) => {
+                existing.lease_id
+            }
             _ => 0,
         };
         self.take_revision();
         let meta = KeyMeta {
-            create_revision: existing.map_or(self.revision, |existing| existing.0),
+            create_revision: existing.map_or(self.revision, |existing| existing.create_revision),
             mod_revision: self.revision,
-            version: existing.map_or(1, |existing| existing.1 + 1),
+            version: existing.map_or(1, |existing| existing.version + 1),
             lease_id,
             expires_at_ms,
             value_type,

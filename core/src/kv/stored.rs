@@ -22,7 +22,7 @@ const DEADLINE: u8 = 2;
 const FIXED_BYTES: usize = 2 + 3 * 8;
 
 /// A key's metadata, unpacked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct KeyMeta {
     pub(super) create_revision: u64,
     pub(super) mod_revision: u64,
@@ -33,19 +33,6 @@ pub(super) struct KeyMeta {
     pub(super) expires_at_ms: u64,
     /// A string, or a Redis hash (`redis::value`).
     pub(super) value_type: ValueType,
-}
-
-impl Default for KeyMeta {
-    fn default() -> KeyMeta {
-        KeyMeta {
-            create_revision: 0,
-            mod_revision: 0,
-            version: 0,
-            lease_id: 0,
-            expires_at_ms: 0,
-            value_type: ValueType::String,
-        }
-    }
 }
 
 /// A key's value and metadata in one allocation (see the module comment).
