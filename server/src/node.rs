@@ -97,6 +97,8 @@ pub struct Node {
     started: tokio::time::Instant,
     /// The index of the configuration whose addresses the peer directory last learnt.
     configuration_seen: Option<u64>,
+    /// The leader last published (None at start), to log each change.
+    leader_seen: Option<NodeId>,
     /// Where the changes each turn applies go to the watches (`watch`), and the revision
     /// published last.
     feed: Feed,
@@ -161,6 +163,7 @@ impl Node {
             metrics,
             started: tokio::time::Instant::now(),
             configuration_seen: None,
+            leader_seen: None,
         }
     }
 
@@ -316,7 +319,27 @@ impl Node {
     /// Hands the watches what was applied since the last turn (only if some watch listens:
     /// a watch that starts later reads the history).
     /// Tells the router who leads, when that changed.
-    fn publish_leader(&self) {
+    fn publish_leader(&mut self) {
+        let leader = self.replica.leader();
+        if self.leader_seen != leader {
+            self.leader_seen = leader;
+            // One line per change of leader, with the ballot it holds: an election during a
+            // load (a stall longer than the election timeout) shows in the log.
+            let ballot = self.replica.promised();
+            match leader {
+                Some(leader) => tracing::info!(
+                    leader = leader.0,
+                    ballot = %format_args!("{}.{}", ballot.round, ballot.node),
+                    role = ?self.replica.role(),
+                    "leader changed"
+                ),
+                None => tracing::info!(
+                    ballot = %format_args!("{}.{}", ballot.round, ballot.node),
+                    role = ?self.replica.role(),
+                    "no leader known"
+                ),
+            }
+        }
         let this_node = self.replica.role() == Role::Leader;
         let address = match self.replica.leader() {
             Some(leader) if !this_node => self.peers.client_address(leader),

@@ -476,10 +476,12 @@ fn role_name(status: &StatusResponse) -> String {
 fn status_text(endpoint: &str, status: &Result<StatusResponse, ClientError>) -> String {
     match status {
         Ok(status) => format!(
-            "{endpoint}  node {}  {:<9} leader {}  commit {}  applied {}  revision {}  keys {}",
+            "{endpoint}  node {}  {:<9} leader {}  ballot {}.{}  commit {}  applied {}  revision {}  keys {}",
             status.node_id,
             role_name(status),
             status.leader_id,
+            status.ballot_round,
+            status.ballot_node,
             status.commit_index,
             status.applied_index,
             status.revision,
@@ -567,6 +569,7 @@ fn status_json(endpoint: &str, status: &Result<StatusResponse, ClientError>) -> 
             "node": status.node_id,
             "role": role_name(status),
             "leader": status.leader_id,
+            "ballot": {"round": status.ballot_round, "node": status.ballot_node},
             "commit": status.commit_index,
             "applied": status.applied_index,
             "revision": status.revision,
@@ -903,6 +906,8 @@ mod tests {
         let leader = StatusResponse {
             node_id: 1,
             role: Role::Leader as i32,
+            ballot_round: 3,
+            ballot_node: 1,
             leader_id: 1,
             commit_index: 10,
             applied_index: 9,
@@ -918,13 +923,13 @@ mod tests {
         let (text, json, code) = both(status);
         assert_eq!(
             text,
-            "[::1]:7001  node 1  leader    leader 1  commit 10  applied 9  revision 4  keys 2\n\
+            "[::1]:7001  node 1  leader    leader 1  ballot 3.1  commit 10  applied 9  revision 4  keys 2\n\
              [::1]:7002  unreachable: cluster unavailable: no answer"
         );
         assert_eq!(
             json,
             json!([{"endpoint": "[::1]:7001", "node": 1, "role": "leader", "leader": 1,
-                    "commit": 10, "applied": 9, "revision": 4, "keys": 2},
+                    "ballot": {"round": 3, "node": 1}, "commit": 10, "applied": 9, "revision": 4, "keys": 2},
                    {"endpoint": "[::1]:7002", "error": "cluster unavailable: no answer"}])
         );
         // Like a health check: a node that did not answer fails the command.
