@@ -107,6 +107,37 @@ nodes_rss_mb() { # store
     for i in 1 2 3; do total=$((total + $(rss_mb "$(cat "$WORK/pids/$1-$i")"))); done
     echo "$total"
 }
+leaders_seen() { # store -> how many leaders each of nodes 1-3 has seen so far, one per line
+    local i
+    for i in 1 2 3; do
+        if [ "$1" = paxkv ]; then
+            # A node logs "leader changed" each time it learns of a new leader.
+            grep -c 'leader changed' "$WORK/paxkv/$i.log" || true
+        else
+            python3 - "http://127.0.0.1:$((12377 + 2 * i))/metrics" <<'EOF'
+import sys, urllib.request
+try:
+    lines = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().splitlines()
+except OSError as error:
+    print(f"etcd metrics: {error}", file=sys.stderr)
+    lines = []
+for line in lines:
+    if line.startswith("etcd_server_leader_changes_seen_total "):
+        print(int(float(line.split()[1])))
+        break
+else:
+    print("unknown")
+EOF
+        fi
+    done
+}
+elections_since() { # store, the output of leaders_seen before -> the most new leaders a node saw
+    # (null if a count could not be read)
+    paste <(echo "$2") <(leaders_seen "$1") | awk '
+        $1 !~ /^[0-9]+$/ || $2 !~ /^[0-9]+$/ { unknown = 1 }
+        { d = $2 - $1; if (d > most) most = d }
+        END { if (unknown || NR != 3) print "null"; else print most + 0 }'
+}
 IFS=, read -r -a watcher_list <<<"$WATCHERS"
 want watch || watcher_list=()
 for watchers in "${watcher_list[@]}"; do
@@ -263,12 +294,16 @@ want memory || MEMORY_STORES=""
 for store in ${MEMORY_STORES-paxkv etcd}; do
     start_cluster "$store"
     log "$store: writing $MEMORY_KEYS keys of 100 bytes"
+    leaders=$(leaders_seen "$store")
     bench "$store" --workload load --keys "$MEMORY_KEYS" --concurrency 256 --connections 4 \
         --json "$RESULTS/fill-$store.json" --quiet >/dev/null
     # Every node must have applied the last key before its memory means anything.
     for i in 1 2 3; do
         ready "$store" "$i" "$last_key" >/dev/null
     done
+    # A stall longer than the election timeout (a snapshot written in the node loop) shows as a
+    # new leader.
+    fill_elections=$(elections_since "$store" "$leaders")
     rss=()
     for i in 1 2 3; do rss+=("$(rss_mb "$(cat "$WORK/pids/$store-$i")")"); done
     # Again once idle: right after the fill a node may be writing a snapshot (its bytes held
@@ -298,7 +333,9 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
         restarts+=($((($(date +%s%N) - started) / 1000000)))
     done
     catch_up_ms=null
+    catch_up_elections=null
     if [ "$CATCH_UP" != 0 ]; then
+        leaders=$(leaders_seen "$store")
         # A new member catching up on the whole state: added (paxkv: --join, as a learner; etcd:
         # member add, then started), timed to its first local read of the last key.
         started=$(date +%s%N)
@@ -320,12 +357,14 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
         ready "$store" 4 "$last_key" >/dev/null
         catch_up_ms=$((($(date +%s%N) - started) / 1000000))
         wait "$puts_pid"
+        catch_up_elections=$(elections_since "$store" "$leaders")
         stop_node "$store" 4
     fi
-    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"rss_idle_mb":[%s],"idle":"%s","rss_overwritten_mb":[%s],"overwrites":"%s","disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s}\n' \
+    printf '{"backend":"%s","keys":%s,"rss_mb":[%s],"rss_idle_mb":[%s],"idle":"%s","rss_overwritten_mb":[%s],"overwrites":"%s","disk_mb":%s,"restart_ms":[%s],"catch_up_ms":%s,"fill_elections":%s,"catch_up_elections":%s}\n' \
         "$store" "$MEMORY_KEYS" "$(IFS=,; echo "${rss[*]}")" "$(IFS=,; echo "${rss_idle[*]}")" "$IDLE" \
         "$(IFS=,; echo "${overwritten[*]}")" "$OVERWRITES" \
-        "$du_mb" "$(IFS=,; echo "${restarts[*]}")" "$catch_up_ms" >"$RESULTS/memory-$store.json"
+        "$du_mb" "$(IFS=,; echo "${restarts[*]}")" "$catch_up_ms" "$fill_elections" \
+        "$catch_up_elections" >"$RESULTS/memory-$store.json"
     stop_cluster "$store"
 done
 

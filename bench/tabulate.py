@@ -147,6 +147,16 @@ def main(results):
             f"| a new member catching up on them to its first read, ms | {fmt_all(catch_up[0])}"
             f" | {fmt_all(catch_up[1])} | {ratio_of(*catch_up)} |"
         )
+        for field, what in [
+            ("fill_elections", "new leaders while the keys were written (most any node saw)"),
+            ("catch_up_elections", "new leaders while the new member caught up"),
+        ]:
+            counts = [
+                [result[field]] if result and result.get(field) is not None else []
+                for result in (pax, etc)
+            ]
+            if any(counts):
+                extra.append(f"| {what} | {fmt_all(counts[0])} | {fmt_all(counts[1])} | - |")
         # Put latency while the keys are written, and while the new member catches up.
         for name, what in [
             ("fill", f"writing the {keys:,} keys (256 in flight, 4 connections)"),
