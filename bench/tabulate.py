@@ -130,7 +130,8 @@ def main(results):
         memory_again("rss_idle_mb", "idle", "the same {} later, idle, MB")
         memory_again("rss_overwritten_mb", "overwrites", "the same after {} of puts over those keys, MB")
         extra.append(
-            f"| data directory per node, MB | {pax and pax['disk_mb']} | {etc and etc['disk_mb']} |"
+            f"| data directory per node, MB | {pax['disk_mb'] if pax else '-'}"
+            f" | {etc['disk_mb'] if etc else '-'} |"
             f" {ratio_of(pax and [pax['disk_mb']], etc and [etc['disk_mb']])} |"
         )
         extra.append(

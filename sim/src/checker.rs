@@ -1625,11 +1625,97 @@ mod tests {
         })
     }
 
+    /// A small random history on key "k": three processes, seven calls, each answered with a
+    /// random (often impossible) result or left unknown. Timed histories add TTLs, expiry and
+    /// transactions, and log times that mostly go forward.
+    fn random_history(next: &mut impl FnMut(u64) -> u64, timed: bool) -> Vec<String> {
+        let values = ["a", "b", "c"];
+        let mut lines = Vec::new();
+        let mut open: [Option<&str>; 3] = [None; 3];
+        let (mut calls, mut clock) = (0, 0u64);
+        let kinds = if timed { 7 } else { 4 };
+        while calls < 7 || open.iter().any(Option::is_some) {
+            let process = next(3) as usize;
+            match open[process] {
+                None if calls < 7 => {
+                    calls += 1;
+                    let value = values[next(3) as usize];
+                    let other = values[next(3) as usize];
+                    let ttl = if timed && next(2) == 0 {
+                        format!(r#","ttl_ms":{}"#, 10 + 10 * next(2))
+                    } else {
+                        String::new()
+                    };
+                    let (f, extra) = match next(kinds) {
+                        0 => ("put", format!(r#","key":"k","value":"{value}"{ttl}"#)),
+                        1 => ("delete", r#","key":"k""#.to_string()),
+                        2 => (
+                            "cas",
+                            format!(r#","key":"k","old":"{other}","value":"{value}""#),
+                        ),
+                        3 => ("get", r#","key":"k""#.to_string()),
+                        4 => (
+                            "expire",
+                            format!(r#","key":"k","ttl_ms":{}"#, 10 + 10 * next(2)),
+                        ),
+                        5 => ("ttl", r#","key":"k""#.to_string()),
+                        _ => (
+                            "txn",
+                            format!(
+                                r#","compare":[{{"key":"k","target":"value","op":"=","value":"{other}"}}],"success":[{{"f":"put","key":"k","value":"{value}"{ttl}}}],"failure":[{{"f":"get","key":"k"}}]"#
+                            ),
+                        ),
+                    };
+                    lines.push(format!(
+                        r#"{{"process":{process},"type":"invoke","f":"{f}"{extra}}}"#
+                    ));
+                    open[process] = Some(f);
+                }
+                None => {}
+                Some(f) => {
+                    let read = |choice: u64| match choice {
+                        3 => String::new(),
+                        v => format!(r#","value":"{}""#, values[v as usize]),
+                    };
+                    let ending = if !["get", "ttl"].contains(&f) && next(3) == 0 {
+                        r#""type":"info""#.to_string()
+                    } else {
+                        let mut answer = match f {
+                            "get" => read(next(4)),
+                            "put" => String::new(),
+                            "ttl" => match next(3) {
+                                0 => r#","ttl_state":"no_key""#.to_string(),
+                                1 => r#","ttl_state":"no_ttl""#.to_string(),
+                                _ => format!(
+                                    r#","ttl_state":"remaining","remaining_ms":{}"#,
+                                    10 * (1 + next(2)) - next(3)
+                                ),
+                            },
+                            "txn" if next(2) == 0 => r#","succeeded":true,"results":[{}]"#.into(),
+                            "txn" => format!(
+                                r#","succeeded":false,"results":[{{{}}}]"#,
+                                read(next(4)).trim_start_matches(',')
+                            ),
+                            _ => format!(r#","succeeded":{}"#, next(2) == 0),
+                        };
+                        if timed {
+                            // Mostly forward, sometimes a little back (a violation if real).
+                            clock += next(8);
+                            let back = if next(6) == 0 { next(4) } else { 0 };
+                            answer += &format!(r#","log_time_ms":{}"#, clock.saturating_sub(back));
+                        }
+                        format!(r#""type":"ok"{answer}"#)
+                    };
+                    lines.push(format!(r#"{{"process":{process},{ending},"f":"{f}"}}"#));
+                    open[process] = None;
+                }
+            }
+        }
+        lines
+    }
+
     #[test]
     fn the_search_agrees_with_brute_force_on_small_histories_with_unknown_outcomes() {
-        // A small deterministic generator: three processes call puts, deletes, compare-and-sets
-        // and reads on one key, each answered with a random (often impossible) result or left
-        // unknown, so that both verdicts come up many times.
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move |bound: u64| {
             seed ^= seed << 13;
@@ -1637,76 +1723,33 @@ mod tests {
             seed ^= seed << 17;
             seed % bound
         };
-        let values = ["a", "b", "c"];
-        let (mut linearizable_seen, mut violations_seen) = (0, 0);
-        for _ in 0..3000 {
-            let mut lines = Vec::new();
-            let mut open: [Option<&str>; 3] = [None; 3];
-            let mut calls = 0;
-            while calls < 7 || open.iter().any(Option::is_some) {
-                let process = next(3) as usize;
-                match open[process] {
-                    None if calls < 7 => {
-                        calls += 1;
-                        let value = values[next(3) as usize];
-                        let (f, extra) = match next(4) {
-                            0 => ("put", format!(r#","value":"{value}""#)),
-                            1 => ("delete", String::new()),
-                            2 => (
-                                "cas",
-                                format!(
-                                    r#","old":"{}","value":"{value}""#,
-                                    values[next(3) as usize]
-                                ),
-                            ),
-                            _ => ("get", String::new()),
-                        };
-                        lines.push(format!(
-                            r#"{{"process":{process},"type":"invoke","f":"{f}","key":"k"{extra}}}"#
-                        ));
-                        open[process] = Some(f);
-                    }
-                    None => {}
-                    Some(f) => {
-                        let ending = if f != "get" && next(3) == 0 {
-                            "\"type\":\"info\"".to_string()
-                        } else {
-                            let answer = match f {
-                                "get" => match next(4) {
-                                    3 => String::new(),
-                                    v => format!(r#","value":"{}""#, values[v as usize]),
-                                },
-                                "put" => String::new(),
-                                _ => format!(r#","succeeded":{}"#, next(2) == 0),
-                            };
-                            format!(r#""type":"ok"{answer}"#)
-                        };
-                        lines.push(format!(r#"{{"process":{process},{ending},"f":"{f}"}}"#));
-                        open[process] = None;
-                    }
+        for timed in [false, true] {
+            let (mut linearizable_seen, mut violations_seen) = (0, 0);
+            for _ in 0..3000 {
+                let lines = random_history(&mut next, timed);
+                let operations = parse(&lines.join("\n")).unwrap();
+                let judged: Vec<&Operation> = operations
+                    .iter()
+                    .filter(|op| op.outcome != Outcome::Failed)
+                    .collect();
+                let searched = linearizable("k", &judged).unwrap();
+                assert_eq!(
+                    searched,
+                    linearizable_by_brute_force(&judged),
+                    "{}",
+                    lines.join("\n")
+                );
+                if searched {
+                    linearizable_seen += 1;
+                } else {
+                    violations_seen += 1;
                 }
             }
-            let operations = parse(&lines.join("\n")).unwrap();
-            let judged: Vec<&Operation> = operations
-                .iter()
-                .filter(|op| op.outcome != Outcome::Failed)
-                .collect();
-            let searched = linearizable("k", &judged).unwrap();
-            assert_eq!(
-                searched,
-                linearizable_by_brute_force(&judged),
-                "{}",
-                lines.join("\n")
+            // Both verdicts come up many times, or the comparison says little.
+            assert!(
+                linearizable_seen > 100 && violations_seen > 100,
+                "timed {timed}: {linearizable_seen} linearizable, {violations_seen} not"
             );
-            if searched {
-                linearizable_seen += 1;
-            } else {
-                violations_seen += 1;
-            }
         }
-        assert!(
-            linearizable_seen > 300 && violations_seen > 300,
-            "{linearizable_seen} linearizable, {violations_seen} not"
-        );
     }
 }
