@@ -20,6 +20,13 @@ use tokio::time::Instant;
 const QUEUE_MAX: usize = 1024;
 /// Connecting to one node may take this long at most.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection with requests waiting that reads nothing for this long is closed (its
+/// waiting requests fail as lost), so that the next request opens a new one. A node answers a
+/// request within an election timeout or two (a session read waits 600 ms at most), so such a
+/// connection is dead: after a partition, frames sent into it can stay queued behind the
+/// transport's retransmission backoff for seconds after the heal. (A node passing requests on
+/// to its leader kept one for 9 s after a heal in the simulator.)
+pub const ANSWER_SILENCE_MAX: Duration = Duration::from_secs(2);
 
 type Call = (ClientRequest, oneshot::Sender<Response>);
 
@@ -134,10 +141,28 @@ impl Connection {
         secret: Option<&ClusterSecret>,
         deadline: Instant,
     ) -> Result<Connection, ConnectError> {
+        Connection::open_with_silence_limit(endpoint, secret, deadline, Some(ANSWER_SILENCE_MAX))
+            .await
+    }
+
+    /// `open`, closing the connection once requests have waited `silence_limit` with nothing
+    /// read (None: never; only the simulator's planted bug asks for that).
+    pub async fn open_with_silence_limit(
+        endpoint: &str,
+        secret: Option<&ClusterSecret>,
+        deadline: Instant,
+        silence_limit: Option<Duration>,
+    ) -> Result<Connection, ConnectError> {
         let (reader, write_half) = open_halves(endpoint, secret, deadline).await?;
         let (calls, receiver) = mpsc::channel(QUEUE_MAX);
         let open = Arc::new(AtomicBool::new(true));
-        tokio::spawn(run(reader, write_half, receiver, open.clone()));
+        tokio::spawn(run(
+            reader,
+            write_half,
+            receiver,
+            open.clone(),
+            silence_limit,
+        ));
         Ok(Connection { calls, open })
     }
 
@@ -218,21 +243,37 @@ where
     }
 }
 
+/// Sleeps until `at`, or for ever.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run<R, W>(
     mut reader: FrameReader<R>,
     mut writer: W,
     mut calls: mpsc::Receiver<Call>,
     open: Arc<AtomicBool>,
+    silence_limit: Option<Duration>,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut waiting: BTreeMap<u64, oneshot::Sender<Response>> = BTreeMap::new();
+    // Since when requests have waited with nothing read (the last frame read, or the moment
+    // the first of them was sent).
+    let mut quiet_since = Instant::now();
     loop {
+        let silent_until = silence_limit.map(|limit| quiet_since + limit);
         tokio::select! {
             biased;
             call = calls.recv() => {
                 let Some((request, reply)) = call else { break };
+                if waiting.is_empty() {
+                    quiet_since = Instant::now();
+                }
                 waiting.insert(request.request_id, reply);
                 // Callers on other tasks are often about to send too (a burst of requests, or
                 // the next ones of a pipeline): let them run first, so that their requests
@@ -249,6 +290,7 @@ async fn run<R, W>(
             }
             answer = reader.read::<ClientResponse>() => {
                 let Ok(answer) = answer else { break };
+                quiet_since = Instant::now();
                 let Some(body) = answer.body else { continue };
                 if answer.request_id == 0 {
                     // A connection-level error (bad frame): it concerns every request.
@@ -258,6 +300,10 @@ async fn run<R, W>(
                 } else if let Some(reply) = waiting.remove(&answer.request_id) {
                     let _ = reply.send(body);
                 }
+            }
+            // Last: an answer already readable is taken first.
+            () = sleep_until(silent_until), if silent_until.is_some() && !waiting.is_empty() => {
+                break;
             }
         }
     }

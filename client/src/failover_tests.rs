@@ -487,3 +487,40 @@ async fn retries_and_leader_changes_are_debug_events() {
         "{seen:#?}"
     );
 }
+
+/// A connection on which a request waits `ANSWER_SILENCE_MAX` with nothing read is closed, so
+/// that the next request opens a new one: a node passing requests on to its leader kept, after
+/// a partition healed, a connection whose frames the transport was still backing off to resend
+/// (planted bug forward-silence-ignored). One opened without the limit stays open.
+#[tokio::test]
+async fn a_connection_whose_requests_wait_without_an_answer_is_closed() {
+    let node = PlayedNode::start(|_| Reply::Silent).await;
+    let far = Instant::now() + Duration::from_secs(60);
+    let limited = Connection::open(&node.endpoint, None, far).await.unwrap();
+    let unlimited = Connection::open_with_silence_limit(&node.endpoint, None, far, None)
+        .await
+        .unwrap();
+    let request = |request_id| ClientRequest {
+        request_id,
+        forwarded: false,
+        client_id: 0,
+        sequence: 0,
+        body: Some(Request::Get(GetRequest {
+            key: b"k".to_vec(),
+            ..GetRequest::default()
+        })),
+    };
+    let sent = Instant::now();
+    let limited_answer = limited.send(request(1), far).await.unwrap();
+    let mut unlimited_answer = unlimited.send(request(2), far).await.unwrap();
+    let lost = tokio::time::timeout(ANSWER_SILENCE_MAX * 5, limited_answer)
+        .await
+        .expect("the silent connection is closed");
+    assert!(lost.is_err(), "the waiting request fails as lost");
+    assert!(sent.elapsed() >= ANSWER_SILENCE_MAX, "{:?}", sent.elapsed());
+    assert!(!limited.is_open());
+    assert!(unlimited.is_open());
+    assert!(unlimited_answer
+        .try_recv()
+        .is_err_and(|error| error == tokio::sync::oneshot::error::TryRecvError::Empty));
+}

@@ -47,8 +47,8 @@ pub use crate::config::{
     parse_endpoints, ClientConfig, PutOptions, ReadConsistency, ATTEMPT_TIMEOUT_DEFAULT,
     TIMEOUT_DEFAULT,
 };
-pub use crate::connection::Connection;
 use crate::connection::{until, ConnectError};
+pub use crate::connection::{Connection, ANSWER_SILENCE_MAX};
 pub use crate::error::{ClientError, ErrorCode, ErrorDetail, LeaderHint};
 pub use crate::recipes::{Election, Held, Leadership, LockGuard, LockOptions, Observer};
 pub use crate::silence::SILENT_NODE_AVOIDANCE;

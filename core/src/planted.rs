@@ -98,10 +98,19 @@ pub enum Bug {
     /// committed entries (a slice per turn) answers from a state that misses writes already
     /// acknowledged.
     ReadBeforeApplied,
+    /// A node keeps a peer connection that has delivered nothing for a long time: frames sent
+    /// into a partition stay queued behind a transport's retransmission backoff after the
+    /// heal, and no election gathers a quorum until they drain (seconds, not an election
+    /// timeout).
+    PeerSilenceIgnored,
+    /// A node passing requests on to its leader keeps using a connection that has answered
+    /// nothing for a long time: after a partition heals, every request it passes on sits
+    /// behind frames the transport is still backing off to resend, and times out.
+    ForwardSilenceIgnored,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 29] = [
+    pub const ALL: [Bug; 31] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -131,6 +140,8 @@ impl Bug {
         Bug::RouterResendsUnknownOutcome,
         Bug::SnapshotSeesLaterWrites,
         Bug::ReadBeforeApplied,
+        Bug::PeerSilenceIgnored,
+        Bug::ForwardSilenceIgnored,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -190,6 +201,14 @@ impl Bug {
                 "core/tests/messages.rs \
                  a_leader_answers_a_read_only_once_it_has_applied_up_to_the_reads_index",
             )),
+            Bug::ForwardSilenceIgnored => Some((
+                "only clients that go through a follower (Redis protocol, pinned) use its \
+                 connection to the leader, which must have been cut long enough before the \
+                 heal that the transport's next resend lands over 6 s after it: the first of \
+                 seeds 0, 1, 2, ... to catch it is 209 (regression seed 16191 catches it too)",
+                "client/src/failover_tests.rs \
+                 a_connection_whose_requests_wait_without_an_answer_is_closed",
+            )),
             _ => None,
         }
     }
@@ -225,6 +244,8 @@ impl Bug {
             Bug::RouterResendsUnknownOutcome => "router-resends-unknown-outcome",
             Bug::SnapshotSeesLaterWrites => "snapshot-sees-later-writes",
             Bug::ReadBeforeApplied => "read-before-applied",
+            Bug::PeerSilenceIgnored => "peer-silence-ignored",
+            Bug::ForwardSilenceIgnored => "forward-silence-ignored",
         }
     }
 }

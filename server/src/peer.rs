@@ -31,6 +31,12 @@ pub const PEER_CONNECTIONS_MAX: usize = 64;
 /// A handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// An inbound peer connection that delivers no frame for this long is dropped. Every node
+/// sends each peer something every heartbeat (50 ms), so such a connection is dead: after a
+/// partition, frames sent into it can stay queued behind the transport's retransmission
+/// backoff for seconds after the heal, and the node that sent them only dials again once the
+/// connection is gone (in the simulator, elections failed for 9-11 s after a heal without this).
+const PEER_SILENCE_MAX: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Who the peers are, how to reach them, and their client addresses. It grows as the node
@@ -558,11 +564,23 @@ async fn receive_from_peer(
         directory.learn_peer_address(from, address);
     }
     directory.peer_is_up(from);
+    let ignore_silence = paxkv_core::planted::active(paxkv_core::planted::Bug::PeerSilenceIgnored);
     loop {
-        let message: PeerMessage = match reader.read().await {
-            Ok(message) => message,
-            Err(IoError::Closed) => return Ok(()),
-            Err(error) => return Err(error),
+        let read = async {
+            if ignore_silence {
+                Ok(reader.read().await)
+            } else {
+                tokio::time::timeout(PEER_SILENCE_MAX, reader.read()).await
+            }
+        };
+        let message: PeerMessage = match read.await {
+            Ok(Ok(message)) => message,
+            Ok(Err(IoError::Closed)) => return Ok(()),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                tracing::debug!(node = %from, silence = ?PEER_SILENCE_MAX, "no frame from a peer; dropping its connection so that it dials again");
+                return Ok(());
+            }
         };
         if inputs.send(Input::Peer { from, message }).await.is_err() {
             return Ok(()); // the node is shutting down

@@ -225,9 +225,17 @@ impl Router {
             }
         }
         connections.remove(address);
-        let connection = Connection::open(address, Some(&self.inner.secret), deadline)
-            .await
-            .map_err(|error| format!("cannot reach the leader at {address}: {error}"))?;
+        // The planted version of the bug the limit prevents: a dead connection kept.
+        let silence_limit = (!planted::active(planted::Bug::ForwardSilenceIgnored))
+            .then_some(paxkv_client::ANSWER_SILENCE_MAX);
+        let connection = Connection::open_with_silence_limit(
+            address,
+            Some(&self.inner.secret),
+            deadline,
+            silence_limit,
+        )
+        .await
+        .map_err(|error| format!("cannot reach the leader at {address}: {error}"))?;
         let connection = Arc::new(connection);
         // Connections to nodes that no longer lead are dropped as leadership moves.
         connections.retain(|_, open| open.is_open());
