@@ -528,7 +528,15 @@ impl Client {
                     error: ClientError::SessionExpired(_),
                     attempts: 1,
                 }) => lane.forget_session(),
-                Err(failed) => return Err(failed.error),
+                Err(failed) => {
+                    // An earlier attempt may have gone out, so this write's outcome is
+                    // unknown; but the session is gone either way, and the lane's next write
+                    // must not try it again (it would only be refused the same way).
+                    if matches!(failed.error, ClientError::SessionExpired(_)) {
+                        lane.forget_session();
+                    }
+                    return Err(failed.error);
+                }
             }
         }
         // Every session was refused at the first attempt: nothing of this write was applied.

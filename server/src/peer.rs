@@ -37,7 +37,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// backoff for seconds after the heal, and the node that sent them only dials again once the
 /// connection is gone (in the simulator, elections failed for 9-11 s after a heal without this).
 const PEER_SILENCE_MAX: Duration = Duration::from_secs(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// At most this long between attempts to dial a peer: after a partition heals, two nodes
+/// that dial each other on the same schedule wait up to this long to talk again.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A connection attempt to a peer gives up after this long (and is made again).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Who the peers are, how to reach them, and their client addresses. It grows as the node
 /// learns of members: from its flags, from the configuration (peer addresses travel in it), and
@@ -334,7 +338,11 @@ async fn dial(
     loop {
         let connected = std::sync::atomic::AtomicBool::new(false);
         let session = async {
-            let stream = TcpStream::connect(address).await?;
+            // Bounded: a connection attempt made during a partition can wait for the
+            // transport's resends of its first packet long after the heal.
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+                .await
+                .map_err(|_| IoError::Io(std::io::ErrorKind::TimedOut.into()))??;
             stream.set_nodelay(true)?;
             let (read_half, mut write_half) = tokio::io::split(stream);
             let mut reader = FrameReader::new(read_half, codec());
@@ -597,7 +605,7 @@ mod tests {
         let mut backoff = Backoff::new();
         let waits: Vec<Duration> = (0..8).map(|_| backoff.after_session(false)).collect();
         let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(ms, [50, 100, 200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(backoff.after_session(true), BACKOFF_MIN);
         assert_eq!(backoff.after_session(false), BACKOFF_MIN * 2);
     }

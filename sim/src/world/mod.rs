@@ -57,8 +57,8 @@ pub use workload::OperationKind;
 const SECRET: &[u8] = b"simulated-cluster-secret-0123456789";
 const CLIENT_PORT: u16 = 7000;
 const PEER_PORT: u16 = 7100;
-/// After the heal, every client must complete an operation within this time. In 600 seeds
-/// the slowest took 3.0 s; connections kept after they went silent (frames stuck behind a
+/// After the heal, every client must complete an operation within this time. In 800 seeds
+/// the slowest took 2.4 s; connections kept after they went silent (frames stuck behind a
 /// transport's retransmission backoff since the partition) took 5-11 s in about one seed in
 /// ten, which this bound catches (planted bugs peer-silence-ignored, forward-silence-ignored).
 pub const SERVE_BOUND: Duration = Duration::from_secs(6);
