@@ -243,10 +243,14 @@ where
     }
 }
 
-/// Sleeps until `at`, or for ever.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+/// The limit on a silence and its timer, which is moved on only when it fires (at most once
+/// per limit), not on every frame read.
+type SilenceTimer = (Duration, std::pin::Pin<Box<tokio::time::Sleep>>);
+
+/// Sleeps until the timer fires, or for ever without one.
+async fn fires(silence: &mut Option<SilenceTimer>) {
+    match silence {
+        Some((_, timer)) => timer.as_mut().await,
         None => std::future::pending().await,
     }
 }
@@ -265,8 +269,9 @@ async fn run<R, W>(
     // Since when requests have waited with nothing read (the last frame read, or the moment
     // the first of them was sent).
     let mut quiet_since = Instant::now();
+    let mut silence: Option<SilenceTimer> =
+        silence_limit.map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
     loop {
-        let silent_until = silence_limit.map(|limit| quiet_since + limit);
         tokio::select! {
             biased;
             call = calls.recv() => {
@@ -302,8 +307,14 @@ async fn run<R, W>(
                 }
             }
             // Last: an answer already readable is taken first.
-            () = sleep_until(silent_until), if silent_until.is_some() && !waiting.is_empty() => {
-                break;
+            () = fires(&mut silence), if !waiting.is_empty() => {
+                if let Some((limit, timer)) = silence.as_mut() {
+                    let silent_until = quiet_since + *limit;
+                    if Instant::now() >= silent_until {
+                        break;
+                    }
+                    timer.as_mut().reset(silent_until);
+                }
             }
         }
     }

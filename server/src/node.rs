@@ -316,36 +316,29 @@ impl Node {
         }
     }
 
-    /// Hands the watches what was applied since the last turn (only if some watch listens:
-    /// a watch that starts later reads the history).
-    /// Tells the router who leads, when that changed.
+    /// Tells the router who leads, and logs each change of leader.
     fn publish_leader(&mut self) {
         let leader = self.replica.leader();
         if self.leader_seen != leader {
             self.leader_seen = leader;
             // One line per change of leader, with the ballot it holds: an election during a
             // load (a stall longer than the election timeout) shows in the log.
-            let ballot = self.replica.promised();
+            let promised = self.replica.promised();
+            let ballot = format!("{}.{}", promised.round, promised.node);
+            let role = self.replica.role();
             match leader {
-                Some(leader) => tracing::info!(
-                    leader = leader.0,
-                    ballot = %format_args!("{}.{}", ballot.round, ballot.node),
-                    role = ?self.replica.role(),
-                    "leader changed"
-                ),
-                None => tracing::info!(
-                    ballot = %format_args!("{}.{}", ballot.round, ballot.node),
-                    role = ?self.replica.role(),
-                    "no leader known"
-                ),
+                Some(leader) => {
+                    tracing::info!(leader = leader.0, %ballot, ?role, "leader changed");
+                }
+                None => tracing::info!(%ballot, ?role, "no leader known"),
             }
         }
         let this_node = self.replica.role() == Role::Leader;
-        let address = match self.replica.leader() {
+        let address = match leader {
             Some(leader) if !this_node => self.peers.client_address(leader),
             _ => None,
         };
-        let id = self.replica.leader().map(|leader| leader.0);
+        let id = leader.map(|leader| leader.0);
         self.leader_board.publish(LeaderHint {
             this_node,
             id,
@@ -353,6 +346,8 @@ impl Node {
         });
     }
 
+    /// Hands the watches what was applied since the last turn (only if some watch listens:
+    /// a watch that starts later reads the history).
     fn publish_changes(&mut self) {
         let revision = self.replica.kv().revision();
         if revision <= self.published {
