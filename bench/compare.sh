@@ -223,19 +223,23 @@ done
 # put over the whole change, how long the change took, and when the new node served a local
 # read of a key written before the change.
 ETCD_JOINED="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:12382,e4=http://127.0.0.1:12386"
-replace_step() { # store: the change, run by kv-bench write-gap while it puts
-    local store=$1 started dead live
-    # A follower dies (the leader's death is the failover measurement).
-    if [ "$store" = paxkv ]; then
+follower_of() { # store -> one of nodes 1-3 that does not lead (paxkv: 3 unless it leads)
+    if [ "$1" = paxkv ]; then
         local leader
         leader=$("$KVCTL" --endpoints "$PAXKV_ENDPOINTS" --cluster-secret-file "$SECRET" --json \
             member list | python3 -c 'import json, sys; print(json.load(sys.stdin)["leader"])')
-        dead=$([ "$leader" = 3 ] && echo 2 || echo 3)
+        if [ "$leader" = 3 ]; then echo 2; else echo 3; fi
     else
-        dead=$(etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status | awk -F', ' '$5 == "false" { print $1 }' \
+        local port
+        port=$(etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint status | awk -F', ' '$5 == "false" { print $1 }' \
             | tail -1 | sed 's/.*://')
-        dead=$(((dead - 12377) / 2))
+        echo $(((port - 12377) / 2))
     fi
+}
+replace_step() { # store: the change, run by kv-bench write-gap while it puts
+    local store=$1 started dead live
+    # A follower dies (the leader's death is the failover measurement).
+    dead=$(follower_of "$store")
     live=$(for i in 1 2 3; do [ "$i" = "$dead" ] || endpoint_of "$store" "$i"; done | paste -sd,)
     started=$(date +%s%N)
     stop_node "$store" "$dead" KILL
@@ -262,7 +266,7 @@ replace_step() { # store: the change, run by kv-bench write-gap while it puts
     echo 'set -euo pipefail'
     declare -p WORK SERVER BENCH KVCTL SECRET RESULTS NODES PAXKV_ENDPOINTS PAXKV_PEERS ETCD_ENDPOINTS \
         ETCD_PEERS ETCD_JOINED
-    declare -f replace_step stop_node start_node ready bench endpoints endpoint_of client_port log die
+    declare -f replace_step follower_of stop_node start_node ready bench endpoints endpoint_of client_port log die
     echo 'replace_step "$1"'
 } >"$WORK/replace-step"
 chmod +x "$WORK/replace-step"
@@ -324,8 +328,8 @@ for store in ${MEMORY_STORES-paxkv etcd}; do
     fi
     restarts=()
     for attempt in $(seq "$RESTARTS"); do
-        # Node 3 unless it leads; a follower restart is the common case.
-        node=3
+        # A follower (node 3 unless it leads): the common case, and no election to wait for.
+        node=$(follower_of "$store")
         stop_node "$store" "$node"
         started=$(date +%s%N)
         start_node "$store" "$node"
