@@ -34,8 +34,8 @@ pub use kv::ReadRequest;
 pub use log::LogWrite;
 pub use membership::MemberRequest;
 pub use ready::{
-    AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotBytes, SnapshotWrite,
-    WhilePersisting,
+    AfterPersist, DurableState, Outgoing, Persist, Ready, SnapshotAssembly, SnapshotBytes,
+    SnapshotEnd, SnapshotPart, SnapshotWrite, WhilePersisting,
 };
 pub use replica::{Replica, ReplicaStatus};
 pub use role::Role;

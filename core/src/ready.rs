@@ -99,6 +99,15 @@ impl SnapshotBytes {
     pub fn to_vec(&self) -> Vec<u8> {
         self.copy_range(0..self.len)
     }
+
+    /// Takes every piece but the one still being appended to (all of them if `all`).
+    pub fn take_pieces(&mut self, all: bool) -> Vec<Vec<u8>> {
+        let keep = usize::from(!all && !self.pieces.is_empty());
+        let mut taken = std::mem::take(&mut self.pieces);
+        self.pieces = taken.split_off(taken.len() - keep);
+        self.update_len();
+        taken
+    }
 }
 
 impl From<Vec<u8>> for SnapshotBytes {
@@ -121,10 +130,88 @@ pub struct SnapshotWrite {
     pub replaces_log: bool,
 }
 
+/// How a snapshot handed to storage in parts ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotEnd {
+    /// Every byte has been handed over: the snapshot may be made durable.
+    Complete,
+    /// The state it encoded was replaced (a snapshot from a peer was installed): what was
+    /// handed over must never become the snapshot.
+    Abandoned,
+}
+
+/// Part of a snapshot taken locally, handed to storage while it is still being encoded, so that
+/// no node ever holds the whole encoding in memory (130 MB at a million keys, on top of the
+/// state it encodes). The parts of one snapshot come in order, in successive readies, the
+/// first with `first` set, the last with `end` set. Storage may skip a snapshot (say, while it
+/// still writes the last one): then it skips every part of it. Nothing may be made durable as
+/// the snapshot before the `Complete` part; the log it covers stays until then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotPart {
+    pub meta: SnapshotMeta,
+    pub first: bool,
+    /// The next bytes of the snapshot, in order.
+    pub pieces: Vec<Vec<u8>>,
+    pub end: Option<SnapshotEnd>,
+}
+
+/// Puts a snapshot handed over in parts back together, for storage that keeps it whole (the
+/// simulator's disk, the in-memory test cluster).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotAssembly {
+    under_way: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+impl SnapshotAssembly {
+    /// Takes one part; returns the snapshot once its last part is in. A first part drops any
+    /// snapshot left incomplete; a part of no snapshot under way is ignored (`skip`: the
+    /// storage skips this snapshot).
+    pub fn add(&mut self, part: &SnapshotPart, skip: bool) -> Option<SnapshotWrite> {
+        if part.first {
+            self.under_way = (!skip).then(|| (part.meta.clone(), Vec::new()));
+        }
+        let (meta, bytes) = self.under_way.as_mut()?;
+        if *meta != part.meta {
+            return None;
+        }
+        for piece in &part.pieces {
+            bytes.extend_from_slice(piece);
+        }
+        match part.end? {
+            SnapshotEnd::Abandoned => {
+                self.under_way = None;
+                None
+            }
+            SnapshotEnd::Complete => {
+                let (meta, bytes) = self.under_way.take().expect("checked above");
+                Some(SnapshotWrite {
+                    meta,
+                    data: std::sync::Arc::new(bytes.into()),
+                    replaces_log: false,
+                })
+            }
+        }
+    }
+
+    /// Whether a snapshot is being put together.
+    pub fn in_progress(&self) -> bool {
+        self.under_way.is_some()
+    }
+
+    /// Forgets the snapshot under way (a crash, or an installed snapshot replacing it).
+    pub fn clear(&mut self) {
+        self.under_way = None;
+    }
+}
+
 /// What one ready asks the caller to write and sync, applied by storage in field order:
-/// the snapshot, then the hard state, then the log write.
+/// the part of a local snapshot, the installed snapshot, then the hard state, then the log write.
 #[derive(Debug, Default)]
 pub struct Persist {
+    /// Part of a snapshot taken locally (see `SnapshotPart`).
+    pub snapshot_part: Option<SnapshotPart>,
+    /// A whole snapshot: one installed from a peer, or one taken locally while peers waited
+    /// for it too (held whole for them anyway, it is not handed over in parts).
     pub snapshot: Option<SnapshotWrite>,
     pub hard_state: Option<HardState>,
     pub log_write: Option<LogWrite>,
@@ -132,7 +219,10 @@ pub struct Persist {
 
 impl Persist {
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none() && self.snapshot.is_none() && self.log_write.is_none()
+        self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.log_write.is_none()
+            && self.snapshot_part.is_none()
     }
 }
 

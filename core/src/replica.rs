@@ -99,6 +99,8 @@ pub struct Replica {
     /// the transfer was asked for in.
     pub(crate) snapshot_waiting: BTreeMap<NodeId, (Ballot, bool)>,
     pub(crate) snapshot_write: Option<SnapshotWrite>,
+    /// What storage takes with the next ready of the snapshot being handed over in parts.
+    pub(crate) snapshot_part: Option<crate::ready::SnapshotPart>,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
 
@@ -257,6 +259,7 @@ impl Replica {
             snapshot_building: None,
             snapshot_waiting: BTreeMap::new(),
             snapshot_write: None,
+            snapshot_part: None,
             incoming_snapshot: None,
             outgoing_snapshots: BTreeMap::new(),
             revision_waiters: Vec::new(),
@@ -696,6 +699,10 @@ impl Replica {
         self.in_flight.is_none()
             && (self.hard_state_dirty
                 || self.snapshot_write.is_some()
+                || self
+                    .snapshot_part
+                    .as_ref()
+                    .is_some_and(|part| part.end.is_some())
                 || !self.messages.is_empty()
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
@@ -755,6 +762,7 @@ impl Replica {
         let hard_state = self.hard_state_dirty.then(|| self.hard_state());
         self.hard_state_dirty = false;
         let persist = Persist {
+            snapshot_part: self.snapshot_part.take(),
             snapshot: self.snapshot_write.take(),
             hard_state,
             log_write: self.log.take_unstable(),
@@ -765,7 +773,17 @@ impl Replica {
                 .hard_state
                 .as_ref()
                 .map(|state| ballot_or_zero(state.promised)),
-            snapshot: persist.snapshot.as_ref().map(|write| write.meta.clone()),
+            snapshot: persist
+                .snapshot
+                .as_ref()
+                .map(|write| write.meta.clone())
+                .or_else(|| {
+                    persist
+                        .snapshot_part
+                        .as_ref()
+                        .filter(|part| part.end == Some(crate::ready::SnapshotEnd::Complete))
+                        .map(|part| part.meta.clone())
+                }),
         });
         Ready::new(
             self.ready_number,
@@ -875,7 +893,7 @@ impl Replica {
     }
 
     /// Starts a snapshot once enough applied entries are outside the last one. It is encoded
-    /// a slice per turn (`continue_snapshot`) and written once complete.
+    /// a slice per turn (`continue_snapshot`) and handed to storage as it goes.
     fn maybe_take_snapshot(&mut self) {
         let uncovered = self.applied_index - self.log.snapshot_index();
         // A snapshot costs in proportion to the state, so a large state snapshots less often:
@@ -889,6 +907,7 @@ impl Replica {
         let threshold = threshold + threshold * (self.id.0 % 4) / 8;
         if uncovered < threshold
             || self.snapshot_write.is_some()
+            || self.snapshot_part.is_some()
             || self.applied_index > self.log.stable_last()
         {
             return;

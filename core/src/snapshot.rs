@@ -7,7 +7,7 @@ use paxkv_proto::peer::{peer_message::Body, Ballot, SnapshotAck, SnapshotChunk, 
 use std::sync::Arc;
 
 use crate::leader::LeaderPhase;
-use crate::ready::{SnapshotBytes, SnapshotWrite};
+use crate::ready::{SnapshotBytes, SnapshotEnd, SnapshotPart, SnapshotWrite};
 use crate::replica::Replica;
 use crate::types::{NodeId, Time};
 
@@ -17,6 +17,9 @@ pub(crate) struct SnapshotBuilding {
     meta: SnapshotMeta,
     /// To be written to disk (else only transfers wait for it).
     pub(crate) for_disk: bool,
+    /// Handed to storage in parts as it is encoded (`SnapshotPart`): a snapshot for disk that
+    /// no transfer waited for when it started. Otherwise it is held whole until complete.
+    streamed: bool,
 }
 
 /// Bytes reserved at most for a snapshot being received, whatever its sender announces.
@@ -57,7 +60,42 @@ impl Replica {
             configuration: Some(self.configuration_at(self.applied_index)),
         };
         self.kv.start_snapshot();
-        self.snapshot_building = Some(SnapshotBuilding { meta, for_disk });
+        // (A part of the last one not yet taken by a ready would be overwritten.)
+        let streamed =
+            for_disk && self.snapshot_waiting.is_empty() && self.snapshot_part.is_none();
+        if streamed {
+            self.snapshot_part = Some(SnapshotPart {
+                meta: meta.clone(),
+                first: true,
+                pieces: Vec::new(),
+                end: None,
+            });
+        }
+        self.snapshot_building = Some(SnapshotBuilding {
+            meta,
+            for_disk,
+            streamed,
+        });
+    }
+
+    /// Adds to the part storage takes with the next ready (one exists from the snapshot's
+    /// start until a ready takes its end).
+    fn add_to_snapshot_part(&mut self, pieces: Vec<Vec<u8>>, end: Option<SnapshotEnd>) {
+        let part = self
+            .snapshot_part
+            .get_or_insert_with(|| SnapshotPart {
+                meta: self
+                    .snapshot_building
+                    .as_ref()
+                    .expect("parts only of a snapshot under way")
+                    .meta
+                    .clone(),
+                first: false,
+                pieces: Vec::new(),
+                end: None,
+            });
+        part.pieces.extend(pieces);
+        part.end = end;
     }
 
     /// Encodes the next slice of the snapshot under way; once it is complete, hands it to
@@ -66,13 +104,37 @@ impl Replica {
         let Some(building) = &self.snapshot_building else {
             return;
         };
+        let streamed = building.streamed;
         if !self.kv.snapshot_in_progress() {
             // The state it was encoding was replaced by an installed snapshot.
+            if streamed {
+                self.add_to_snapshot_part(Vec::new(), Some(SnapshotEnd::Abandoned));
+            }
             self.snapshot_building = None;
             self.restart_waiting_transfers();
             return;
         }
-        let Some(data) = self.kv.continue_snapshot(self.config.snapshot_step_bytes) else {
+        let complete = self.kv.continue_snapshot(self.config.snapshot_step_bytes);
+        if streamed {
+            match complete {
+                None => {
+                    let pieces = self.kv.take_snapshot_pieces();
+                    if !pieces.is_empty() {
+                        self.add_to_snapshot_part(pieces, None);
+                    }
+                }
+                Some(mut rest) => {
+                    let pieces = rest.take_pieces(true);
+                    self.add_to_snapshot_part(pieces, Some(SnapshotEnd::Complete));
+                    self.snapshot_building = None;
+                    // Transfers that asked meanwhile need the bytes, which went to storage:
+                    // they get a snapshot encoded for them (it is stale now, so they ask).
+                    self.restart_waiting_transfers();
+                }
+            }
+            return;
+        }
+        let Some(data) = complete else {
             return;
         };
         let for_disk = building.for_disk;

@@ -202,7 +202,14 @@ pub async fn start_node(
     if first_start {
         // Peers remember the incarnation they are first shown; one lost in a crash before the
         // node's first sync would have it refused as wiped when it comes back.
-        let (back, written) = node::persist(storage, Some(replica.hard_state()), None, None).await;
+        let (back, written) = node::persist(
+            storage,
+            paxkv_core::Persist {
+                hard_state: Some(replica.hard_state()),
+                ..paxkv_core::Persist::default()
+            },
+        )
+        .await;
         storage = back;
         written?;
     }
@@ -254,7 +261,14 @@ pub async fn start_node(
     if replica.needs_bootstrap_check() {
         bootstrap::confirm_fresh_cluster(config.id, &first_members, &directory).await?;
         replica.mark_bootstrapped();
-        let (back, written) = node::persist(storage, Some(replica.hard_state()), None, None).await;
+        let (back, written) = node::persist(
+            storage,
+            paxkv_core::Persist {
+                hard_state: Some(replica.hard_state()),
+                ..paxkv_core::Persist::default()
+            },
+        )
+        .await;
         storage = back;
         written?;
     }
@@ -398,6 +412,9 @@ mod tests {
             _: Option<&SnapshotWrite>,
             _: Option<&LogWrite>,
         ) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn write_snapshot_part(&mut self, _: paxkv_core::SnapshotPart) -> Result<(), StorageError> {
             Ok(())
         }
         fn sync(&mut self) -> Result<(), StorageError> {

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paxkv_core::{
-    LogWrite, MemberRequest, NodeId, ReadRequest, Ready, Replica, RequestId, Role, SnapshotWrite,
+    MemberRequest, NodeId, Persist, ReadRequest, Ready, Replica, RequestId, Role,
 };
 use paxkv_proto::client::{
     client_response::Body as Response, PeerStatus, StatusResponse, WatchEvent,
 };
-use paxkv_proto::peer::{Command, HardState, PeerMessage};
+use paxkv_proto::peer::{Command, PeerMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::NodeClock;
@@ -112,24 +112,34 @@ pub struct Node {
 /// write, so a crash can land between them and lose what was written.
 pub(crate) async fn persist(
     mut storage: Box<dyn Storage>,
-    hard_state: Option<HardState>,
-    snapshot: Option<SnapshotWrite>,
-    log_write: Option<LogWrite>,
+    persist: Persist,
 ) -> (Box<dyn Storage>, Result<(), StorageError>) {
+    let Persist {
+        snapshot_part,
+        snapshot,
+        hard_state,
+        log_write,
+    } = persist;
     #[cfg(not(madsim))]
     {
         crate::run_blocking(move || {
-            let result =
-                storage.persist(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref());
+            let result = snapshot_part
+                .map_or(Ok(()), |part| storage.write_snapshot_part(part))
+                .and_then(|()| {
+                    storage.persist(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref())
+                });
             (storage, result)
         })
         .await
     }
     #[cfg(madsim)]
     {
-        if let Err(error) =
-            storage.write(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref())
-        {
+        let written = snapshot_part
+            .map_or(Ok(()), |part| storage.write_snapshot_part(part))
+            .and_then(|()| {
+                storage.write(hard_state.as_ref(), snapshot.as_ref(), log_write.as_ref())
+            });
+        if let Err(error) = written {
             return (storage, Err(error));
         }
         let delay = storage.simulated_sync_delay();
@@ -418,12 +428,7 @@ impl Node {
                 .storage
                 .take()
                 .expect("storage is present between turns");
-            let persisting = persist(
-                storage,
-                to_persist.hard_state,
-                to_persist.snapshot,
-                to_persist.log_write,
-            );
+            let persisting = persist(storage, to_persist);
             tokio::pin!(persisting);
             // While the sync runs, acknowledgements and requests keep being taken in: new
             // entries go to the followers and what commits is applied and answered now, not

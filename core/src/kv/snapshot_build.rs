@@ -128,6 +128,15 @@ impl KvStore {
         None
     }
 
+    /// Takes the bytes encoded so far in whole pieces (`SnapshotBytes::PIECE_BYTES`), for a
+    /// caller that writes the snapshot out as it goes; `continue_snapshot` then returns only
+    /// what followed.
+    pub fn take_snapshot_pieces(&mut self) -> Vec<Vec<u8>> {
+        self.build
+            .as_mut()
+            .map_or_else(Vec::new, |build| build.out.take_pieces(false))
+    }
+
     /// Gives up the snapshot under way, if any.
     pub fn abandon_snapshot(&mut self) {
         self.build = None;
@@ -158,7 +167,7 @@ mod tests {
     use paxkv_proto::peer::{command::Op, entry::Kind, Command, Entry, KvSnapshot};
     use prost::Message;
 
-    use crate::KvStore;
+    use crate::{KvStore, SnapshotBytes};
 
     fn apply(store: &mut KvStore, index: u64, op: Op) {
         let entry = Entry {
@@ -271,5 +280,42 @@ mod tests {
             assert_eq!(got, expected, "budget {budget}");
             assert!(!store.snapshot_in_progress());
         }
+    }
+
+    /// Taking the whole pieces as the encoding goes (a caller writing them out) gives the same
+    /// bytes, and the store never holds more than the piece being filled.
+    #[test]
+    fn pieces_taken_as_the_encoding_goes_make_the_same_snapshot() {
+        let mut store = KvStore::new();
+        let mut index = 0;
+        for i in 0..4_000u32 {
+            index += 1;
+            put(&mut store, index, format!("k{i:05}").as_bytes(), &[7; 1_000]);
+        }
+        let expected = store.encode_snapshot();
+        store.start_snapshot();
+        let mut streamed = Vec::new();
+        let mut takes_with_bytes = 0;
+        let rest = loop {
+            if let Some(rest) = store.continue_snapshot(64 * 1024) {
+                break rest;
+            }
+            index += 1;
+            put(&mut store, index, format!("k{:05}", index % 4_000).as_bytes(), b"x");
+            let pieces = store.take_snapshot_pieces();
+            takes_with_bytes += usize::from(!pieces.is_empty());
+            for piece in pieces {
+                assert!(piece.len() >= SnapshotBytes::PIECE_BYTES);
+                streamed.extend_from_slice(&piece);
+            }
+            let held = store.build.as_ref().unwrap().out.len();
+            assert!(held < SnapshotBytes::PIECE_BYTES + 64 * 1024 + 2_000, "{held}");
+        };
+        assert!(takes_with_bytes >= 3, "{takes_with_bytes}");
+        streamed.extend_from_slice(&rest.to_vec());
+        assert_eq!(
+            KvSnapshot::decode(streamed.as_slice()).unwrap(),
+            KvSnapshot::decode(expected.as_slice()).unwrap()
+        );
     }
 }

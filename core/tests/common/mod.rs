@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_core::{
     DurableState, NodeId, Persist, ReadRequest, Ready, Replica, ReplicaConfig, RequestId, Role,
+    SnapshotAssembly,
     Time,
 };
 use paxkv_proto::client::{
@@ -46,10 +47,21 @@ impl TestRng {
 #[derive(Debug, Clone, Default)]
 pub struct Disk {
     pub state: DurableState,
+    /// A local snapshot handed over in parts, until its last part (a crash loses it, but a
+    /// restarted node's first part starts over anyway).
+    assembly: SnapshotAssembly,
 }
 
 impl Disk {
     fn persist(&mut self, persist: &Persist) {
+        if let Some(part) = &persist.snapshot_part {
+            if let Some(write) = self.assembly.add(part, false) {
+                self.state.apply_persisted(None, Some(&write), None);
+            }
+        }
+        if persist.snapshot.is_some() {
+            self.assembly.clear();
+        }
         self.state.apply_persisted(
             persist.hard_state.as_ref(),
             persist.snapshot.as_ref(),
@@ -294,6 +306,7 @@ impl Cluster {
                     replica: Some(replica),
                     disk: Disk {
                         state: initial_state(),
+                        ..Disk::default()
                     },
                     incarnation: 0,
                     persisting: false,
@@ -565,6 +578,7 @@ impl Cluster {
             replica: Some(replica),
             disk: Disk {
                 state: initial_state(),
+                ..Disk::default()
             },
             incarnation: 0,
             persisting: false,

@@ -32,7 +32,7 @@ mod wal;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use paxkv_core::{DurableState, LogWrite, SnapshotWrite};
+use paxkv_core::{DurableState, LogWrite, SnapshotPart, SnapshotWrite};
 use paxkv_proto::peer::HardState;
 
 pub use payload::LOG_RECORD_BYTES_TARGET;
@@ -105,6 +105,10 @@ pub trait Storage: Send + 'static {
         snapshot: Option<&SnapshotWrite>,
         log_write: Option<&LogWrite>,
     ) -> Result<(), StorageError>;
+    /// Takes part of a snapshot taken locally (`SnapshotPart`). Like a whole local snapshot,
+    /// it may be written on the side, and made durable (the log it covers then dropped) only
+    /// once complete, or skipped; it is never counted on before then.
+    fn write_snapshot_part(&mut self, part: SnapshotPart) -> Result<(), StorageError>;
     /// Makes everything written so far durable. After an error nothing written since the last
     /// good sync may be counted on: the node must stop.
     fn sync(&mut self) -> Result<(), StorageError>;

@@ -75,37 +75,100 @@ const WRITE_SLICE_BYTES: usize = 512 * 1024;
 /// Replaces the snapshot in `dir` with `write`; durable when this returns. The state's bytes
 /// are written as they are (no copy), synced every `WRITE_SLICE_BYTES`, then the directory.
 pub(super) fn write(dir: &Path, write: &SnapshotWrite) -> Result<(), StorageError> {
-    let started = std::time::Instant::now();
-    let path = snapshot_path(dir);
-    let temporary = dir.join("snapshot.tmp");
-    let meta = write.meta.encode_to_vec();
-    let meta_length = (meta.len() as u32).to_le_bytes();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&meta_length);
-    crc.update(&meta);
+    let mut writer = SnapshotFileWriter::create(dir, &write.meta)?;
     for piece in write.data.pieces() {
-        crc.update(piece);
+        writer.append(piece)?;
     }
-    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
-    let io = io_error(&temporary);
-    let mut header = SNAPSHOT_MAGIC.to_vec();
-    header.extend_from_slice(&crc.finalize().to_le_bytes());
-    header.extend_from_slice(&meta_length);
-    header.extend_from_slice(&meta);
-    let result = file.write_all(&header).and_then(|()| {
-        let mut unsynced = 0;
-        // The pieces (`SnapshotBytes::PIECE_BYTES`) may be larger than a slice.
-        for slice in write
-            .data
-            .pieces()
-            .flat_map(|piece| piece.chunks(WRITE_SLICE_BYTES))
-        {
-            file.write_all(slice)?;
-            unsynced += slice.len();
-            if unsynced >= WRITE_SLICE_BYTES {
+    writer.finish()
+}
+
+/// What the thread writing a snapshot handed over in parts receives.
+pub(super) enum Streamed {
+    /// The next bytes of the state.
+    Bytes(Vec<u8>),
+    /// Every byte is in: make it the snapshot. A channel closed before this abandons the
+    /// snapshot (the file written so far is removed; the last snapshot stays).
+    Complete,
+}
+
+/// Writes the snapshot whose bytes come over `bytes` (a thread's body). Returns whether it
+/// replaced the snapshot in `dir` (false: abandoned before it was complete).
+pub(super) fn write_streamed(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    bytes: std::sync::mpsc::Receiver<Streamed>,
+) -> Result<bool, StorageError> {
+    let mut writer = SnapshotFileWriter::create(dir, meta)?;
+    loop {
+        match bytes.recv() {
+            Ok(Streamed::Bytes(piece)) => writer.append(&piece)?,
+            Ok(Streamed::Complete) => {
+                writer.finish()?;
+                return Ok(true);
+            }
+            Err(std::sync::mpsc::RecvError) => {
+                writer.abandon();
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// A snapshot file being written: to a temporary file, whose checksum (in the header, over
+/// everything after it) is filled in once the last byte is known; then synced and renamed over
+/// the snapshot. Until then the last snapshot stays, whatever happens.
+struct SnapshotFileWriter {
+    dir: PathBuf,
+    temporary: PathBuf,
+    file: File,
+    crc: crc32fast::Hasher,
+    unsynced: usize,
+    state_bytes: usize,
+    index: u64,
+    started: std::time::Instant,
+}
+
+impl SnapshotFileWriter {
+    fn create(dir: &Path, meta: &SnapshotMeta) -> Result<SnapshotFileWriter, StorageError> {
+        let temporary = dir.join("snapshot.tmp");
+        let meta_bytes = meta.encode_to_vec();
+        let meta_length = (meta_bytes.len() as u32).to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&meta_length);
+        crc.update(&meta_bytes);
+        let mut header = SNAPSHOT_MAGIC.to_vec();
+        // The checksum's place; `finish` writes it.
+        header.extend_from_slice(&[0; 4]);
+        header.extend_from_slice(&meta_length);
+        header.extend_from_slice(&meta_bytes);
+        let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+        file.write_all(&header).map_err(io_error(&temporary))?;
+        Ok(SnapshotFileWriter {
+            dir: dir.to_path_buf(),
+            temporary,
+            file,
+            crc,
+            unsynced: header.len(),
+            state_bytes: 0,
+            index: meta.index,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Appends the next bytes of the state, syncing every `WRITE_SLICE_BYTES`.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.crc.update(bytes);
+        self.state_bytes += bytes.len();
+        // A piece (`SnapshotBytes::PIECE_BYTES`) may be larger than a slice.
+        for slice in bytes.chunks(WRITE_SLICE_BYTES) {
+            self.file
+                .write_all(slice)
+                .map_err(io_error(&self.temporary))?;
+            self.unsynced += slice.len();
+            if self.unsynced >= WRITE_SLICE_BYTES {
                 let syncing = std::time::Instant::now();
-                file.sync_data()?;
-                unsynced = 0;
+                self.file.sync_data().map_err(io_error(&self.temporary))?;
+                self.unsynced = 0;
                 // Then the disk is left to the log for as long as the slice's sync took: each
                 // sync here is a flush of the whole device, and every log sync on the disk
                 // (other nodes' too) waits behind it. In a million-key fill every log sync of
@@ -114,18 +177,37 @@ pub(super) fn write(dir: &Path, write: &SnapshotWrite) -> Result<(), StorageErro
                 std::thread::sleep(syncing.elapsed());
             }
         }
-        file.sync_data()
-    });
-    result.map_err(io)?;
-    fs::rename(&temporary, &path).map_err(io_error(&path))?;
-    sync_directory(dir)?;
-    tracing::info!(
-        index = write.meta.index,
-        bytes = write.data.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "snapshot written"
-    );
-    Ok(())
+        Ok(())
+    }
+
+    /// Fills in the checksum, syncs, and renames the file over the snapshot: durable when
+    /// this returns.
+    fn finish(self) -> Result<(), StorageError> {
+        use std::os::unix::fs::FileExt;
+        let crc = self.crc.finalize().to_le_bytes();
+        let io = io_error(&self.temporary);
+        self.file
+            .write_all_at(&crc, SNAPSHOT_MAGIC.len() as u64)
+            .and_then(|()| self.file.sync_data())
+            .map_err(io)?;
+        let path = snapshot_path(&self.dir);
+        fs::rename(&self.temporary, &path).map_err(io_error(&path))?;
+        sync_directory(&self.dir)?;
+        tracing::info!(
+            index = self.index,
+            bytes = self.state_bytes,
+            ms = self.started.elapsed().as_millis() as u64,
+            "snapshot written"
+        );
+        Ok(())
+    }
+
+    /// Drops what was written: the last snapshot stays. (A file left behind by a crash is
+    /// harmless: it is never read, and the next snapshot replaces it.)
+    fn abandon(self) {
+        let _ = fs::remove_file(&self.temporary);
+        tracing::info!(index = self.index, "snapshot abandoned before it was complete");
+    }
 }
 
 #[cfg(test)]

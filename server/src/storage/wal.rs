@@ -18,7 +18,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use paxkv_core::{DurableState, LogWrite, SnapshotWrite};
+use paxkv_core::{DurableState, LogWrite, SnapshotEnd, SnapshotPart, SnapshotWrite};
 use paxkv_proto::peer::{HardState, SnapshotMeta};
 use prost::Message;
 
@@ -128,17 +128,24 @@ enum Tail {
     Allocated(u64),
 }
 
-/// A local snapshot being written by its own thread (`snapshot_file::write`).
+/// A local snapshot being written by its own thread (`snapshot_file::write`, or
+/// `write_streamed` for one handed over in parts). The thread returns whether it replaced the
+/// snapshot (not if abandoned).
 struct SnapshotInWriting {
     meta: SnapshotMeta,
-    thread: std::thread::JoinHandle<Result<(), StorageError>>,
+    /// Where the bytes of a snapshot handed over in parts go, until its last part: dropping it
+    /// before then abandons the snapshot.
+    stream: Option<std::sync::mpsc::Sender<snapshot_file::Streamed>>,
+    thread: std::thread::JoinHandle<Result<bool, StorageError>>,
 }
 
 impl Drop for DiskStorage {
-    /// A snapshot being written is finished first (a node stopping cleanly leaves it durable);
-    /// if this fails, the log it covers is still there.
+    /// A snapshot being written is finished first (a node stopping cleanly leaves it durable;
+    /// one still being handed over is abandoned); if this fails, the log it covers is still
+    /// there.
     fn drop(&mut self) {
-        if let Some(writing) = self.writing.take() {
+        if let Some(mut writing) = self.writing.take() {
+            writing.stream = None;
             let _ = writing.thread.join();
         }
         let _ = self.finish_removing(true);
@@ -237,7 +244,7 @@ impl DiskStorage {
 
     /// Once the local snapshot being written is durable (at once if `wait`, else only if its
     /// thread is done): appends its marker and the hard state, and lets the next sync drop the
-    /// segments it covers.
+    /// segments it covers. Waiting abandons a snapshot still being handed over in parts.
     fn finish_snapshot(&mut self, wait: bool) -> Result<(), StorageError> {
         let done = self
             .writing
@@ -246,11 +253,15 @@ impl DiskStorage {
         if !done {
             return Ok(());
         }
-        let writing = self.writing.take().expect("checked above");
-        writing
+        let mut writing = self.writing.take().expect("checked above");
+        writing.stream = None;
+        let replaced = writing
             .thread
             .join()
             .expect("the snapshot writer does not panic")?;
+        if !replaced {
+            return Ok(());
+        }
         self.sync_count += 1;
         let mut batch = Batch::new();
         batch.record(KIND_HARD_STATE, &self.mirror.hard_state.encode_to_vec());
@@ -615,9 +626,13 @@ impl Storage for DiskStorage {
                 let meta = write.meta.clone();
                 let thread = std::thread::Builder::new()
                     .name("snapshot-writer".into())
-                    .spawn(move || snapshot_file::write(&dir, &write))
+                    .spawn(move || snapshot_file::write(&dir, &write).map(|()| true))
                     .map_err(io_error(&self.dir))?;
-                self.writing = Some(SnapshotInWriting { meta, thread });
+                self.writing = Some(SnapshotInWriting {
+                    meta,
+                    stream: None,
+                    thread,
+                });
             }
         }
         let mut batch = Batch::new();
@@ -651,6 +666,51 @@ impl Storage for DiskStorage {
                 .unwrap_or_default();
             self.checkpoint()?;
             self.mirror.entries = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn write_snapshot_part(&mut self, part: SnapshotPart) -> Result<(), StorageError> {
+        self.finish_snapshot(false)?;
+        if part.first {
+            if self.writing.is_some() {
+                // As for a whole one: the log it covers stays on disk until the next one.
+                tracing::debug!(
+                    index = part.meta.index,
+                    "skipping a snapshot while the last one is still being written"
+                );
+                return Ok(());
+            }
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let (dir, meta) = (self.dir.clone(), part.meta.clone());
+            let thread = std::thread::Builder::new()
+                .name("snapshot-writer".into())
+                .spawn(move || snapshot_file::write_streamed(&dir, &meta, receiver))
+                .map_err(io_error(&self.dir))?;
+            self.writing = Some(SnapshotInWriting {
+                meta: part.meta.clone(),
+                stream: Some(sender),
+                thread,
+            });
+        }
+        // Parts of a snapshot skipped above, or of one already ended, go nowhere.
+        let Some(writing) = self.writing.as_mut().filter(|w| w.meta == part.meta) else {
+            return Ok(());
+        };
+        let Some(stream) = &writing.stream else {
+            return Ok(());
+        };
+        // A send fails only once the writer stopped on an error, which joining it reports.
+        for piece in part.pieces {
+            let _ = stream.send(snapshot_file::Streamed::Bytes(piece));
+        }
+        match part.end {
+            Some(SnapshotEnd::Complete) => {
+                let _ = stream.send(snapshot_file::Streamed::Complete);
+                writing.stream = None;
+            }
+            Some(SnapshotEnd::Abandoned) => writing.stream = None,
+            None => {}
         }
         Ok(())
     }
@@ -808,6 +868,127 @@ mod tests {
         // Covered segments go on their own thread.
         assert!(storage.finish_removing(true).unwrap());
         assert_eq!(storage.segment_paths().unwrap().len(), 1);
+    }
+
+    /// The parts of a snapshot handed over as it is encoded.
+    fn part(index: u64, first: bool, pieces: &[&[u8]], end: Option<SnapshotEnd>) -> SnapshotPart {
+        SnapshotPart {
+            meta: local_snapshot(index).meta,
+            first,
+            pieces: pieces.iter().map(|piece| piece.to_vec()).collect(),
+            end,
+        }
+    }
+
+    /// A snapshot handed over in parts (larger than a write slice, so synced in slices on the
+    /// way) is the snapshot once its last part is in, with the bytes of every part in order;
+    /// the log it covers goes then, not before.
+    #[test]
+    fn a_snapshot_in_parts_is_written_as_it_comes_and_counts_once_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        write(&mut storage, 1, 5, 1);
+        storage.open_new_segment().unwrap();
+        let big = vec![9u8; 700 * 1024];
+        storage
+            .write_snapshot_part(part(5, true, &[b"ab", &big], None))
+            .unwrap();
+        storage
+            .write_snapshot_part(part(5, false, &[], None))
+            .unwrap();
+        storage.sync().unwrap();
+        // Not complete: the writer waits for more, nothing is the snapshot yet.
+        assert!(storage.writing.as_ref().unwrap().stream.is_some());
+        assert!(!dir.path().join("snapshot").exists());
+        storage
+            .write_snapshot_part(part(5, false, &[b"cd", b"e"], Some(SnapshotEnd::Complete)))
+            .unwrap();
+        storage.finish_snapshot(true).unwrap();
+        storage.sync().unwrap();
+        assert!(storage.finish_removing(true).unwrap());
+        assert_eq!(storage.segment_paths().unwrap().len(), 1);
+        drop(storage);
+        let state = reopen(dir.path()).unwrap();
+        let (meta, bytes) = state.snapshot.unwrap();
+        assert_eq!(meta.index, 5);
+        let mut expected = b"ab".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"cde");
+        assert!(bytes == expected, "the snapshot's bytes differ");
+        assert!(state.entries.is_empty());
+    }
+
+    /// A snapshot abandoned before its last part (the state was replaced), or cut short by
+    /// the node stopping, never becomes the snapshot: the last one and the log stay, and the
+    /// parts of a snapshot that came while another was written go nowhere.
+    #[test]
+    fn a_snapshot_in_parts_that_never_completes_leaves_the_last_one_and_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        write(&mut storage, 1, 8, 1);
+        storage
+            .persist(None, Some(&local_snapshot(3)), None)
+            .unwrap();
+        // Skipped: the snapshot at 3 may still be being written.
+        let skipped = storage.writing.is_some();
+        storage
+            .write_snapshot_part(part(4, true, &[b"skip"], Some(SnapshotEnd::Complete)))
+            .unwrap();
+        storage.finish_snapshot(true).unwrap();
+        storage.sync().unwrap();
+        storage
+            .write_snapshot_part(part(6, true, &[b"half"], None))
+            .unwrap();
+        storage
+            .write_snapshot_part(part(6, false, &[b"way"], Some(SnapshotEnd::Abandoned)))
+            .unwrap();
+        storage.finish_snapshot(true).unwrap();
+        storage
+            .write_snapshot_part(part(7, true, &[b"cut short"], None))
+            .unwrap();
+        storage.sync().unwrap();
+        drop(storage);
+        let state = reopen(dir.path()).unwrap();
+        let (meta, bytes) = state.snapshot.unwrap();
+        let expected_index = if skipped { 3 } else { 4 };
+        assert_eq!(meta.index, expected_index);
+        if skipped {
+            assert_eq!(bytes, b"state");
+        }
+        let indexes: Vec<u64> = state.entries.iter().map(|entry| entry.index).collect();
+        assert_eq!(indexes, ((expected_index + 1)..=8).collect::<Vec<_>>());
+        assert!(!dir.path().join("snapshot.tmp").exists());
+    }
+
+    /// A snapshot installed from a peer while a local one is still being handed over
+    /// abandons the local one (which encoded a state now replaced) instead of waiting for it.
+    #[test]
+    fn an_installed_snapshot_abandons_the_local_one_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage = DiskStorage::open(dir.path()).unwrap();
+        storage.load().unwrap();
+        write(&mut storage, 1, 4, 1);
+        storage
+            .write_snapshot_part(part(3, true, &[b"local"], None))
+            .unwrap();
+        let installed = SnapshotWrite {
+            replaces_log: true,
+            data: std::sync::Arc::new(b"installed".to_vec().into()),
+            ..local_snapshot(20)
+        };
+        storage.persist(None, Some(&installed), None).unwrap();
+        assert!(storage.writing.is_none());
+        // A late end of the abandoned one changes nothing.
+        storage
+            .write_snapshot_part(part(3, false, &[], Some(SnapshotEnd::Complete)))
+            .unwrap();
+        storage.sync().unwrap();
+        drop(storage);
+        let state = reopen(dir.path()).unwrap();
+        let (meta, bytes) = state.snapshot.unwrap();
+        assert_eq!((meta.index, bytes.as_slice()), (20, &b"installed"[..]));
     }
 
     /// A segment whose entries a snapshot covers stays while an earlier one stays: the later

@@ -22,6 +22,10 @@ pub(super) struct SimDisk {
     /// A local snapshot written aside (as the real storage's own thread does), and the syncs
     /// left until it is durable; a crash loses it (the log it covers is still there).
     pub(super) writing: Option<(SnapshotWrite, u32)>,
+    /// A local snapshot being handed over in parts; it is written aside once complete. While
+    /// it comes, as while one is written aside, another local snapshot is skipped (as the real
+    /// storage skips one while its writer is busy).
+    pub(super) assembly: SnapshotAssembly,
 }
 
 impl SimDisk {
@@ -67,6 +71,7 @@ impl SimStorage {
         disk.keep_unsynced(kept);
         disk.fail_next_sync = false;
         disk.writing = None;
+        disk.assembly.clear();
         (kept, pending - kept)
     }
 
@@ -94,13 +99,15 @@ impl Storage for SimStorage {
         let mut disk = self.disk.lock().expect("not poisoned");
         let installed = snapshot.filter(|write| write.replaces_log);
         if installed.is_some() {
-            // An older snapshot must not land after an installed one: it is waited for first.
+            // An older snapshot must not land after an installed one: it is waited for first,
+            // and one still being handed over is abandoned.
             disk.finish_snapshot();
+            disk.assembly.clear();
         }
         let local = snapshot.filter(|write| !write.replaces_log);
         // As the real storage does, a local snapshot that comes while the last one is still
         // being written is skipped (the log it covers stays).
-        if let (Some(write), None) = (local, &disk.writing) {
+        if let (Some(write), None, false) = (local, &disk.writing, disk.assembly.in_progress()) {
             disk.writing = Some((write.clone(), thread_rng().gen_range(0..4)));
         }
         disk.unsynced.push(PendingWrite {
@@ -108,6 +115,15 @@ impl Storage for SimStorage {
             snapshot: installed.cloned(),
             log_write: log_write.cloned(),
         });
+        Ok(())
+    }
+
+    fn write_snapshot_part(&mut self, part: SnapshotPart) -> Result<(), StorageError> {
+        let mut disk = self.disk.lock().expect("not poisoned");
+        let skip = disk.writing.is_some() || disk.assembly.in_progress();
+        if let Some(write) = disk.assembly.add(&part, skip && part.first) {
+            disk.writing = Some((write, thread_rng().gen_range(0..4)));
+        }
         Ok(())
     }
 

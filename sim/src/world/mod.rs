@@ -29,7 +29,7 @@ use paxkv_client::{Client, ClientConfig, ClientError, ReadConsistency, Request, 
 
 use crate::checker::WatchSegment;
 use paxkv_core::planted::Bug;
-use paxkv_core::{DurableState, LogWrite, NodeId, SnapshotWrite};
+use paxkv_core::{DurableState, LogWrite, NodeId, SnapshotAssembly, SnapshotPart, SnapshotWrite};
 use paxkv_proto::auth::ClusterSecret;
 use paxkv_proto::client::{
     txn_op, txn_op_response, Compare, CompareOp, CompareTarget, Consistency, DeleteRequest,
