@@ -61,8 +61,7 @@ impl Replica {
         };
         self.kv.start_snapshot();
         // (A part of the last one not yet taken by a ready would be overwritten.)
-        let streamed =
-            for_disk && self.snapshot_waiting.is_empty() && self.snapshot_part.is_none();
+        let streamed = for_disk && self.snapshot_waiting.is_empty() && self.snapshot_part.is_none();
         if streamed {
             self.snapshot_part = Some(SnapshotPart {
                 meta: meta.clone(),
@@ -81,19 +80,17 @@ impl Replica {
     /// Adds to the part storage takes with the next ready (one exists from the snapshot's
     /// start until a ready takes its end).
     fn add_to_snapshot_part(&mut self, pieces: Vec<Vec<u8>>, end: Option<SnapshotEnd>) {
-        let part = self
-            .snapshot_part
-            .get_or_insert_with(|| SnapshotPart {
-                meta: self
-                    .snapshot_building
-                    .as_ref()
-                    .expect("parts only of a snapshot under way")
-                    .meta
-                    .clone(),
-                first: false,
-                pieces: Vec::new(),
-                end: None,
-            });
+        let part = self.snapshot_part.get_or_insert_with(|| SnapshotPart {
+            meta: self
+                .snapshot_building
+                .as_ref()
+                .expect("parts only of a snapshot under way")
+                .meta
+                .clone(),
+            first: false,
+            pieces: Vec::new(),
+            end: None,
+        });
         part.pieces.extend(pieces);
         part.end = end;
     }

@@ -8,9 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use paxkv_core::{
-    MemberRequest, NodeId, Persist, ReadRequest, Ready, Replica, RequestId, Role,
-};
+use paxkv_core::{MemberRequest, NodeId, Persist, ReadRequest, Ready, Replica, RequestId, Role};
 use paxkv_proto::client::{
     client_response::Body as Response, PeerStatus, StatusResponse, WatchEvent,
 };

@@ -119,18 +119,18 @@ impl KvStore {
 
     /// The key as it exists at the current log time.
     pub(super) fn live(&self, key: &[u8]) -> Option<&StoredValue> {
-        self.map.get(key).filter(|stored| self.is_live(stored))
+        self.stored(key).filter(|stored| self.is_live(stored))
     }
 
     /// Sets (or with 0 clears) the deadline of a stored key, at the current revision: a change
     /// the history records.
     pub(super) fn set_key_deadline(&mut self, key: &[u8], expires_at_ms: u64) {
-        let current = self.map.get(key).expect("the key exists");
+        let current = self.stored(key).expect("the key exists");
         let stored = current.with_meta(&KeyMeta {
             expires_at_ms,
             ..current.meta()
         });
-        let before = self.insert_key(key.to_vec(), stored.clone());
+        let before = self.insert_key(stored.clone());
         self.record(key.into(), before, Some(stored));
     }
 }

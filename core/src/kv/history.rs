@@ -159,6 +159,7 @@ mod tests {
             previous: None,
             expired: false,
             current: Some(StoredValue::new(
+                key.as_bytes(),
                 &KeyMeta {
                     create_revision: revision,
                     mod_revision: revision,

@@ -41,11 +41,12 @@ pub use sessions::SESSIONS_MAX;
 
 use history::{Change, History};
 use leases::Lease;
-use stored::{KeyMeta, StoredValue};
+use stored::{ByKey, KeyMeta, StoredValue};
 
 #[derive(Debug, Clone)]
 pub struct KvStore {
-    map: BTreeMap<Box<[u8]>, StoredValue>,
+    /// Every key's record (key, metadata and value in one allocation), ordered by key.
+    map: BTreeSet<ByKey>,
     /// Revision of the last write that changed some key; starts at 0.
     revision: u64,
     /// Log time of the last applied entry.
@@ -88,7 +89,7 @@ impl Default for KvStore {
 impl KvStore {
     pub fn new() -> KvStore {
         KvStore {
-            map: BTreeMap::new(),
+            map: BTreeSet::new(),
             revision: 0,
             log_time_ms: 0,
             applied_index: 0,
@@ -314,11 +315,27 @@ impl KvStore {
 
     /// Stores `stored` under `key`, keeping the deadline and lease indexes in step; returns
     /// what was stored before.
-    fn insert_key(&mut self, key: Vec<u8>, stored: StoredValue) -> Option<StoredValue> {
-        let replaced = self.remove_key(&key);
-        self.index_key(&key, stored.expires_at_ms(), stored.lease_id());
-        self.map.insert(key.into_boxed_slice(), stored);
+    fn insert_key(&mut self, stored: StoredValue) -> Option<StoredValue> {
+        let key = stored.key();
+        let replaced = self.remove_key(key);
+        self.index_key(key, stored.expires_at_ms(), stored.lease_id());
+        self.map.insert(ByKey(stored));
         replaced
+    }
+
+    /// What `key` holds, expired or not.
+    fn stored(&self, key: &[u8]) -> Option<&StoredValue> {
+        self.map.get(key).map(|record| &record.0)
+    }
+
+    /// The records from `start` on, in key order, each with its key.
+    fn stored_from(
+        &self,
+        start: std::ops::Bound<&[u8]>,
+    ) -> impl Iterator<Item = (&[u8], &StoredValue)> {
+        self.map
+            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
+            .map(|record| (record.0.key(), &record.0))
     }
 
     /// Stores `value` as `key`'s new value: a new version of the key (or a new key, created at
@@ -333,7 +350,7 @@ impl KvStore {
         ttl: Ttl,
         lease: KeyLease,
     ) {
-        let existing = self.map.get(key).map(StoredValue::meta);
+        let existing = self.stored(key).map(StoredValue::meta);
         let expires_at_ms = match ttl {
             Ttl::Clear => 0,
             Ttl::Keep => existing.map_or(0, |existing| existing.expires_at_ms),
@@ -360,26 +377,27 @@ impl KvStore {
             expires_at_ms,
             value_type,
         };
-        let stored = StoredValue::new(&meta, value);
+        let stored = StoredValue::new(key, &meta, value);
         let before = if existing.is_some() {
-            Some(self.replace_key(key, stored.clone()))
+            Some(self.replace_key(stored.clone()))
         } else {
-            self.insert_key(key.to_vec(), stored.clone())
+            self.insert_key(stored.clone())
         };
         self.record(key.into(), before, Some(stored));
     }
 
-    /// Stores `stored` under `key`, which exists, in place (one lookup, the key kept as it is
-    /// in the map), keeping the deadline and lease indexes in step; returns what was stored.
-    fn replace_key(&mut self, key: &[u8], stored: StoredValue) -> StoredValue {
+    /// Stores `stored` under its key, which exists, in place (one lookup), keeping the deadline
+    /// and lease indexes in step; returns what was stored.
+    fn replace_key(&mut self, stored: StoredValue) -> StoredValue {
         // Every change of the map passes here, `remove_key` or `insert_key`.
-        self.before_key_change(key);
-        let slot = self
+        self.before_key_change(stored.key());
+        let (expires_at_ms, lease_id) = (stored.expires_at_ms(), stored.lease_id());
+        let before = self
             .map
-            .get_mut(key)
-            .expect("replace_key is for existing keys");
-        let before = std::mem::replace(slot, stored);
-        let (expires_at_ms, lease_id) = (slot.expires_at_ms(), slot.lease_id());
+            .replace(ByKey(stored))
+            .expect("replace_key is for existing keys")
+            .0;
+        let key = before.key();
         if (before.expires_at_ms(), before.lease_id()) != (expires_at_ms, lease_id) {
             self.unindex_key(key, before.expires_at_ms(), before.lease_id());
             self.index_key(key, expires_at_ms, lease_id);
@@ -389,7 +407,7 @@ impl KvStore {
 
     /// Deletes `key` at a revision of its own; false if it did not exist.
     pub(super) fn delete_key(&mut self, key: &[u8]) -> bool {
-        if !self.map.contains_key(key) {
+        if !self.map.contains(key) {
             return false;
         }
         self.take_revision();
@@ -403,7 +421,7 @@ impl KvStore {
         // Every change of the map passes here, `insert_key` (which removes first) or
         // `replace_key`.
         self.before_key_change(key);
-        let stored = self.map.remove(key)?;
+        let stored = self.map.take(key)?.0;
         self.unindex_key(key, stored.expires_at_ms(), stored.lease_id());
         Some(stored)
     }
@@ -721,15 +739,16 @@ mod tests {
             expires_at_ms: 123_456,
             value_type: ValueType::Hash,
         };
-        let stored = StoredValue::new(&meta, b"value");
+        let stored = StoredValue::new(b"k", &meta, b"value");
         let bare_meta = KeyMeta {
             create_revision: 1,
             mod_revision: 1,
             version: 1,
             ..KeyMeta::default()
         };
-        let bare = StoredValue::new(&bare_meta, b"");
-        for (key, stored) in [(&b"k"[..], &stored), (&b"key-with-no-value"[..], &bare)] {
+        let bare = StoredValue::new(b"key-with-no-value", &bare_meta, b"");
+        for stored in [&stored, &bare] {
+            let key = stored.key();
             let mut direct = Vec::new();
             KvStore::encode_key_value(key, stored, &mut direct);
             let mut message = Vec::new();

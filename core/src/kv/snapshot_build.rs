@@ -65,9 +65,11 @@ impl KvStore {
             Some(cursor) => Bound::Excluded(&cursor[..]),
             None => Bound::Unbounded,
         };
+        // (The map itself, not `stored_from`: `build` is borrowed meanwhile.)
         let mut current = self
             .map
             .range::<[u8], _>((from, Bound::Unbounded))
+            .map(|record| (record.0.key(), &record.0))
             .peekable();
         let mut saved = build
             .before
@@ -82,7 +84,7 @@ impl KvStore {
                 (None, None) => break,
                 (Some(a), Some(b)) if a < b => {
                     let (key, stored) = current.next().expect("peeked");
-                    (&key[..], Some(stored))
+                    (key, Some(stored))
                 }
                 (Some(a), Some(b)) if a == b => {
                     current.next();
@@ -91,7 +93,7 @@ impl KvStore {
                 }
                 (Some(_), None) => {
                     let (key, stored) = current.next().expect("peeked");
-                    (&key[..], Some(stored))
+                    (key, Some(stored))
                 }
                 _ => {
                     let (key, stored) = saved.next().expect("peeked");
@@ -154,8 +156,8 @@ impl KvStore {
         // A key absent now and not saved was absent at the start (one deleted since was saved
         // when deleted), so its creation needs nothing saved.
         if build.ahead(key) && !build.before.contains_key(key) {
-            if let Some(stored) = self.map.get(key) {
-                build.before.insert(key.into(), stored.clone());
+            if let Some(record) = self.map.get(key) {
+                build.before.insert(key.into(), record.0.clone());
             }
         }
     }
@@ -290,7 +292,12 @@ mod tests {
         let mut index = 0;
         for i in 0..4_000u32 {
             index += 1;
-            put(&mut store, index, format!("k{i:05}").as_bytes(), &[7; 1_000]);
+            put(
+                &mut store,
+                index,
+                format!("k{i:05}").as_bytes(),
+                &[7; 1_000],
+            );
         }
         let expected = store.encode_snapshot();
         store.start_snapshot();
@@ -301,7 +308,12 @@ mod tests {
                 break rest;
             }
             index += 1;
-            put(&mut store, index, format!("k{:05}", index % 4_000).as_bytes(), b"x");
+            put(
+                &mut store,
+                index,
+                format!("k{:05}", index % 4_000).as_bytes(),
+                b"x",
+            );
             let pieces = store.take_snapshot_pieces();
             takes_with_bytes += usize::from(!pieces.is_empty());
             for piece in pieces {
@@ -309,7 +321,10 @@ mod tests {
                 streamed.extend_from_slice(&piece);
             }
             let held = store.build.as_ref().unwrap().out.len();
-            assert!(held < SnapshotBytes::PIECE_BYTES + 64 * 1024 + 2_000, "{held}");
+            assert!(
+                held < SnapshotBytes::PIECE_BYTES + 64 * 1024 + 2_000,
+                "{held}"
+            );
         };
         assert!(takes_with_bytes >= 3, "{takes_with_bytes}");
         streamed.extend_from_slice(&rest.to_vec());

@@ -10,7 +10,7 @@ use prost::{DecodeError, Message};
 
 use super::history::History;
 use super::leases::Lease;
-use super::{fnv1a, KeyMeta, KvStore, StoredValue};
+use super::{fnv1a, ByKey, KeyMeta, KvStore, StoredValue};
 
 /// Snapshots at least this large are decoded by two threads, each taking about half of the
 /// bytes (the tree is then built in one pass as before). A node restarting with a million keys
@@ -26,7 +26,7 @@ struct SnapshotParts {
     unix_offset_ms: Option<i64>,
     sessions: Vec<SessionRecord>,
     leases: Vec<LeaseRecord>,
-    keys: Vec<(Box<[u8]>, StoredValue)>,
+    keys: Vec<StoredValue>,
 }
 
 impl SnapshotParts {
@@ -47,8 +47,7 @@ impl KvStore {
         KvSnapshot {
             revision: self.revision,
             kvs: self
-                .map
-                .iter()
+                .stored_from(std::ops::Bound::Unbounded)
                 .map(|(key, stored)| Self::key_value(key, stored))
                 .collect(),
             sessions: self.sessions.values().cloned().collect(),
@@ -71,7 +70,7 @@ impl KvStore {
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.map.len() * 48);
         self.encode_small_parts(&mut out);
-        for (key, stored) in &self.map {
+        for (key, stored) in self.stored_from(std::ops::Bound::Unbounded) {
             Self::encode_key_value(key, stored, &mut out);
         }
         out
@@ -169,8 +168,7 @@ impl KvStore {
                     expires_at_ms: kv.expires_at_ms,
                     value_type: kv.value_type(),
                 };
-                let stored = StoredValue::new(&meta, &kv.value);
-                (kv.key.into_boxed_slice(), stored)
+                StoredValue::new(&kv.key, &meta, &kv.value)
             })
             .collect();
         Self::assemble(SnapshotParts {
@@ -308,8 +306,7 @@ impl KvStore {
                                 .map_err(text)?,
                         }
                     }
-                    let stored = StoredValue::new(&meta, value);
-                    parts.keys.push((key.into(), stored));
+                    parts.keys.push(StoredValue::new(key, &meta, value));
                 }
                 _ => skip_field(wire_type, tag, &mut bytes, DecodeContext::default())
                     .map_err(text)?,
@@ -337,7 +334,8 @@ impl KvStore {
                 },
             );
         }
-        for (key, stored) in &parts.keys {
+        for stored in &parts.keys {
+            let key = stored.key();
             assert!(
                 stored.mod_revision() <= store.revision,
                 "snapshot key newer than its revision"
@@ -357,7 +355,7 @@ impl KvStore {
         }
         // Built in one pass from keys in order (a snapshot lists them sorted): the tree's nodes
         // come out full, where inserting one key at a time leaves them about half empty.
-        store.map = parts.keys.into_iter().collect();
+        store.map = parts.keys.into_iter().map(ByKey).collect();
         for session in parts.sessions {
             store
                 .sessions_by_age

@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_core::{
     DurableState, NodeId, Persist, ReadRequest, Ready, Replica, ReplicaConfig, RequestId, Role,
-    SnapshotAssembly,
-    Time,
+    SnapshotAssembly, Time,
 };
 use paxkv_proto::client::{
     client_response::Body as Response, Consistency, ErrorCode, GetRequest, PutRequest,

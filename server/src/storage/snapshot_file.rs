@@ -206,7 +206,10 @@ impl SnapshotFileWriter {
     /// harmless: it is never read, and the next snapshot replaces it.)
     fn abandon(self) {
         let _ = fs::remove_file(&self.temporary);
-        tracing::info!(index = self.index, "snapshot abandoned before it was complete");
+        tracing::info!(
+            index = self.index,
+            "snapshot abandoned before it was complete"
+        );
     }
 }
 

@@ -77,7 +77,7 @@ impl KvStore {
         if let Some(span) = Span::of(delete) {
             return self.delete_span(span);
         }
-        let current = self.map.get(delete.key.as_slice());
+        let current = self.stored(delete.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&delete.key, stored));
         if current.is_none() || !Self::revision_matches(current, delete.expected_revision) {
             return Response::Delete(DeleteResponse {
@@ -100,9 +100,8 @@ impl KvStore {
 
     /// The stored keys in `span`, in order.
     pub(in crate::kv) fn keys_in<'s>(&'s self, span: Span<'s>) -> impl Iterator<Item = &'s [u8]> {
-        self.map
-            .range::<[u8], _>((Bound::Included(span.start()), Bound::Unbounded))
-            .map(|(key, _)| &**key)
+        self.stored_from(Bound::Included(span.start()))
+            .map(|(key, _)| key)
             .take_while(move |key| span.contains(key))
     }
 

@@ -17,7 +17,7 @@ pub(super) fn validate(expire: &ExpireRequest) -> Result<(), Response> {
 impl KvStore {
     pub(super) fn expire(&mut self, expire: &ExpireRequest) -> Response {
         let deadline = self.log_time_ms.saturating_add(expire.ttl_ms);
-        let applied = match self.map.get(expire.key.as_slice()) {
+        let applied = match self.stored(expire.key.as_slice()) {
             None => false,
             Some(stored) => {
                 let current = stored.expires_at_ms();

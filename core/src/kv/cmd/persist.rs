@@ -13,8 +13,7 @@ pub(super) fn validate(persist: &PersistRequest) -> Result<(), Response> {
 impl KvStore {
     pub(super) fn persist(&mut self, persist: &PersistRequest) -> Response {
         let removed = self
-            .map
-            .get(persist.key.as_slice())
+            .stored(persist.key.as_slice())
             .is_some_and(|stored| stored.expires_at_ms() != 0);
         if removed {
             self.revision += 1;

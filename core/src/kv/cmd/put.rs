@@ -39,7 +39,7 @@ impl KvStore {
                 return lease_not_found(lease_id);
             }
         }
-        let current = self.map.get(put.key.as_slice());
+        let current = self.stored(put.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&put.key, stored));
         if !Self::revision_matches(current, put.expected_revision) {
             return Response::Put(PutResponse {

@@ -89,11 +89,9 @@ impl KvStore {
             }
         }
         let now = self
-            .map
-            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
+            .stored_from(start)
             .take_while(|(key, _)| key.starts_with(&scan.prefix))
-            .filter(|(key, stored)| !then.contains_key(&key[..]) && self.is_live(stored))
-            .map(|(key, stored)| (&key[..], stored));
+            .filter(|(key, stored)| !then.contains_key(key) && self.is_live(stored));
         let changed = then
             .iter()
             .filter_map(|(key, stored)| stored.map(|stored| (*key, stored)));
@@ -128,8 +126,7 @@ impl KvStore {
         let limit = page_size(limit);
         let start = page_start(prefix, start_after);
         let mut matching = self
-            .map
-            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
+            .stored_from(start)
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, stored)| self.is_live(stored));
         let page: Vec<KeyValue> = matching

@@ -284,8 +284,7 @@ pub fn keys(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
     let mut found = Vec::new();
     let mut bytes = 0;
     for (key, _) in kv
-        .map
-        .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+        .stored_from(Bound::Included(prefix))
         .take_while(|(key, _)| key.starts_with(prefix))
     {
         if glob_match(pattern, key) {
@@ -310,10 +309,9 @@ pub fn randomkey(kv: &KvStore, _: &Args, context: &Context) -> RedisReply {
     // Any key will do; the request's arrival time picks where to look.
     let start = crate::kv::fnv1a(&context.unix_time_ms.to_be_bytes()).to_be_bytes();
     let found = kv
-        .map
-        .range::<[u8], _>((Bound::Included(&start[..]), Bound::Unbounded))
+        .stored_from(Bound::Included(&start[..]))
         .next()
-        .or_else(|| kv.map.iter().next());
+        .or_else(|| kv.stored_from(Bound::Unbounded).next());
     found.map_or_else(null, |(key, _)| bulk(key.to_vec()))
 }
 
@@ -351,8 +349,7 @@ pub fn scan_page(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
         start
     };
     let mut range = kv
-        .map
-        .range::<[u8], _>((Bound::Included(from), Bound::Unbounded))
+        .stored_from(Bound::Included(from))
         .take_while(|(key, _)| key.starts_with(prefix));
     let mut keys = Vec::new();
     for (key, stored) in range.by_ref().take(count) {
@@ -374,8 +371,8 @@ pub fn scan_page(kv: &KvStore, args: &Args, _: &Context) -> RedisReply {
 /// port repeats it until none are).
 pub fn flush_page(kv: &mut KvStore, _: &Args, _: &Context) -> RedisReply {
     let keys: Vec<Vec<u8>> = kv
-        .map
-        .keys()
+        .stored_from(Bound::Unbounded)
+        .map(|(key, _)| key)
         .take(DELETE_PREFIX_KEYS_MAX)
         .map(|key| key.to_vec())
         .collect();
