@@ -107,10 +107,14 @@ pub enum Bug {
     /// nothing for a long time: after a partition heals, every request it passes on sits
     /// behind frames the transport is still backing off to resend, and times out.
     ForwardSilenceIgnored,
+    /// A snapshot handed to storage in parts loses the bytes of one part in the middle: the
+    /// file written holds a state with a gap (keys missing, or bytes that do not decode),
+    /// which a node restarted from it serves.
+    SnapshotPartLost,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 31] = [
+    pub const ALL: [Bug; 32] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -142,6 +146,7 @@ impl Bug {
         Bug::ReadBeforeApplied,
         Bug::PeerSilenceIgnored,
         Bug::ForwardSilenceIgnored,
+        Bug::SnapshotPartLost,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -246,6 +251,7 @@ impl Bug {
             Bug::ReadBeforeApplied => "read-before-applied",
             Bug::PeerSilenceIgnored => "peer-silence-ignored",
             Bug::ForwardSilenceIgnored => "forward-silence-ignored",
+            Bug::SnapshotPartLost => "snapshot-part-lost",
         }
     }
 }

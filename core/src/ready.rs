@@ -100,12 +100,18 @@ impl SnapshotBytes {
         self.copy_range(0..self.len)
     }
 
-    /// Takes every piece but the one still being appended to (all of them if `all`).
+    /// Takes every piece but the one still being appended to (all of them if `all`; the last
+    /// then gives back the room it has left).
     pub fn take_pieces(&mut self, all: bool) -> Vec<Vec<u8>> {
         let keep = usize::from(!all && !self.pieces.is_empty());
         let mut taken = std::mem::take(&mut self.pieces);
         self.pieces = taken.split_off(taken.len() - keep);
         self.update_len();
+        if all {
+            if let Some(last) = taken.last_mut() {
+                last.shrink_to_fit();
+            }
+        }
         taken
     }
 }

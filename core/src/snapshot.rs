@@ -79,7 +79,11 @@ impl Replica {
 
     /// Adds to the part storage takes with the next ready (one exists from the snapshot's
     /// start until a ready takes its end).
-    fn add_to_snapshot_part(&mut self, pieces: Vec<Vec<u8>>, end: Option<SnapshotEnd>) {
+    fn add_to_snapshot_part(&mut self, mut pieces: Vec<Vec<u8>>, end: Option<SnapshotEnd>) {
+        let middle = end.is_none() && self.snapshot_part.is_none();
+        if middle && crate::planted::active(crate::planted::Bug::SnapshotPartLost) {
+            pieces.clear();
+        }
         let part = self.snapshot_part.get_or_insert_with(|| SnapshotPart {
             meta: self
                 .snapshot_building
