@@ -293,15 +293,16 @@ impl KvStore {
     }
 
     fn key_value(key: &[u8], stored: &StoredValue) -> KeyValue {
+        let meta = stored.meta();
         KeyValue {
             key: key.to_vec(),
             value: stored.value().to_vec(),
-            create_revision: stored.create_revision(),
-            mod_revision: stored.mod_revision(),
-            version: stored.version(),
-            lease_id: stored.lease_id(),
-            expires_at_ms: stored.expires_at_ms(),
-            value_type: stored.value_type() as i32,
+            create_revision: meta.create_revision,
+            mod_revision: meta.mod_revision,
+            version: meta.version,
+            lease_id: meta.lease_id,
+            expires_at_ms: meta.expires_at_ms,
+            value_type: meta.value_type as i32,
         }
     }
 
@@ -351,6 +352,20 @@ impl KvStore {
         lease: KeyLease,
     ) {
         let existing = self.stored(key).map(StoredValue::meta);
+        self.store_value_over(key, existing, value, value_type, ttl, lease);
+    }
+
+    /// `store_value` for a caller that has just looked the key up (`existing`: its metadata
+    /// then): one search of the map fewer, and every put makes one.
+    pub(in crate::kv) fn store_value_over(
+        &mut self,
+        key: &[u8],
+        existing: Option<KeyMeta>,
+        value: &[u8],
+        value_type: ValueType,
+        ttl: Ttl,
+        lease: KeyLease,
+    ) {
         let expires_at_ms = match ttl {
             Ttl::Clear => 0,
             Ttl::Keep => existing.map_or(0, |existing| existing.expires_at_ms),

@@ -95,24 +95,26 @@ impl KvStore {
                 1 + encoded_len_varint(value) as usize
             }
         };
-        let value_type = stored.value_type() as i32 as u64;
+        // (Every field read once: each reader of a record walks it from its start.)
+        let meta = stored.meta();
+        let value = stored.value();
         let numbers = [
-            (3, stored.create_revision()),
-            (4, stored.mod_revision()),
-            (5, stored.version()),
-            (6, stored.lease_id()),
-            (7, stored.expires_at_ms()),
-            (8, value_type),
+            (3, meta.create_revision),
+            (4, meta.mod_revision),
+            (5, meta.version),
+            (6, meta.lease_id),
+            (7, meta.expires_at_ms),
+            (8, meta.value_type as i32 as u64),
         ];
         let length = bytes_len(key)
-            + bytes_len(stored.value())
+            + bytes_len(value)
             + numbers
                 .iter()
                 .map(|(_, value)| number_len(*value))
                 .sum::<usize>();
         encode_key(2, WireType::LengthDelimited, out);
         encode_varint(length as u64, out);
-        for (tag, bytes) in [(1, key), (2, stored.value())] {
+        for (tag, bytes) in [(1, key), (2, value)] {
             if !bytes.is_empty() {
                 encode_key(tag, WireType::LengthDelimited, out);
                 encode_varint(bytes.len() as u64, out);

@@ -124,11 +124,21 @@ impl StoredValue {
         StoredValue::new(self.key(), meta, self.value())
     }
 
-    /// Where the key ends (and the header starts).
-    fn key_end(&self) -> usize {
+    /// Where the key starts and ends (the header starts there). Every comparison in the map
+    /// asks this, so a key shorter than 128 bytes (a length of one byte) takes no loop.
+    #[inline]
+    fn key_span(&self) -> (usize, usize) {
+        let first = self.0[0];
+        if first < 0x80 {
+            return (1, 1 + usize::from(first));
+        }
         let mut at = 0;
         let length = take_varint(&self.0, &mut at) as usize;
-        at + length
+        (at, at + length)
+    }
+
+    fn key_end(&self) -> usize {
+        self.key_span().1
     }
 
     /// The three revisions and where the fields start.
@@ -152,10 +162,10 @@ impl StoredValue {
         u64::from_le_bytes(bytes)
     }
 
+    #[inline]
     pub(super) fn key(&self) -> &[u8] {
-        let mut at = 0;
-        let length = take_varint(&self.0, &mut at) as usize;
-        &self.0[at..at + length]
+        let (start, end) = self.key_span();
+        &self.0[start..end]
     }
 
     pub(super) fn value(&self) -> &[u8] {
@@ -225,6 +235,7 @@ impl fmt::Debug for StoredValue {
 pub(super) struct ByKey(pub(super) StoredValue);
 
 impl Borrow<[u8]> for ByKey {
+    #[inline]
     fn borrow(&self) -> &[u8] {
         self.0.key()
     }
@@ -245,6 +256,7 @@ impl PartialOrd for ByKey {
 }
 
 impl Ord for ByKey {
+    #[inline]
     fn cmp(&self, other: &ByKey) -> Ordering {
         self.0.key().cmp(other.0.key())
     }

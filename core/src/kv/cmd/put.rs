@@ -41,6 +41,7 @@ impl KvStore {
         }
         let current = self.stored(put.key.as_slice());
         let previous = current.map(|stored| Self::key_value(&put.key, stored));
+        let existing = current.map(|stored| stored.meta());
         if !Self::revision_matches(current, put.expected_revision) {
             return Response::Put(PutResponse {
                 header: self.header(),
@@ -54,7 +55,14 @@ impl KvStore {
             (None, false) => Ttl::Clear,
         };
         let lease = put.lease_id.map_or(KeyLease::Detach, KeyLease::Attach);
-        self.store_value(&put.key, &put.value, ValueType::String, ttl, lease);
+        self.store_value_over(
+            &put.key,
+            existing,
+            &put.value,
+            ValueType::String,
+            ttl,
+            lease,
+        );
         Response::Put(PutResponse {
             header: self.header(),
             succeeded: true,
