@@ -100,17 +100,13 @@ impl SnapshotBytes {
         self.copy_range(0..self.len)
     }
 
-    /// Takes every piece but the one still being appended to (all of them if `all`; the last
-    /// then gives back the room it has left).
-    pub fn take_pieces(&mut self, all: bool) -> Vec<Vec<u8>> {
-        let keep = usize::from(!all && !self.pieces.is_empty());
+    /// Takes every piece (the last one gives back the room it has left: a queue of them may
+    /// wait to be written).
+    pub fn take_pieces(&mut self) -> Vec<Vec<u8>> {
         let mut taken = std::mem::take(&mut self.pieces);
-        self.pieces = taken.split_off(taken.len() - keep);
-        self.update_len();
-        if all {
-            if let Some(last) = taken.last_mut() {
-                last.shrink_to_fit();
-            }
+        self.len = 0;
+        if let Some(last) = taken.last_mut() {
+            last.shrink_to_fit();
         }
         taken
     }

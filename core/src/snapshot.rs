@@ -125,7 +125,7 @@ impl Replica {
                     }
                 }
                 Some(mut rest) => {
-                    let pieces = rest.take_pieces(true);
+                    let pieces = rest.take_pieces();
                     self.add_to_snapshot_part(pieces, Some(SnapshotEnd::Complete));
                     self.snapshot_building = None;
                     // Transfers that asked meanwhile need the bytes, which went to storage:

@@ -202,14 +202,7 @@ pub async fn start_node(
     if first_start {
         // Peers remember the incarnation they are first shown; one lost in a crash before the
         // node's first sync would have it refused as wiped when it comes back.
-        let (back, written) = node::persist(
-            storage,
-            paxkv_core::Persist {
-                hard_state: Some(replica.hard_state()),
-                ..paxkv_core::Persist::default()
-            },
-        )
-        .await;
+        let (back, written) = node::persist_hard_state(storage, replica.hard_state()).await;
         storage = back;
         written?;
     }
@@ -261,14 +254,7 @@ pub async fn start_node(
     if replica.needs_bootstrap_check() {
         bootstrap::confirm_fresh_cluster(config.id, &first_members, &directory).await?;
         replica.mark_bootstrapped();
-        let (back, written) = node::persist(
-            storage,
-            paxkv_core::Persist {
-                hard_state: Some(replica.hard_state()),
-                ..paxkv_core::Persist::default()
-            },
-        )
-        .await;
+        let (back, written) = node::persist_hard_state(storage, replica.hard_state()).await;
         storage = back;
         written?;
     }

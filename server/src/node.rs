@@ -147,6 +147,18 @@ pub(crate) async fn persist(
     }
 }
 
+/// `persist` of the hard state alone (a start that must make it durable before serving).
+pub(crate) async fn persist_hard_state(
+    storage: Box<dyn Storage>,
+    hard_state: paxkv_proto::peer::HardState,
+) -> (Box<dyn Storage>, Result<(), StorageError>) {
+    let persist = Persist {
+        hard_state: Some(hard_state),
+        ..Persist::default()
+    };
+    self::persist(storage, persist).await
+}
+
 impl Node {
     pub fn new(
         replica: Replica,

@@ -135,7 +135,7 @@ impl KvStore {
     pub fn take_snapshot_pieces(&mut self) -> Vec<Vec<u8>> {
         self.build
             .as_mut()
-            .map_or_else(Vec::new, |build| build.out.take_pieces(true))
+            .map_or_else(Vec::new, |build| build.out.take_pieces())
     }
 
     /// Gives up the snapshot under way, if any.
