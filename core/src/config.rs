@@ -22,6 +22,10 @@ pub struct ReplicaConfig {
     pub seed: u64,
     /// Take a snapshot and trim the log once this many applied entries are not in a snapshot.
     pub snapshot_entries_threshold: u64,
+    /// Applied entries kept in memory behind the last one applied, for peers a little behind
+    /// (one further behind gets a snapshot); older ones stay only in storage until a snapshot
+    /// covers them. A leader also keeps what its live followers have not acknowledged yet.
+    pub log_entries_kept: u64,
     /// Entries a leader may have proposed but not yet committed; further proposals get `Busy`.
     pub uncommitted_entries_max: u64,
     /// An idle leader proposes a tick entry this often while TTLs or leases exist, so log
@@ -60,6 +64,9 @@ pub const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 300;
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 50;
 /// Applied entries outside a snapshot before `kv-server` takes one, unless configured.
 pub const SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT: u64 = 10_000;
+/// Applied entries kept in memory unless configured: a follower that falls this far behind
+/// (a fifth of a second of writes at 50,000 a second) while not answering gets a snapshot.
+pub const LOG_ENTRIES_KEPT_DEFAULT: u64 = 10_000;
 /// Snapshot bytes encoded per turn unless configured: about a millisecond of work.
 pub const SNAPSHOT_STEP_BYTES_DEFAULT: usize = 256 * 1024;
 
@@ -74,6 +81,7 @@ impl ReplicaConfig {
             clock_drift_ppm_max: 10_000,
             seed,
             snapshot_entries_threshold: SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT,
+            log_entries_kept: LOG_ENTRIES_KEPT_DEFAULT,
             uncommitted_entries_max: 4096,
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,

@@ -332,7 +332,7 @@ impl Replica {
             }
             return;
         }
-        if request.from_index <= self.log.snapshot_index() {
+        if request.from_index <= self.log.floor_index() {
             self.send(
                 from,
                 Body::LogResponse(LogResponse {

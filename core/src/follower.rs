@@ -50,16 +50,17 @@ impl Replica {
         let mut prev_index = accept.prev_index;
         let mut prev_ballot = ballot_or_zero(accept.prev_ballot);
         let mut entries = accept.entries;
-        let snapshot_index = self.log.snapshot_index();
-        if prev_index < snapshot_index {
-            // Entries the snapshot covers are committed, hence equal to the leader's: skip them.
-            let skip = ((snapshot_index - prev_index) as usize).min(entries.len());
+        let floor_index = self.log.floor_index();
+        if prev_index < floor_index {
+            // Entries up to the floor are applied (committed), hence equal to the leader's:
+            // skip them.
+            let skip = ((floor_index - prev_index) as usize).min(entries.len());
             entries.drain(..skip);
-            prev_index = snapshot_index;
+            prev_index = floor_index;
             prev_ballot = self
                 .log
-                .ballot_at(snapshot_index)
-                .expect("the snapshot point has a ballot");
+                .ballot_at(floor_index)
+                .expect("the floor has a ballot");
         }
         if prev_index > self.log.last_index() {
             self.reject_accept(from, self.log.last_index());
@@ -71,7 +72,7 @@ impl Replica {
             return;
         }
         self.accept_entries(prev_index, entries);
-        let matched = end_index.max(snapshot_index);
+        let matched = end_index.max(floor_index);
         self.learn_from_leader(matched, accept.commit_index);
         // Acknowledged once durable, and only if we still follow this ballot then: entries
         // accepted now may be replaced by a newer leader before the next sync.
@@ -135,7 +136,7 @@ impl Replica {
             self.commit_index
         );
         let conflicting = self.log.ballot_at(prev_index);
-        let floor = self.commit_index.max(self.log.snapshot_index());
+        let floor = self.commit_index.max(self.log.floor_index());
         let mut index = prev_index;
         while index - 1 > floor && self.log.ballot_at(index - 1) == conflicting {
             index -= 1;

@@ -1,9 +1,18 @@
 //! The replica's in-memory log: entries after the snapshot point, plus the bookkeeping of which
 //! of them the caller has made durable.
 //!
+//! Memory holds less than storage: once entries are applied and durable, those older than a
+//! window the replica chooses are let go (`forget_through`) although no snapshot covers them
+//! yet. Storage keeps them until one does (a restart replays them), and a peer that needs one
+//! of them gets a snapshot instead. So the log has two points: the snapshot's
+//! (`snapshot_index`, what storage may drop) and the floor (`floor_index`, the last entry no
+//! longer in memory, whose ballot is still known), which is never before it.
+//!
 //! Persistence protocol: `take_unstable` hands out "replace the durable log from index `from`
 //! with these entries"; once the caller has synced that, `mark_stable` moves the durable mark.
 //! Only one hand-out is outstanding at a time (the replica asserts it).
+
+use std::collections::VecDeque;
 
 use paxkv_proto::peer::{entry::Kind, Ballot, Configuration, LogEntry, SnapshotMeta};
 
@@ -20,10 +29,14 @@ pub struct LogWrite {
 
 #[derive(Debug, Clone)]
 pub struct Log {
+    /// The last index a durable snapshot covers.
     snapshot_index: u64,
-    snapshot_ballot: Ballot,
-    /// `entries[k]` holds index `snapshot_index + 1 + k`.
-    entries: Vec<LogEntry>,
+    /// The last index no longer in memory (the snapshot's, or a later applied and durable one)
+    /// and its ballot.
+    floor_index: u64,
+    floor_ballot: Ballot,
+    /// `entries[k]` holds index `floor_index + 1 + k`.
+    entries: VecDeque<LogEntry>,
     /// Lowest index changed (appended or truncated) since the last hand-out.
     dirty_from: Option<u64>,
     /// Last index of the outstanding hand-out, if one is outstanding.
@@ -67,8 +80,9 @@ impl Log {
         }
         Log {
             snapshot_index,
-            snapshot_ballot,
-            entries,
+            floor_index: snapshot_index,
+            floor_ballot: snapshot_ballot,
+            entries: entries.into(),
             dirty_from: None,
             in_flight_last: None,
             stable_last: last,
@@ -81,16 +95,23 @@ impl Log {
         &self.configs
     }
 
+    /// The last index a durable snapshot covers (storage keeps the entries after it).
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot_index
     }
 
+    /// The last index no longer in memory: entries at or before it are committed and applied
+    /// (a peer that needs one gets a snapshot). Its ballot is still known.
+    pub fn floor_index(&self) -> u64 {
+        self.floor_index
+    }
+
     pub fn first_index(&self) -> u64 {
-        self.snapshot_index + 1
+        self.floor_index + 1
     }
 
     pub fn last_index(&self) -> u64 {
-        self.snapshot_index + self.entries.len() as u64
+        self.floor_index + self.entries.len() as u64
     }
 
     pub fn last_ballot(&self) -> Ballot {
@@ -102,19 +123,19 @@ impl Log {
         self.stable_last
     }
 
-    /// Ballot of the entry at `index`; known for the snapshot point and the entries after it.
+    /// Ballot of the entry at `index`; known for the floor and the entries after it.
     pub fn ballot_at(&self, index: u64) -> Option<Ballot> {
-        if index == self.snapshot_index {
-            return Some(self.snapshot_ballot);
+        if index == self.floor_index {
+            return Some(self.floor_ballot);
         }
         self.entry(index).map(|entry| ballot_or_zero(entry.ballot))
     }
 
     pub fn entry(&self, index: u64) -> Option<&LogEntry> {
-        if index <= self.snapshot_index || index > self.last_index() {
+        if index <= self.floor_index || index > self.last_index() {
             return None;
         }
-        Some(&self.entries[(index - self.snapshot_index - 1) as usize])
+        Some(&self.entries[(index - self.floor_index - 1) as usize])
     }
 
     /// Up to `entries_max` entries from `from_index`, stopping once `bytes_max` is passed (but
@@ -146,24 +167,24 @@ impl Log {
         if let Some(next) = config_change(&entry) {
             self.configs.appended(entry.index, next.clone());
         }
-        self.entries.push(entry);
+        self.entries.push_back(entry);
     }
 
     fn mark_dirty(&mut self, index: u64) {
         self.dirty_from = Some(self.dirty_from.map_or(index, |from| from.min(index)));
     }
 
-    /// Drops every entry at `index` or later (never the snapshot).
+    /// Drops every entry at `index` or later (never at or before the floor: those applied).
     pub fn truncate_from(&mut self, index: u64) {
         assert!(
-            index > self.snapshot_index,
-            "cannot truncate into the snapshot"
+            index > self.floor_index,
+            "cannot truncate into the applied entries"
         );
         if index > self.last_index() {
             return;
         }
         self.entries
-            .truncate((index - self.snapshot_index - 1) as usize);
+            .truncate((index - self.floor_index - 1) as usize);
         self.configs.truncated_from(index);
         self.mark_dirty(index);
         self.stable_last = self.stable_last.min(index - 1);
@@ -177,8 +198,8 @@ impl Log {
         assert!(self.in_flight_last.is_none(), "one log hand-out at a time");
         let from_index = self.dirty_from.take()?;
         assert!(
-            from_index > self.snapshot_index,
-            "dirty entries are never compacted"
+            from_index > self.floor_index,
+            "dirty entries are never let go"
         );
         let entries = self.slice(from_index, usize::MAX, usize::MAX);
         self.in_flight_last = Some(self.last_index());
@@ -198,7 +219,8 @@ impl Log {
     /// Replaces the whole log with the state of an installed snapshot.
     pub fn reset_to_snapshot(&mut self, meta: &SnapshotMeta) {
         self.snapshot_index = meta.index;
-        self.snapshot_ballot = ballot_or_zero(meta.ballot);
+        self.floor_index = meta.index;
+        self.floor_ballot = ballot_or_zero(meta.ballot);
         self.entries.clear();
         self.dirty_from = None;
         self.in_flight_last = None;
@@ -211,15 +233,25 @@ impl Log {
         if index <= self.snapshot_index {
             return;
         }
-        assert!(
-            index <= self.stable_last,
-            "only durable entries are compacted"
-        );
-        let ballot = self.ballot_at(index).expect("index is within the log");
-        let drop_count = (index - self.snapshot_index) as usize;
-        self.entries.drain(..drop_count);
         self.snapshot_index = index;
-        self.snapshot_ballot = ballot;
+        self.forget_through(index);
+    }
+
+    /// Lets go of the entries up to `index` (inclusive) in memory, which must be durable (the
+    /// caller also knows them applied); storage keeps them until a snapshot covers them.
+    pub fn forget_through(&mut self, index: u64) {
+        if index <= self.floor_index {
+            return;
+        }
+        assert!(index <= self.stable_last, "only durable entries are let go");
+        let ballot = self.ballot_at(index).expect("index is within the log");
+        self.entries.drain(..(index - self.floor_index) as usize);
+        // A log that was long once (recovered, or before a snapshot) gives its room back.
+        if self.entries.capacity() > 4 * self.entries.len() + 1024 {
+            self.entries.shrink_to_fit();
+        }
+        self.floor_index = index;
+        self.floor_ballot = ballot;
         self.configs.compacted_to(index);
     }
 }
@@ -290,5 +322,41 @@ mod tests {
         assert_eq!(log.ballot_at(2), None);
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.slice(1, 10, usize::MAX).len(), 2);
+    }
+
+    #[test]
+    fn entries_let_go_keep_the_floor_ballot_and_the_snapshot_point() {
+        let mut log = Log::recovered(
+            2,
+            Ballot::new(2, 1),
+            Configuration::default(),
+            (3..=8).map(|i| entry(i, i)).collect(),
+        );
+        log.forget_through(5);
+        assert_eq!(log.snapshot_index(), 2, "no snapshot covers them yet");
+        assert_eq!(log.floor_index(), 5);
+        assert_eq!(log.first_index(), 6);
+        assert_eq!(log.ballot_at(5), Some(Ballot::new(5, 1)));
+        assert_eq!(log.ballot_at(4), None);
+        assert!(log.entry(5).is_none());
+        assert_eq!(log.entry(6), Some(&entry(6, 6)));
+        assert_eq!(log.last_index(), 8);
+        // A snapshot older than the floor moves only the snapshot point.
+        log.compact_to(4);
+        assert_eq!((log.snapshot_index(), log.floor_index()), (4, 5));
+        // A newer one moves both.
+        log.compact_to(7);
+        assert_eq!((log.snapshot_index(), log.floor_index()), (7, 7));
+        assert_eq!(log.ballot_at(7), Some(Ballot::new(7, 1)));
+        assert_eq!(log.slice(1, 10, usize::MAX), vec![entry(8, 8)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "only durable entries are let go")]
+    fn entries_not_yet_durable_are_never_let_go() {
+        let mut log = Log::recovered(0, Ballot::ZERO, Configuration::default(), vec![]);
+        log.append(entry(1, 1));
+        log.append(entry(2, 1));
+        log.forget_through(1);
     }
 }

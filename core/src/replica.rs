@@ -36,7 +36,10 @@ pub struct ReplicaStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,
+    /// The last index a durable snapshot covers.
     pub snapshot_index: u64,
+    /// The first log entry held in memory; earlier ones are in storage or the snapshot only.
+    pub log_first_index: u64,
     pub revision: u64,
     pub log_time_ms: u64,
     pub key_count: u64,
@@ -755,6 +758,7 @@ impl Replica {
         let mut committed = std::mem::take(&mut self.committed_early);
         committed.extend(self.apply_committed());
         self.maybe_take_snapshot();
+        self.forget_applied_entries();
         // One slice per ready (not per input while a sync runs, which under load would make
         // the encoding crowd out everything else until done).
         self.continue_snapshot();
@@ -919,6 +923,48 @@ impl Replica {
         }
     }
 
+    /// Lets go of the applied entries older than the window the configuration keeps
+    /// (`log_entries_kept`): storage holds them until a snapshot covers them, and a peer that
+    /// needs one gets a snapshot. A leader keeps what its live followers have yet to
+    /// acknowledge and what follows a snapshot it is sending, so that neither has to start
+    /// over with another snapshot.
+    fn forget_applied_entries(&mut self) {
+        let floor = self.log.floor_index();
+        let applied = if crate::planted::active(crate::planted::Bug::LogForgetsUnapplied) {
+            self.commit_index
+        } else {
+            self.applied_index
+        };
+        let mut through = applied
+            .min(self.log.stable_last())
+            .saturating_sub(self.config.log_entries_kept);
+        if through <= floor {
+            return;
+        }
+        // A peer silent for an election timeout may be gone for good: it holds nothing back.
+        let live = |peer: NodeId| {
+            self.last_heard
+                .get(&peer)
+                .is_some_and(|at| self.now.millis_since(*at) <= self.config.election_timeout_ms)
+        };
+        let forget_lacking =
+            crate::planted::active(crate::planted::Bug::LogForgetsWhatFollowersLack);
+        if let Some(leader) = self.role.leader().filter(|_| !forget_lacking) {
+            for (peer, progress) in &leader.followers {
+                if live(*peer) && progress.match_index >= floor {
+                    through = through.min(progress.match_index);
+                }
+            }
+        }
+        if let Some(sent) = self
+            .lowest_snapshot_sent(live)
+            .filter(|sent| *sent >= floor)
+        {
+            through = through.min(sent);
+        }
+        self.log.forget_through(through);
+    }
+
     /// The configuration in force at log position `index` (what a snapshot there records).
     pub(crate) fn configuration_at(&self, index: u64) -> Configuration {
         self.log.configs().at(index).clone()
@@ -979,6 +1025,7 @@ impl Replica {
             applied_index: self.applied_index,
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index(),
+            log_first_index: self.log.first_index(),
             revision: self.kv.revision(),
             log_time_ms: self.kv.log_time_ms(),
             key_count: self.kv.key_count() as u64,

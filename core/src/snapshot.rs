@@ -165,6 +165,23 @@ impl Replica {
         }
     }
 
+    /// The lowest index a peer for which `counts` holds will continue from once it installs a
+    /// snapshot being encoded for it or being sent to it: the log keeps the entries after it
+    /// in memory, or the peer would need another snapshot as soon as it installed this one.
+    pub(crate) fn lowest_snapshot_sent(&self, counts: impl Fn(NodeId) -> bool) -> Option<u64> {
+        let building = self
+            .snapshot_building
+            .as_ref()
+            .filter(|_| self.snapshot_waiting.keys().any(|to| counts(*to)))
+            .map(|building| building.meta.index);
+        let sending = self
+            .outgoing_snapshots
+            .iter()
+            .filter(|(to, _)| counts(**to))
+            .map(|(_, out)| out.index);
+        building.into_iter().chain(sending).min()
+    }
+
     pub(crate) fn start_snapshot_transfer(&mut self, to: NodeId) {
         if self.outgoing_snapshots.contains_key(&to) || self.snapshot_waiting.contains_key(&to) {
             return;
@@ -175,7 +192,7 @@ impl Replica {
         let stale = self
             .snapshot
             .as_ref()
-            .is_none_or(|(meta, _)| meta.index < self.log.snapshot_index());
+            .is_none_or(|(meta, _)| meta.index < self.log.floor_index());
         if stale {
             self.snapshot_waiting
                 .insert(to, (self.promised, self.role.is_leader()));

@@ -233,7 +233,20 @@ fn partial_connectivity_chain_does_not_livelock() {
 
 #[test]
 fn whole_cluster_crash_and_restart_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::new(3, 7);
+    whole_cluster_crash_and_restart(Cluster::new(3, 7));
+}
+
+/// With nothing kept in memory once applied and no snapshot taken, the entries live in
+/// storage alone: a restart of every node still finds them.
+#[test]
+fn whole_cluster_restart_finds_the_entries_only_storage_kept() {
+    whole_cluster_crash_and_restart(Cluster::with_config(3, 7, |config| {
+        config.log_entries_kept = 0;
+        config.snapshot_entries_threshold = 10_000;
+    }));
+}
+
+fn whole_cluster_crash_and_restart(mut cluster: Cluster) {
     elect(&mut cluster);
     assert_eq!(write_keys(&mut cluster, 1, 1, 30), 30);
     // Writes in flight at the moment of the crash may be lost, acknowledged ones never.
@@ -261,6 +274,84 @@ fn whole_cluster_crash_and_restart_loses_no_acknowledged_write() {
             other => panic!("{other:?}"),
         }
     }
+    settle_and_check(&mut cluster);
+}
+
+/// A leader lets go of applied entries beyond the window it keeps even though no snapshot
+/// covers them yet; a follower that was down meanwhile gets a snapshot encoded for it.
+#[test]
+fn a_follower_behind_the_entries_kept_in_memory_gets_a_snapshot() {
+    let mut cluster = Cluster::with_config(3, 21, |config| {
+        config.log_entries_kept = 10;
+        config.snapshot_entries_threshold = 10_000;
+    });
+    elect(&mut cluster);
+    let leader = cluster.leader().unwrap();
+    let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.crash(lagging);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 100), 100);
+    cluster.run_for(500);
+    let status = cluster.replica(leader).unwrap().status();
+    assert_eq!(status.snapshot_index, 0, "no snapshot was taken");
+    assert!(
+        status.log_first_index > 80,
+        "the leader let go of the old entries (first in memory: {}): {status:?}",
+        status.log_first_index
+    );
+    cluster.restart(lagging);
+    cluster.run_for(2000);
+    let status = cluster.replica(lagging).unwrap().status();
+    assert!(
+        status.snapshot_index > 0,
+        "the lagging replica installed a snapshot"
+    );
+    assert!(cluster.converged(), "the lagging replica caught up");
+    settle_and_check(&mut cluster);
+}
+
+/// A follower cut off for less than an election timeout still counts as live: the leader keeps
+/// the entries it has not acknowledged, however few it keeps otherwise, and the follower
+/// catches up from the log without a snapshot.
+#[test]
+fn a_follower_briefly_cut_off_catches_up_from_the_entries_kept_for_it() {
+    let mut cluster = Cluster::with_config(3, 22, |config| {
+        config.log_entries_kept = 0;
+        config.snapshot_entries_threshold = 10_000;
+    });
+    elect(&mut cluster);
+    let leader = cluster.leader().unwrap();
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    cluster.run_for(100);
+    let matched = |cluster: &Cluster| {
+        let status = cluster.replica(leader).unwrap().status();
+        let peer = status.peers.iter().find(|(peer, _, _)| *peer == follower);
+        peer.and_then(|(_, _, matched)| *matched).unwrap()
+    };
+    let matched_before = matched(&cluster);
+    let started = cluster.now.0;
+    cluster.cut_both_ways(leader, follower);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 10), 10);
+    assert!(
+        cluster.now.0 - started < ELECTION_TIMEOUT_MS - 100,
+        "the writes took {} ms: the follower no longer counts as live",
+        cluster.now.0 - started
+    );
+    let status = cluster.replica(leader).unwrap().status();
+    assert!(
+        status.log_first_index <= matched_before + 1,
+        "the leader kept what the follower lacks (first in memory {}, follower matched {})",
+        status.log_first_index,
+        matched_before
+    );
+    cluster.heal();
+    cluster.run_for(1000);
+    let status = cluster.replica(follower).unwrap().status();
+    assert_eq!(status.snapshot_index, 0, "caught up without a snapshot");
+    assert!(cluster.converged(), "the follower caught up");
+    assert!(
+        cluster.replica(leader).unwrap().status().log_first_index > status.commit_index - 5,
+        "once it caught up, the leader let go of what it kept for it"
+    );
     settle_and_check(&mut cluster);
 }
 

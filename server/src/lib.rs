@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub heartbeat_interval_ms: u64,
     /// Snapshot and trim the log after this many applied entries.
     pub snapshot_entries_threshold: u64,
+    /// Applied entries kept in memory for peers a little behind
+    /// (`paxkv_core::LOG_ENTRIES_KEPT_DEFAULT` unless configured).
+    pub log_entries_kept: u64,
     /// Bytes per snapshot chunk (`paxkv_core::SNAPSHOT_CHUNK_BYTES` unless testing).
     pub snapshot_chunk_bytes: usize,
     /// Snapshot bytes encoded per turn of the node loop
@@ -186,6 +189,7 @@ pub async fn start_node(
     replica_config.election_timeout_ms = config.election_timeout_ms;
     replica_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     replica_config.snapshot_entries_threshold = config.snapshot_entries_threshold;
+    replica_config.log_entries_kept = config.log_entries_kept;
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     replica_config.snapshot_step_bytes = config.snapshot_step_bytes;
     replica_config.apply_entries_per_ready = config.apply_entries_per_ready;
@@ -427,6 +431,7 @@ mod tests {
             election_timeout_ms: 300,
             heartbeat_interval_ms: 50,
             snapshot_entries_threshold: 10_000,
+            log_entries_kept: paxkv_core::LOG_ENTRIES_KEPT_DEFAULT,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
             apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,

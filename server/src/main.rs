@@ -78,6 +78,10 @@ struct Args {
     /// Snapshot the state and trim the log after this many applied entries.
     #[arg(long, default_value_t = paxkv_core::SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT)]
     snapshot_entries: u64,
+    /// Applied entries kept in memory for peers a little behind; a peer further behind gets a
+    /// snapshot. Older entries stay on disk until a snapshot covers them.
+    #[arg(long, default_value_t = paxkv_core::LOG_ENTRIES_KEPT_DEFAULT)]
+    log_entries_kept: u64,
     /// Serve the Redis protocol (RESP2 and RESP3) on this exact address, such as [::1]:6379:
     /// any Redis client can then use the cluster through any node. Off unless set.
     #[arg(long, env = "PAXKV_RESP_ADDR")]
@@ -163,6 +167,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         election_timeout_ms: args.election_timeout_ms,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         snapshot_entries_threshold: args.snapshot_entries,
+        log_entries_kept: args.log_entries_kept,
         snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
         snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
         apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,

@@ -58,6 +58,7 @@ async fn start_cluster() -> Cluster {
             election_timeout_ms: 300,
             heartbeat_interval_ms: 50,
             snapshot_entries_threshold: 10_000,
+            log_entries_kept: paxkv_core::LOG_ENTRIES_KEPT_DEFAULT,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
             apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,

@@ -104,7 +104,7 @@ impl Replica {
             if self.outgoing_snapshots.contains_key(&peer) {
                 continue;
             }
-            let snapshot_index = self.log.snapshot_index();
+            let floor_index = self.log.floor_index();
             let last_index = self.log.last_index();
             let Some(leader) = self.role.leader_mut() else {
                 return;
@@ -114,7 +114,7 @@ impl Replica {
             };
             let prev_index = progress.next_index - 1;
             if progress.commit_told >= commit_index
-                || prev_index < snapshot_index
+                || prev_index < floor_index
                 || prev_index > last_index
             {
                 continue;
@@ -164,7 +164,7 @@ impl Replica {
             if next > self.log.last_index() || next - progress.match_index > PIPELINE_ENTRIES_MAX {
                 return;
             }
-            if next <= self.log.snapshot_index() {
+            if next <= self.log.floor_index() {
                 self.start_snapshot_transfer(peer);
                 return;
             }

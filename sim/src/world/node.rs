@@ -90,6 +90,7 @@ pub(super) fn start_sim_node(
                     election_timeout_ms: ELECTION_TIMEOUT_MS,
                     heartbeat_interval_ms: 50,
                     snapshot_entries_threshold: 200,
+                    log_entries_kept: shared.options.log_entries_kept,
                     snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
                     snapshot_step_bytes: shared.options.snapshot_step_bytes,
                     apply_entries_per_ready: shared.options.apply_entries_per_ready,

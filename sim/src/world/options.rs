@@ -75,6 +75,10 @@ pub struct SimOptions {
     /// write (at least two: readers never open a session), so the state machine forgets
     /// sessions all the time (a write must then be refused, never applied as new).
     pub sessions_max: usize,
+    /// Applied entries a node keeps in memory: 0 to 150 in 60% of the seeds (below the
+    /// snapshot threshold of 200), so that logs let entries go that no snapshot covers yet and
+    /// a peer a little behind needs a snapshot; the default (never reached) in the others.
+    pub log_entries_kept: u64,
     /// Client processes that speak the Redis protocol (2 or 3; none in half the seeds), each
     /// to one node's RESP port (a different one each), on keys of their own.
     pub resp_clients: u64,
@@ -195,7 +199,14 @@ impl SimOptions {
         } else {
             paxkv_core::APPLY_ENTRIES_PER_READY_MAX
         };
+        // Drawn after everything else, for the same reason.
+        let log_entries_kept = if rng.gen_bool(0.6) {
+            rng.gen_range(0..=150)
+        } else {
+            paxkv_core::LOG_ENTRIES_KEPT_DEFAULT
+        };
         SimOptions {
+            log_entries_kept,
             apply_entries_per_ready,
             snapshot_step_bytes,
             resp_clients,
@@ -244,7 +255,8 @@ impl SimOptions {
                "snapshot_chunk_bytes": self.snapshot_chunk_bytes,
                "snapshot_step_bytes": self.snapshot_step_bytes,
                "apply_entries_per_ready": self.apply_entries_per_ready,
-               "sessions_max": self.sessions_max, "resp_clients": self.resp_clients})
+               "sessions_max": self.sessions_max, "resp_clients": self.resp_clients,
+               "log_entries_kept": self.log_entries_kept})
     }
 }
 
