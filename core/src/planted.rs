@@ -117,10 +117,14 @@ pub enum Bug {
     /// A leader lets go of applied entries its live followers have not acknowledged yet: a
     /// follower a moment behind (one lost message) needs a whole snapshot to catch up.
     LogForgetsWhatFollowersLack,
+    /// A watch event of a change shows the key's record as it is now, not as the change left
+    /// it (the record the next change of the key found): a key written twice since the watch's
+    /// start shows its latest value at both revisions.
+    WatchShowsLatestRecord,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 34] = [
+    pub const ALL: [Bug; 35] = [
         Bug::AckBeforeSync,
         Bug::IgnorePromisedLogs,
         Bug::ReadWithoutLease,
@@ -155,6 +159,7 @@ impl Bug {
         Bug::SnapshotPartLost,
         Bug::LogForgetsUnapplied,
         Bug::LogForgetsWhatFollowersLack,
+        Bug::WatchShowsLatestRecord,
     ];
 
     /// For a bug a simulated run cannot show (it only delays, within the bounds the world
@@ -268,6 +273,7 @@ impl Bug {
             Bug::SnapshotPartLost => "snapshot-part-lost",
             Bug::LogForgetsUnapplied => "log-forgets-unapplied",
             Bug::LogForgetsWhatFollowersLack => "log-forgets-what-followers-lack",
+            Bug::WatchShowsLatestRecord => "watch-shows-latest-record",
         }
     }
 }

@@ -197,8 +197,13 @@ fn watch_events_name_each_change_with_its_kind_revision_and_previous_value() {
     store.put("k2", "c", Some(10), None);
     store.time = 10;
     store.apply(None);
+    // What a change left comes from the next change of its key, or from the map after its
+    // last one: both kinds, interleaved with another key.
+    store.put("k3", "d", None, None);
+    store.put("k4", "x", None, None);
+    store.put("k3", "e", None, None);
     let events = store.kv.watch_events(first - 1).unwrap();
-    let seen: Vec<(EventKind, u64, String, Option<String>)> = events
+    let seen: Vec<(EventKind, u64, String, String, u64, Option<String>)> = events
         .iter()
         .map(|event| {
             let kv = event.kv.as_ref().unwrap();
@@ -206,6 +211,8 @@ fn watch_events_name_each_change_with_its_kind_revision_and_previous_value() {
                 event.kind(),
                 event.revision,
                 String::from_utf8(kv.key.clone()).unwrap(),
+                String::from_utf8(kv.value.clone()).unwrap(),
+                kv.mod_revision,
                 event
                     .prev_kv
                     .as_ref()
@@ -214,17 +221,25 @@ fn watch_events_name_each_change_with_its_kind_revision_and_previous_value() {
         })
         .collect();
     let k = |key: &str| key.to_string();
+    let (delete, put, expire) = (EventKind::Delete, EventKind::Put, EventKind::Expire);
     assert_eq!(
         seen,
         [
-            (EventKind::Put, first, k("k1"), None),
-            (EventKind::Put, first + 1, k("k1"), Some(k("a"))),
-            (EventKind::Delete, first + 2, k("k1"), Some(k("b"))),
-            (EventKind::Put, first + 3, k("k2"), None),
-            (EventKind::Expire, first + 4, k("k2"), Some(k("c"))),
+            (put, first, k("k1"), k("a"), first, None),
+            (put, first + 1, k("k1"), k("b"), first + 1, Some(k("a"))),
+            (delete, first + 2, k("k1"), k(""), first + 2, Some(k("b"))),
+            (put, first + 3, k("k2"), k("c"), first + 3, None),
+            (expire, first + 4, k("k2"), k(""), first + 4, Some(k("c"))),
+            (put, first + 5, k("k3"), k("d"), first + 5, None),
+            (put, first + 6, k("k4"), k("x"), first + 6, None),
+            (put, first + 7, k("k3"), k("e"), first + 7, Some(k("d"))),
         ]
     );
-    assert_eq!(events[1].kv.as_ref().unwrap().value, b"b");
+    assert_eq!(
+        store.kv.watch_events(first + 5).unwrap().len(),
+        2,
+        "a watch from the middle sees only what follows"
+    );
     assert!(store
         .kv
         .watch_events(store.kv.revision())

@@ -48,8 +48,10 @@ pub const TXN_OPS_MAX: usize = 128;
 /// revision (`ScanRequest.revision`). It also keeps at most `HISTORY_BYTES_MAX` bytes of them.
 pub const HISTORY_REVISIONS_MAX: u64 = 100_000;
 
-/// Bytes of keys and values of recent changes a node keeps at most (32 MiB).
-pub const HISTORY_BYTES_MAX: usize = 32 << 20;
+/// Bytes of recent changes a node keeps at most (16 MiB): each counts its key, the value it
+/// replaced and 64 bytes. An overwrite of a 100-byte value counts 180, so this holds about
+/// 93,000 of them.
+pub const HISTORY_BYTES_MAX: usize = 16 << 20;
 /// Scan page size when the request asks for 0.
 pub const SCAN_LIMIT_DEFAULT: u32 = 100;
 /// Largest frame a client may send or receive, in bytes (a maximal put plus headroom).

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use super::history::After;
 use super::{KeyMeta, KvStore, StoredValue};
 
 /// Keys deleted by expiry per applied entry at most (beyond that, see the module comment).
@@ -46,7 +47,7 @@ impl KvStore {
                 self.revision += 1;
             }
             for (key, stored) in expired {
-                self.record_change(key, Some(stored), None, true);
+                self.record(&key, Some(stored), After::Expired);
             }
         }
     }
@@ -130,7 +131,7 @@ impl KvStore {
             expires_at_ms,
             ..current.meta()
         });
-        let before = self.insert_key(stored.clone());
-        self.record(key.into(), before, Some(stored));
+        let before = self.insert_key(stored);
+        self.record(key, before, After::Stored);
     }
 }

@@ -1,7 +1,12 @@
-//! The change history: every change of visible state, as (revision, log time, key, the key
-//! before, the key after), for the most recent revisions. It lets a reader see the store as it
-//! was at a recent revision (a scan whose pages all show one revision: `scan_at`) and, later,
-//! change streams resume from a revision.
+//! The change history: every change of visible state, as (revision, log time, the key before,
+//! what the change left), for the most recent revisions. It lets a reader see the store as it
+//! was at a recent revision (a scan whose pages all show one revision: `scan_at`) and change
+//! streams resume from a revision.
+//!
+//! A change keeps only the key as it was before (its record, or its name if it did not exist):
+//! the record it left is the one the next change of that key found, or, after the key's last
+//! change, the one the map holds now (`KvStore::watch_events` reads it from there). Holding
+//! both, every overwrite kept two copies of the record, one of them the map's own.
 //!
 //! The history is each replica's own: it is derived while entries apply, is not replicated, is
 //! not in snapshots or the state hash. A replica built from a snapshot starts it empty at the
@@ -19,8 +24,28 @@ use super::StoredValue;
 
 pub use paxkv_proto::{HISTORY_BYTES_MAX, HISTORY_REVISIONS_MAX};
 
-/// What one change costs besides its key and values (the record, its box, the queue slot).
-const CHANGE_OVERHEAD_BYTES: usize = 128;
+/// What one change costs besides its key and value: its queue slot (48 bytes) and what the
+/// allocator rounds its record or key up by.
+const CHANGE_OVERHEAD_BYTES: usize = 64;
+
+/// The key as a change found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Before {
+    /// It did not exist: its name alone.
+    Absent(Box<[u8]>),
+    Stored(StoredValue),
+}
+
+/// What a change left of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum After {
+    /// The key exists: the record the next change of it found, or the map's.
+    Stored,
+    /// Deleted by a request.
+    Deleted,
+    /// Deleted by log time (its TTL or its lease ran out).
+    Expired,
+}
 
 /// One change of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +53,51 @@ pub(super) struct Change {
     pub(super) revision: u64,
     /// Log time of the entry that made the change.
     pub(super) log_time_ms: u64,
-    pub(super) key: Box<[u8]>,
-    /// The key before the change (None: it did not exist).
-    pub(super) previous: Option<StoredValue>,
-    /// The key after the change (None: deleted, or expired).
-    pub(super) current: Option<StoredValue>,
-    /// Deleted by log time (its TTL or its lease ran out), not by a request.
-    pub(super) expired: bool,
+    before: Before,
+    pub(super) after: After,
 }
 
 impl Change {
+    /// A change of `key`, which was `previous` before it.
+    pub(super) fn new(
+        revision: u64,
+        log_time_ms: u64,
+        key: &[u8],
+        previous: Option<StoredValue>,
+        after: After,
+    ) -> Change {
+        let before = match previous {
+            Some(stored) => {
+                debug_assert_eq!(stored.key(), key, "a change's record is of its key");
+                Before::Stored(stored)
+            }
+            None => Before::Absent(key.into()),
+        };
+        Change {
+            revision,
+            log_time_ms,
+            before,
+            after,
+        }
+    }
+
+    pub(super) fn key(&self) -> &[u8] {
+        match &self.before {
+            Before::Absent(key) => key,
+            Before::Stored(stored) => stored.key(),
+        }
+    }
+
+    /// The key before the change (None: it did not exist).
+    pub(super) fn previous(&self) -> Option<&StoredValue> {
+        match &self.before {
+            Before::Absent(_) => None,
+            Before::Stored(stored) => Some(stored),
+        }
+    }
+
     fn bytes(&self) -> usize {
-        let value = |stored: &Option<StoredValue>| stored.as_ref().map_or(0, |s| s.value().len());
-        CHANGE_OVERHEAD_BYTES + self.key.len() + value(&self.previous) + value(&self.current)
+        CHANGE_OVERHEAD_BYTES + self.key().len() + self.previous().map_or(0, |s| s.value().len())
     }
 }
 
@@ -152,23 +209,23 @@ mod tests {
     use crate::kv::stored::KeyMeta;
 
     fn change(revision: u64, key: &str, value_bytes: usize) -> Change {
-        Change {
+        let previous = StoredValue::new(
+            key.as_bytes(),
+            &KeyMeta {
+                create_revision: revision,
+                mod_revision: revision,
+                version: 1,
+                ..KeyMeta::default()
+            },
+            &vec![7; value_bytes],
+        );
+        Change::new(
             revision,
-            log_time_ms: revision * 10,
-            key: key.as_bytes().into(),
-            previous: None,
-            expired: false,
-            current: Some(StoredValue::new(
-                key.as_bytes(),
-                &KeyMeta {
-                    create_revision: revision,
-                    mod_revision: revision,
-                    version: 1,
-                    ..KeyMeta::default()
-                },
-                &vec![7; value_bytes],
-            )),
-        }
+            revision * 10,
+            key.as_bytes(),
+            Some(previous),
+            After::Deleted,
+        )
     }
 
     #[test]

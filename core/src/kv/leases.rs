@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::history::After;
 use super::KvStore;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl KvStore {
         let count = lease.keys.len();
         for key in lease.keys {
             let stored = self.remove_key(&key).expect("a lease's keys are stored");
-            self.record(key.into_boxed_slice(), Some(stored), None);
+            self.record(&key, Some(stored), After::Deleted);
         }
         count
     }

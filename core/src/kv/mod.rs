@@ -26,7 +26,7 @@ mod snapshot_build;
 mod snapshot_codec;
 mod stored;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use paxkv_proto::client::{
     client_response::Body as Response, EventKind, KeyValue, ResponseHeader, ValueType, WatchEvent,
@@ -39,7 +39,7 @@ pub use expiry::EXPIRED_KEYS_PER_ENTRY_MAX;
 pub use history::{HISTORY_BYTES_MAX, HISTORY_REVISIONS_MAX};
 pub use sessions::SESSIONS_MAX;
 
-use history::{Change, History};
+use history::{After, Change, History};
 use leases::Lease;
 use stored::{ByKey, KeyMeta, StoredValue};
 
@@ -122,32 +122,15 @@ impl KvStore {
         }
     }
 
-    /// Records a change of `key` at the current revision and log time.
-    fn record(
-        &mut self,
-        key: Box<[u8]>,
-        previous: Option<StoredValue>,
-        current: Option<StoredValue>,
-    ) {
-        self.record_change(key, previous, current, false);
-    }
-
-    /// Records a change, saying whether it is an expiry.
-    fn record_change(
-        &mut self,
-        key: Box<[u8]>,
-        previous: Option<StoredValue>,
-        current: Option<StoredValue>,
-        expired: bool,
-    ) {
-        self.history.record(Change {
-            revision: self.revision,
-            log_time_ms: self.log_time_ms,
+    /// Records a change of `key` (`previous` before it) at the current revision and log time.
+    fn record(&mut self, key: &[u8], previous: Option<StoredValue>, after: After) {
+        self.history.record(Change::new(
+            self.revision,
+            self.log_time_ms,
             key,
             previous,
-            current,
-            expired,
-        });
+            after,
+        ));
     }
 
     /// Every change after `after` (at least the oldest revision kept) as watch events, oldest
@@ -157,17 +140,30 @@ impl KvStore {
         if after < self.history.first_revision() {
             return Err(self.history.first_revision());
         }
-        Ok(self
-            .history
-            .since(after)
+        let changes: Vec<&Change> = self.history.since(after).collect();
+        // What a change left is what the next change of its key found, or after its last
+        // change the record stored now: walked newest first.
+        let mut found_next: HashMap<&[u8], Option<&StoredValue>> = HashMap::new();
+        let latest_only = crate::planted::active(crate::planted::Bug::WatchShowsLatestRecord);
+        let mut events: Vec<WatchEvent> = changes
+            .iter()
+            .rev()
             .map(|change| {
-                let key = &change.key;
-                let kind = match (&change.current, change.expired) {
-                    (Some(_), _) => EventKind::Put,
-                    (None, true) => EventKind::Expire,
-                    (None, false) => EventKind::Delete,
+                let key = change.key();
+                let left = match change.after {
+                    After::Stored => match found_next.get(key).filter(|_| !latest_only) {
+                        Some(found) => *found,
+                        None => self.stored(key),
+                    },
+                    After::Deleted | After::Expired => None,
                 };
-                let kv = match &change.current {
+                found_next.insert(key, change.previous());
+                let kind = match change.after {
+                    After::Stored => EventKind::Put,
+                    After::Expired => EventKind::Expire,
+                    After::Deleted => EventKind::Delete,
+                };
+                let kv = match left {
                     Some(stored) => Self::key_value(key, stored),
                     None => KeyValue {
                         key: key.to_vec(),
@@ -179,13 +175,12 @@ impl KvStore {
                     kind: kind as i32,
                     revision: change.revision,
                     kv: Some(kv),
-                    prev_kv: change
-                        .previous
-                        .as_ref()
-                        .map(|stored| Self::key_value(key, stored)),
+                    prev_kv: change.previous().map(|stored| Self::key_value(key, stored)),
                 }
             })
-            .collect())
+            .collect();
+        events.reverse();
+        Ok(events)
     }
 
     /// Expire events, at the current revision, for the keys whose own deadline is at or before
@@ -394,11 +389,11 @@ impl KvStore {
         };
         let stored = StoredValue::new(key, &meta, value);
         let before = if existing.is_some() {
-            Some(self.replace_key(stored.clone()))
+            Some(self.replace_key(stored))
         } else {
-            self.insert_key(stored.clone())
+            self.insert_key(stored)
         };
-        self.record(key.into(), before, Some(stored));
+        self.record(key, before, After::Stored);
     }
 
     /// Stores `stored` under its key, which exists, in place (one lookup), keeping the deadline
@@ -427,7 +422,7 @@ impl KvStore {
         }
         self.take_revision();
         let removed = self.remove_key(key);
-        self.record(key.into(), removed, None);
+        self.record(key, removed, After::Deleted);
         true
     }
 

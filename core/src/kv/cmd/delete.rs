@@ -8,6 +8,7 @@ use paxkv_proto::client::{client_response::Body as Response, DeleteRequest, Dele
 use paxkv_proto::{DELETE_PREFIX_KEYS_MAX, KEY_BYTES_MAX};
 
 use crate::kv::errors::{bad_request, validate_key};
+use crate::kv::history::After;
 use crate::kv::KvStore;
 
 #[allow(clippy::result_large_err)]
@@ -119,7 +120,7 @@ impl KvStore {
         }
         for key in &keys {
             let removed = self.remove_key(key);
-            self.record(key.as_slice().into(), removed, None);
+            self.record(key, removed, After::Deleted);
         }
         Response::Delete(DeleteResponse {
             header: self.header(),

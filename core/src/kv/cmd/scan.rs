@@ -83,9 +83,8 @@ impl KvStore {
             false => revision,
         };
         for change in self.history.since(undo_after) {
-            if in_page(&change.key) {
-                then.entry(&change.key[..])
-                    .or_insert(change.previous.as_ref());
+            if in_page(change.key()) {
+                then.entry(change.key()).or_insert(change.previous());
             }
         }
         let now = self

@@ -405,7 +405,7 @@ impl KvStore {
                 return self
                     .history
                     .since(seen)
-                    .any(|change| *change.key == *watch.key);
+                    .any(|change| change.key() == watch.key.as_slice());
             }
             self.live(&watch.key)
                 .is_none_or(|stored| stored.mod_revision() > seen)
