@@ -26,7 +26,7 @@ mod snapshot_build;
 mod snapshot_codec;
 mod stored;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use paxkv_proto::client::{
     client_response::Body as Response, EventKind, KeyValue, ResponseHeader, ValueType, WatchEvent,
@@ -143,7 +143,7 @@ impl KvStore {
         let changes: Vec<&Change> = self.history.since(after).collect();
         // What a change left is what the next change of its key found, or after its last
         // change the record stored now: walked newest first.
-        let mut found_next: HashMap<&[u8], Option<&StoredValue>> = HashMap::new();
+        let mut found_next: BTreeMap<&[u8], Option<&StoredValue>> = BTreeMap::new();
         let latest_only = crate::planted::active(crate::planted::Bug::WatchShowsLatestRecord);
         let mut events: Vec<WatchEvent> = changes
             .iter()
