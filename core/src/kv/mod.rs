@@ -20,6 +20,7 @@ mod errors;
 mod expiry;
 mod history;
 mod leases;
+mod records;
 pub mod redis;
 mod sessions;
 mod snapshot_build;
@@ -41,12 +42,13 @@ pub use sessions::SESSIONS_MAX;
 
 use history::{After, Change, History};
 use leases::Lease;
-use stored::{ByKey, KeyMeta, StoredValue};
+use records::Records;
+use stored::{KeyMeta, StoredValue};
 
 #[derive(Debug, Clone)]
 pub struct KvStore {
     /// Every key's record (key, metadata and value in one allocation), ordered by key.
-    map: BTreeSet<ByKey>,
+    map: Records,
     /// Revision of the last write that changed some key; starts at 0.
     revision: u64,
     /// Log time of the last applied entry.
@@ -89,7 +91,7 @@ impl Default for KvStore {
 impl KvStore {
     pub fn new() -> KvStore {
         KvStore {
-            map: BTreeSet::new(),
+            map: Records::new(),
             revision: 0,
             log_time_ms: 0,
             applied_index: 0,
@@ -315,13 +317,13 @@ impl KvStore {
         let key = stored.key();
         let replaced = self.remove_key(key);
         self.index_key(key, stored.expires_at_ms(), stored.lease_id());
-        self.map.insert(ByKey(stored));
+        self.map.insert(stored);
         replaced
     }
 
     /// What `key` holds, expired or not.
     fn stored(&self, key: &[u8]) -> Option<&StoredValue> {
-        self.map.get(key).map(|record| &record.0)
+        self.map.get(key)
     }
 
     /// The records from `start` on, in key order, each with its key.
@@ -330,8 +332,8 @@ impl KvStore {
         start: std::ops::Bound<&[u8]>,
     ) -> impl Iterator<Item = (&[u8], &StoredValue)> {
         self.map
-            .range::<[u8], _>((start, std::ops::Bound::Unbounded))
-            .map(|record| (record.0.key(), &record.0))
+            .range_from(start)
+            .map(|record| (record.key(), record))
     }
 
     /// Stores `value` as `key`'s new value: a new version of the key (or a new key, created at
@@ -404,9 +406,8 @@ impl KvStore {
         let (expires_at_ms, lease_id) = (stored.expires_at_ms(), stored.lease_id());
         let before = self
             .map
-            .replace(ByKey(stored))
-            .expect("replace_key is for existing keys")
-            .0;
+            .insert(stored)
+            .expect("replace_key is for existing keys");
         let key = before.key();
         if (before.expires_at_ms(), before.lease_id()) != (expires_at_ms, lease_id) {
             self.unindex_key(key, before.expires_at_ms(), before.lease_id());
@@ -431,7 +432,7 @@ impl KvStore {
         // Every change of the map passes here, `insert_key` (which removes first) or
         // `replace_key`.
         self.before_key_change(key);
-        let stored = self.map.take(key)?.0;
+        let stored = self.map.remove(key)?;
         self.unindex_key(key, stored.expires_at_ms(), stored.lease_id());
         Some(stored)
     }

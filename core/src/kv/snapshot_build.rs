@@ -68,8 +68,8 @@ impl KvStore {
         // (The map itself, not `stored_from`: `build` is borrowed meanwhile.)
         let mut current = self
             .map
-            .range::<[u8], _>((from, Bound::Unbounded))
-            .map(|record| (record.0.key(), &record.0))
+            .range_from(from)
+            .map(|record| (record.key(), record))
             .peekable();
         let mut saved = build
             .before
@@ -156,7 +156,7 @@ impl KvStore {
         // when deleted), so its creation needs nothing saved.
         if build.ahead(key) && !build.before.contains_key(key) {
             if let Some(record) = self.map.get(key) {
-                build.before.insert(key.into(), record.0.clone());
+                build.before.insert(key.into(), record.clone());
             }
         }
     }

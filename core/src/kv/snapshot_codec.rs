@@ -10,7 +10,8 @@ use prost::{DecodeError, Message};
 
 use super::history::History;
 use super::leases::Lease;
-use super::{fnv1a, ByKey, KeyMeta, KvStore, StoredValue};
+use super::records::Records;
+use super::{fnv1a, KeyMeta, KvStore, StoredValue};
 
 /// Snapshots at least this large are decoded by two threads, each taking about half of the
 /// bytes (the tree is then built in one pass as before). A node restarting with a million keys
@@ -355,9 +356,9 @@ impl KvStore {
                 lease.keys.insert(key.to_vec());
             }
         }
-        // Built in one pass from keys in order (a snapshot lists them sorted): the tree's nodes
-        // come out full, where inserting one key at a time leaves them about half empty.
-        store.map = parts.keys.into_iter().map(ByKey).collect();
+        // Built in one pass from keys in order (a snapshot lists them sorted): every chunk
+        // comes out full.
+        store.map = Records::from_sorted(parts.keys);
         for session in parts.sessions {
             store
                 .sessions_by_age

@@ -18,8 +18,6 @@
 //! The map orders records by key: [`ByKey`] wraps a record so that a set of them is a map from
 //! key to record, looked up by key bytes.
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::fmt;
 
 use paxkv_proto::client::ValueType;
@@ -230,38 +228,6 @@ impl fmt::Debug for StoredValue {
     }
 }
 
-/// A record in the map, ordered and looked up by its key alone.
-#[derive(Clone, Debug)]
-pub(super) struct ByKey(pub(super) StoredValue);
-
-impl Borrow<[u8]> for ByKey {
-    #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.0.key()
-    }
-}
-
-impl PartialEq for ByKey {
-    fn eq(&self, other: &ByKey) -> bool {
-        self.0.key() == other.0.key()
-    }
-}
-
-impl Eq for ByKey {}
-
-impl PartialOrd for ByKey {
-    fn partial_cmp(&self, other: &ByKey) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ByKey {
-    #[inline]
-    fn cmp(&self, other: &ByKey) -> Ordering {
-        self.0.key().cmp(other.0.key())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,25 +286,5 @@ mod tests {
             StoredValue::new(&[b'k'; 16], &leased, &[1; 100]).0.len(),
             135
         );
-    }
-
-    #[test]
-    fn records_in_a_set_are_found_and_ordered_by_their_keys() {
-        let record = |key: &[u8], version| {
-            let meta = KeyMeta {
-                version,
-                ..KeyMeta::default()
-            };
-            ByKey(StoredValue::new(key, &meta, b"value"))
-        };
-        let mut set = std::collections::BTreeSet::new();
-        for key in [&b"b"[..], b"a", b"ab", b"\xff"] {
-            set.insert(record(key, 1));
-        }
-        let old = set.replace(record(b"ab", 2)).unwrap();
-        assert_eq!(old.0.version(), 1);
-        assert_eq!(set.get(&b"ab"[..]).unwrap().0.version(), 2);
-        let keys: Vec<&[u8]> = set.iter().map(|record| record.0.key()).collect();
-        assert_eq!(keys, vec![&b"a"[..], b"ab", b"b", b"\xff"]);
     }
 }

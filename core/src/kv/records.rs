@@ -1,0 +1,340 @@
+//! The map of every key's record, ordered by key: sorted runs ("chunks") of at most
+//! `CHUNK_RECORDS` records, in key order.
+//!
+//! Why not a `BTreeSet`: its nodes hold 11 slots and split in the middle, so keys written in
+//! order (a fill, an import, keys with a time or a counter in them) leave every leaf half
+//! empty: at a million keys the tree took about 32 MB for 16 MB of record pointers. A chunk
+//! that overflows at its end splits there instead (the full one stays full), and one that
+//! overflows in its middle splits in halves, so a map filled in order is full and one filled
+//! at random about three quarters full. A chunk's room is reserved whole when it is made, so
+//! no chunk grows by doubling.
+//!
+//! A lookup is a binary search over the chunks' first keys, then one within the chunk; each
+//! comparison reads a key inside its record. An insert or a removal moves at most a chunk's
+//! slots (8 KiB), and a chunk made or dropped moves the list of chunks (24 bytes per 512
+//! records).
+
+use std::ops::Bound;
+
+use super::stored::StoredValue;
+
+/// Records per chunk at most.
+const CHUNK_RECORDS: usize = 512;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct Records {
+    /// Never empty ones; each sorted, and every key of one below every key of the next.
+    chunks: Vec<Vec<StoredValue>>,
+    len: usize,
+}
+
+/// Where a key is, or would go: the chunk, and the position in it.
+struct Place {
+    chunk: usize,
+    position: usize,
+    found: bool,
+}
+
+impl Records {
+    pub(super) fn new() -> Records {
+        Records::default()
+    }
+
+    /// The map of `records` (a snapshot's, which lists them in key order), chunks filled.
+    /// Records out of order are sorted first; of two with one key, the first stays.
+    pub(super) fn from_sorted(mut records: Vec<StoredValue>) -> Records {
+        if records
+            .windows(2)
+            .any(|pair| pair[0].key() >= pair[1].key())
+        {
+            records.sort_by(|a, b| a.key().cmp(b.key()));
+            records.dedup_by(|later, earlier| later.key() == earlier.key());
+        }
+        let len = records.len();
+        let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK_RECORDS));
+        let mut records = records.into_iter();
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK_RECORDS);
+            chunk.extend(records.by_ref().take(CHUNK_RECORDS));
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        Records { chunks, len }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn place(&self, key: &[u8]) -> Place {
+        // The last chunk whose first key is at most `key` (the first chunk if none is).
+        let chunk = self
+            .chunks
+            .partition_point(|chunk| chunk[0].key() <= key)
+            .saturating_sub(1);
+        let Some(records) = self.chunks.get(chunk) else {
+            return Place {
+                chunk: 0,
+                position: 0,
+                found: false,
+            };
+        };
+        match records.binary_search_by(|record| record.key().cmp(key)) {
+            Ok(position) => Place {
+                chunk,
+                position,
+                found: true,
+            },
+            Err(position) => Place {
+                chunk,
+                position,
+                found: false,
+            },
+        }
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Option<&StoredValue> {
+        let place = self.place(key);
+        place
+            .found
+            .then(|| &self.chunks[place.chunk][place.position])
+    }
+
+    pub(super) fn contains(&self, key: &[u8]) -> bool {
+        self.place(key).found
+    }
+
+    /// Stores `record` under its key; returns what was stored there before.
+    pub(super) fn insert(&mut self, record: StoredValue) -> Option<StoredValue> {
+        let place = self.place(record.key());
+        if place.found {
+            let slot = &mut self.chunks[place.chunk][place.position];
+            return Some(std::mem::replace(slot, record));
+        }
+        self.len += 1;
+        let Some(chunk) = self.chunks.get_mut(place.chunk) else {
+            let mut first = Vec::with_capacity(CHUNK_RECORDS);
+            first.push(record);
+            self.chunks.push(first);
+            return None;
+        };
+        if chunk.len() < CHUNK_RECORDS {
+            chunk.insert(place.position, record);
+            return None;
+        }
+        // Full: one past its end starts the next chunk (a fill in order leaves every chunk
+        // full); anywhere else splits it in halves.
+        let mut next = Vec::with_capacity(CHUNK_RECORDS);
+        if place.position == chunk.len() {
+            next.push(record);
+        } else {
+            next.extend(chunk.drain(CHUNK_RECORDS / 2..));
+            if place.position <= chunk.len() {
+                chunk.insert(place.position, record);
+            } else {
+                next.insert(place.position - CHUNK_RECORDS / 2, record);
+            }
+        }
+        self.chunks.insert(place.chunk + 1, next);
+        None
+    }
+
+    /// Removes `key`'s record and returns it.
+    pub(super) fn remove(&mut self, key: &[u8]) -> Option<StoredValue> {
+        let place = self.place(key);
+        if !place.found {
+            return None;
+        }
+        self.len -= 1;
+        let removed = self.chunks[place.chunk].remove(place.position);
+        // A chunk a quarter full joins its successor if both fit one, so that deleting most
+        // keys does not leave a chunk's room reserved for a few.
+        let left = self.chunks[place.chunk].len();
+        let next = place.chunk + 1;
+        if left == 0 {
+            self.chunks.remove(place.chunk);
+        } else if left <= CHUNK_RECORDS / 4
+            && next < self.chunks.len()
+            && left + self.chunks[next].len() <= CHUNK_RECORDS
+        {
+            let moved = self.chunks.remove(next);
+            self.chunks[place.chunk].extend(moved);
+        }
+        Some(removed)
+    }
+
+    /// The records from `start` on, in key order.
+    pub(super) fn range_from(&self, start: Bound<&[u8]>) -> impl Iterator<Item = &StoredValue> {
+        let (chunk, position) = match start {
+            Bound::Unbounded => (0, 0),
+            Bound::Included(key) => {
+                let place = self.place(key);
+                (place.chunk, place.position)
+            }
+            Bound::Excluded(key) => {
+                let place = self.place(key);
+                (place.chunk, place.position + usize::from(place.found))
+            }
+        };
+        let first = self
+            .chunks
+            .get(chunk)
+            .map_or(&[][..], |records| &records[position.min(records.len())..]);
+        let rest = self.chunks.get(chunk + 1..).unwrap_or(&[]);
+        first.iter().chain(rest.iter().flatten())
+    }
+
+    /// Chunks, and the records they have room for (for tests of the layout).
+    #[cfg(test)]
+    fn shape(&self) -> (usize, usize) {
+        (
+            self.chunks.len(),
+            self.chunks.iter().map(Vec::capacity).sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::stored::KeyMeta;
+    use std::collections::BTreeMap;
+
+    fn record(key: &[u8], version: u64) -> StoredValue {
+        let meta = KeyMeta {
+            version,
+            ..KeyMeta::default()
+        };
+        StoredValue::new(key, &meta, b"value")
+    }
+
+    fn key(n: u64) -> Vec<u8> {
+        format!("k{n:08}").into_bytes()
+    }
+
+    /// Every operation against a `BTreeMap` doing the same, over inserts in order, at random
+    /// and in reverse, then removals at random: the same answers and the same order, and no
+    /// chunk empty, overfull or out of order.
+    #[test]
+    fn the_map_answers_as_an_ordered_map_does() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut random = move |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        let mut records = Records::new();
+        let mut model: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+        let check = |records: &Records, model: &BTreeMap<Vec<u8>, u64>| {
+            assert_eq!(records.len(), model.len());
+            let all: Vec<(&[u8], u64)> = records
+                .range_from(Bound::Unbounded)
+                .map(|record| (record.key(), record.version()))
+                .collect();
+            let want: Vec<(&[u8], u64)> = model.iter().map(|(k, v)| (&k[..], *v)).collect();
+            assert_eq!(all, want);
+            for chunk in &records.chunks {
+                assert!(!chunk.is_empty() && chunk.len() <= CHUNK_RECORDS);
+            }
+        };
+        let mut version = 0;
+        let mut inserts: Vec<u64> = (0..3000).collect();
+        inserts.extend((0..3000).map(|_| random(20_000)));
+        inserts.extend((0..3000).rev().map(|n| n * 7 + 1));
+        for n in inserts {
+            version += 1;
+            let before = records.insert(record(&key(n), version));
+            let model_before = model.insert(key(n), version);
+            assert_eq!(before.map(|r| r.version()), model_before);
+        }
+        check(&records, &model);
+        for _ in 0..2000 {
+            let probe = key(random(25_000));
+            assert_eq!(
+                records.get(&probe).map(StoredValue::version),
+                model.get(&probe).copied()
+            );
+            assert_eq!(records.contains(&probe), model.contains_key(&probe));
+            let from: Vec<u64> = records
+                .range_from(Bound::Excluded(&probe))
+                .take(3)
+                .map(StoredValue::version)
+                .collect();
+            let want: Vec<u64> = model
+                .range::<[u8], _>((Bound::Excluded(&probe[..]), Bound::Unbounded))
+                .take(3)
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(from, want);
+            let from: Vec<u64> = records
+                .range_from(Bound::Included(&probe))
+                .take(3)
+                .map(StoredValue::version)
+                .collect();
+            let want: Vec<u64> = model
+                .range::<[u8], _>((Bound::Included(&probe[..]), Bound::Unbounded))
+                .take(3)
+                .map(|(_, v)| *v)
+                .collect();
+            assert_eq!(from, want);
+        }
+        for _ in 0..20_000 {
+            let probe = key(random(25_000));
+            assert_eq!(
+                records.remove(&probe).map(|r| r.version()),
+                model.remove(&probe)
+            );
+        }
+        check(&records, &model);
+        let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+        for k in keys {
+            assert!(records.remove(&k).is_some());
+        }
+        assert_eq!(records.len(), 0);
+        assert_eq!(records.shape().0, 0);
+        assert!(records.range_from(Bound::Unbounded).next().is_none());
+    }
+
+    /// Keys written in order fill every chunk; keys written at random fill them at least
+    /// half, about three quarters on average.
+    #[test]
+    fn keys_written_in_order_leave_every_chunk_full() {
+        let mut records = Records::new();
+        for n in 0..10 * CHUNK_RECORDS as u64 {
+            records.insert(record(&key(n), 1));
+        }
+        assert_eq!(records.shape(), (10, 10 * CHUNK_RECORDS));
+        let mut state = 12345_u64;
+        let mut random = Records::new();
+        for _ in 0..20 * CHUNK_RECORDS {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            random.insert(record(&key(state >> 40), 1));
+        }
+        let (chunks, room) = random.shape();
+        let fill = random.len() as f64 / room as f64;
+        assert!((0.6..0.9).contains(&fill), "{chunks} chunks {fill} full");
+    }
+
+    #[test]
+    fn records_from_a_snapshot_fill_their_chunks_and_come_out_in_order() {
+        let many: Vec<StoredValue> = (0..1300).map(|n| record(&key(n), n)).collect();
+        let records = Records::from_sorted(many);
+        assert_eq!(records.shape(), (3, 3 * CHUNK_RECORDS));
+        assert_eq!(
+            records.get(&key(1299)).map(StoredValue::version),
+            Some(1299)
+        );
+        let unsorted = vec![record(b"b", 1), record(b"a", 2), record(b"b", 3)];
+        let records = Records::from_sorted(unsorted);
+        let seen: Vec<(&[u8], u64)> = records
+            .range_from(Bound::Unbounded)
+            .map(|record| (record.key(), record.version()))
+            .collect();
+        assert_eq!(seen, vec![(&b"a"[..], 2), (&b"b"[..], 1)]);
+    }
+}
