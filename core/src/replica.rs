@@ -139,6 +139,9 @@ pub struct Replica {
 
 /// A snapshot waits for at least key count / this many entries since the last one.
 const SNAPSHOT_STATE_FRACTION: u64 = 8;
+/// Election timeouts a peer that is being sent a snapshot may stay silent (decoding it) and
+/// still keep the entries after the snapshot in the sender's memory.
+const SNAPSHOT_RECEIVER_SILENCE_TIMEOUTS: u64 = 20;
 
 impl Replica {
     /// Starts a replica from what the caller recovered (`DurableState::default()` for a new node).
@@ -942,10 +945,20 @@ impl Replica {
             return;
         }
         // A peer silent for an election timeout may be gone for good: it holds nothing back.
-        let live = |peer: NodeId| {
+        let heard_within = |peer: NodeId, millis: u64| {
             self.last_heard
                 .get(&peer)
-                .is_some_and(|at| self.now.millis_since(*at) <= self.config.election_timeout_ms)
+                .is_some_and(|at| self.now.millis_since(*at) <= millis)
+        };
+        let live = |peer: NodeId| heard_within(peer, self.config.election_timeout_ms);
+        // A peer installing a snapshot is silent while it decodes it (hundreds of ms at a
+        // million keys, seconds at ten million): were the entries after it let go meanwhile,
+        // its last acknowledgement would find it short of them, and it would need another.
+        let receiving = |peer: NodeId| {
+            heard_within(
+                peer,
+                self.config.election_timeout_ms * SNAPSHOT_RECEIVER_SILENCE_TIMEOUTS,
+            )
         };
         let forget_lacking =
             crate::planted::active(crate::planted::Bug::LogForgetsWhatFollowersLack);
@@ -957,7 +970,7 @@ impl Replica {
             }
         }
         if let Some(sent) = self
-            .lowest_snapshot_sent(live)
+            .lowest_snapshot_sent(receiving)
             .filter(|sent| *sent >= floor)
         {
             through = through.min(sent);

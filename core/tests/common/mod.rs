@@ -624,6 +624,11 @@ impl Cluster {
         }
     }
 
+    /// Drops every message `from` sends `to` (the other way still works).
+    pub fn cut_one_way(&mut self, from: NodeId, to: NodeId) {
+        self.faults.cut.insert((from, to));
+    }
+
     pub fn cut_both_ways(&mut self, x: NodeId, y: NodeId) {
         self.faults.cut.insert((x, y));
         self.faults.cut.insert((y, x));
