@@ -538,6 +538,13 @@ impl Replica {
 
     /// Whether this node and the peers whose last sign of life (`last_seen`) lies within an
     /// election timeout make a quorum.
+    /// Whether `node` was heard from within the last `millis` ms.
+    pub(crate) fn heard_within(&self, node: NodeId, millis: u64) -> bool {
+        self.last_heard
+            .get(&node)
+            .is_some_and(|at| self.now.millis_since(*at) < millis)
+    }
+
     pub(crate) fn quorum_seen_lately(&self, last_seen: impl Fn(NodeId) -> Option<Time>) -> bool {
         let window = self.config.election_timeout_ms;
         self.quorum().is_reached_by(|node| {
@@ -945,17 +952,12 @@ impl Replica {
             return;
         }
         // A peer silent for an election timeout may be gone for good: it holds nothing back.
-        let heard_within = |peer: NodeId, millis: u64| {
-            self.last_heard
-                .get(&peer)
-                .is_some_and(|at| self.now.millis_since(*at) <= millis)
-        };
-        let live = |peer: NodeId| heard_within(peer, self.config.election_timeout_ms);
+        let live = |peer: NodeId| self.heard_within(peer, self.config.election_timeout_ms);
         // A peer installing a snapshot is silent while it decodes it (hundreds of ms at a
         // million keys, seconds at ten million): were the entries after it let go meanwhile,
         // its last acknowledgement would find it short of them, and it would need another.
         let receiving = |peer: NodeId| {
-            heard_within(
+            self.heard_within(
                 peer,
                 self.config.election_timeout_ms * SNAPSHOT_RECEIVER_SILENCE_TIMEOUTS,
             )

@@ -231,6 +231,29 @@ fn partial_connectivity_chain_does_not_livelock() {
     settle_and_check(&mut cluster);
 }
 
+/// A cluster whose nodes keep `kept` applied entries in memory and take no snapshot of their
+/// own in these tests (the threshold is never reached).
+fn windowed_cluster(seed: u64, kept: u64) -> Cluster {
+    Cluster::with_config(3, seed, |config| {
+        config.log_entries_kept = kept;
+        config.snapshot_entries_threshold = 10_000;
+    })
+}
+
+/// Restarts `lagging`, which the leader's log no longer reaches: it must install a snapshot,
+/// catch up, and the cluster check out.
+fn restart_and_catch_up_from_a_snapshot(cluster: &mut Cluster, lagging: NodeId) {
+    cluster.restart(lagging);
+    cluster.run_for(2000);
+    let status = cluster.replica(lagging).unwrap().status();
+    assert!(
+        status.snapshot_index > 0,
+        "the lagging replica installed a snapshot"
+    );
+    assert!(cluster.converged(), "the lagging replica caught up");
+    settle_and_check(cluster);
+}
+
 #[test]
 fn whole_cluster_crash_and_restart_loses_no_acknowledged_write() {
     whole_cluster_crash_and_restart(Cluster::new(3, 7));
@@ -240,10 +263,7 @@ fn whole_cluster_crash_and_restart_loses_no_acknowledged_write() {
 /// storage alone: a restart of every node still finds them.
 #[test]
 fn whole_cluster_restart_finds_the_entries_only_storage_kept() {
-    whole_cluster_crash_and_restart(Cluster::with_config(3, 7, |config| {
-        config.log_entries_kept = 0;
-        config.snapshot_entries_threshold = 10_000;
-    }));
+    whole_cluster_crash_and_restart(windowed_cluster(7, 0));
 }
 
 fn whole_cluster_crash_and_restart(mut cluster: Cluster) {
@@ -281,10 +301,7 @@ fn whole_cluster_crash_and_restart(mut cluster: Cluster) {
 /// covers them yet; a follower that was down meanwhile gets a snapshot encoded for it.
 #[test]
 fn a_follower_behind_the_entries_kept_in_memory_gets_a_snapshot() {
-    let mut cluster = Cluster::with_config(3, 21, |config| {
-        config.log_entries_kept = 10;
-        config.snapshot_entries_threshold = 10_000;
-    });
+    let mut cluster = windowed_cluster(21, 10);
     elect(&mut cluster);
     let leader = cluster.leader().unwrap();
     let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
@@ -300,15 +317,7 @@ fn a_follower_behind_the_entries_kept_in_memory_gets_a_snapshot() {
         "the leader let go of the old entries (first in memory: {}): {status:?}",
         status.log_first_index
     );
-    cluster.restart(lagging);
-    cluster.run_for(2000);
-    let status = cluster.replica(lagging).unwrap().status();
-    assert!(
-        status.snapshot_index > 0,
-        "the lagging replica installed a snapshot"
-    );
-    assert!(cluster.converged(), "the lagging replica caught up");
-    settle_and_check(&mut cluster);
+    restart_and_catch_up_from_a_snapshot(&mut cluster, lagging);
 }
 
 /// A peer installing a snapshot says nothing while it decodes it (seconds, at ten million
@@ -317,10 +326,7 @@ fn a_follower_behind_the_entries_kept_in_memory_gets_a_snapshot() {
 /// acknowledgements are lost for a second while the writes go on.
 #[test]
 fn a_peer_silent_while_it_installs_a_snapshot_continues_from_the_log() {
-    let mut cluster = Cluster::with_config(3, 23, |config| {
-        config.log_entries_kept = 5;
-        config.snapshot_entries_threshold = 10_000;
-    });
+    let mut cluster = windowed_cluster(23, 5);
     elect(&mut cluster);
     let leader = cluster.leader().unwrap();
     let lagging = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
@@ -354,10 +360,7 @@ fn a_peer_silent_while_it_installs_a_snapshot_continues_from_the_log() {
 /// catches up from the log without a snapshot.
 #[test]
 fn a_follower_briefly_cut_off_catches_up_from_the_entries_kept_for_it() {
-    let mut cluster = Cluster::with_config(3, 22, |config| {
-        config.log_entries_kept = 0;
-        config.snapshot_entries_threshold = 10_000;
-    });
+    let mut cluster = windowed_cluster(22, 0);
     elect(&mut cluster);
     let leader = cluster.leader().unwrap();
     let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
@@ -409,15 +412,7 @@ fn replica_far_behind_catches_up_from_a_snapshot() {
         leader_snapshot >= 20,
         "the leader compacted its log (snapshot at {leader_snapshot})"
     );
-    cluster.restart(lagging);
-    cluster.run_for(2000);
-    let status = cluster.replica(lagging).unwrap().status();
-    assert!(
-        status.snapshot_index > 0,
-        "the lagging replica installed a snapshot"
-    );
-    assert!(cluster.converged(), "the lagging replica caught up");
-    settle_and_check(&mut cluster);
+    restart_and_catch_up_from_a_snapshot(&mut cluster, lagging);
 }
 
 #[test]

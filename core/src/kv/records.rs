@@ -258,28 +258,19 @@ mod tests {
                 model.get(&probe).copied()
             );
             assert_eq!(records.contains(&probe), model.contains_key(&probe));
-            let from: Vec<u64> = records
-                .range_from(Bound::Excluded(&probe))
-                .take(3)
-                .map(StoredValue::version)
-                .collect();
-            let want: Vec<u64> = model
-                .range::<[u8], _>((Bound::Excluded(&probe[..]), Bound::Unbounded))
-                .take(3)
-                .map(|(_, v)| *v)
-                .collect();
-            assert_eq!(from, want);
-            let from: Vec<u64> = records
-                .range_from(Bound::Included(&probe))
-                .take(3)
-                .map(StoredValue::version)
-                .collect();
-            let want: Vec<u64> = model
-                .range::<[u8], _>((Bound::Included(&probe[..]), Bound::Unbounded))
-                .take(3)
-                .map(|(_, v)| *v)
-                .collect();
-            assert_eq!(from, want);
+            for bound in [Bound::Excluded(&probe[..]), Bound::Included(&probe[..])] {
+                let from: Vec<u64> = records
+                    .range_from(bound)
+                    .take(3)
+                    .map(StoredValue::version)
+                    .collect();
+                let want: Vec<u64> = model
+                    .range::<[u8], _>((bound, Bound::Unbounded))
+                    .take(3)
+                    .map(|(_, v)| *v)
+                    .collect();
+                assert_eq!(from, want);
+            }
         }
         for _ in 0..20_000 {
             let probe = key(random(25_000));

@@ -302,11 +302,7 @@ impl Replica {
                 (self.log.stable_last(), true)
             } else {
                 let matched = leader.and_then(|leader| leader.match_index(node));
-                let heard = self.last_heard.get(&node);
-                (
-                    matched.unwrap_or(0),
-                    heard.is_some_and(|at| self.now.millis_since(*at) < window),
-                )
+                (matched.unwrap_or(0), self.heard_within(node, window))
             };
             Member {
                 node_id: node.0,
