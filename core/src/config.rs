@@ -38,6 +38,11 @@ pub struct ReplicaConfig {
     /// slices between other work, never in one stop (the simulator lowers it, so that small
     /// states are encoded over many turns with writes in between).
     pub snapshot_step_bytes: usize,
+    /// Bytes of a snapshot for disk handed to storage and not yet written (as the caller
+    /// reports them, `Replica::set_snapshot_write_backlog`) at which encoding pauses until
+    /// storage catches up: encoding outruns a disk that syncs every slice, and the bytes in
+    /// between wait in memory (at a million keys, tens of MB held, then freed at once).
+    pub snapshot_write_backlog_max: usize,
     /// Committed entries applied per ready at most (`APPLY_ENTRIES_PER_READY_MAX`; the
     /// simulator lowers it, so that reads and messages arrive while committed entries wait).
     pub apply_entries_per_ready: u64,
@@ -69,6 +74,9 @@ pub const SNAPSHOT_ENTRIES_THRESHOLD_DEFAULT: u64 = 10_000;
 pub const LOG_ENTRIES_KEPT_DEFAULT: u64 = 10_000;
 /// Snapshot bytes encoded per turn unless configured: about a millisecond of work.
 pub const SNAPSHOT_STEP_BYTES_DEFAULT: usize = 256 * 1024;
+/// Snapshot bytes waiting for storage at which encoding pauses, unless configured: four of
+/// storage's 512 KiB synced slices, so the writer never waits for the encoder either.
+pub const SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT: usize = 2 * 1024 * 1024;
 
 impl ReplicaConfig {
     /// A configuration with the defaults `kv-server` uses when no flag says otherwise.
@@ -86,6 +94,7 @@ impl ReplicaConfig {
             log_tick_interval_ms: 100,
             snapshot_chunk_bytes: crate::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: SNAPSHOT_STEP_BYTES_DEFAULT,
+            snapshot_write_backlog_max: SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT,
             apply_entries_per_ready: crate::APPLY_ENTRIES_PER_READY_MAX,
             report_committed_entries: false,
             sessions_max: crate::kv::SESSIONS_MAX,
@@ -130,13 +139,14 @@ impl ReplicaConfig {
             || self.log_tick_interval_ms == 0
             || self.snapshot_chunk_bytes == 0
             || self.snapshot_step_bytes == 0
+            || self.snapshot_write_backlog_max == 0
             || self.apply_entries_per_ready == 0
             || self.sessions_max == 0
             || self.snapshot_chunk_bytes > crate::SNAPSHOT_CHUNK_BYTES
         {
             return invalid(
-                "snapshot threshold, uncommitted limit, tick interval, snapshot chunk and step \
-                 sizes, entries applied per turn and sessions kept must be positive (chunks at \
+                "snapshot threshold, uncommitted limit, tick interval, snapshot chunk, step and \
+                 backlog sizes, entries applied per turn and sessions kept must be positive (chunks at \
                  most SNAPSHOT_CHUNK_BYTES)"
                     .into(),
             );

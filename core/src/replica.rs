@@ -104,6 +104,9 @@ pub struct Replica {
     pub(crate) snapshot_write: Option<SnapshotWrite>,
     /// What storage takes with the next ready of the snapshot being handed over in parts.
     pub(crate) snapshot_part: Option<crate::ready::SnapshotPart>,
+    /// Bytes of a snapshot storage took in parts and has not written yet, as the caller last
+    /// said (`set_snapshot_write_backlog`).
+    pub(crate) snapshot_write_backlog: usize,
     pub(crate) incoming_snapshot: Option<IncomingSnapshot>,
     pub(crate) outgoing_snapshots: BTreeMap<NodeId, OutgoingSnapshot>,
 
@@ -266,6 +269,7 @@ impl Replica {
             snapshot_waiting: BTreeMap::new(),
             snapshot_write: None,
             snapshot_part: None,
+            snapshot_write_backlog: 0,
             incoming_snapshot: None,
             outgoing_snapshots: BTreeMap::new(),
             revision_waiters: Vec::new(),
@@ -716,6 +720,8 @@ impl Replica {
                     .snapshot_part
                     .as_ref()
                     .is_some_and(|part| part.end.is_some())
+                // Encoding waits for storage, which has yet to take what is encoded.
+                || (self.snapshot_part.is_some() && self.snapshot_encoding_paused())
                 || !self.messages.is_empty()
                 || !self.messages_after_persist.is_empty()
                 || !self.responses.is_empty()
@@ -743,7 +749,14 @@ impl Replica {
     /// the caller does it with `do_background_work` when it has no input to take, a slice at
     /// a time, and after it asks `has_ready` again.
     pub fn has_background_work(&self) -> bool {
-        self.snapshot_building.is_some()
+        self.snapshot_building.is_some() && !self.snapshot_encoding_paused()
+    }
+
+    /// How many bytes of a snapshot handed over in parts storage has yet to write. While they
+    /// reach `ReplicaConfig::snapshot_write_backlog_max`, the encoding waits (neither a ready
+    /// nor `do_background_work` takes a slice): tell it again before each.
+    pub fn set_snapshot_write_backlog(&mut self, bytes: usize) {
+        self.snapshot_write_backlog = bytes;
     }
 
     /// Whether the last ready left committed entries unapplied (it applies at most

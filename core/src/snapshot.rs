@@ -115,6 +115,9 @@ impl Replica {
             self.restart_waiting_transfers();
             return;
         }
+        if self.snapshot_encoding_paused() {
+            return;
+        }
         let complete = self.kv.continue_snapshot(self.config.snapshot_step_bytes);
         if streamed {
             match complete {
@@ -152,6 +155,22 @@ impl Replica {
             self.snapshot = Some((meta, data));
             self.restart_waiting_transfers();
         }
+    }
+
+    /// Whether the snapshot being handed to storage in parts waits for storage to write what
+    /// it has (the parts of the next ready count too): encoding ahead of the disk only holds
+    /// the bytes in memory meanwhile. A snapshot held whole (for a transfer) never waits.
+    pub(crate) fn snapshot_encoding_paused(&self) -> bool {
+        let streamed = self
+            .snapshot_building
+            .as_ref()
+            .is_some_and(|building| building.streamed);
+        let unwritten = self.snapshot_write_backlog
+            + self
+                .snapshot_part
+                .as_ref()
+                .map_or(0, |part| part.pieces.iter().map(Vec::len).sum::<usize>());
+        streamed && unwritten >= self.config.snapshot_write_backlog_max
     }
 
     /// Starts the transfers that waited for a snapshot, if still asked for in the same ballot

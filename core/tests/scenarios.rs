@@ -320,6 +320,60 @@ fn a_follower_behind_the_entries_kept_in_memory_gets_a_snapshot() {
     restart_and_catch_up_from_a_snapshot(&mut cluster, lagging);
 }
 
+fn set_snapshot_write_backlogs(cluster: &mut Cluster, bytes: usize) {
+    for node in cluster.nodes.values_mut() {
+        if let Some(replica) = node.replica.as_mut() {
+            replica.set_snapshot_write_backlog(bytes);
+        }
+    }
+}
+
+fn disk_snapshot_index(cluster: &Cluster, id: NodeId) -> u64 {
+    let snapshot = cluster.nodes[&id].disk.state.snapshot.as_ref();
+    snapshot.map_or(0, |(meta, _)| meta.index)
+}
+
+/// A node pauses the snapshot it hands to storage in parts while storage has as many of its
+/// bytes still to write as the bound allows (encoding ahead of the disk only holds them in
+/// memory), and finishes it once storage catches up; writes commit all the while.
+#[test]
+fn a_snapshot_waits_for_the_disk_to_write_what_it_was_given() {
+    let mut cluster = Cluster::with_config(3, 23, |config| {
+        config.snapshot_entries_threshold = 20;
+        config.snapshot_step_bytes = 64;
+        config.snapshot_write_backlog_max = 4096;
+    });
+    set_snapshot_write_backlogs(&mut cluster, 4096);
+    elect(&mut cluster);
+    assert_eq!(write_keys(&mut cluster, 1, 1, 60), 60);
+    cluster.run_for(2000);
+    for id in cluster.ids() {
+        let status = cluster.replica(id).unwrap().status();
+        assert!(status.applied_index >= 60, "{id} applied the writes");
+        assert_eq!(
+            status.snapshot_index, 0,
+            "{id} finished a snapshot the disk had no room for"
+        );
+        assert_eq!(disk_snapshot_index(&cluster, id), 0, "{id}");
+    }
+    // Just under the bound, the encoding goes on (its own parts count towards it too).
+    set_snapshot_write_backlogs(&mut cluster, 1024);
+    cluster.run_for(2000);
+    for id in cluster.ids() {
+        let status = cluster.replica(id).unwrap().status();
+        assert!(
+            status.snapshot_index >= 20,
+            "{id} finished its snapshot: {status:?}"
+        );
+        assert_eq!(
+            disk_snapshot_index(&cluster, id),
+            status.snapshot_index,
+            "{id}"
+        );
+    }
+    settle_and_check(&mut cluster);
+}
+
 /// A peer installing a snapshot says nothing while it decodes it (seconds, at ten million
 /// keys): the leader keeps the entries after the snapshot meanwhile, or the peer's last
 /// acknowledgement would find them gone and it would need a second snapshot. Here its

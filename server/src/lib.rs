@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// Snapshot bytes encoded per turn of the node loop
     /// (`paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT` unless testing).
     pub snapshot_step_bytes: usize,
+    /// Snapshot bytes waiting for the disk at which encoding pauses
+    /// (`paxkv_core::SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT` unless testing).
+    pub snapshot_write_backlog_max: usize,
     /// Committed entries applied per turn at most (`paxkv_core::APPLY_ENTRIES_PER_READY_MAX`
     /// unless testing).
     pub apply_entries_per_ready: u64,
@@ -192,6 +195,7 @@ pub async fn start_node(
     replica_config.log_entries_kept = config.log_entries_kept;
     replica_config.snapshot_chunk_bytes = config.snapshot_chunk_bytes;
     replica_config.snapshot_step_bytes = config.snapshot_step_bytes;
+    replica_config.snapshot_write_backlog_max = config.snapshot_write_backlog_max;
     replica_config.apply_entries_per_ready = config.apply_entries_per_ready;
     replica_config.sessions_max = config.sessions_max;
     let rebuilding = tokio::time::Instant::now();
@@ -434,6 +438,7 @@ mod tests {
             log_entries_kept: paxkv_core::LOG_ENTRIES_KEPT_DEFAULT,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
+            snapshot_write_backlog_max: paxkv_core::SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT,
             apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: Some(1),

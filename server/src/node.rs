@@ -87,6 +87,8 @@ pub struct NodeMetrics {
 pub struct Node {
     replica: Replica,
     storage: Option<Box<dyn Storage>>,
+    /// The snapshot bytes storage has yet to write, told to the replica before each turn.
+    snapshot_backlog: crate::storage::SnapshotBacklog,
     clock: NodeClock,
     peers: Arc<PeerDirectory>,
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
@@ -170,7 +172,9 @@ impl Node {
         leader_board: Arc<LeaderBoard>,
     ) -> Node {
         let published = replica.kv().revision();
+        let snapshot_backlog = storage.snapshot_backlog();
         Node {
+            snapshot_backlog,
             leader_board,
             feed,
             published,
@@ -198,6 +202,8 @@ impl Node {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(TICK_MS));
         self.learn_configuration();
         loop {
+            self.replica
+                .set_snapshot_write_backlog(self.snapshot_backlog.bytes());
             // Biased: a fixed polling order keeps simulated runs deterministic (tokio's random
             // order draws from process-wide state); the rare events come first so a flood of
             // inputs cannot starve them.
@@ -226,6 +232,8 @@ impl Node {
                 self.replica.remember_peer_incarnation(peer, incarnation);
             }
             while self.replica.has_ready() {
+                self.replica
+                    .set_snapshot_write_backlog(self.snapshot_backlog.bytes());
                 let ready = self.replica.ready();
                 self.handle_ready(ready, &mut inputs, &mut ticker).await?;
                 self.publish_changes();

@@ -61,6 +61,7 @@ async fn start_cluster() -> Cluster {
             log_entries_kept: paxkv_core::LOG_ENTRIES_KEPT_DEFAULT,
             snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
             snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
+            snapshot_write_backlog_max: paxkv_core::SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT,
             apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,
             sessions_max: paxkv_core::kv::SESSIONS_MAX,
             seed: None,

@@ -31,6 +31,8 @@ mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use paxkv_core::{DurableState, LogWrite, SnapshotPart, SnapshotWrite};
 use paxkv_proto::peer::HardState;
@@ -93,6 +95,35 @@ fn sync_directory(dir: &Path) -> Result<(), StorageError> {
         .map_err(io_error(dir))
 }
 
+/// Bytes of a snapshot handed over in parts (`Storage::write_snapshot_part`) that storage has
+/// not written yet, read by the node loop while storage is away syncing: the replica pauses
+/// its encoding while they are many (`Replica::set_snapshot_write_backlog`).
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotBacklog(Arc<AtomicUsize>);
+
+impl SnapshotBacklog {
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn handed_over(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn written(&self, bytes: usize) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+                Some(now.saturating_sub(bytes))
+            });
+    }
+
+    /// Nothing is waiting any more (the writer stopped, whatever it had left).
+    pub fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Where a replica's state survives crashes. `persist` returns only once everything it was
 /// given is durable.
 pub trait Storage: Send + 'static {
@@ -128,6 +159,11 @@ pub trait Storage: Send + 'static {
     /// takes as long as it takes, inside `sync`).
     fn simulated_sync_delay(&mut self) -> std::time::Duration {
         std::time::Duration::from_millis(4)
+    }
+    /// Where this storage counts the snapshot bytes it took and has yet to write (a storage
+    /// that writes them as it takes them never has any).
+    fn snapshot_backlog(&self) -> SnapshotBacklog {
+        SnapshotBacklog::default()
     }
     /// The snapshot the last `load` returned, already decoded, if this storage decoded it
     /// while it read the log (`Replica::new` then need not; it decodes the bytes otherwise).

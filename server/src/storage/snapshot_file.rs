@@ -97,11 +97,23 @@ pub(super) fn write_streamed(
     dir: &Path,
     meta: &SnapshotMeta,
     bytes: std::sync::mpsc::Receiver<Streamed>,
+    backlog: &super::SnapshotBacklog,
 ) -> Result<bool, StorageError> {
+    // However the writer stops, nothing it was handed waits any more.
+    struct ClearOnExit<'a>(&'a super::SnapshotBacklog);
+    impl Drop for ClearOnExit<'_> {
+        fn drop(&mut self) {
+            self.0.clear();
+        }
+    }
+    let _clear = ClearOnExit(backlog);
     let mut writer = SnapshotFileWriter::create(dir, meta)?;
     loop {
         match bytes.recv() {
-            Ok(Streamed::Bytes(piece)) => writer.append(&piece)?,
+            Ok(Streamed::Bytes(piece)) => {
+                writer.append(&piece)?;
+                backlog.written(piece.len());
+            }
             Ok(Streamed::Complete) => {
                 writer.finish()?;
                 return Ok(true);

@@ -55,6 +55,8 @@ pub struct DiskStorage {
     segment_last_index: std::collections::BTreeMap<u64, u64>,
     /// The local snapshot being written by its own thread, if any.
     writing: Option<SnapshotInWriting>,
+    /// What that thread has been handed and not written yet.
+    snapshot_backlog: super::SnapshotBacklog,
     /// A durable snapshot whose covered segments go after the next sync.
     trim_after_sync: Option<u64>,
     /// The thread removing covered segments, if any (see `drop_segments_covered_by`).
@@ -163,6 +165,7 @@ impl DiskStorage {
             segment: None,
             segment_last_index: std::collections::BTreeMap::new(),
             writing: None,
+            snapshot_backlog: super::SnapshotBacklog::default(),
             trim_after_sync: None,
             removing: None,
             unsynced: false,
@@ -683,9 +686,10 @@ impl Storage for DiskStorage {
             }
             let (sender, receiver) = std::sync::mpsc::channel();
             let (dir, meta) = (self.dir.clone(), part.meta.clone());
+            let backlog = self.snapshot_backlog.clone();
             let thread = std::thread::Builder::new()
                 .name("snapshot-writer".into())
-                .spawn(move || snapshot_file::write_streamed(&dir, &meta, receiver))
+                .spawn(move || snapshot_file::write_streamed(&dir, &meta, receiver, &backlog))
                 .map_err(io_error(&self.dir))?;
             self.writing = Some(SnapshotInWriting {
                 meta: part.meta.clone(),
@@ -702,7 +706,11 @@ impl Storage for DiskStorage {
         };
         // A send fails only once the writer stopped on an error, which joining it reports.
         for piece in part.pieces {
-            let _ = stream.send(snapshot_file::Streamed::Bytes(piece));
+            let bytes = piece.len();
+            self.snapshot_backlog.handed_over(bytes);
+            if stream.send(snapshot_file::Streamed::Bytes(piece)).is_err() {
+                self.snapshot_backlog.written(bytes);
+            }
         }
         match part.end {
             Some(SnapshotEnd::Complete) => {
@@ -729,6 +737,10 @@ impl Storage for DiskStorage {
 
     fn take_decoded_snapshot(&mut self) -> Option<paxkv_core::KvStore> {
         self.decoded_snapshot.take()
+    }
+
+    fn snapshot_backlog(&self) -> super::SnapshotBacklog {
+        self.snapshot_backlog.clone()
     }
 }
 
@@ -901,10 +913,19 @@ mod tests {
         // Not complete: the writer waits for more, nothing is the snapshot yet.
         assert!(storage.writing.as_ref().unwrap().stream.is_some());
         assert!(!dir.path().join("snapshot").exists());
+        // What it was handed leaves the backlog as it is written, while it waits for more.
+        let backlog = storage.snapshot_backlog();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while backlog.bytes() > 0 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(backlog.bytes(), 0, "the writer counted what it wrote");
+        assert!(!storage.writing.as_ref().unwrap().thread.is_finished());
         storage
             .write_snapshot_part(part(5, false, &[b"cd", b"e"], Some(SnapshotEnd::Complete)))
             .unwrap();
         storage.finish_snapshot(true).unwrap();
+        assert_eq!(backlog.bytes(), 0);
         storage.sync().unwrap();
         assert!(storage.finish_removing(true).unwrap());
         assert_eq!(storage.segment_paths().unwrap().len(), 1);

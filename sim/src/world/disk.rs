@@ -55,6 +55,9 @@ pub struct SimStorage {
     /// A fast disk (flash with a write cache that survives power loss) syncs in microseconds.
     pub(super) fast: bool,
     pub(super) disk: Arc<Mutex<SimDisk>>,
+    /// The bytes of snapshot parts taken since the last sync: what a real disk's writer would
+    /// still have to write, so that nodes pause their encoding as they do on a real disk.
+    pub(super) backlog: paxkv_server::storage::SnapshotBacklog,
 }
 
 impl SimStorage {
@@ -72,6 +75,7 @@ impl SimStorage {
         disk.fail_next_sync = false;
         disk.writing = None;
         disk.assembly.clear();
+        self.backlog.clear();
         (kept, pending - kept)
     }
 
@@ -124,6 +128,8 @@ impl Storage for SimStorage {
         if let Some(write) = disk.assembly.add(&part, skip && part.first) {
             disk.writing = Some((write, thread_rng().gen_range(0..4)));
         }
+        self.backlog
+            .handed_over(part.pieces.iter().map(Vec::len).sum());
         Ok(())
     }
 
@@ -137,6 +143,7 @@ impl Storage for SimStorage {
         }
         let all = disk.unsynced.len();
         disk.keep_unsynced(all);
+        self.backlog.clear();
         disk.syncs += 1;
         match &mut disk.writing {
             Some((_, 0)) => disk.finish_snapshot(),
@@ -148,6 +155,10 @@ impl Storage for SimStorage {
 
     fn sync_count(&self) -> u64 {
         self.disk.lock().expect("not poisoned").syncs
+    }
+
+    fn snapshot_backlog(&self) -> paxkv_server::storage::SnapshotBacklog {
+        self.backlog.clone()
     }
 
     /// A healthy disk syncs in 10 us to 1 ms (fast) or 1 to 8 ms, a slow one in 20 ms to 2.5 s.

@@ -93,6 +93,7 @@ pub(super) fn start_sim_node(
                     log_entries_kept: shared.options.log_entries_kept,
                     snapshot_chunk_bytes: shared.options.snapshot_chunk_bytes,
                     snapshot_step_bytes: shared.options.snapshot_step_bytes,
+                    snapshot_write_backlog_max: shared.options.snapshot_write_backlog_max,
                     apply_entries_per_ready: shared.options.apply_entries_per_ready,
                     sessions_max: shared.options.sessions_max,
                     seed: Some(seed),

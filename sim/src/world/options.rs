@@ -79,6 +79,10 @@ pub struct SimOptions {
     /// snapshot threshold of 200), so that logs let entries go that no snapshot covers yet and
     /// a peer a little behind needs a snapshot; the default (never reached) in the others.
     pub log_entries_kept: u64,
+    /// Snapshot bytes waiting for the disk at which a node pauses encoding: 1 to 2,000 in half
+    /// the seeds (the simulated disk counts the parts it took since its last sync), so that
+    /// snapshots pause and resume between syncs; the default (never reached) in the others.
+    pub snapshot_write_backlog_max: usize,
     /// Client processes that speak the Redis protocol (2 or 3; none in half the seeds), each
     /// to one node's RESP port (a different one each), on keys of their own.
     pub resp_clients: u64,
@@ -205,7 +209,14 @@ impl SimOptions {
         } else {
             paxkv_core::LOG_ENTRIES_KEPT_DEFAULT
         };
+        // Drawn after everything else, for the same reason.
+        let snapshot_write_backlog_max = if rng.gen_bool(0.5) {
+            rng.gen_range(1..=2000)
+        } else {
+            paxkv_core::SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT
+        };
         SimOptions {
+            snapshot_write_backlog_max,
             log_entries_kept,
             apply_entries_per_ready,
             snapshot_step_bytes,
@@ -256,7 +267,8 @@ impl SimOptions {
                "snapshot_step_bytes": self.snapshot_step_bytes,
                "apply_entries_per_ready": self.apply_entries_per_ready,
                "sessions_max": self.sessions_max, "resp_clients": self.resp_clients,
-               "log_entries_kept": self.log_entries_kept})
+               "log_entries_kept": self.log_entries_kept,
+               "snapshot_write_backlog_max": self.snapshot_write_backlog_max})
     }
 }
 
