@@ -124,17 +124,48 @@ impl Records {
             chunk.insert(place.position, record);
             return None;
         }
-        // Full: one past its end starts the next chunk (a fill in order leaves every chunk
-        // full); anywhere else splits it in halves.
+        // Full: a neighbour with room takes the record at this chunk's edge. Writers running
+        // side by side fill keys almost in order, each a little behind another: without this,
+        // every key that came late to a full chunk split it, and both halves stayed half empty
+        // (a million-key fill from 256 writers left its chunks 60% full, 10 MB of room).
+        let position = place.position;
+        let next = place.chunk + 1;
+        if self
+            .chunks
+            .get(next)
+            .is_some_and(|n| n.len() < CHUNK_RECORDS)
+        {
+            let chunk = &mut self.chunks[place.chunk];
+            let spilled = if position == chunk.len() {
+                record
+            } else {
+                // (Out first, so the chunk never grows past its room.)
+                let last = chunk.pop().expect("a full chunk");
+                chunk.insert(position, record);
+                last
+            };
+            self.chunks[next].insert(0, spilled);
+            return None;
+        }
+        if place.chunk > 0 && position > 0 && self.chunks[place.chunk - 1].len() < CHUNK_RECORDS {
+            let chunk = &mut self.chunks[place.chunk];
+            let first = chunk.remove(0);
+            chunk.insert(position - 1, record);
+            self.chunks[place.chunk - 1].push(first);
+            return None;
+        }
+        // Neither has room: one past its end starts the next chunk (a fill in order leaves
+        // every chunk full); anywhere else splits it in halves.
+        let chunk = &mut self.chunks[place.chunk];
         let mut next = Vec::with_capacity(CHUNK_RECORDS);
-        if place.position == chunk.len() {
+        if position == chunk.len() {
             next.push(record);
         } else {
             next.extend(chunk.drain(CHUNK_RECORDS / 2..));
-            if place.position <= chunk.len() {
-                chunk.insert(place.position, record);
+            if position <= chunk.len() {
+                chunk.insert(position, record);
             } else {
-                next.insert(place.position - CHUNK_RECORDS / 2, record);
+                next.insert(position - CHUNK_RECORDS / 2, record);
             }
         }
         self.chunks.insert(place.chunk + 1, next);
@@ -289,8 +320,9 @@ mod tests {
         assert!(records.range_from(Bound::Unbounded).next().is_none());
     }
 
-    /// Keys written in order fill every chunk; keys written at random fill them at least
-    /// half, about three quarters on average.
+    /// Keys written in order fill every chunk, and so do keys written almost in order (each
+    /// up to 300 places late, as writers side by side leave them); keys written at random fill
+    /// them more than half.
     #[test]
     fn keys_written_in_order_leave_every_chunk_full() {
         let mut records = Records::new();
@@ -298,6 +330,21 @@ mod tests {
             records.insert(record(&key(n), 1));
         }
         assert_eq!(records.shape(), (10, 10 * CHUNK_RECORDS));
+        let mut late = Records::new();
+        let count = 40 * CHUNK_RECORDS as u64;
+        // Blocks of 300 keys, each block written from its end back to its start.
+        for block in (0..count).step_by(300) {
+            for n in (block..(block + 300).min(count)).rev() {
+                late.insert(record(&key(n), 1));
+            }
+        }
+        let (chunks, room) = late.shape();
+        assert_eq!(late.len() as u64, count);
+        assert!(
+            chunks <= 41,
+            "{chunks} chunks for {count} keys written a little late"
+        );
+        assert_eq!(room, chunks * CHUNK_RECORDS);
         let mut state = 12345_u64;
         let mut random = Records::new();
         for _ in 0..20 * CHUNK_RECORDS {
@@ -308,7 +355,7 @@ mod tests {
         }
         let (chunks, room) = random.shape();
         let fill = random.len() as f64 / room as f64;
-        assert!((0.6..0.9).contains(&fill), "{chunks} chunks {fill} full");
+        assert!((0.6..0.95).contains(&fill), "{chunks} chunks {fill} full");
     }
 
     #[test]
