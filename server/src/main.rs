@@ -82,6 +82,11 @@ struct Args {
     /// snapshot. Older entries stay on disk until a snapshot covers them.
     #[arg(long, default_value_t = paxkv_core::LOG_ENTRIES_KEPT_DEFAULT)]
     log_entries_kept: u64,
+    /// Committed entries applied per turn of the node loop at most: a long run of them (a
+    /// restart, a follower catching up) is applied in such slices, with peer messages and
+    /// requests taken between them.
+    #[arg(long, default_value_t = paxkv_core::APPLY_ENTRIES_PER_READY_MAX)]
+    apply_entries_per_turn: u64,
     /// Serve the Redis protocol (RESP2 and RESP3) on this exact address, such as [::1]:6379:
     /// any Redis client can then use the cluster through any node. Off unless set.
     #[arg(long, env = "PAXKV_RESP_ADDR")]
@@ -171,7 +176,7 @@ fn node_config(args: Args) -> anyhow::Result<NodeConfig> {
         snapshot_chunk_bytes: paxkv_core::SNAPSHOT_CHUNK_BYTES,
         snapshot_step_bytes: paxkv_core::SNAPSHOT_STEP_BYTES_DEFAULT,
         snapshot_write_backlog_max: paxkv_core::SNAPSHOT_WRITE_BACKLOG_MAX_DEFAULT,
-        apply_entries_per_ready: paxkv_core::APPLY_ENTRIES_PER_READY_MAX,
+        apply_entries_per_ready: args.apply_entries_per_turn,
         sessions_max: paxkv_core::kv::SESSIONS_MAX,
         seed: None,
         resp,
