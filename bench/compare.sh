@@ -111,8 +111,9 @@ leaders_seen() { # store -> how many leaders each of nodes 1-3 has seen so far, 
     local i
     for i in 1 2 3; do
         if [ "$1" = paxkv ]; then
-            # A node logs "leader changed" each time it learns of a new leader.
-            grep -c 'leader changed' "$WORK/paxkv/$i.log" || true
+            # A node logs "leader changed" each time it learns of a leader, with its ballot: a
+            # new ballot is an election, the same one again a node that restarted and relearnt it.
+            grep -o 'leader changed leader=[0-9]* ballot=[0-9.]*' "$WORK/paxkv/$i.log" | sort -u | wc -l || true
         else
             python3 - "http://127.0.0.1:$((12377 + 2 * i))/metrics" <<'EOF'
 import sys, urllib.request

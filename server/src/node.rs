@@ -95,6 +95,10 @@ pub struct Node {
     next_request: u64,
     metrics: Arc<NodeMetrics>,
     started: tokio::time::Instant,
+    /// What the node had committed when it started and had yet to apply, until it has: then
+    /// the time that took is logged (a restart answers reads between slices of it, so its
+    /// first answer says nothing of when it has everything back).
+    applying_at_start: Option<(u64, u64)>,
     /// The index of the configuration whose addresses the peer directory last learnt.
     configuration_seen: Option<u64>,
     /// The leader last published (None at start), to log each change.
@@ -172,6 +176,9 @@ impl Node {
         leader_board: Arc<LeaderBoard>,
     ) -> Node {
         let published = replica.kv().revision();
+        let status = replica.status();
+        let applying_at_start = (status.applied_index < status.commit_index)
+            .then_some((status.applied_index, status.commit_index));
         let snapshot_backlog = storage.snapshot_backlog();
         Node {
             snapshot_backlog,
@@ -186,6 +193,7 @@ impl Node {
             next_request: 0,
             metrics,
             started: tokio::time::Instant::now(),
+            applying_at_start,
             configuration_seen: None,
             leader_seen: None,
         }
@@ -258,6 +266,16 @@ impl Node {
             }
             self.learn_configuration();
             self.publish_leader();
+            if let Some((from, to)) = self.applying_at_start {
+                if self.replica.applied_index() >= to {
+                    self.applying_at_start = None;
+                    tracing::info!(
+                        entries = to - from,
+                        ms = self.started.elapsed().as_millis() as u64,
+                        "applied what was committed before the start"
+                    );
+                }
+            }
             if let Some(reason) = self.peers.refused() {
                 tracing::error!(%reason, "stopping for good");
                 return Ok(Stopped::Refused { reason });
