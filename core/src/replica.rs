@@ -540,8 +540,6 @@ impl Replica {
         self.quorum_seen_lately(|node| self.last_heard.get(&node).copied())
     }
 
-    /// Whether this node and the peers whose last sign of life (`last_seen`) lies within an
-    /// election timeout make a quorum.
     /// Whether `node` was heard from within the last `millis` ms.
     pub(crate) fn heard_within(&self, node: NodeId, millis: u64) -> bool {
         self.last_heard
@@ -549,6 +547,8 @@ impl Replica {
             .is_some_and(|at| self.now.millis_since(*at) < millis)
     }
 
+    /// Whether this node and the peers whose last sign of life (`last_seen`) lies within an
+    /// election timeout make a quorum.
     pub(crate) fn quorum_seen_lately(&self, last_seen: impl Fn(NodeId) -> Option<Time>) -> bool {
         let window = self.config.election_timeout_ms;
         self.quorum().is_reached_by(|node| {
