@@ -60,11 +60,11 @@ impl KvStore {
             self.sessions_by_age
                 .remove(&(old.last_index, command.client_id));
         }
-        let encoded = ClientResponse {
-            request_id: 0,
-            body: Some(response.clone()),
-        }
-        .encode_to_vec();
+        // A `ClientResponse` of request id 0 (a default, not encoded) holding `response`: the
+        // same bytes, encoded from the response where it is, not from a copy of it (every
+        // write of a session passes here, on every node).
+        let mut encoded = Vec::with_capacity(response.encoded_len());
+        response.encode(&mut encoded);
         self.sessions.insert(
             command.client_id,
             SessionRecord {
