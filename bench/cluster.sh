@@ -134,9 +134,11 @@ bench() { # store [failover|write-gap] args...
         --cluster-secret-file "$SECRET" "$@"
 }
 
-# Waits until one node answers a local read of a key; prints the milliseconds that took.
-ready() { # store node key
-    "$BENCH" ready --backend "$1" --endpoints "$(endpoint_of "$1" "$2")" --cluster-secret-file "$SECRET" --key "$3"
+# Waits until one node answers a local read of a key (with --caught-up, also until it has
+# applied everything it knows committed and knows its leader); prints the milliseconds that took.
+ready() { # store node key [--caught-up]
+    "$BENCH" ready --backend "$1" --endpoints "$(endpoint_of "$1" "$2")" --cluster-secret-file "$SECRET" \
+        --key "$3" "${@:4}"
 }
 
 # Waits until the cluster accepts a put (a leader is elected and a quorum is up).

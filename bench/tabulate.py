@@ -140,6 +140,14 @@ def main(results):
             f" | {fmt_median(etc and etc['restart_ms'])} ({fmt_all(etc and etc['restart_ms'])}) |"
             f" {ratio_of(pax and pax['restart_ms'], etc and etc['restart_ms'])} |"
         )
+        caught_up = [result.get("restart_caught_up_ms") if result else None for result in (pax, etc)]
+        if any(caught_up):
+            extra.append(
+                "| the same restart until the node has applied everything and knows its leader, ms"
+                f" (median) | {fmt_median(caught_up[0])} ({fmt_all(caught_up[0])})"
+                f" | {fmt_median(caught_up[1])} ({fmt_all(caught_up[1])}) |"
+                f" {ratio_of(caught_up[0], caught_up[1])} |"
+            )
         catch_up = [
             [result["catch_up_ms"]] if result and result.get("catch_up_ms") is not None else []
             for result in (pax, etc)

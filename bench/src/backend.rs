@@ -304,6 +304,29 @@ impl Conn {
         Ok(())
     }
 
+    /// Whether the one node this connection talks to has caught up: it follows a leader (or is
+    /// one) and has applied every entry it knows to be committed. A restarted node can answer a
+    /// local read while it is still applying its log (between slices of it), before this.
+    pub async fn caught_up(&mut self) -> anyhow::Result<bool> {
+        match self {
+            Conn::Paxkv(client) => {
+                let (_, status) = client
+                    .status_all()
+                    .await
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow!("no endpoint to ask"))?;
+                let status = status?;
+                Ok(status.leader_id != 0 && status.applied_index >= status.commit_index)
+            }
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(client) => {
+                let status = client.status().await?;
+                Ok(status.leader() != 0 && status.raft_applied_index() >= status.raft_index())
+            }
+        }
+    }
+
     /// The client endpoint of the current leader, as it appears in `endpoints`.
     #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
     pub async fn leader_endpoint(&mut self, endpoints: &[String]) -> anyhow::Result<String> {

@@ -174,6 +174,10 @@ struct ReadyArgs {
     /// The key that must be readable (a local read at the node).
     #[arg(long)]
     key: String,
+    /// Wait also until the node has caught up: it knows its leader and has applied everything
+    /// it knows to be committed (a restarted node may answer a local read before that).
+    #[arg(long)]
+    caught_up: bool,
     /// Give up after this long.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     give_up: Duration,
@@ -421,7 +425,8 @@ async fn write_gap(args: WriteGapArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls one node with a local read of `key` until it answers with a value.
+/// Polls one node with a local read of `key` until it answers with a value (and, with
+/// `--caught-up`, until the node has caught up).
 async fn ready(args: ReadyArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let endpoints = args.target.cluster.endpoint_list();
@@ -432,12 +437,19 @@ async fn ready(args: ReadyArgs) -> anyhow::Result<()> {
     while start.elapsed() < args.give_up {
         let attempt = async {
             let mut conns = connect(&args.target, 1).await?;
-            conns[0].get(args.key.as_bytes(), true).await
+            let conn = &mut conns[0];
+            Ok::<_, anyhow::Error>(
+                conn.get(args.key.as_bytes(), true).await?
+                    && (!args.caught_up || conn.caught_up().await?),
+            )
         };
         match tokio::time::timeout(Duration::from_millis(500), attempt).await {
             Ok(Ok(true)) => {
                 println!("{:.0}", start.elapsed().as_secs_f64() * 1000.0);
                 return Ok(());
+            }
+            Ok(Ok(false)) if args.caught_up => {
+                last_error = format!("{} not there, or the node not caught up (yet)", args.key)
             }
             Ok(Ok(false)) => last_error = format!("{} not there (yet)", args.key),
             Ok(Err(error)) => last_error = format!("{error:#}"),
