@@ -9,10 +9,10 @@
 //! at random about three quarters full. A chunk's room is reserved whole when it is made, so
 //! no chunk grows by doubling.
 //!
-//! A lookup is a binary search over the chunks' first keys, then one within the chunk; each
-//! comparison reads a key inside its record. An insert or a removal moves at most a chunk's
-//! slots (8 KiB), and a chunk made or dropped moves the list of chunks (24 bytes per 512
-//! records).
+//! A lookup is a binary search over the chunks' first keys, then a search within the chunk
+//! (`search`: halving, then a short scan); each comparison reads a key inside its record. An
+//! insert or a removal moves at most a chunk's slots (8 KiB), and a chunk made or dropped
+//! moves the list of chunks (24 bytes per 512 records).
 
 use std::ops::Bound;
 
@@ -33,6 +33,40 @@ struct Place {
     chunk: usize,
     position: usize,
     found: bool,
+}
+
+/// Records a search within a chunk reads one after another at its end, not halving.
+const SCAN_RECORDS: usize = 8;
+
+/// Where `key` is in `records` (sorted), or where it would go; and whether it is there.
+///
+/// Each step reads a record at an address of its own, and nearly all of a lookup's time is
+/// those reads missing the cache. The standard library's binary search picks the next half
+/// without a branch, so the processor cannot start on the next record before the comparison
+/// with this one is done: every miss waits for the one before it. Here the halving branches
+/// (the processor guesses a half and reads on, right half the time), and the last
+/// `SCAN_RECORDS` are read in order, whose addresses do not depend on the comparisons, so
+/// several misses are under way at once. A put's lookups took 13% of the leader's time and
+/// 17% of a follower's; now 6-8% and 9-11% (`perf`, 64 puts in flight on 10,000 keys; a tail
+/// of 16 and of 32 records did worse than 8).
+fn search(records: &[StoredValue], key: &[u8]) -> (usize, bool) {
+    let (mut low, mut high) = (0, records.len());
+    while high - low > SCAN_RECORDS {
+        let middle = low + (high - low) / 2;
+        match records[middle].key().cmp(key) {
+            std::cmp::Ordering::Less => low = middle + 1,
+            std::cmp::Ordering::Greater => high = middle,
+            std::cmp::Ordering::Equal => return (middle, true),
+        }
+    }
+    for (position, record) in records.iter().enumerate().take(high).skip(low) {
+        match record.key().cmp(key) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return (position, true),
+            std::cmp::Ordering::Greater => return (position, false),
+        }
+    }
+    (high, false)
 }
 
 impl Records {
@@ -81,17 +115,11 @@ impl Records {
                 found: false,
             };
         };
-        match records.binary_search_by(|record| record.key().cmp(key)) {
-            Ok(position) => Place {
-                chunk,
-                position,
-                found: true,
-            },
-            Err(position) => Place {
-                chunk,
-                position,
-                found: false,
-            },
+        let (position, found) = search(records, key);
+        Place {
+            chunk,
+            position,
+            found,
         }
     }
 
