@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,8 +32,14 @@ impl Drop for Cluster {
     }
 }
 
+// The server's end-to-end tests' port picker: a port the OS picked and released (`bind :0`)
+// could be taken by an outgoing connection of a test running alongside before the node bound
+// it, and the cluster then never started (the test hung).
+#[path = "../../../server/tests/common/ports.rs"]
+mod ports;
+
 fn free_address() -> SocketAddr {
-    TcpListener::bind("[::1]:0").unwrap().local_addr().unwrap()
+    SocketAddr::from((Ipv6Addr::LOCALHOST, ports::free_port()))
 }
 
 /// Three nodes started together (a fresh cluster starts once all three are up).
@@ -79,7 +85,12 @@ async fn start_cluster() -> Cluster {
         )));
     }
     for started in starting {
-        started.await.unwrap().unwrap();
+        // A node that cannot start fails the test, not hangs it.
+        tokio::time::timeout(Duration::from_secs(30), started)
+            .await
+            .expect("the node started within 30 s")
+            .unwrap()
+            .unwrap();
     }
     Cluster {
         endpoints: clients.iter().map(ToString::to_string).collect(),
