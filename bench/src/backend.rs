@@ -143,9 +143,12 @@ impl Conn {
     ) -> anyhow::Result<()> {
         match self {
             Conn::Paxkv(client) => {
+                // Nothing here reads the old value, and etcd's puts leave it out unless asked
+                // (prev_kv): neither store sends it.
+                let options = PutOptions::new().without_previous();
                 let options = match ttl {
-                    Some(ttl) => PutOptions::new().ttl_ms(ttl.as_millis() as u64),
-                    None => PutOptions::new(),
+                    Some(ttl) => options.ttl_ms(ttl.as_millis() as u64),
+                    None => options,
                 };
                 client.put(key, value, options).await?;
             }
@@ -243,7 +246,7 @@ impl Conn {
         match self {
             Conn::Paxkv(client) => {
                 let id = client.lease_grant(ttl.as_millis() as u64).await?;
-                let options = PutOptions::new().lease(id);
+                let options = PutOptions::new().lease(id).without_previous();
                 client.put(key, value, options).await?;
                 Ok(Lease::Paxkv(id))
             }

@@ -403,8 +403,9 @@ impl NativeClient {
     }
 
     /// Returns (succeeded, revision, previous entry tuple or None); `expected_revision` makes
-    /// it a compare-and-set.
-    #[pyo3(signature = (key, value, ttl_ms, lease_id, keep_ttl, expected_revision, timeout_ms=None, done=None))]
+    /// it a compare-and-set; `skip_previous` leaves the previous entry out of a put that
+    /// succeeds (the cluster then neither copies nor sends it).
+    #[pyo3(signature = (key, value, ttl_ms, lease_id, keep_ttl, expected_revision, skip_previous=false, timeout_ms=None, done=None))]
     #[allow(clippy::too_many_arguments)]
     fn put(
         &self,
@@ -415,6 +416,7 @@ impl NativeClient {
         lease_id: Option<u64>,
         keep_ttl: bool,
         expected_revision: Option<u64>,
+        skip_previous: bool,
         timeout_ms: Option<u64>,
         done: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
@@ -426,6 +428,7 @@ impl NativeClient {
             lease_id,
             keep_ttl,
             expected_revision,
+            skip_previous,
         };
         run(py, done, async move {
             let put = client.put_with(put).await?;

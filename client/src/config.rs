@@ -142,6 +142,9 @@ pub struct PutOptions {
     pub ttl_ms: Option<u64>,
     pub lease_id: Option<u64>,
     pub keep_ttl: bool,
+    /// The answer leaves out the key as it was ([`PutResult::previous`](crate::PutResult) is
+    /// then `None`): see [`PutOptions::without_previous`].
+    pub skip_previous: bool,
 }
 
 impl PutOptions {
@@ -159,6 +162,7 @@ impl PutOptions {
             lease_id: self.lease_id,
             keep_ttl: self.keep_ttl,
             expected_revision,
+            skip_previous: self.skip_previous,
         }
     }
 
@@ -201,6 +205,20 @@ impl PutOptions {
     /// ```
     pub fn keep_ttl(mut self) -> PutOptions {
         self.keep_ttl = true;
+        self
+    }
+
+    /// Do not send back the key as it was before a put that succeeds: the old value is then
+    /// not copied, sent or remembered for retries, which a write-heavy caller that never reads
+    /// `previous` saves on every put. A compare-and-set that fails still shows the key as it
+    /// is.
+    ///
+    /// ```
+    /// let options = paxkv_client::PutOptions::new().without_previous();
+    /// assert!(options.skip_previous);
+    /// ```
+    pub fn without_previous(mut self) -> PutOptions {
+        self.skip_previous = true;
         self
     }
 }

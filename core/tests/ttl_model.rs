@@ -253,6 +253,7 @@ fn entry(index: u64, step: &Step, model: &Model, log_time_ms: u64) -> Entry {
             keep_ttl,
             lease_id: lease.map(|slot| model.lease_id(slot)),
             expected_revision: None,
+            skip_previous: false,
         }),
         Step::Delete { key } => Op::Delete(DeleteRequest {
             key: KEYS[key].to_vec(),

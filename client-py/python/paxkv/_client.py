@@ -551,6 +551,8 @@ class _Commands:
             value,
             *_write_options(ttl, lease, keep_ttl),
             None,
+            # The old value only travels when it is asked for.
+            not prev_kv,
             timeout=timeout,
             convert=written,
         )

@@ -70,6 +70,7 @@ class NativeClient:
         lease_id: Optional[int],
         keep_ttl: bool,
         expected_revision: Optional[int],
+        skip_previous: bool = False,
         timeout_ms: Optional[int] = None, done: _Done = None,
     ) -> Tuple[bool, int, Optional[_EntryTuple]]: ...
     def get(

@@ -562,6 +562,51 @@ mod tests {
         }
     }
 
+    /// `skip_previous` leaves the key as it was out of a put's answer (and so out of what the
+    /// session remembers on every node), writes all the same, and a failed compare-and-set
+    /// still shows the key as it is.
+    #[test]
+    fn a_put_that_skips_previous_answers_without_the_old_value() {
+        let with_skip = |key: &str, value: &str, expected: Option<u64>| {
+            let mut entry = put_entry(0, 0, key, value, expected);
+            if let Some(Kind::Command(Command {
+                op: Some(Op::Put(put)),
+                ..
+            })) = &mut entry.kind
+            {
+                put.skip_previous = true;
+            }
+            entry
+        };
+        let previous = |response: Option<Response>| match response {
+            Some(Response::Put(put)) => (put.succeeded, put.previous.map(|kv| kv.value)),
+            other => panic!("expected a put answer, got {other:?}"),
+        };
+        let mut store = KvStore::new();
+        assert_eq!(
+            previous(store.apply(1, &put_entry(0, 0, "a", "1", None))),
+            (true, None)
+        );
+        assert_eq!(
+            previous(store.apply(2, &put_entry(0, 0, "a", "2", None))),
+            (true, Some(b"1".to_vec()))
+        );
+        assert_eq!(
+            previous(store.apply(3, &with_skip("a", "3", None))),
+            (true, None)
+        );
+        assert_eq!(store.get(b"a").unwrap().value, b"3");
+        assert_eq!(
+            previous(store.apply(4, &with_skip("a", "4", Some(1)))),
+            (false, Some(b"3".to_vec()))
+        );
+        assert_eq!(
+            previous(store.apply(5, &with_skip("a", "5", Some(3)))),
+            (true, None)
+        );
+        assert_eq!(store.get(b"a").unwrap().value, b"5");
+    }
+
     #[test]
     fn revisions_versions_and_compare_and_set() {
         let mut store = KvStore::new();

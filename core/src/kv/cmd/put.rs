@@ -40,15 +40,19 @@ impl KvStore {
             }
         }
         let current = self.stored(put.key.as_slice());
-        let previous = current.map(|stored| Self::key_value(&put.key, stored));
         let existing = current.map(|stored| stored.meta());
         if !Self::revision_matches(current, put.expected_revision) {
+            // A failed compare-and-set shows the key as it is, asked for or not.
             return Response::Put(PutResponse {
                 header: self.header(),
                 succeeded: false,
-                previous,
+                previous: current.map(|stored| Self::key_value(&put.key, stored)),
             });
         }
+        // (Copied before the write replaces it, and only if the answer carries it.)
+        let previous = current
+            .filter(|_| !put.skip_previous)
+            .map(|stored| Self::key_value(&put.key, stored));
         let ttl = match (put.ttl_ms, put.keep_ttl) {
             (Some(ttl_ms), _) => Ttl::At(self.log_time_ms.saturating_add(ttl_ms)),
             (None, true) => Ttl::Keep,
