@@ -186,14 +186,17 @@ impl Router {
                 };
                 // The queue to the node loop has room nearly always; a wait for room (a future
                 // of its own, boxed for the size reason below) only when it is full.
-                let sent = match self.inner.inputs.try_send(input) {
-                    Ok(()) => Ok(()),
+                let queued = match self.inner.inputs.try_send(input) {
                     Err(mpsc::error::TrySendError::Full(input)) => {
-                        Box::pin(self.inner.inputs.send(input)).await.map_err(drop)
+                        Box::pin(self.inner.inputs.send(input)).await.is_ok()
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    tried => tried.is_ok(),
                 };
-                let sent = sent.map(|()| receiver).map_err(|()| shutting_down());
+                let sent = if queued {
+                    Ok(receiver)
+                } else {
+                    Err(shutting_down())
+                };
                 (sent, None)
             }
             // Boxed: passing a request on opens connections and waits for them, a future many
